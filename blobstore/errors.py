@@ -1,0 +1,31 @@
+"""Typed storage errors.  They carry no HTTP status: the service maps them once, in one place."""
+
+from __future__ import annotations
+
+
+class BlobStoreError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class BlobNotFound(BlobStoreError):
+    """The ref names no stored blob."""
+
+
+class StoreFull(BlobStoreError):
+    """The backend has no space left (ENOSPC, EDQUOT).  Permanent until space is freed."""
+
+
+class StorageFailure(BlobStoreError):
+    """The backend failed in a way the caller cannot fix (I/O error, permission, lost device)."""
+
+
+class TooLarge(BlobStoreError):
+    """The stream passed the size limit the caller set; nothing was stored."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"stream exceeds {limit} bytes")
+        self.limit = limit
+
+
+class CollisionLimit(BlobStoreError):
+    """Too many different contents share one fast hash: someone is planting collisions."""

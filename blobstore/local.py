@@ -1,0 +1,308 @@
+"""Local-filesystem backend: the embedded default.
+
+Layout under the store root: ``ab/cd/xxh3_128-abcd...`` (two-level fan-out by digest) and
+``tmp/`` for staged bytes.  The durable write follows restic: temp file beside the target, write,
+check the byte count, fdatasync, link into place (never replacing), fsync the directory.
+No path is ever built from anything but a validated ref.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from blobstore.errors import BlobNotFound, StorageFailure, StoreFull
+from blobstore.port import BlobInfo
+from blobstore.refs import BlobRef, is_ref, ref_digest
+
+T = TypeVar("T")
+
+# Bytes per read of a blob when streaming it; matches the write batch.
+READ_SIZE = 1 << 20
+# Store file I/O runs on its own small pool, so a slow disk cannot starve the loop's default
+# executor (which DNS and others share).  Writes of one blob are serialised anyway.
+IO_THREADS = 8
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+TEMP_DIR = "tmp"
+
+
+def translate_oserror(exc: OSError) -> Exception:
+    """One switch from OS errors to the store's typed errors (no path in the message)."""
+    if exc.errno in _FULL_ERRNOS:
+        return StoreFull("no space left in the blob store")
+    return StorageFailure(f"blob store I/O failed: {errno.errorcode.get(exc.errno or 0, 'EIO')}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStaging:
+    """A temp file being written; at most one write in flight, so network and disk overlap."""
+
+    def __init__(self, backend: LocalBackend, path: Path, fd: int) -> None:
+        self._backend = backend
+        self._path = path
+        self._fd: int | None = fd
+        self._written = 0
+        self._pending: asyncio.Future[None] | None = None
+        self._published = False
+
+    def _write_all(self, data: bytes) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+
+    async def _settle(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            try:
+                await pending
+            except OSError as exc:
+                raise translate_oserror(exc) from None
+
+    async def write(self, data: bytes) -> None:
+        await self._settle()
+        self._written += len(data)
+        self._pending = asyncio.ensure_future(self._backend.run(self._write_all, data))
+
+    async def publish(self, ref: BlobRef) -> bool:
+        await self._settle()
+        try:
+            created = await self._backend.run(self._publish_sync, ref)
+        except OSError as exc:
+            raise translate_oserror(exc) from None
+        self._published = created
+        return created
+
+    def _publish_sync(self, ref: BlobRef) -> bool:
+        target = self._backend.local_path(ref)
+        if target.exists():
+            return False  # no fsync needed for bytes we are about to drop
+        assert self._fd is not None
+        if os.fstat(self._fd).st_size != self._written:
+            raise OSError(errno.EIO, "short write")
+        os.fdatasync(self._fd)
+        self._backend.ensure_fanout(target.parent)
+        try:
+            os.link(self._path, target)
+        except FileExistsError:
+            return False
+        os.close(self._fd)
+        self._fd = None
+        self._path.unlink()
+        _fsync_dir(target.parent)
+        return True
+
+    async def same_as(self, ref: BlobRef) -> bool:
+        await self._settle()
+        try:
+            return await self._backend.run(self._same_as_sync, ref)
+        except OSError as exc:
+            raise translate_oserror(exc) from None
+
+    def _same_as_sync(self, ref: BlobRef) -> bool:
+        target = self._backend.local_path(ref)
+        try:
+            with open(target, "rb") as stored, open(self._path, "rb") as staged:
+                if os.fstat(stored.fileno()).st_size != self._written:
+                    return False
+                while True:
+                    a = stored.read(READ_SIZE)
+                    b = staged.read(READ_SIZE)
+                    if a != b:
+                        return False
+                    if not a:
+                        return True
+        except FileNotFoundError:
+            return False
+
+    async def discard(self) -> None:
+        if self._pending is not None:
+            # A failed earlier write is moot: these bytes are being dropped.
+            with contextlib.suppress(Exception):
+                await self._settle()
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        await self._backend.run(self._discard_sync, fd)
+
+    def _discard_sync(self, fd: int) -> None:
+        os.close(fd)
+        self._path.unlink(missing_ok=True)
+
+
+class LocalBackend:
+    """Blobs as files under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / TEMP_DIR
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="blobstore")
+        self._known_dirs: set[Path] = set()
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def local_path(self, ref: BlobRef) -> Path:
+        digest = ref_digest(ref)
+        return self.root / digest[:2] / digest[2:4] / ref
+
+    def ensure_fanout(self, directory: Path) -> None:
+        """Create the fan-out directories, fsyncing each parent whose entries changed."""
+        if directory in self._known_dirs:
+            return
+        for d in (directory.parent, directory):
+            if not d.is_dir():
+                try:
+                    d.mkdir()
+                except FileExistsError:
+                    pass
+                else:
+                    _fsync_dir(d.parent)
+        self._known_dirs.add(directory)
+
+    async def stage(self) -> LocalStaging:
+        path = self.tmp / f"{uuid.uuid4().hex}.tmp"
+        try:
+            fd = await self.run(
+                os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+            )
+        except OSError as exc:
+            raise translate_oserror(exc) from None
+        return LocalStaging(self, path, fd)
+
+    async def stat(self, ref: BlobRef) -> int | None:
+        try:
+            st = await self.run(os.stat, self.local_path(ref))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise translate_oserror(exc) from None
+        return st.st_size
+
+    async def read(
+        self, ref: BlobRef, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        try:
+            f = await self.run(open, self.local_path(ref), "rb")
+        except FileNotFoundError:
+            raise BlobNotFound(ref) from None
+        except OSError as exc:
+            raise translate_oserror(exc) from None
+        try:
+            pos = start
+            while end is None or pos < end:
+                want = READ_SIZE if end is None else min(READ_SIZE, end - pos)
+                data = await self.run(os.pread, f.fileno(), want, pos)
+                if not data:
+                    break
+                pos += len(data)
+                yield data
+        except OSError as exc:
+            raise translate_oserror(exc) from None
+        finally:
+            await self.run(f.close)
+
+    async def touch(self, ref: BlobRef) -> bool:
+        try:
+            await self.run(os.utime, self.local_path(ref))
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise translate_oserror(exc) from None
+        return True
+
+    async def delete(self, ref: BlobRef) -> None:
+        try:
+            await self.run(self.local_path(ref).unlink, True)
+        except OSError as exc:
+            raise translate_oserror(exc) from None
+
+    async def delete_if_untouched(self, ref: BlobRef, since: float) -> bool:
+        try:
+            return await self.run(self._delete_if_untouched_sync, ref, since)
+        except OSError as exc:
+            raise translate_oserror(exc) from None
+
+    def _delete_if_untouched_sync(self, ref: BlobRef, since: float) -> bool:
+        # Move the blob out of its name first: a touch after this fails (the toucher publishes
+        # its own copy); a touch before it shows in the mtime, and then the blob goes back.
+        path = self.local_path(ref)
+        parked = self.tmp / f"gc-{uuid.uuid4().hex}.tmp"
+        try:
+            os.rename(path, parked)
+        except FileNotFoundError:
+            return False
+        if os.stat(parked).st_mtime >= since:
+            # FileExistsError: an upload re-published the same content meanwhile.
+            with contextlib.suppress(FileExistsError):
+                os.link(parked, path)
+            parked.unlink()
+            return False
+        parked.unlink()
+        return True
+
+    async def scan(self) -> AsyncIterator[BlobInfo]:
+        for top in await self.run(_listdir, self.root):
+            if top == TEMP_DIR or len(top) != 2:
+                continue
+            for sub in await self.run(_listdir, self.root / top):
+                infos = await self.run(_scan_dir, self.root / top / sub)
+                for info in infos:
+                    yield info
+
+    def temp_files(self) -> list[tuple[Path, int, float]]:
+        out = []
+        for entry in os.scandir(self.tmp):
+            try:
+                st = entry.stat()
+            except FileNotFoundError:
+                continue
+            out.append((Path(entry.path), st.st_size, st.st_mtime))
+        return out
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def _listdir(path: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _scan_dir(path: Path) -> list[BlobInfo]:
+    out = []
+    for entry in _iter_entries(path):
+        if not is_ref(entry.name):
+            continue
+        try:
+            st = entry.stat()
+        except FileNotFoundError:
+            continue
+        out.append(BlobInfo(BlobRef(entry.name), st.st_size, st.st_mtime))
+    return out
+
+
+def _iter_entries(path: Path) -> Iterator[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as it:
+            yield from it
+    except (FileNotFoundError, NotADirectoryError):
+        return

@@ -1,0 +1,275 @@
+"""Per-file manifests: chunk number -> (blob ref, size), plus the file's other blobs.
+
+A manifest row is written only after its blob is durable (the caller puts the blob first), so a
+crash leaves orphan blobs, never a dangling reference.  Every function runs inside a transaction
+the caller holds, so the service can change manifests and its own tables atomically.
+
+Slots: ``chunk`` is the live content; ``staged`` holds an overwrite in progress until it is whole
+and swapped in by :func:`promote_staged`; ``thumb`` the derived blobs (thumbnails).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import aiosqlite
+
+from blobstore.refs import BlobRef
+
+Slot = Literal["chunk", "staged", "thumb"]
+
+SCHEMA: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS manifests (
+        file_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        expected_chunks INTEGER,
+        expected_size INTEGER,
+        staged_chunks INTEGER,
+        staged_size INTEGER,
+        complete INTEGER NOT NULL DEFAULT 0,
+        damaged INTEGER NOT NULL DEFAULT 0,
+        updated_at INTEGER NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS manifest_entries (
+        file_id TEXT NOT NULL REFERENCES manifests(file_id) ON DELETE CASCADE,
+        slot TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        ref TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        attrs TEXT,
+        PRIMARY KEY (file_id, slot, idx)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS manifest_entries_ref ON manifest_entries(ref)",
+)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One blob of a manifest."""
+
+    idx: int
+    ref: BlobRef
+    size: int
+    attrs: dict[str, object] | None = None
+
+
+@dataclass(frozen=True)
+class Head:
+    """A manifest's header: owner and what the content should add up to."""
+
+    file_id: str
+    owner: str
+    expected_chunks: int | None
+    expected_size: int | None
+    complete: bool
+    damaged: bool
+    updated_at: int
+
+
+@dataclass(frozen=True)
+class Completeness:
+    """Where a set of chunks stands against what they should add up to."""
+
+    stored_chunks: int
+    stored_size: int
+    missing: tuple[int, ...]
+    complete: bool
+
+
+def completeness(
+    entries: Sequence[Entry], expected_chunks: int, expected_size: int | None
+) -> Completeness:
+    """Pure: the chunks are complete when numbers 1..N are all present and, when a total size is
+    known, their sizes add up to it exactly."""
+    have = {e.idx for e in entries}
+    missing = tuple(i for i in range(1, expected_chunks + 1) if i not in have)
+    stored = sum(e.size for e in entries)
+    extra = any(e.idx < 1 or e.idx > expected_chunks for e in entries)
+    size_ok = expected_size is None or stored == expected_size
+    return Completeness(len(entries), stored, missing, not missing and not extra and size_ok)
+
+
+def _head(row: aiosqlite.Row) -> Head:
+    return Head(
+        file_id=row["file_id"],
+        owner=row["owner"],
+        expected_chunks=row["expected_chunks"],
+        expected_size=row["expected_size"],
+        complete=bool(row["complete"]),
+        damaged=bool(row["damaged"]),
+        updated_at=row["updated_at"],
+    )
+
+
+def _entry(row: aiosqlite.Row) -> Entry:
+    attrs = json.loads(row["attrs"]) if row["attrs"] else None
+    return Entry(row["idx"], BlobRef(row["ref"]), row["size"], attrs)
+
+
+async def create(
+    conn: aiosqlite.Connection,
+    file_id: str,
+    owner: str,
+    *,
+    expected_chunks: int | None,
+    expected_size: int | None,
+    now_ms: int,
+) -> None:
+    """Start an empty manifest."""
+    await conn.execute(
+        "INSERT INTO manifests (file_id, owner, expected_chunks, expected_size, updated_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (file_id, owner, expected_chunks, expected_size, now_ms),
+    )
+
+
+async def head(conn: aiosqlite.Connection, file_id: str) -> Head | None:
+    """The manifest's header, or None."""
+    async with conn.execute("SELECT * FROM manifests WHERE file_id = ?", (file_id,)) as cur:
+        row = await cur.fetchone()
+    return None if row is None else _head(row)
+
+
+async def set_expected(
+    conn: aiosqlite.Connection,
+    file_id: str,
+    *,
+    chunks: int | None,
+    size: int | None,
+    staged: bool = False,
+) -> None:
+    """Record what the live (or staged) content must add up to."""
+    cols = ("staged_chunks", "staged_size") if staged else ("expected_chunks", "expected_size")
+    await conn.execute(
+        f"UPDATE manifests SET {cols[0]} = ?, {cols[1]} = ? WHERE file_id = ?",  # noqa: S608
+        (chunks, size, file_id),
+    )
+
+
+async def staged_expected(
+    conn: aiosqlite.Connection, file_id: str
+) -> tuple[int | None, int | None]:
+    """What the staged overwrite must add up to: (chunks, size)."""
+    async with conn.execute(
+        "SELECT staged_chunks, staged_size FROM manifests WHERE file_id = ?", (file_id,)
+    ) as cur:
+        row = await cur.fetchone()
+    return (None, None) if row is None else (row[0], row[1])
+
+
+async def mark(
+    conn: aiosqlite.Connection,
+    file_id: str,
+    *,
+    now_ms: int,
+    complete: bool | None = None,
+    damaged: bool | None = None,
+) -> None:
+    """Set the complete/damaged flags and bump ``updated_at``."""
+    sets, args = ["updated_at = ?"], [now_ms]
+    if complete is not None:
+        sets.append("complete = ?")
+        args.append(int(complete))
+    if damaged is not None:
+        sets.append("damaged = ?")
+        args.append(int(damaged))
+    await conn.execute(
+        f"UPDATE manifests SET {', '.join(sets)} WHERE file_id = ?",  # noqa: S608
+        (*args, file_id),
+    )
+
+
+async def put_entry(
+    conn: aiosqlite.Connection,
+    file_id: str,
+    slot: Slot,
+    idx: int,
+    ref: BlobRef,
+    size: int,
+    attrs: dict[str, object] | None = None,
+) -> BlobRef | None:
+    """Set entry ``idx`` of ``slot``; return the ref it replaced, if any."""
+    async with conn.execute(
+        "SELECT ref FROM manifest_entries WHERE file_id = ? AND slot = ? AND idx = ?",
+        (file_id, slot, idx),
+    ) as cur:
+        row = await cur.fetchone()
+    await conn.execute(
+        "INSERT INTO manifest_entries (file_id, slot, idx, ref, size, attrs)"
+        " VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (file_id, slot, idx) DO UPDATE"
+        " SET ref = excluded.ref, size = excluded.size, attrs = excluded.attrs",
+        (file_id, slot, idx, ref, size, json.dumps(attrs) if attrs is not None else None),
+    )
+    return None if row is None else BlobRef(row[0])
+
+
+async def entries(conn: aiosqlite.Connection, file_id: str, slot: Slot) -> list[Entry]:
+    """The entries of one slot, ordered by index."""
+    async with conn.execute(
+        "SELECT idx, ref, size, attrs FROM manifest_entries"
+        " WHERE file_id = ? AND slot = ? ORDER BY idx",
+        (file_id, slot),
+    ) as cur:
+        return [_entry(r) for r in await cur.fetchall()]
+
+
+async def has_entry(conn: aiosqlite.Connection, file_id: str, slot: Slot, idx: int) -> bool:
+    """True when entry ``idx`` of ``slot`` is stored."""
+    async with conn.execute(
+        "SELECT 1 FROM manifest_entries WHERE file_id = ? AND slot = ? AND idx = ?",
+        (file_id, slot, idx),
+    ) as cur:
+        return await cur.fetchone() is not None
+
+
+async def clear(conn: aiosqlite.Connection, file_id: str, slot: Slot) -> None:
+    """Drop every entry of one slot (their blobs become gc's to reclaim)."""
+    await conn.execute(
+        "DELETE FROM manifest_entries WHERE file_id = ? AND slot = ?", (file_id, slot)
+    )
+
+
+async def promote_staged(conn: aiosqlite.Connection, file_id: str, *, now_ms: int) -> None:
+    """Swap a whole staged overwrite in as the live content, in the caller's transaction."""
+    await clear(conn, file_id, "chunk")
+    await conn.execute(
+        "UPDATE manifest_entries SET slot = 'chunk' WHERE file_id = ? AND slot = 'staged'",
+        (file_id,),
+    )
+    await conn.execute(
+        "UPDATE manifests SET expected_chunks = staged_chunks, expected_size = staged_size,"
+        " staged_chunks = NULL, staged_size = NULL, complete = 1, damaged = 0, updated_at = ?"
+        " WHERE file_id = ?",
+        (now_ms, file_id),
+    )
+
+
+async def delete(conn: aiosqlite.Connection, file_id: str) -> bool:
+    """Remove the manifest and its entries; True when it existed."""
+    await conn.execute("DELETE FROM manifest_entries WHERE file_id = ?", (file_id,))
+    cur = await conn.execute("DELETE FROM manifests WHERE file_id = ?", (file_id,))
+    return cur.rowcount > 0
+
+
+async def referenced(conn: aiosqlite.Connection) -> AsyncIterator[tuple[str, BlobRef, int]]:
+    """Every (file_id, ref, size) any manifest holds, in every slot: gc's live set, fsck's walk."""
+    async with conn.execute("SELECT file_id, ref, size FROM manifest_entries") as cur:
+        async for row in cur:
+            yield row[0], BlobRef(row[1]), row[2]
+
+
+async def is_referenced(conn: aiosqlite.Connection, ref: BlobRef) -> bool:
+    """True when any manifest still references ``ref``."""
+    async with conn.execute("SELECT 1 FROM manifest_entries WHERE ref = ? LIMIT 1", (ref,)) as cur:
+        return await cur.fetchone() is not None
+
+
+async def heads(conn: aiosqlite.Connection) -> AsyncIterator[Head]:
+    """Every manifest header."""
+    async with conn.execute("SELECT * FROM manifests ORDER BY file_id") as cur:
+        async for row in cur:
+            yield _head(row)
