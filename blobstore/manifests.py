@@ -11,7 +11,7 @@ and swapped in by :func:`promote_staged`; ``thumb`` the derived blobs (thumbnail
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -273,3 +273,171 @@ async def heads(conn: aiosqlite.Connection) -> AsyncIterator[Head]:
     async with conn.execute("SELECT * FROM manifests ORDER BY file_id") as cur:
         async for row in cur:
             yield _head(row)
+
+
+# --- Whole-store walks and maintenance: fsck, gc and stat use these. -------------------------
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A file that holds a ref: who a damaged blob breaks.  ``owner`` is the company id."""
+
+    file_id: str
+    owner: str
+    slot: str
+    marked_damaged: bool
+
+
+async def walk(conn: aiosqlite.Connection) -> AsyncIterator[tuple[Head, dict[str, list[Entry]]]]:
+    """Every manifest with its entries by slot (``attrs`` left out), ordered by file id.
+
+    One streaming query; memory holds one manifest at a time."""
+    sql = (
+        "SELECT m.file_id, m.owner, m.expected_chunks, m.expected_size, m.complete, m.damaged,"
+        " m.updated_at, e.slot, e.idx, e.ref, e.size"
+        " FROM manifests m LEFT JOIN manifest_entries e ON e.file_id = m.file_id"
+        " ORDER BY m.file_id, e.slot, e.idx"
+    )
+    current: Head | None = None
+    slots: dict[str, list[Entry]] = {}
+    async with conn.execute(sql) as cur:
+        async for row in cur:
+            if current is None or row["file_id"] != current.file_id:
+                if current is not None:
+                    yield current, slots
+                current, slots = _head(row), {}
+            if row["slot"] is not None:
+                entry = Entry(row["idx"], BlobRef(row["ref"]), row["size"])
+                slots.setdefault(row["slot"], []).append(entry)
+    if current is not None:
+        yield current, slots
+
+
+async def holders(conn: aiosqlite.Connection, ref: str) -> list[Holder]:
+    """The files whose manifests hold ``ref`` (any slot), ordered by file id."""
+    async with conn.execute(
+        "SELECT DISTINCT e.file_id, m.owner, e.slot, m.damaged"
+        " FROM manifest_entries e JOIN manifests m ON m.file_id = e.file_id"
+        " WHERE e.ref = ? ORDER BY e.file_id, e.slot",
+        (ref,),
+    ) as cur:
+        return [Holder(r[0], r[1], r[2], bool(r[3])) for r in await cur.fetchall()]
+
+
+async def claimed_sizes(conn: aiosqlite.Connection, ref: str) -> list[tuple[str, int]]:
+    """(file_id, size) of every entry that holds ``ref``: what each file says the blob weighs."""
+    async with conn.execute(
+        "SELECT file_id, size FROM manifest_entries WHERE ref = ? ORDER BY file_id", (ref,)
+    ) as cur:
+        return [(r[0], r[1]) for r in await cur.fetchall()]
+
+
+UploadKind = Literal["upload", "overwrite"]
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    """An upload that is not whole yet: a new file (``upload``: the manifest is incomplete) or
+    an overwrite of a complete file (``overwrite``: staged entries or a staged size).  ``entries``
+    are the (idx, ref) pairs of the slot being filled, the upload's fingerprint."""
+
+    file_id: str
+    owner: str
+    kind: UploadKind
+    updated_at: int
+    entries: tuple[tuple[int, BlobRef], ...]
+
+
+async def pending_uploads(
+    conn: aiosqlite.Connection, *, updated_before_ms: int | None = None
+) -> list[PendingUpload]:
+    """Uploads in progress (optionally only those whose manifest is older than a time)."""
+    cutoff = updated_before_ms if updated_before_ms is not None else 2**62
+    out: list[PendingUpload] = []
+    async with conn.execute(
+        "SELECT file_id, owner, complete, updated_at FROM manifests"
+        " WHERE updated_at < ? AND (complete = 0 OR staged_chunks IS NOT NULL"
+        "  OR staged_size IS NOT NULL"
+        "  OR EXISTS (SELECT 1 FROM manifest_entries s"
+        "             WHERE s.file_id = manifests.file_id AND s.slot = 'staged'))"
+        " ORDER BY file_id",
+        (cutoff,),
+    ) as cur:
+        rows = await cur.fetchall()
+    for file_id, owner, complete, updated_at in rows:
+        kind: UploadKind = "overwrite" if complete else "upload"
+        slot: Slot = "staged" if complete else "chunk"
+        found = await entries(conn, file_id, slot)
+        out.append(
+            PendingUpload(file_id, owner, kind, updated_at, tuple((e.idx, e.ref) for e in found))
+        )
+    return out
+
+
+async def expire(conn: aiosqlite.Connection, upload: PendingUpload, *, now_ms: int) -> bool:
+    """Drop an abandoned upload, in the caller's write transaction, unless it moved since it was
+    read (``updated_at`` or its entries changed): a new file's manifest is deleted (the service's
+    rows cascade, so the API answers 404); an overwrite's staged entries are cleared and the file
+    keeps its old content.  True when something was dropped."""
+    now = await head(conn, upload.file_id)
+    if now is None or now.updated_at != upload.updated_at:
+        return False
+    if now.complete != (upload.kind == "overwrite"):
+        return False
+    slot: Slot = "staged" if upload.kind == "overwrite" else "chunk"
+    current = tuple((e.idx, e.ref) for e in await entries(conn, upload.file_id, slot))
+    if current != upload.entries:
+        return False
+    if upload.kind == "upload":
+        return await delete(conn, upload.file_id)
+    await clear(conn, upload.file_id, "staged")
+    await conn.execute(
+        "UPDATE manifests SET staged_chunks = NULL, staged_size = NULL, updated_at = ?"
+        " WHERE file_id = ?",
+        (now_ms, upload.file_id),
+    )
+    return True
+
+
+async def live_refs(
+    conn: aiosqlite.Connection, *, excluding: Mapping[str, Slot | None] | None = None
+) -> set[BlobRef]:
+    """Every ref any manifest holds: gc's live set.  ``excluding`` leaves out the entries of
+    some files (value None: all their slots; a slot: only that one), to price a dry run."""
+    skip = excluding or {}
+    out: set[BlobRef] = set()
+    async with conn.execute("SELECT file_id, slot, ref FROM manifest_entries") as cur:
+        async for file_id, slot, ref in cur:
+            if file_id in skip and skip[file_id] in (None, slot):
+                continue
+            out.add(BlobRef(ref))
+    return out
+
+
+@dataclass(frozen=True)
+class Totals:
+    """What the manifests add up to (stat)."""
+
+    files: int
+    complete: int
+    damaged: int
+    entries: int
+    logical_bytes: int
+    distinct_refs: int
+    distinct_bytes: int
+
+
+async def totals(conn: aiosqlite.Connection) -> Totals:
+    """Counts over all manifests: files, entries, logical bytes and distinct referenced bytes."""
+    async with conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(complete), 0), COALESCE(SUM(damaged), 0) FROM manifests"
+    ) as cur:
+        files, complete, damaged = await cur.fetchone() or (0, 0, 0)
+    async with conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM manifest_entries") as cur:
+        n_entries, logical = await cur.fetchone() or (0, 0)
+    async with conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(size), 0)"
+        " FROM (SELECT ref, MAX(size) AS size FROM manifest_entries GROUP BY ref)"
+    ) as cur:
+        distinct, distinct_bytes = await cur.fetchone() or (0, 0)
+    return Totals(files, complete, damaged, n_entries, logical, distinct, distinct_bytes)
