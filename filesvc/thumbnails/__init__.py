@@ -1,0 +1,1 @@
+"""Thumbnails: the blocking renderer (``render``) that turns one stored file into thumbnails."""
