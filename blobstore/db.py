@@ -37,17 +37,17 @@ class Database:
 
     async def _connect(self, *, readonly: bool) -> aiosqlite.Connection:
         if readonly:
-            conn = await aiosqlite.connect(f"{self.path.as_uri()}?mode=ro", uri=True)
+            conn = await aiosqlite.connect(
+                f"{self.path.as_uri()}?mode=ro", uri=True, isolation_level=None
+            )
         else:
-            conn = await aiosqlite.connect(self.path)
-        conn.row_factory = aiosqlite.Row
+            conn = await aiosqlite.connect(self.path, isolation_level=None)
+        conn.row_factory = aiosqlite.Row  # isolation_level None: we issue BEGIN/COMMIT
         await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if not readonly:
             await conn.execute("PRAGMA journal_mode = WAL")
         await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         await conn.execute("PRAGMA foreign_keys = ON")
-        # We issue BEGIN/COMMIT ourselves.
-        conn.isolation_level = None
         return conn
 
     async def open(self, schema: Sequence[str] = ()) -> None:

@@ -1,0 +1,131 @@
+"""The composition root: ``create_app(settings, ...)`` wires everything, and nothing else does.
+
+Long-lived resources open in ``cleanup_ctx`` generators (teardown runs only if setup succeeded,
+in reverse order) and live under typed AppKeys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from blobstore.db import Database
+from blobstore.local import LocalBackend
+from blobstore.port import BlobBackend
+from blobstore.store import ContentStore, PutResult
+from filesvc import repo
+from filesvc.appkeys import DATABASE, INFLIGHT, METRICS, SERVICE, SETTINGS, STORE, THUMBS
+from filesvc.inflight import InFlight
+from filesvc.metrics import Metrics
+from filesvc.middleware import error_middleware, metrics_middleware
+from filesvc.routes import reads, uploads
+from filesvc.routes.common import PREFIX
+from filesvc.service import FileService
+from filesvc.settings import Settings
+from filesvc.thumbjobs import Renderer, ThumbnailRunner, no_thumbnails
+
+BLOBS_DIR = "blobs"
+DB_FILE = "meta.sqlite3"
+THUMB_WORK_DIR = "thumb-work"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    backend: BlobBackend | None = None,
+    renderer: Renderer | None = None,
+) -> web.Application:
+    """The aiohttp application.  Tests pass a backend (memory) or a renderer (fake)."""
+    app = web.Application(middlewares=[metrics_middleware, error_middleware])
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app[INFLIGHT] = InFlight()
+
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        db = Database(settings.data_dir / DB_FILE, synchronous=settings.sqlite_synchronous)
+        await db.open(repo.SCHEMA)
+        app[DATABASE] = db
+        yield
+        await db.close()
+
+    async def store(app: web.Application) -> AsyncIterator[None]:
+        chosen = backend or LocalBackend(settings.data_dir / BLOBS_DIR)
+        app[STORE] = ContentStore(chosen)
+        yield
+        await chosen.close()
+
+    async def thumbnails(app: web.Application) -> AsyncIterator[None]:
+        runner = ThumbnailRunner(
+            app[DATABASE],
+            app[STORE],
+            renderer or no_thumbnails,
+            work_dir=settings.data_dir / THUMB_WORK_DIR,
+            workers=settings.thumb_workers,
+        )
+        await runner.start()
+        app[THUMBS] = runner
+        yield
+        await runner.stop()
+
+    async def service(app: web.Application) -> AsyncIterator[None]:
+        metrics = app[METRICS]
+
+        def stored(put: PutResult) -> None:
+            metrics.uploads.inc()
+            metrics.upload_bytes.inc(put.size)
+            if not put.created:
+                metrics.dedup_hits.inc()
+
+        app[SERVICE] = FileService(
+            app[DATABASE],
+            app[STORE],
+            app[THUMBS],
+            max_upload_bytes=settings.max_upload_bytes,
+            thumb_sync_timeout=settings.thumb_sync_timeout,
+            on_stored=stored,
+        )
+        yield
+
+    app.cleanup_ctx.extend([database, store, thumbnails, service])
+    _routes(app)
+    return app
+
+
+def _routes(app: web.Application) -> None:
+    files = "/companies/{company_id}/files"
+    one = files + "/{file_id}"
+    table: list[tuple[str, str, Handler]] = [
+        ("POST", files, uploads.create_file),
+        ("POST", one, uploads.upload_chunk),
+        ("GET", one, reads.get_file),
+        ("DELETE", one, reads.delete_file),
+        ("GET", one + "/download", reads.download),
+        ("GET", one + "/thumbnails/{index}", reads.thumbnail),
+        ("GET", "/{company_id}/files/{file_id}", reads.get_file),
+    ]
+    for method, path, handler in table:
+        # API.md: a trailing slash is accepted on every path.
+        for variant in (PREFIX + path, PREFIX + path + "/"):
+            if method == "GET":
+                app.router.add_get(variant, handler, allow_head=True)
+            else:
+                app.router.add_route(method, variant, handler)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/health", _health)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    metrics.thumbnail_queue.set(request.app[THUMBS].queued)
+    body = generate_latest(metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _health(request: web.Request) -> web.Response:
+    async with request.app[DATABASE].read() as conn:
+        await conn.execute("SELECT 1")
+    return web.json_response({"status": "ok"})

@@ -1,0 +1,21 @@
+"""Typed application state keys (aiohttp ``web.AppKey``)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from blobstore.db import Database
+from blobstore.store import ContentStore
+from filesvc.inflight import InFlight
+from filesvc.metrics import Metrics
+from filesvc.service import FileService
+from filesvc.settings import Settings
+from filesvc.thumbjobs import ThumbnailRunner
+
+SETTINGS = web.AppKey("settings", Settings)
+DATABASE = web.AppKey("database", Database)
+STORE = web.AppKey("store", ContentStore)
+THUMBS = web.AppKey("thumbs", ThumbnailRunner)
+SERVICE = web.AppKey("service", FileService)
+METRICS = web.AppKey("metrics", Metrics)
+INFLIGHT = web.AppKey("inflight", InFlight)

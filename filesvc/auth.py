@@ -1,0 +1,100 @@
+"""Bearer tokens: HS256 JWTs verified strictly with PyJWT."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from filesvc.errors import Forbidden, Unauthorized
+
+ALGORITHM = "HS256"
+# Longest token accepted.  Real tokens are a few hundred bytes; this bounds the work on garbage.
+MAX_TOKEN_LENGTH = 4096
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, from the verified token."""
+
+    user_id: str
+    companies: frozenset[str]
+    application_id: str | None
+
+    def require_company(self, company_id: str) -> None:
+        """403 unless the caller belongs to ``company_id``."""
+        if company_id not in self.companies:
+            raise Forbidden("your token does not grant access to this company")
+
+
+def bearer_from_header(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer ...`` header (None when the header is absent)."""
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+def verify(token: str, secret: str) -> Caller:
+    """Verify signature, algorithm and expiry; return the caller.  Any defect is a 401."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise Unauthorized("the token is too long")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise Unauthorized("the token is malformed") from None
+    if header.get("alg") != ALGORITHM:
+        raise Unauthorized(f"the token must be signed with {ALGORITHM}")
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            options={"require": ["exp", "sub"], "verify_aud": False},
+        )
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("the token has expired") from None
+    except jwt.InvalidSignatureError:
+        raise Unauthorized("the token's signature is invalid") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise Unauthorized(f"the token lacks the '{exc.claim}' claim") from None
+    except jwt.PyJWTError:
+        raise Unauthorized("the token is invalid") from None
+    return _caller(claims)
+
+
+def _caller(claims: dict[str, object]) -> Caller:
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise Unauthorized("the token's 'sub' claim must be a non-empty string")
+    companies = claims.get("companies", [])
+    if not isinstance(companies, list) or not all(isinstance(c, str) for c in companies):
+        raise Unauthorized("the token's 'companies' claim must be a list of strings")
+    app = claims.get("application_id")
+    if app is not None and (not isinstance(app, str) or not app):
+        raise Unauthorized("the token's 'application_id' claim must be a non-empty string")
+    return Caller(sub, frozenset(str(c) for c in companies), app)
+
+
+def mint(
+    secret: str,
+    *,
+    company: str,
+    user: str | None = None,
+    app: str | None = None,
+    ttl: int = 3600,
+) -> str:
+    """A token for trying the service out (``filesvc token``) and for tests."""
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "sub": app or user or "user",
+        "companies": [company],
+        "iat": now,
+        "exp": now + ttl,
+    }
+    if app is not None:
+        claims["application_id"] = app
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)

@@ -1,0 +1,133 @@
+"""Download mechanics: byte ranges, conditional requests, Content-Disposition, and streaming a
+file's chunks in order, with sendfile where a blob is a local file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from aiohttp import web
+
+from blobstore.manifests import Entry
+from blobstore.port import BlobReader, LocalFiles
+
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_UNSAFE_ASCII = re.compile(r'[^\x20-\x7e]|["\\]')
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """Bytes ``[start, end)`` of the content."""
+
+    start: int
+    end: int
+
+
+class Unsatisfiable(Exception):
+    """A syntactically valid range that selects no byte of the content."""
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | None:
+    """The single range a ``Range`` header asks for, or None for the whole content.
+
+    Malformed headers and multi-range requests are ignored (RFC 9110 allows answering 200 with
+    the whole content); a range past the end raises Unsatisfiable (416)."""
+    if header is None:
+        return None
+    m = _RANGE_RE.match(header.strip().replace(" ", ""))
+    if m is None:
+        return None
+    first, last = m.group(1), m.group(2)
+    if first == "" and last == "":
+        return None
+    if first == "":  # suffix: the last N bytes
+        n = int(last)
+        if n == 0:
+            raise Unsatisfiable
+        return ByteRange(max(0, size - n), size)
+    start = int(first)
+    end = size if last == "" else min(int(last) + 1, size)
+    if last != "" and int(last) < start:
+        return None  # invalid: ignore the header
+    if start >= size:
+        raise Unsatisfiable
+    return ByteRange(start, end)
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    """If-None-Match: ``*`` or a list containing our tag (weak comparison, RFC 9110 13.1.2)."""
+    if header is None:
+        return False
+    if header.strip() == "*":
+        return True
+    ours = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == ours for tag in header.split(","))
+
+
+def content_disposition(name: str | None) -> str:
+    """``attachment`` with an ASCII fallback name and the real one per RFC 5987/6266."""
+    if not name:
+        return "attachment"
+    fallback = _UNSAFE_ASCII.sub("_", name) or "download"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def segments(entries: Sequence[Entry], byte_range: ByteRange) -> list[tuple[Entry, int, int]]:
+    """The (entry, start, end) pieces of the chunks, in order, that cover ``byte_range``."""
+    out = []
+    offset = 0
+    for entry in entries:
+        lo, hi = offset, offset + entry.size
+        start, end = max(lo, byte_range.start), min(hi, byte_range.end)
+        if start < end:
+            out.append((entry, start - lo, end - lo))
+        offset = hi
+    return out
+
+
+async def stream(
+    request: web.Request,
+    response: web.StreamResponse,
+    reader: BlobReader,
+    pieces: list[tuple[Entry, int, int]],
+) -> None:
+    """Write the pieces to a prepared response, zero-copy where the blob is a local file."""
+    transport = request.transport
+    use_sendfile = (
+        isinstance(reader, LocalFiles)
+        and transport is not None
+        and transport.get_extra_info("sslcontext") is None
+        and not response.compression
+    )
+    for entry, start, end in pieces:
+        if use_sendfile and isinstance(reader, LocalFiles):
+            if await _sendfile(request, response, reader.local_path(entry.ref), start, end):
+                continue
+            use_sendfile = False
+        async for data in reader.read(entry.ref, start, end):
+            await response.write(data)
+
+
+async def _sendfile(
+    request: web.Request, response: web.StreamResponse, path: Path, start: int, end: int
+) -> bool:
+    """Send ``path[start:end]`` with the kernel's sendfile; False when the loop can't."""
+    loop = asyncio.get_running_loop()
+    f = await asyncio.to_thread(open, path, "rb")
+    try:
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("connection lost")
+        try:
+            await loop.sendfile(transport, f, start, end - start)
+        except NotImplementedError:
+            return False
+        return True
+    finally:
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(f.close)

@@ -1,0 +1,65 @@
+"""Typed domain errors of the service.  One middleware maps them to the error envelope."""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    """An error the client is told about.  ``status`` picks the HTTP status in the middleware;
+    ``message`` must be something a person can act on, with no path or internal detail."""
+
+    status = 500
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class BadRequest(ApiError):
+    status = 400
+
+
+class Unauthorized(ApiError):
+    status = 401
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            message, headers={"WWW-Authenticate": 'Bearer realm="filesvc", error="invalid_token"'}
+        )
+
+
+class Forbidden(ApiError):
+    status = 403
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class Conflict(ApiError):
+    status = 409
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+
+
+class RangeNotSatisfiable(ApiError):
+    status = 416
+
+
+class DamagedContent(ApiError):
+    """fsck found this file's stored bytes damaged and quarantined them."""
+
+    status = 500
+
+
+class ClientAborted(ApiError):
+    """The request body ended early or the connection broke mid-upload.  Stores never see the
+    transport's own exceptions: the body reader turns them all into this one."""
+
+    status = 400

@@ -1,0 +1,93 @@
+"""The one place that renders errors, and request metrics/logging.
+
+Every error answers ``{"statusCode": N, "error": "<reason phrase>", "message": "..."}``; no stack
+trace, path or exception text of an internal fault ever reaches the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from http import HTTPStatus
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from blobstore.errors import BlobNotFound, BlobStoreError, CollisionLimit, StoreFull
+from filesvc.appkeys import INFLIGHT, METRICS
+from filesvc.errors import ApiError
+
+log = logging.getLogger("filesvc.access")
+
+_HTTP_MESSAGES = {
+    404: "no route matches this path",
+    405: "this method is not allowed on this path",
+    413: "the request body is too large",
+}
+
+
+def envelope(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """The error body of API.md."""
+    return web.json_response(
+        {"statusCode": status, "error": HTTPStatus(status).phrase, "message": message},
+        status=status,
+        headers=headers,
+    )
+
+
+def _store_error(exc: BlobStoreError) -> web.Response:
+    if isinstance(exc, StoreFull):
+        return envelope(507, "the file store is full: nothing was saved; retry once space is freed")
+    if isinstance(exc, CollisionLimit):
+        log.error("hash collision limit reached: %s", exc)
+        return envelope(500, "the file store refused this content; nothing was saved")
+    if isinstance(exc, BlobNotFound):
+        log.error("blob missing: %s", exc)
+        return envelope(500, "stored content of this file is missing; an operator must run fsck")
+    log.error("storage failure: %s", exc)
+    return envelope(500, "the file store failed: nothing was saved; retry later")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map typed errors to the envelope, exactly once."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return envelope(exc.status, exc.message, exc.headers)
+    except BlobStoreError as exc:
+        return _store_error(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow",)}
+        message = _HTTP_MESSAGES.get(exc.status, HTTPStatus(exc.status).phrase)
+        return envelope(exc.status, message, headers)
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return envelope(500, "internal error; it has been logged")
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time every request by route pattern (never by raw path: ids are unbounded)."""
+    inflight = request.app[INFLIGHT]
+    inflight.enter()
+    start = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        inflight.leave()
+        info = request.match_info
+        route = info.route.resource.canonical if info.route.resource is not None else "unmatched"
+        metrics = request.app[METRICS]
+        elapsed = time.perf_counter() - start
+        metrics.requests.labels(route, request.method, str(status)).inc()
+        metrics.latency.labels(route, request.method).observe(elapsed)
+        log.info("%s %s %d %.1fms", request.method, route, status, elapsed * 1000)

@@ -1,0 +1,149 @@
+"""Query parameters of the upload routes, in the three spellings API.md accepts.
+
+When several spellings are given, the first in each tuple wins: resumable.js, snake_case, camel.
+A malformed value is a 400 naming the parameter; never a 500, never a silent default.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from filesvc.errors import BadRequest
+from filesvc.settings import MAX_TOTAL_CHUNKS
+
+FILENAME = ("resumableFilename", "filename")
+MIME = ("resumableType", "type")
+TOTAL_CHUNKS = ("resumableTotalChunks", "total_chunks", "totalChunks")
+TOTAL_SIZE = ("resumableTotalSize", "total_size", "totalSize", "total_Size")
+CHUNK_NUMBER = ("resumableChunkNumber", "chunk_number", "chunkNumber")
+THUMBNAIL_SYNC = ("thumbnail_sync",)
+
+# File names longer than this are refused: no file system stores more, no person types more.
+MAX_NAME_LENGTH = 1024
+_MIME_RE = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
+)
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_INT_RE = re.compile(r"^[0-9]{1,19}$")
+_TRUE = {"1", "true"}
+_FALSE = {"", "0", "false"}
+DEFAULT_MIME = "application/octet-stream"
+
+
+def _first(query: Mapping[str, str], names: tuple[str, ...]) -> tuple[str, str] | None:
+    for name in names:
+        value = query.get(name)
+        if value is not None:
+            return name, value
+    return None
+
+
+def _integer(query: Mapping[str, str], names: tuple[str, ...], minimum: int) -> int | None:
+    found = _first(query, names)
+    if found is None:
+        return None
+    name, raw = found
+    if not _INT_RE.match(raw.strip()):
+        raise BadRequest(f"query parameter '{name}' must be a whole number, got {raw[:40]!r}")
+    value = int(raw)
+    if value < minimum:
+        raise BadRequest(f"query parameter '{name}' must be at least {minimum}, got {value}")
+    return value
+
+
+def clean_name(raw: str | None, source: str) -> str | None:
+    """A file name as metadata (never a path): no control characters, bounded length."""
+    if raw is None:
+        return None
+    if _CONTROL_RE.search(raw):
+        raise BadRequest(f"{source} must not contain control characters")
+    if len(raw) > MAX_NAME_LENGTH:
+        raise BadRequest(f"{source} is longer than {MAX_NAME_LENGTH} characters")
+    return raw
+
+
+def clean_mime(raw: str | None, source: str) -> str | None:
+    """A media type ``type/subtype``; parameters such as ``; charset=`` are dropped."""
+    if raw is None:
+        return None
+    bare = raw.split(";", 1)[0].strip()
+    if bare == "":
+        return None
+    if not _MIME_RE.match(bare):
+        raise BadRequest(f"{source} must be a media type such as image/png, got {raw[:60]!r}")
+    return bare.lower()
+
+
+def guess_mime(name: str | None) -> str:
+    """The media type a file name suggests, or application/octet-stream."""
+    if name:
+        guessed, _ = mimetypes.guess_type(name, strict=False)
+        if guessed:
+            return guessed
+    return DEFAULT_MIME
+
+
+@dataclass(frozen=True)
+class UploadParams:
+    """What the query string of an upload route says."""
+
+    filename: str | None
+    mime: str | None
+    total_chunks: int | None
+    total_size: int | None
+    chunk_number: int | None
+    thumbnail_sync: bool
+
+    @classmethod
+    def parse(cls, query: Mapping[str, str]) -> UploadParams:
+        """Validate every parameter; raise BadRequest on the first malformed one."""
+        name = _first(query, FILENAME)
+        mime = _first(query, MIME)
+        total_chunks = _integer(query, TOTAL_CHUNKS, 1)
+        if total_chunks is not None and total_chunks > MAX_TOTAL_CHUNKS:
+            raise BadRequest(f"total chunks must be at most {MAX_TOTAL_CHUNKS}")
+        chunk_number = _integer(query, CHUNK_NUMBER, 1)
+        if chunk_number is not None and total_chunks is not None and chunk_number > total_chunks:
+            raise BadRequest(
+                f"chunk number {chunk_number} is out of range: the file has {total_chunks} chunks"
+            )
+        sync = _first(query, THUMBNAIL_SYNC)
+        sync_value = False
+        if sync is not None:
+            flag = sync[1].strip().lower()
+            if flag not in _TRUE | _FALSE:
+                raise BadRequest("query parameter 'thumbnail_sync' must be 1, 0, true or false")
+            sync_value = flag in _TRUE
+        return cls(
+            filename=clean_name(name[1] if name else None, f"query parameter '{FILENAME[1]}'"),
+            mime=clean_mime(mime[1] if mime else None, f"query parameter '{mime[0]}'")
+            if mime
+            else None,
+            total_chunks=total_chunks,
+            total_size=_integer(query, TOTAL_SIZE, 0),
+            chunk_number=chunk_number,
+            thumbnail_sync=sync_value,
+        )
+
+
+def parse_file_id(raw: str) -> str:
+    """A file id from the path: a UUID in canonical form, else 400."""
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise BadRequest("file id must be a UUID") from None
+
+
+# Company ids are opaque to us (never paths), but bounded and printable so they log safely.
+_COMPANY_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+
+
+def parse_company_id(raw: str) -> str:
+    """A company id from the path."""
+    if not _COMPANY_RE.match(raw):
+        raise BadRequest("company id must be 1-128 letters, digits or _.:@-")
+    return raw

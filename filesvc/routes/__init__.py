@@ -1,0 +1,1 @@
+"""Route handlers, split by route family."""

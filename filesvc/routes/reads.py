@@ -1,0 +1,140 @@
+"""GET/HEAD/DELETE routes: metadata (and resumable.js testChunks), download, thumbnails."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from blobstore.manifests import Entry
+from filesvc.appkeys import METRICS, SERVICE, STORE
+from filesvc.download import (
+    ByteRange,
+    Unsatisfiable,
+    content_disposition,
+    etag_matches,
+    parse_range,
+    segments,
+    stream,
+)
+from filesvc.errors import BadRequest, NotFound, RangeNotSatisfiable
+from filesvc.params import CHUNK_NUMBER, UploadParams
+from filesvc.resource import file_resource, thumbnail_id
+from filesvc.routes.common import authenticate, company_id, file_id
+
+log = logging.getLogger(__name__)
+
+# Thumbnails are immutable per URL+ETag content; clients may keep them a day, then revalidate.
+THUMBNAIL_CACHE_CONTROL = "private, max-age=86400"
+
+
+async def get_file(request: web.Request) -> web.Response:
+    """Metadata; with a chunk-number parameter, resumable.js testChunks (200 stored, 204 not)."""
+    authenticate(request)
+    company, fid = company_id(request), file_id(request)
+    service = request.app[SERVICE]
+    if any(name in request.query for name in CHUNK_NUMBER):
+        number = UploadParams.parse(request.query).chunk_number
+        assert number is not None
+        stored = await service.chunk_stored(company, fid, number)
+        return web.Response(status=200 if stored else 204)
+    view = await service.view(company, fid)
+    return web.json_response({"resource": file_resource(view)})
+
+
+async def delete_file(request: web.Request) -> web.Response:
+    """DELETE: the file's metadata goes now; gc reclaims unshared blobs."""
+    authenticate(request)
+    await request.app[SERVICE].delete(company_id(request), file_id(request))
+    return web.json_response({"status": "success"})
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    """The file's bytes, with Range, ETag/If-None-Match and an attachment disposition."""
+    authenticate(request, allow_query_token=True)
+    view = await request.app[SERVICE].content(company_id(request), file_id(request))
+    row = view.row
+    size = sum(e.size for e in view.chunks)
+    etag = row.etag or '""'
+    headers = {
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": content_disposition(row.name),
+        "Cache-Control": "private, no-cache",
+    }
+    if etag_matches(request.headers.get("If-None-Match"), etag):
+        return web.Response(status=304, headers=headers)
+    byte_range = _requested_range(request, etag, size, headers)
+    response = web.StreamResponse(status=200 if byte_range is None else 206, headers=headers)
+    response.content_type = row.mime
+    chosen = byte_range or ByteRange(0, size)
+    response.content_length = chosen.end - chosen.start
+    if byte_range is not None:
+        response.headers["Content-Range"] = f"bytes {chosen.start}-{chosen.end - 1}/{size}"
+    await response.prepare(request)
+    if request.method != "HEAD" and chosen.end > chosen.start:
+        await _send(request, response, segments(view.chunks, chosen))
+        request.app[METRICS].download_bytes.inc(chosen.end - chosen.start)
+    await response.write_eof()
+    return response
+
+
+def _requested_range(
+    request: web.Request, etag: str, size: int, headers: dict[str, str]
+) -> ByteRange | None:
+    if_range = request.headers.get("If-Range")
+    if if_range is not None and if_range.strip() != etag:
+        return None  # the client's copy is stale: send it all
+    try:
+        return parse_range(request.headers.get("Range"), size)
+    except Unsatisfiable:
+        raise RangeNotSatisfiable(
+            f"the range is outside the file's {size} bytes",
+        ) from None
+
+
+async def _send(
+    request: web.Request, response: web.StreamResponse, pieces: list[tuple[Entry, int, int]]
+) -> None:
+    try:
+        await stream(request, response, request.app[STORE].backend, pieces)
+    except (ConnectionError, asyncio.CancelledError):
+        raise
+    except Exception:
+        # Headers are gone already: the only honest signal left is to cut the connection, so
+        # the client sees a short body rather than wrong bytes.
+        log.exception("download failed mid-stream")
+        if request.transport is not None:
+            request.transport.close()
+        raise
+
+
+async def thumbnail(request: web.Request) -> web.StreamResponse:
+    """Thumbnail ``index`` of a file: immutable bytes for a given ETag."""
+    authenticate(request, allow_query_token=True)
+    company, fid = company_id(request), file_id(request)
+    raw_index = request.match_info["index"]
+    if not raw_index.isdigit() or len(raw_index) > 6:
+        raise BadRequest("thumbnail index must be a whole number")
+    view = await request.app[SERVICE].view(company, fid)
+    entry = next((t for t in view.thumbnails if t.idx == int(raw_index)), None)
+    if entry is None:
+        raise NotFound("this file has no thumbnail with that index")
+    etag = f'"{thumbnail_id(fid, entry)}"'
+    headers = {
+        "ETag": etag,
+        "Cache-Control": THUMBNAIL_CACHE_CONTROL,
+        "X-Content-Type-Options": "nosniff",
+    }
+    if etag_matches(request.headers.get("If-None-Match"), etag):
+        return web.Response(status=304, headers=headers)
+    response = web.StreamResponse(headers=headers)
+    response.content_type = str((entry.attrs or {}).get("type") or "application/octet-stream")
+    response.content_length = entry.size
+    await response.prepare(request)
+    if request.method != "HEAD":
+        await _send(request, response, [(entry, 0, entry.size)])
+    await response.write_eof()
+    return response

@@ -1,0 +1,320 @@
+"""File operations: create, upload chunks, overwrite, read, delete.  No HTTP in here.
+
+Every change is a blob put first (durable) and then one short database transaction that re-checks
+what the put assumed, so parallel chunks, overwrites and deletes interleave safely.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+
+import aiosqlite
+import xxhash
+
+from blobstore import manifests
+from blobstore.db import Database
+from blobstore.errors import TooLarge
+from blobstore.manifests import Entry, Slot
+from blobstore.store import ContentStore, PutResult
+from filesvc import repo
+from filesvc.auth import Caller
+from filesvc.body import UploadBody
+from filesvc.errors import (
+    BadRequest,
+    Conflict,
+    DamagedContent,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+)
+from filesvc.params import UploadParams, guess_mime
+from filesvc.repo import FileRow
+from filesvc.thumbjobs import ThumbnailJobs
+
+
+def now_ms() -> int:
+    """Epoch milliseconds, the resource's time unit."""
+    return time.time_ns() // 1_000_000
+
+
+def content_etag(entries: Sequence[Entry]) -> str:
+    """A strong ETag derived from the content: a hash of the chunk refs in order.  It changes
+    exactly when the bytes do, and reveals no blob ref."""
+    h = xxhash.xxh3_128()
+    for e in entries:
+        h.update(f"{e.ref}:{e.size}\n".encode())
+    return f'"{h.hexdigest()}"'
+
+
+@dataclass(frozen=True)
+class FileView:
+    """A file with what its resource shows: the row, its chunks and its thumbnails."""
+
+    row: FileRow
+    chunks: list[Entry]
+    thumbnails: list[Entry]
+
+
+class FileService:
+    """The operations of the files API over the blob store and the database."""
+
+    def __init__(
+        self,
+        db: Database,
+        store: ContentStore,
+        thumbs: ThumbnailJobs,
+        *,
+        max_upload_bytes: int,
+        thumb_sync_timeout: float,
+        on_stored: Callable[[PutResult], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.thumbs = thumbs
+        self.max_upload_bytes = max_upload_bytes
+        self.thumb_sync_timeout = thumb_sync_timeout
+        self._on_stored = on_stored
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def view(self, company_id: str, file_id: str) -> FileView:
+        """The file and its entries, or NotFound."""
+        async with self.db.read() as conn:
+            row = await repo.get(conn, company_id, file_id)
+            if row is None:
+                raise NotFound("no such file in this company")
+            chunks = await manifests.entries(conn, file_id, "chunk")
+            thumbs = await manifests.entries(conn, file_id, "thumb")
+        return FileView(row, chunks, thumbs)
+
+    async def chunk_stored(self, company_id: str, file_id: str, number: int) -> bool:
+        """resumable.js testChunks: is chunk ``number`` stored?"""
+        async with self.db.read() as conn:
+            row = await repo.get(conn, company_id, file_id)
+            if row is None:
+                raise NotFound("no such file in this company")
+            return await manifests.has_entry(conn, file_id, "chunk", number)
+
+    async def content(self, company_id: str, file_id: str) -> FileView:
+        """A complete, undamaged file's view for download; 409 while incomplete."""
+        view = await self.view(company_id, file_id)
+        if not view.row.complete:
+            raise Conflict("the upload of this file is not complete yet")
+        if view.row.damaged:
+            raise DamagedContent(
+                "the stored content of this file is damaged and was quarantined by the operator"
+            )
+        return view
+
+    # -- writes --------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        caller: Caller,
+        company_id: str,
+        params: UploadParams,
+        body: UploadBody | None,
+    ) -> FileView:
+        """Create a file; with a body, store it as chunk K (default 1) in the same transaction."""
+        file_id = str(uuid.uuid4())
+        name = params.filename or (body.filename if body else None)
+        mime = params.mime or (body.mime if body else None) or guess_mime(name)
+        total_chunks = params.total_chunks
+        if body is not None and total_chunks is None:
+            total_chunks = 1
+        number = params.chunk_number or 1
+        if body is not None and total_chunks is not None and number > total_chunks:
+            raise BadRequest(f"chunk number {number} is out of range")
+        put: PutResult | None = None
+        if body is not None:
+            put = await self._put(body.chunks, params.total_size, number)
+        generation = None
+        async with self.db.write() as conn:
+            ts = now_ms()
+            await manifests.create(
+                conn,
+                file_id,
+                company_id,
+                expected_chunks=total_chunks,
+                expected_size=params.total_size,
+                now_ms=ts,
+            )
+            await repo.insert(
+                conn,
+                file_id=file_id,
+                company_id=company_id,
+                user_id=caller.user_id,
+                application_id=caller.application_id,
+                name=name,
+                mime=mime,
+                now_ms=ts,
+            )
+            if put is not None:
+                await manifests.put_entry(conn, file_id, "chunk", number, put.ref, put.size)
+                generation = await self._settle(conn, file_id, "chunk", ts)
+        await self._after_commit(file_id, generation, params.thumbnail_sync)
+        return await self.view(company_id, file_id)
+
+    async def upload_chunk(
+        self,
+        caller: Caller,
+        company_id: str,
+        file_id: str,
+        params: UploadParams,
+        body: UploadBody,
+    ) -> FileView:
+        """Store one chunk of an incomplete file, or of an application's overwrite."""
+        number = params.chunk_number or 1
+        async with self.db.read() as conn:
+            row = await repo.get(conn, company_id, file_id)
+            if row is None:
+                raise NotFound("no such file in this company")
+            slot: Slot = "chunk"
+            if row.complete:
+                self._check_overwrite(caller)
+                slot = "staged"
+                chunks, size = params.total_chunks or 1, params.total_size
+            else:
+                chunks, size = self._live_totals(row, params)
+            if number > chunks:
+                raise BadRequest(
+                    f"chunk number {number} is out of range: the file has {chunks} chunks"
+                )
+            others = await self._others_size(conn, file_id, slot, number)
+        budget = None
+        if size is not None:
+            budget = size - others
+            if budget < 0:
+                raise BadRequest(self._too_big_message(size))
+        put = await self._put(body.chunks, budget, number)
+        generation = None
+        async with self.db.write() as conn:
+            ts = now_ms()
+            current = await repo.get(conn, company_id, file_id)
+            if current is None:
+                raise NotFound("the file was deleted while the chunk was uploading")
+            if slot == "chunk" and current.complete:
+                # Completed by a parallel request: a user's late chunk is a conflict.
+                self._check_overwrite(caller)
+                slot, chunks, size = "staged", params.total_chunks or 1, params.total_size
+            if slot == "staged":
+                staged = await manifests.staged_expected(conn, file_id)
+                if staged != (chunks, size):
+                    await manifests.clear(conn, file_id, "staged")
+                    await manifests.set_expected(
+                        conn, file_id, chunks=chunks, size=size, staged=True
+                    )
+            else:
+                await manifests.set_expected(conn, file_id, chunks=chunks, size=size)
+            others = await self._others_size(conn, file_id, slot, number)
+            if size is not None and others + put.size > size:
+                raise BadRequest(self._too_big_message(size))
+            await manifests.put_entry(conn, file_id, slot, number, put.ref, put.size)
+            await repo.update_meta(
+                conn,
+                file_id,
+                name=params.filename,
+                fallback_name=body.filename,
+                mime=params.mime,
+                now_ms=ts,
+            )
+            generation = await self._settle(conn, file_id, slot, ts)
+        await self._after_commit(file_id, generation, params.thumbnail_sync)
+        return await self.view(company_id, file_id)
+
+    async def delete(self, company_id: str, file_id: str) -> None:
+        """Remove the file's metadata now; gc reclaims blobs no other file shares."""
+        async with self.db.write() as conn:
+            if await repo.get(conn, company_id, file_id) is None:
+                raise NotFound("no such file in this company")
+            await manifests.delete(conn, file_id)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_overwrite(caller: Caller) -> None:
+        if caller.application_id is None:
+            raise Forbidden("this file is complete: only an application may overwrite it")
+
+    @staticmethod
+    def _live_totals(row: FileRow, params: UploadParams) -> tuple[int, int | None]:
+        """What the file must add up to: stored at creation, else from this request."""
+        chunks = row.expected_chunks
+        if params.total_chunks is not None:
+            if chunks is not None and chunks != params.total_chunks:
+                raise BadRequest(
+                    f"total chunks {params.total_chunks} does not match the file's {chunks}"
+                )
+            chunks = params.total_chunks
+        size = row.expected_size
+        if params.total_size is not None:
+            if size is not None and size != params.total_size:
+                raise BadRequest(
+                    f"total size {params.total_size} does not match the file's {size} bytes"
+                )
+            size = params.total_size
+        return chunks or 1, size
+
+    @staticmethod
+    async def _others_size(
+        conn: aiosqlite.Connection, file_id: str, slot: Slot, number: int
+    ) -> int:
+        return sum(e.size for e in await manifests.entries(conn, file_id, slot) if e.idx != number)
+
+    @staticmethod
+    def _too_big_message(size: int) -> str:
+        return f"this chunk would make the file larger than its total size of {size} bytes"
+
+    async def _put(
+        self, chunks: AsyncIterator[bytes], budget: int | None, number: int
+    ) -> PutResult:
+        cap = self.max_upload_bytes if budget is None else min(budget, self.max_upload_bytes)
+        try:
+            put = await self.store.put(chunks, max_size=cap)
+        except TooLarge:
+            if budget is not None and budget < self.max_upload_bytes:
+                raise BadRequest(
+                    f"chunk {number} would make the file larger than its total size"
+                ) from None
+            raise PayloadTooLarge(
+                f"the upload is larger than the limit of {self.max_upload_bytes} bytes"
+            ) from None
+        if self._on_stored is not None:
+            self._on_stored(put)
+        return put
+
+    async def _settle(
+        self, conn: aiosqlite.Connection, file_id: str, slot: Slot, ts: int
+    ) -> int | None:
+        """After an entry changed: if the slot is now whole, make it the file's content and queue
+        thumbnails.  Returns the thumbnail job's generation when the file became complete."""
+        head = await manifests.head(conn, file_id)
+        assert head is not None
+        if slot == "staged":
+            chunks, size = await manifests.staged_expected(conn, file_id)
+        else:
+            chunks, size = head.expected_chunks, head.expected_size
+        entries = await manifests.entries(conn, file_id, slot)
+        state = manifests.completeness(entries, chunks or 1, size)
+        if not state.complete:
+            return None
+        if slot == "staged":
+            await manifests.promote_staged(conn, file_id, now_ms=ts)
+        else:
+            if size is None:
+                await manifests.set_expected(
+                    conn, file_id, chunks=chunks or 1, size=state.stored_size
+                )
+            await manifests.mark(conn, file_id, now_ms=ts, complete=True)
+        await manifests.clear(conn, file_id, "thumb")
+        return await repo.set_completed(conn, file_id, etag=content_etag(entries), now_ms=ts)
+
+    async def _after_commit(self, file_id: str, generation: int | None, sync: bool) -> None:
+        if generation is None:
+            return
+        self.thumbs.notify(file_id, generation)
+        if sync:
+            await self.thumbs.wait(file_id, generation, self.thumb_sync_timeout)

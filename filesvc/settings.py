@@ -1,0 +1,121 @@
+"""Settings: one frozen object, built once from flags and ``FILESVC_*`` environment variables.
+
+Nothing else in the service reads the environment.  Every limit is a named constant with the
+reason for its value.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Largest single upload (one request's file part or raw body).  Large enough for any video a
+# workplace shares, small enough that one client cannot fill the disk by accident.
+DEFAULT_MAX_UPLOAD_BYTES = 16 << 30
+# resumable.js splits into 1 MiB+ chunks; 100k chunks is a 100 GiB file: far past any real use,
+# and it bounds the size of one manifest.
+MAX_TOTAL_CHUNKS = 100_000
+# API.md: thumbnails fit inside 600x400.
+DEFAULT_THUMB_BOX = (600, 400)
+# API.md: thumbnail_sync waits at most 10 seconds by default.
+DEFAULT_THUMB_SYNC_TIMEOUT = 10.0
+# About 100 MP: a 24 MP phone photo passes with room to spare; a decompression bomb does not.
+DEFAULT_THUMB_MAX_PIXELS = 100_000_000
+# Worker processes for thumbnails: one per core on the 2-core machines this runs on.
+DEFAULT_THUMB_WORKERS = 2
+# A thumbnail that takes longer than this is abandoned (status error): no image needs more.
+DEFAULT_THUMB_JOB_TIMEOUT = 60.0
+# RFC 7518 3.2: an HS256 key must be at least as long as the hash output.
+MIN_SECRET_BYTES = 32
+SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name, not a secret
+
+
+def _int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{key} must be an integer, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{key} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service is configured with."""
+
+    data_dir: Path
+    jwt_secret: str = field(repr=False)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    sqlite_synchronous: str = "FULL"
+    thumb_box: tuple[int, int] = DEFAULT_THUMB_BOX
+    thumb_sync_timeout: float = DEFAULT_THUMB_SYNC_TIMEOUT
+    thumb_max_pixels: int = DEFAULT_THUMB_MAX_PIXELS
+    thumb_workers: int = DEFAULT_THUMB_WORKERS
+    thumb_job_timeout: float = DEFAULT_THUMB_JOB_TIMEOUT
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        data_dir: Path | None = None,
+    ) -> Settings:
+        """Flags win over ``FILESVC_*`` variables, which win over defaults.  Resolves the JWT
+        secret: ``FILESVC_JWT_SECRET``, else a random one kept in the data directory (0600)."""
+        env = os.environ if env is None else env
+        directory = data_dir or Path(env.get("FILESVC_DATA_DIR") or "./data")
+        secret = env.get("FILESVC_JWT_SECRET") or load_or_create_secret(directory)
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise SystemExit(f"FILESVC_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes long")
+        return cls(
+            data_dir=directory,
+            jwt_secret=secret,
+            host=host or env.get("FILESVC_HOST") or "127.0.0.1",
+            port=port if port is not None else _int(env, "FILESVC_PORT", 8080),
+            max_upload_bytes=_int(env, "FILESVC_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES),
+            sqlite_synchronous=env.get("FILESVC_SQLITE_SYNCHRONOUS") or "FULL",
+            thumb_sync_timeout=_float(
+                env, "FILESVC_THUMB_SYNC_TIMEOUT", DEFAULT_THUMB_SYNC_TIMEOUT
+            ),
+            thumb_max_pixels=_int(env, "FILESVC_THUMB_MAX_PIXELS", DEFAULT_THUMB_MAX_PIXELS),
+            thumb_workers=_int(env, "FILESVC_THUMB_WORKERS", DEFAULT_THUMB_WORKERS),
+            thumb_job_timeout=_float(env, "FILESVC_THUMB_JOB_TIMEOUT", DEFAULT_THUMB_JOB_TIMEOUT),
+        )
+
+
+def load_or_create_secret(data_dir: Path) -> str:
+    """The secret kept in ``data_dir``, created (random, mode 0600) on first use."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / SECRET_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    secret = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return secret

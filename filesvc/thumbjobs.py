@@ -1,0 +1,220 @@
+"""Thumbnail jobs: recorded in the database with the upload's completion, run by a bounded pool.
+
+A job is queued in the same transaction that completes a file (``repo.set_completed``), so a
+crash cannot lose it: on start every job not finished is taken up again.  Its ``generation``
+grows with every new content of the file, so a job for content since replaced saves nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import aiosqlite
+
+from blobstore import manifests
+from blobstore.db import Database
+from blobstore.port import LocalFiles
+from blobstore.store import ContentStore
+from filesvc import repo
+
+log = logging.getLogger(__name__)
+
+# A job that failed this many times (a crash mid-render counts) is given up as an error, so a
+# poisonous file cannot crash-loop the service.
+MAX_ATTEMPTS = 3
+
+
+class ThumbnailJobs(Protocol):
+    """What the upload path needs of the thumbnail machinery."""
+
+    def notify(self, file_id: str, generation: int) -> None:
+        """A job was committed for this content generation: run it soon."""
+
+    async def wait(self, file_id: str, generation: int, limit: float) -> None:
+        """Return when that job has finished or after ``limit`` seconds, whichever is first.
+        Never raises on timeout: the caller answers with the status as it stands."""
+
+
+@dataclass(frozen=True)
+class Thumb:
+    """One rendered thumbnail."""
+
+    data: bytes
+    mime: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A renderer's answer for one file."""
+
+    status: Literal["done", "error"]
+    thumbnails: tuple[Thumb, ...] = field(default=())
+    reason: str | None = None
+
+
+Renderer = Callable[[Path], Awaitable[Rendered]]
+
+
+async def no_thumbnails(path: Path) -> Rendered:
+    """A renderer that makes none (used when thumbnails are switched off)."""
+    return Rendered("done")
+
+
+class ThumbnailRunner:
+    """Runs jobs with ``workers`` concurrent tasks, fed by a queue and by the table on start."""
+
+    def __init__(
+        self,
+        db: Database,
+        store: ContentStore,
+        renderer: Renderer,
+        *,
+        work_dir: Path,
+        workers: int,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.renderer = renderer
+        self.work_dir = work_dir
+        self.workers = workers
+        self._queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+        self._events: dict[tuple[str, int], asyncio.Event] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for a worker."""
+        return self._queue.qsize()
+
+    async def start(self) -> None:
+        """Take up every unfinished job, then start the workers."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in self.work_dir.iterdir():
+            leftover.unlink(missing_ok=True)
+        async with self.db.write() as conn:
+            async with conn.execute(
+                "SELECT file_id, generation, attempts FROM thumbnail_jobs"
+                " WHERE state IN ('pending', 'running')"
+            ) as cur:
+                pending = [(r[0], r[1], r[2]) for r in await cur.fetchall()]
+            for file_id, generation, attempts in pending:
+                if attempts >= MAX_ATTEMPTS:
+                    await self._give_up(conn, file_id)
+                else:
+                    self.notify(file_id, generation)
+        self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
+
+    async def stop(self) -> None:
+        """Stop the workers; unfinished jobs stay in the table for the next start."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    def notify(self, file_id: str, generation: int) -> None:
+        self._events.setdefault((file_id, generation), asyncio.Event())
+        self._queue.put_nowait((file_id, generation))
+
+    async def wait(self, file_id: str, generation: int, limit: float) -> None:
+        event = self._events.get((file_id, generation))
+        if event is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), limit)
+
+    async def _worker(self) -> None:
+        while True:
+            file_id, generation = await self._queue.get()
+            try:
+                await self._run(file_id, generation)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("thumbnail job failed")
+                with contextlib.suppress(Exception):
+                    await self._finish(file_id, generation, Rendered("error", reason="internal"))
+            finally:
+                event = self._events.pop((file_id, generation), None)
+                if event is not None:
+                    event.set()
+
+    async def _run(self, file_id: str, generation: int) -> None:
+        async with self.db.write() as conn:
+            current = await self._generation(conn, file_id)
+            if current != generation:
+                return  # superseded or deleted
+            await conn.execute(
+                "UPDATE thumbnail_jobs SET state = 'running', attempts = attempts + 1"
+                " WHERE file_id = ?",
+                (file_id,),
+            )
+        async with self.db.read() as conn:
+            chunks = await manifests.entries(conn, file_id, "chunk")
+        path, temporary = await self._materialize(chunks)
+        try:
+            rendered = await self.renderer(path)
+        finally:
+            if temporary:
+                await asyncio.to_thread(path.unlink, True)
+        await self._finish(file_id, generation, rendered)
+
+    async def _materialize(self, chunks: list[manifests.Entry]) -> tuple[Path, bool]:
+        """A local file with the content: the blob itself when it is one local file."""
+        backend = self.store.backend
+        if len(chunks) == 1 and isinstance(backend, LocalFiles):
+            return backend.local_path(chunks[0].ref), False
+        path = self.work_dir / f"{uuid.uuid4().hex}.bin"
+        fd = await asyncio.to_thread(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            for entry in chunks:
+                async for data in backend.read(entry.ref):
+                    await asyncio.to_thread(os.write, fd, data)
+        finally:
+            await asyncio.to_thread(os.close, fd)
+        return path, True
+
+    async def _finish(self, file_id: str, generation: int, rendered: Rendered) -> None:
+        puts = [await self.store.put_bytes(t.data) for t in rendered.thumbnails]
+        async with self.db.write() as conn:
+            if await self._generation(conn, file_id) != generation:
+                return
+            await manifests.clear(conn, file_id, "thumb")
+            for idx, (thumb, put) in enumerate(zip(rendered.thumbnails, puts, strict=True)):
+                attrs: dict[str, object] = {
+                    "type": thumb.mime,
+                    "width": thumb.width,
+                    "height": thumb.height,
+                }
+                await manifests.put_entry(conn, file_id, "thumb", idx, put.ref, put.size, attrs)
+            await repo.set_thumbnail_status(conn, file_id, rendered.status)
+            await conn.execute(
+                "UPDATE thumbnail_jobs SET state = ? WHERE file_id = ?",
+                (rendered.status, file_id),
+            )
+
+    @staticmethod
+    async def _generation(conn: aiosqlite.Connection, file_id: str) -> int | None:
+        async with conn.execute(
+            "SELECT generation FROM thumbnail_jobs WHERE file_id = ?", (file_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else int(row[0])
+
+    @staticmethod
+    async def _give_up(conn: aiosqlite.Connection, file_id: str) -> None:
+        await repo.set_thumbnail_status(conn, file_id, "error")
+        await conn.execute(
+            "UPDATE thumbnail_jobs SET state = 'error' WHERE file_id = ?", (file_id,)
+        )
