@@ -1,0 +1,318 @@
+"""aiohttp client workloads against the filesvc HTTP contract (API.md) and its ceiling.
+
+Bodies are streamed from `bench.data` generators with an exact Content-Length, never held whole
+in memory. Many-request workloads run in worker processes (`run_many`), because one Python client
+process tops out below what the server can take on this 2-core machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import multiprocessing
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import aiohttp
+import jwt
+
+from bench.data import aiter_stream, small_body
+
+PREFIX = "/internal/services/files/v1"
+TIMEOUT = aiohttp.ClientTimeout(total=600, sock_connect=30)
+
+
+class WorkloadError(RuntimeError):
+    """The target answered something other than success; the message says what."""
+
+
+def mint_token(secret: str, company: str, user: str = "bench", ttl_s: int = 6 * 3600) -> str:
+    """An HS256 token with the claims API.md asks for."""
+    now = int(time.time())
+    claims = {"sub": user, "exp": now + ttl_s, "iat": now, "companies": [company]}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+@dataclass(frozen=True)
+class FilesApi:
+    """Where and as whom to talk to a server that speaks the filesvc contract."""
+
+    base_url: str  # http://127.0.0.1:PORT
+    company: str
+    token: str
+
+    @property
+    def files_url(self) -> str:
+        return f"{self.base_url}{PREFIX}/companies/{self.company}/files"
+
+    def file_url(self, file_id: str) -> str:
+        return f"{self.files_url}/{file_id}"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def multipart_parts(
+    filename: str, content_type: str = "application/octet-stream"
+) -> tuple[bytes, bytes, str]:
+    """Head and tail around one file part named `file`, and the body's Content-Type."""
+    boundary = "----filesvcbench" + uuid.uuid4().hex
+    head = (
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        f"Content-Type: {content_type}\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    return head, tail, f"multipart/form-data; boundary={boundary}"
+
+
+async def _check(resp: aiohttp.ClientResponse, what: str) -> dict[str, object]:
+    if resp.status >= 300:
+        text = (await resp.text())[:300]
+        raise WorkloadError(f"{what}: HTTP {resp.status}: {text}")
+    if resp.content_type == "application/json":
+        body = await resp.json()
+        if isinstance(body, dict):
+            return body
+    await resp.read()
+    return {}
+
+
+def _resource_id(body: dict[str, object], what: str) -> str:
+    res = body.get("resource")
+    if isinstance(res, dict) and isinstance(res.get("id"), str):
+        return str(res["id"])
+    raise WorkloadError(f"{what}: no resource id in {str(body)[:200]}")
+
+
+async def post_stream(
+    session: aiohttp.ClientSession,
+    url: str,
+    size: int,
+    seed: int,
+    *,
+    multipart: bool,
+    headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+    method: str = "POST",
+    filename: str = "bench.bin",
+) -> dict[str, object]:
+    """Send stream `seed` of `size` bytes as a raw or multipart body; the JSON answer."""
+    hdrs = dict(headers or {})
+    if multipart:
+        head, tail, ctype = multipart_parts(filename)
+    else:
+        head, tail, ctype = b"", b"", "application/octet-stream"
+    hdrs["Content-Type"] = ctype
+    hdrs["Content-Length"] = str(len(head) + size + len(tail))
+    body = aiter_stream(size, seed, head, tail)
+    async with session.request(method, url, data=body, headers=hdrs, params=params) as resp:
+        return await _check(resp, f"{method} {url}")
+
+
+async def upload_single(
+    session: aiohttp.ClientSession, api: FilesApi, size: int, seed: int, *, multipart: bool
+) -> str:
+    """One-request upload (`POST /files`, multipart part `file` or raw body); the file id."""
+    params = {"filename": f"single-{seed}.bin"}
+    if not multipart:
+        params["total_size"] = str(size)
+    body = await post_stream(
+        session,
+        api.files_url,
+        size,
+        seed,
+        multipart=multipart,
+        headers=api.auth,
+        params=params,
+        filename=f"single-{seed}.bin",
+    )
+    return _resource_id(body, "single upload")
+
+
+async def create_file(
+    session: aiohttp.ClientSession, api: FilesApi, name: str, total_size: int, total_chunks: int
+) -> str:
+    params = {"filename": name, "total_size": str(total_size), "total_chunks": str(total_chunks)}
+    async with session.post(api.files_url, params=params, headers=api.auth) as resp:
+        return _resource_id(await _check(resp, "create file"), "create file")
+
+
+async def upload_chunked(
+    session: aiohttp.ClientSession,
+    api: FilesApi,
+    size: int,
+    chunk_size: int,
+    parallel: int,
+    seed: int,
+    *,
+    multipart: bool = True,
+) -> str:
+    """The reference web client's pattern: create, then chunks `parallel` at a time, in
+    resumable.js's parameter names (multipart part `file`, like resumable.js sends)."""
+    n = max(1, -(-size // chunk_size))
+    file_id = await create_file(session, api, f"chunked-{seed}.bin", size, n)
+    sem = asyncio.Semaphore(parallel)
+
+    async def one(k: int) -> None:
+        this = min(chunk_size, size - (k - 1) * chunk_size)
+        params = {
+            "resumableChunkNumber": str(k),
+            "resumableTotalChunks": str(n),
+            "resumableTotalSize": str(size),
+            "resumableChunkSize": str(chunk_size),
+            "resumableFilename": f"chunked-{seed}.bin",
+        }
+        async with sem:
+            await post_stream(
+                session,
+                api.file_url(file_id),
+                this,
+                seed * 100_000 + k,
+                multipart=multipart,
+                headers=api.auth,
+                params=params,
+                filename=f"chunked-{seed}.bin",
+            )
+
+    await asyncio.gather(*(one(k) for k in range(1, n + 1)))
+    return file_id
+
+
+async def download(
+    session: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str] | None = None,
+    byte_range: tuple[int, int] | None = None,
+) -> int:
+    """GET `url` and count the bytes (reading into nothing); `byte_range` is inclusive."""
+    hdrs = dict(headers or {})
+    if byte_range is not None:
+        hdrs["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
+    async with session.get(url, headers=hdrs) as resp:
+        if resp.status not in (200, 206):
+            raise WorkloadError(f"GET {url}: HTTP {resp.status}: {(await resp.text())[:300]}")
+        if byte_range is not None and resp.status != 206:
+            raise WorkloadError(f"GET {url} with Range answered {resp.status}, not 206")
+        n = 0
+        while True:
+            data = await resp.content.readany()
+            if not data:
+                break
+            n += len(data)
+        return n
+
+
+async def timed_many(
+    fn: Callable[[int], Awaitable[object]], ids: list[int], concurrency: int
+) -> tuple[float, list[float]]:
+    """Run `fn(i)` for every i with at most `concurrency` in flight; (seconds, latencies)."""
+    latencies: list[float] = []
+    queue = list(reversed(ids))
+
+    async def worker() -> None:
+        while queue:
+            i = queue.pop()
+            t = time.perf_counter()
+            await fn(i)
+            latencies.append(time.perf_counter() - t)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(ids)))))
+    return time.perf_counter() - t0, latencies
+
+
+# --- Small requests from several processes -------------------------------------------------
+
+SmallKind = Literal["files-raw", "files-multipart", "discard", "s3-put", "tus-post", "files-get"]
+
+
+@dataclass(frozen=True)
+class SmallSpec:
+    """A picklable description of one small-request workload, run by `run_many`."""
+
+    kind: SmallKind
+    url: str  # base url of the target (for files-*: FilesApi.files_url)
+    headers: tuple[tuple[str, str], ...] = ()
+    size: int = 4096
+    s3: tuple[str, str, str] | None = None  # (bucket, access key, secret key)
+    ids: tuple[str, ...] = ()  # for files-get: file ids to fetch metadata of
+
+
+async def _small_one(session: aiohttp.ClientSession, spec: SmallSpec, seed: int) -> None:
+    hdrs = dict(spec.headers)
+    if spec.kind == "files-get":
+        url = f"{spec.url}/{spec.ids[seed % len(spec.ids)]}"
+        async with session.get(url, headers=hdrs) as resp:
+            await _check(resp, "GET metadata")
+        return
+    body = small_body(seed, spec.size)
+    if spec.kind == "files-raw" or spec.kind == "discard":
+        hdrs["Content-Type"] = "application/octet-stream"
+        params = {"filename": f"small-{seed}.bin", "total_size": str(spec.size)}
+        async with session.post(spec.url, data=body, headers=hdrs, params=params) as resp:
+            await _check(resp, "small upload")
+    elif spec.kind == "files-multipart":
+        head, tail, ctype = multipart_parts(f"small-{seed}.bin")
+        hdrs["Content-Type"] = ctype
+        async with session.post(spec.url, data=head + body + tail, headers=hdrs) as resp:
+            await _check(resp, "small multipart upload")
+    elif spec.kind == "s3-put":
+        from bench.peers import S3Client
+
+        assert spec.s3 is not None
+        bucket, key_id, secret = spec.s3
+        s3 = S3Client(spec.url, key_id, secret)
+        await s3.put_bytes(session, bucket, f"small/{seed}", body)
+    elif spec.kind == "tus-post":
+        from bench.peers import tus_post_with_body
+
+        await tus_post_with_body(session, spec.url, body)
+    else:  # pragma: no cover - exhaustive
+        raise AssertionError(spec.kind)
+
+
+async def _small_batch(spec: SmallSpec, seeds: list[int], concurrency: int) -> list[float]:
+    conn = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    async with aiohttp.ClientSession(connector=conn, timeout=TIMEOUT) as session:
+        _, lat = await timed_many(lambda s: _small_one(session, spec, s), seeds, concurrency)
+    return lat
+
+
+def _small_worker(spec: SmallSpec, seeds: list[int], concurrency: int) -> list[float]:
+    return asyncio.run(_small_batch(spec, seeds, concurrency))
+
+
+def _warm_worker() -> int:
+    return 0
+
+
+def run_many(
+    spec: SmallSpec, total: int, concurrency: int, processes: int, first_seed: int
+) -> tuple[float, list[float]]:
+    """`total` small requests, `concurrency` connections split over `processes` client processes;
+    (wall seconds, per-request latencies). Worker start-up is kept out of the timing."""
+    procs = max(1, min(processes, concurrency))
+    seeds = list(range(first_seed, first_seed + total))
+    shares = [seeds[i::procs] for i in range(procs)]
+    per_conc = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=procs, mp_context=ctx) as pool:
+        for f in [pool.submit(_warm_worker) for _ in range(procs)]:
+            f.result()
+        t0 = time.perf_counter()
+        futs = [
+            pool.submit(_small_worker, spec, share, c)
+            for share, c in zip(shares, per_conc, strict=True)
+        ]
+        latencies = [x for f in futs for x in f.result()]
+        elapsed = time.perf_counter() - t0
+    return elapsed, latencies
+
+
+def mb_per_s(size: int, seconds: float) -> float:
+    return size / seconds / 1e6

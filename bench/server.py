@@ -1,0 +1,233 @@
+"""Start, watch and stop the servers under test, and sample their memory.
+
+`ServerProcess` runs a command as a subprocess (output to a log file), waits until its port
+answers, and stops it with SIGTERM then SIGKILL. `RssSampler` reads the resident memory of a
+process and its children every 100 ms in a thread; a scenario resets it at its start and reads
+peak and growth at its end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs in the venv
+
+from bench.results_model import RssStats
+
+SAMPLE_INTERVAL_S = 0.1
+STOP_TIMEOUT_S = 15.0
+MiB = float(1 << 20)
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now (the server binds it a moment later)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def venv_bin(name: str) -> str | None:
+    """`name` next to this interpreter (the project's venv), else on PATH."""
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return str(here)
+    return shutil.which(name)
+
+
+def tree_rss(proc: psutil.Process) -> float:
+    """RSS in MiB of `proc` and all its descendants (thumbnail workers count too)."""
+    total = 0
+    with contextlib.suppress(psutil.Error):
+        total += proc.memory_info().rss
+        for child in proc.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                total += child.memory_info().rss
+    return total / MiB
+
+
+class RssSampler:
+    """Samples the RSS of one process tree every `interval` seconds in a daemon thread."""
+
+    def __init__(self, pid: int, interval: float = SAMPLE_INTERVAL_S) -> None:
+        self._proc = psutil.Process(pid)
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._t0 = time.monotonic()
+        self._samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"rss-{pid}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss = tree_rss(self._proc)
+            with self._lock:
+                self._samples.append((time.monotonic() - self._t0, rss))
+            self._stop.wait(self._interval)
+
+    def reset(self) -> None:
+        """Start a new window: forget earlier samples and take one now as the baseline."""
+        rss = tree_rss(self._proc)
+        with self._lock:
+            self._t0 = time.monotonic()
+            self._samples = [(0.0, rss)]
+
+    def stats(self) -> RssStats:
+        """Start, peak and end of the current window (one more sample is taken now)."""
+        rss = tree_rss(self._proc)
+        with self._lock:
+            self._samples.append((time.monotonic() - self._t0, rss))
+            samples = list(self._samples)
+        values = [v for _, v in samples]
+        return RssStats(
+            start_mib=values[0], peak_mib=max(values), end_mib=values[-1], samples=samples
+        )
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+
+class ServerProcess:
+    """One server under test: a command, its log file, its readiness check, its RSS sampler."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        port: int,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        ready_url: str | None = None,
+        startup_timeout_s: float = 60.0,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.port = port
+        self.log_path = log_path
+        self.env = env
+        self.ready_url = ready_url
+        self.startup_timeout_s = startup_timeout_s
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.sampler: RssSampler | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.update(self.env or {})
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=self.cwd,
+                start_new_session=True,  # our Ctrl-C reaches us, and we stop it ourselves
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.sampler = RssSampler(self.proc.pid)
+
+    def _wait_ready(self) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode} at start-up; "
+                    f"see {self.log_path}: {self.log_tail()}"
+                )
+            if self._answers():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not answer within {self.startup_timeout_s:.0f} s")
+
+    def _answers(self) -> bool:
+        if self.ready_url is None:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return True
+            except OSError:
+                return False
+        try:
+            with urllib.request.urlopen(self.ready_url, timeout=2):  # noqa: S310 - loopback only
+                return True
+        except urllib.error.HTTPError:
+            return True  # any HTTP answer (401, 404…) means it is serving
+        except (OSError, ValueError):
+            return False
+
+    def log_tail(self, n: int = 600) -> str:
+        try:
+            return self.log_path.read_bytes()[-n:].decode(errors="replace").strip()
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.sampler is not None:
+            self.sampler.close()
+            self.sampler = None
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> ServerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def filesvc_server(
+    data_dir: Path, log_path: Path, secret: str, *, fake: bool = False
+) -> ServerProcess:
+    """`filesvc serve` (or the bench's own fake of the contract) on a free loopback port."""
+    port = free_port()
+    if fake:
+        argv = [sys.executable, "-m", "bench.fake_server"]
+        name = "fake filesvc"
+    else:
+        exe = venv_bin("filesvc")
+        if exe is None:
+            raise RuntimeError("the `filesvc` console script is not installed in this venv")
+        argv = [exe]
+        name = "filesvc"
+    argv += ["serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)]
+    return ServerProcess(
+        name,
+        argv,
+        port=port,
+        log_path=log_path,
+        env={"FILESVC_JWT_SECRET": secret},
+        ready_url=f"http://127.0.0.1:{port}/internal/services/files/v1/companies/bench/files/x",
+        cwd=Path(__file__).resolve().parent.parent,
+    )

@@ -1,0 +1,105 @@
+"""Cheap checks of the benchmark harness: the report and plots render a synthetic result, the
+command line accepts its flags. No benchmark runs here and nothing asserts a time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import report
+from bench.__main__ import build_parser
+from bench.data import iter_stream
+from bench.results_model import (
+    Metric,
+    PeerStatus,
+    RssStats,
+    RunResult,
+    ScenarioResult,
+    Target,
+    percentiles_ms,
+)
+from bench.scenarios import SCENARIOS, absorb_thumbs
+
+
+def synthetic_run() -> RunResult:
+    sc = ScenarioResult("upload", "single-stream upload")
+    sc.add(Metric("ceiling: disk write + fdatasync", "ceiling", 1500.0, "MB/s", runs=[1500.0]))
+    sc.add(Metric("filesvc upload, raw body", "filesvc", 1200.0, "MB/s", runs=[1100.0, 1300.0]))
+    sc.add(Metric("peer: SeaweedFS S3 PUT", "peer", None, "MB/s", note="unavailable: no weed"))
+    sc.relate("filesvc upload, raw body", "ceiling: disk write + fdatasync")
+    sc.targets.append(Target("raw upload >= 0.7 x disk", 0.8, ">=", 0.7))
+    sc.targets.append(Target("raw upload >= SeaweedFS PUT", None, ">=", 1.0))
+    sc.rss["filesvc"] = RssStats(40.0, 70.0, 45.0, samples=[(0.0, 40.0), (0.1, 70.0), (0.2, 45.0)])
+    small = ScenarioResult("small", "4 KiB uploads")
+    small.add(
+        Metric(
+            "filesvc 4 KiB upload",
+            "filesvc",
+            2000.0,
+            "req/s",
+            latency_ms=percentiles_ms([0.01, 0.02, 0.03, 0.5]),
+        )
+    )
+    small.targets.append(Target("rss", 80.0, "<", 64.0))
+    broken = ScenarioResult("thumbnail", "thumbs", error="bench/thumbs.py is not usable")
+    run = RunResult("2026-01-01T00:00:00+00:00", True, ["--quick"])
+    run.peers["tus"] = PeerStatus("tus", "unavailable", "npm install failed")
+    run.scenarios += [sc, small, broken]
+    return run
+
+
+def test_table_names_every_figure_target_and_peer() -> None:
+    text = report.format_table(synthetic_run())
+    assert "filesvc upload, raw body" in text
+    assert "0.80 x disk write + fdatasync" in text
+    assert "unavailable: no weed" in text
+    assert "tus unavailable (npm install failed)" in text
+    assert "targets: 1 met, 1 missed, 1 not measured" in text
+    assert "ERROR: bench/thumbs.py is not usable" in text
+
+
+def test_json_and_plots_are_written(tmp_path: Path) -> None:
+    run = synthetic_run()
+    data = json.loads(report.write_json(run, tmp_path).read_text())
+    assert data["scenarios"][0]["targets"][0]["met"] is True
+    assert data["scenarios"][0]["rss"]["filesvc"]["peak_growth_mib"] == 30.0
+    plots = report.write_plots(run, tmp_path)
+    assert {p.name for p in plots} == {"throughput.png", "latency.png", "rss.png"}
+    for p in plots:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_parser_accepts_the_documented_flags(tmp_path: Path) -> None:
+    argv = ["--quick", "--scenario", "upload", "--scenario", "small", "--no-peers"]
+    args = build_parser().parse_args([*argv, "--results", str(tmp_path)])
+    assert args.quick and args.no_peers
+    assert args.scenario == ["upload", "small"]
+    assert args.results == tmp_path
+    assert build_parser().parse_args([]).scenario is None
+
+
+def test_parser_refuses_an_unknown_scenario() -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--scenario", "nope"])
+
+
+def test_every_scenario_is_selectable() -> None:
+    for name in SCENARIOS:
+        assert build_parser().parse_args(["--scenario", name]).scenario == [name]
+
+
+def test_streams_have_the_exact_size_and_differ_by_seed() -> None:
+    for size in (0, 1, 4096, (1 << 20) + 3):
+        assert sum(len(p) for p in iter_stream(size, seed=1)) == size
+    assert bytes(next(iter(iter_stream(64, 1)))) != bytes(next(iter(iter_stream(64, 2))))
+
+
+def test_thumbs_results_become_metrics() -> None:
+    sc = ScenarioResult("thumbnail", "thumbs")
+    absorb_thumbs(sc, {"filesvc_ms": 95.0, "pillow": {"thumb_ms": 91.0}, "note": "24 MP"})
+    assert [(m.subject, m.kind, m.unit) for m in sc.metrics] == [
+        ("filesvc_ms", "filesvc", "ms"),
+        ("pillow.thumb_ms", "peer", "ms"),
+    ]
