@@ -52,7 +52,7 @@ class Database:
 
     async def open(self, schema: Sequence[str] = ()) -> None:
         """Open both connections and apply ``schema`` (idempotent DDL) in one transaction."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
         self._writer = await self._connect(readonly=False)
         if schema:
             async with self.write() as conn:

@@ -33,11 +33,45 @@ _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 TEMP_DIR = "tmp"
 
 
+GC_PARKED_PREFIX = "gc-"
+
+
+def parked_name(ref: BlobRef) -> str:
+    """The temp name a blob takes while gc decides on it; it names the ref, so that a gc killed
+    mid-way leaves a file that ``blobstore fsck --repair`` can put back."""
+    return f"{GC_PARKED_PREFIX}{ref}.{uuid.uuid4().hex}.tmp"
+
+
+def parked_ref(name: str) -> BlobRef | None:
+    """The ref a parked temp file holds, or None when the name is not a parked blob's."""
+    if not name.startswith(GC_PARKED_PREFIX):
+        return None
+    ref = name[len(GC_PARKED_PREFIX) :].split(".", 1)[0]
+    return BlobRef(ref) if is_ref(ref) else None
+
+
 def translate_oserror(exc: OSError) -> Exception:
     """One switch from OS errors to the store's typed errors (no path in the message)."""
     if exc.errno in _FULL_ERRNOS:
         return StoreFull("no space left in the blob store")
     return StorageFailure(f"blob store I/O failed: {errno.errorcode.get(exc.errno or 0, 'EIO')}")
+
+
+async def open_for_reading(path: Path, executor: ThreadPoolExecutor | None = None) -> int:
+    """Open ``path`` read-only off the loop and return the fd.  If the caller is cancelled
+    while the open runs, the fd is closed when it arrives, so no descriptor leaks."""
+    loop = asyncio.get_running_loop()
+    fut = loop.run_in_executor(executor, os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        fut.add_done_callback(_close_if_opened)
+        raise
+
+
+def _close_if_opened(fut: asyncio.Future[int]) -> None:
+    if not fut.cancelled() and fut.exception() is None:
+        os.close(fut.result())
 
 
 def _fsync_dir(path: Path) -> None:
@@ -199,7 +233,7 @@ class LocalBackend:
         self, ref: BlobRef, start: int = 0, end: int | None = None
     ) -> AsyncIterator[bytes]:
         try:
-            f = await self.run(open, self.local_path(ref), "rb")
+            fd = await open_for_reading(self.local_path(ref), self._pool)
         except FileNotFoundError:
             raise BlobNotFound(ref) from None
         except OSError as exc:
@@ -208,7 +242,7 @@ class LocalBackend:
             pos = start
             while end is None or pos < end:
                 want = READ_SIZE if end is None else min(READ_SIZE, end - pos)
-                data = await self.run(os.pread, f.fileno(), want, pos)
+                data = await self.run(os.pread, fd, want, pos)
                 if not data:
                     break
                 pos += len(data)
@@ -216,7 +250,7 @@ class LocalBackend:
         except OSError as exc:
             raise translate_oserror(exc) from None
         finally:
-            await self.run(f.close)
+            os.close(fd)  # closing a read-only fd never waits on the disk
 
     async def touch(self, ref: BlobRef) -> bool:
         try:
@@ -243,7 +277,7 @@ class LocalBackend:
         # Move the blob out of its name first: a touch after this fails (the toucher publishes
         # its own copy); a touch before it shows in the mtime, and then the blob goes back.
         path = self.local_path(ref)
-        parked = self.tmp / f"gc-{uuid.uuid4().hex}.tmp"
+        parked = self.tmp / parked_name(ref)
         try:
             os.rename(path, parked)
         except FileNotFoundError:
@@ -277,7 +311,7 @@ class LocalBackend:
         return out
 
     async def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        await asyncio.to_thread(self._pool.shutdown, True)
 
 
 def _listdir(path: Path) -> list[str]:

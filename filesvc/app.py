@@ -6,11 +6,13 @@ in reverse order) and live under typed AppKeys.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from blobstore import layout
 from blobstore.db import Database
 from blobstore.local import LocalBackend
 from blobstore.port import BlobBackend
@@ -26,8 +28,6 @@ from filesvc.service import FileService
 from filesvc.settings import Settings
 from filesvc.thumbjobs import Renderer, ThumbnailRunner, no_thumbnails
 
-BLOBS_DIR = "blobs"
-DB_FILE = "meta.sqlite3"
 THUMB_WORK_DIR = "thumb-work"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -46,14 +46,18 @@ def create_app(
     app[INFLIGHT] = InFlight()
 
     async def database(app: web.Application) -> AsyncIterator[None]:
-        db = Database(settings.data_dir / DB_FILE, synchronous=settings.sqlite_synchronous)
+        db = Database(layout.db_path(settings.data_dir), synchronous=settings.sqlite_synchronous)
         await db.open(repo.SCHEMA)
         app[DATABASE] = db
         yield
         await db.close()
 
     async def store(app: web.Application) -> AsyncIterator[None]:
-        chosen = backend or LocalBackend(settings.data_dir / BLOBS_DIR)
+        chosen: BlobBackend
+        if backend is not None:
+            chosen = backend
+        else:
+            chosen = await asyncio.to_thread(LocalBackend, layout.blobs_dir(settings.data_dir))
         app[STORE] = ContentStore(chosen)
         yield
         await chosen.close()

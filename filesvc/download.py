@@ -4,7 +4,7 @@ file's chunks in order, with sendfile where a blob is a local file."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +14,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from blobstore.manifests import Entry
+from blobstore.local import open_for_reading
 from blobstore.port import BlobReader, LocalFiles
 
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -118,8 +119,7 @@ async def _sendfile(
 ) -> bool:
     """Send ``path[start:end]`` with the kernel's sendfile; False when the loop can't."""
     loop = asyncio.get_running_loop()
-    f = await asyncio.to_thread(open, path, "rb")
-    try:
+    with os.fdopen(await open_for_reading(path), "rb", buffering=0) as f:
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("connection lost")
@@ -128,6 +128,3 @@ async def _sendfile(
         except NotImplementedError:
             return False
         return True
-    finally:
-        with contextlib.suppress(OSError):
-            await asyncio.to_thread(f.close)

@@ -30,7 +30,7 @@ from filesvc.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from filesvc.params import UploadParams, guess_mime
+from filesvc.params import DEFAULT_MIME, UploadParams, guess_mime
 from filesvc.repo import FileRow
 from filesvc.thumbjobs import ThumbnailJobs
 
@@ -121,7 +121,8 @@ class FileService:
         """Create a file; with a body, store it as chunk K (default 1) in the same transaction."""
         file_id = str(uuid.uuid4())
         name = params.filename or (body.filename if body else None)
-        mime = params.mime or (body.mime if body else None) or guess_mime(name)
+        part_mime = body.mime if body and body.mime != DEFAULT_MIME else None
+        mime = params.mime or part_mime or guess_mime(name)
         total_chunks = params.total_chunks
         if body is not None and total_chunks is None:
             total_chunks = 1

@@ -98,9 +98,7 @@ class ThumbnailRunner:
 
     async def start(self) -> None:
         """Take up every unfinished job, then start the workers."""
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        for leftover in self.work_dir.iterdir():
-            leftover.unlink(missing_ok=True)
+        await asyncio.to_thread(self._clear_work_dir)
         async with self.db.write() as conn:
             async with conn.execute(
                 "SELECT file_id, generation, attempts FROM thumbnail_jobs"
@@ -113,6 +111,12 @@ class ThumbnailRunner:
                 else:
                     self.notify(file_id, generation)
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
+
+    def _clear_work_dir(self) -> None:
+        """Temp copies of a crashed run are never needed again."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in self.work_dir.iterdir():
+            leftover.unlink(missing_ok=True)
 
     async def stop(self) -> None:
         """Stop the workers; unfinished jobs stay in the table for the next start."""
