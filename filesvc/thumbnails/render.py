@@ -447,7 +447,7 @@ def _fit_scale(width: float, height: float, limits: RenderLimits) -> float:
 #   - an href/src attribute in any namespace whose value is not a "#fragment" or a base64
 #     data:image/{png,jpeg,gif,webp} URI (nested SVG in data: is refused too), and any embedded
 #     raster whose header declares more than max_pixels (a bomb inside an SVG);
-#   - CSS, in a <style> element or any attribute, with @import, url() to anything but a
+#   - CSS, in a <style> element or any SVG attribute, with @import, url() to anything but a
 #     #fragment, or a backslash (CSS escapes could spell either);
 #   - <script>, <foreignObject>, <iframe>, <object>, <embed>, <audio>, <video>, XInclude, or an
 #     on* event attribute;
@@ -606,9 +606,10 @@ class _SvgScan:
         if local == "style":
             self._style_depth += 1
         for attr_name, value in attrs.items():
-            self._attribute(attr_name.rsplit(" ", 1)[-1].lower(), value)
+            namespace, _, attr_local = attr_name.rpartition(" ")
+            self._attribute(namespace, attr_local.lower(), value)
 
-    def _attribute(self, local: str, value: str) -> None:
+    def _attribute(self, namespace: str, local: str, value: str) -> None:
         if local.startswith("on"):
             self._flag(f"{local} event attribute")
         if local.endswith("href") or local == "src":
@@ -625,9 +626,12 @@ class _SvgScan:
             except (binascii.Error, ValueError):
                 self._flag("malformed data: URI")
             return
-        problem = _css_problem(value)
-        if problem is not None:
-            self._flag(problem)
+        # Presentation attributes and style= are CSS. Attributes in other namespaces (Inkscape's
+        # and Sodipodi's bookkeeping, which may hold Windows paths) are not read by librsvg.
+        if namespace in ("", _SVG_NS):
+            problem = _css_problem(value)
+            if problem is not None:
+                self._flag(problem)
 
     def _end(self, name: str) -> None:
         if name.rsplit(" ", 1)[-1] == "style" and self._style_depth > 0:
