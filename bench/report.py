@@ -52,12 +52,11 @@ def scenario_table(sc: ScenarioResult) -> str:
         lines.append(f"   ERROR: {sc.error}")
     if sc.metrics:
         width = max(len(m.subject) for m in sc.metrics)
-        lines.append(f"   {'':{width}}  {'value':>14}  {'ratio':<44}  {'p50/p99 ms':>14}  note")
+        lines.append(f"   {'':{width}}  {'value':>14}  {'p50/p99 ms':>13}  ratios; note")
         for m in sc.metrics:
             value = f"{_num(m.value, 1)} {m.unit}"
-            lines.append(
-                f"   {m.subject:{width}}  {value:>14}  {_ratio(m):<44}  {_lat(m):>14}  {m.note}"
-            )
+            tail = "; ".join(x for x in (_ratio(m), m.note) if x)
+            lines.append(f"   {m.subject:{width}}  {value:>14}  {_lat(m):>13}  {tail}".rstrip())
     for name, r in sc.rss.items():
         lines.append(
             f"   RSS {name}: start {r.start_mib:.0f} MiB, peak {r.peak_mib:.0f} MiB, "

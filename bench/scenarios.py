@@ -176,8 +176,14 @@ async def rate(
 
 
 def unavailable(res: ScenarioResult, subjects: list[str], kind: Kind, unit: str, why: str) -> None:
+    """Record the figures that could not be measured (those not measured already), with why."""
     for s in subjects:
-        res.add(Metric(s, kind, None, unit, note=why))
+        if res.metric(s) is None:
+            res.add(Metric(s, kind, None, unit, note=why))
+
+
+def _why(e: BaseException) -> str:
+    return str(e) if isinstance(e, peers.PeerUnavailable) else f"failed: {_short(e)}"
 
 
 def ratio_target(
@@ -345,8 +351,8 @@ async def scenario_upload(ctx: Context) -> ScenarioResult:
                 return time.perf_counter() - t
 
             await throughput(res, SW_PUT, "peer", sz.big, sz.reps, put, note="no fsync")
-    except peers.PeerUnavailable as e:
-        unavailable(res, [SW_PUT], "peer", "MB/s", str(e))
+    except Exception as e:
+        unavailable(res, [SW_PUT], "peer", "MB/s", _why(e))
     try:
         async with tus(ctx, res) as base, session() as s:
 
@@ -356,8 +362,8 @@ async def scenario_upload(ctx: Context) -> ScenarioResult:
                 return time.perf_counter() - t
 
             await throughput(res, TUS_PATCH, "peer", sz.big, sz.reps, patch, note="no fsync")
-    except peers.PeerUnavailable as e:
-        unavailable(res, [TUS_PATCH], "peer", "MB/s", str(e))
+    except Exception as e:
+        unavailable(res, [TUS_PATCH], "peer", "MB/s", _why(e))
     shutil.rmtree(disk_dir, ignore_errors=True)
     for m in res.metrics:
         if m.subject != DISK:
@@ -427,8 +433,8 @@ async def scenario_chunks(ctx: Context) -> ScenarioResult:
                 return time.perf_counter() - t
 
             await throughput(res, sw_mp, "peer", sz.big, sz.reps, mpu, note="no fsync")
-    except peers.PeerUnavailable as e:
-        unavailable(res, [sw_mp], "peer", "MB/s", str(e))
+    except Exception as e:
+        unavailable(res, [sw_mp], "peer", "MB/s", _why(e))
     res.notes.append(
         "tus is not measured here: parallel chunks need its concatenation extension, "
         "which resumable.js-style clients do not use"
@@ -476,15 +482,15 @@ async def scenario_small(ctx: Context) -> ScenarioResult:
                 "s3-put", s3.endpoint, s3=(peers.S3_BUCKET, s3.key_id, s3.secret)
             )
             await rate(res, sw, "peer", total, many(spec), note="no fsync")
-    except peers.PeerUnavailable as e:
-        unavailable(res, [sw], "peer", "req/s", str(e))
+    except Exception as e:
+        unavailable(res, [sw], "peer", "req/s", _why(e))
     try:
         async with tus(ctx, res) as base:
             await rate(
                 res, tp, "peer", total, many(client.SmallSpec("tus-post", base)), note="no fsync"
             )
-    except peers.PeerUnavailable as e:
-        unavailable(res, [tp], "peer", "req/s", str(e))
+    except Exception as e:
+        unavailable(res, [tp], "peer", "req/s", _why(e))
     for m in res.metrics:
         if m.subject != discard_s:
             res.relate(m.subject, discard_s)
@@ -533,7 +539,9 @@ async def scenario_download(ctx: Context) -> ScenarioResult:
                 ranges(lambda o: client.download(s, url, api.auth, (o, o + MiB - 1))),
             )  # fmt: skip
     except Exception as e:
-        unavailable(res, [fs_get, fs_range], "filesvc", "MB/s", _short(e))
+        for subject, unit in ((fs_get, "MB/s"), (fs_range, "req/s")):
+            if res.metric(subject) is None:
+                unavailable(res, [subject], "filesvc", unit, _short(e))
     try:
         async with seaweed(ctx, res) as s3, session() as s:
             await s3.put_stream(s, peers.S3_BUCKET, "dl", sz.big, ctx.seed())
@@ -548,8 +556,9 @@ async def scenario_download(ctx: Context) -> ScenarioResult:
                 res, sw_range, "peer", reads,
                 ranges(lambda o: s3.get(s, peers.S3_BUCKET, "dl", (o, o + MiB - 1))),
             )  # fmt: skip
-    except peers.PeerUnavailable as e:
-        unavailable(res, [sw_get, sw_range], "peer", "MB/s", str(e))
+    except Exception as e:
+        unavailable(res, [sw_get], "peer", "MB/s", _why(e))
+        unavailable(res, [sw_range], "peer", "req/s", _why(e))
     try:
         async with tus(ctx, res) as base, session() as s:
             turl = await peers.tus_upload(s, base, sz.big, ctx.seed())
@@ -560,8 +569,8 @@ async def scenario_download(ctx: Context) -> ScenarioResult:
                 return time.perf_counter() - t
 
             await throughput(res, tus_get, "peer", sz.big, sz.reps, tget)
-    except peers.PeerUnavailable as e:
-        unavailable(res, [tus_get], "peer", "MB/s", str(e))
+    except Exception as e:
+        unavailable(res, [tus_get], "peer", "MB/s", _why(e))
     for subject in (fs_get, sw_get, tus_get):
         res.relate(subject, LOOPBACK)
     res.relate(fs_range, sw_range)
@@ -607,7 +616,9 @@ async def scenario_many_files(ctx: Context) -> ScenarioResult:
                 )  # fmt: skip
                 per_get[count] = seconds / gets * 1e6
         except Exception as e:
-            unavailable(res, [up, get], "filesvc", "µs/file", _short(e))
+            for subject, unit in ((up, "µs/file"), (get, "µs/req")):
+                if res.metric(subject) is None:
+                    unavailable(res, [subject], "filesvc", unit, _short(e))
             per_file.setdefault(count, None)
             per_get.setdefault(count, None)
     for d, what in ((per_file, "upload"), (per_get, "metadata GET")):
