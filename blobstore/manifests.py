@@ -288,19 +288,21 @@ class Holder:
     marked_damaged: bool
 
 
-async def walk(conn: aiosqlite.Connection) -> AsyncIterator[tuple[Head, dict[str, list[Entry]]]]:
-    """Every manifest with its entries by slot (``attrs`` left out), ordered by file id.
-
-    One streaming query; memory holds one manifest at a time."""
+async def walk(
+    conn: aiosqlite.Connection, file_id: str | None = None
+) -> AsyncIterator[tuple[Head, dict[str, list[Entry]]]]:
+    """Every manifest (or only ``file_id``'s) with its entries by slot (``attrs`` left out),
+    ordered by file id.  One streaming query; memory holds one manifest at a time."""
     sql = (
         "SELECT m.file_id, m.owner, m.expected_chunks, m.expected_size, m.complete, m.damaged,"
         " m.updated_at, e.slot, e.idx, e.ref, e.size"
         " FROM manifests m LEFT JOIN manifest_entries e ON e.file_id = m.file_id"
+        " WHERE ?1 IS NULL OR m.file_id = ?1"
         " ORDER BY m.file_id, e.slot, e.idx"
     )
     current: Head | None = None
     slots: dict[str, list[Entry]] = {}
-    async with conn.execute(sql) as cur:
+    async with conn.execute(sql, (file_id,)) as cur:
         async for row in cur:
             if current is None or row["file_id"] != current.file_id:
                 if current is not None:

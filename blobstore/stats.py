@@ -1,0 +1,106 @@
+"""What the store holds: blobs, bytes stored and referenced, dedup ratio, files, pending uploads.
+
+One pass over the blobs against the live ref set (memory: that set), plus aggregate queries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from blobstore import manifests
+from blobstore.db import Database
+from blobstore.gc import last_activity
+from blobstore.port import BlobBackend, TempFiles
+from blobstore.refs import BlobRef
+
+
+@dataclass(frozen=True)
+class PendingAge:
+    """One upload in progress and how long it has been idle."""
+
+    file_id: str
+    company_id: str
+    kind: str
+    chunks: int
+    idle_seconds: float
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """``dedup_ratio`` = bytes the files' entries add up to / bytes of the distinct blobs they
+    reference (1.0: no sharing)."""
+
+    blobs: int
+    bytes_stored: int
+    referenced_blobs: int
+    bytes_referenced: int
+    logical_bytes: int
+    dedup_ratio: float
+    orphan_blobs: int
+    orphan_bytes: int
+    files: int
+    complete_files: int
+    damaged_files: int
+    pending_uploads: tuple[PendingAge, ...]
+    temp_files: int
+    temp_bytes: int
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+async def gather(
+    db: Database, backend: BlobBackend, *, clock: Callable[[], float] = time.time
+) -> StoreStats:
+    """Count the store.  Read-only; safe beside a running server."""
+    now = clock()
+    async with db.read() as conn:
+        totals = await manifests.totals(conn)
+        live = await manifests.live_refs(conn)
+        pending = await manifests.pending_uploads(conn)
+    pending_refs = {ref for u in pending for _, ref in u.entries}
+    mtimes: dict[BlobRef, float] = {}
+    blobs = stored = ref_blobs = ref_bytes = 0
+    async for blob in backend.scan():
+        blobs += 1
+        stored += blob.size
+        if blob.ref in live:
+            ref_blobs += 1
+            ref_bytes += blob.size
+        if blob.ref in pending_refs:
+            mtimes[blob.ref] = blob.mtime
+    temps: list[tuple[object, int, float]] = []
+    if isinstance(backend, TempFiles):
+        temps = list(await asyncio.to_thread(backend.temp_files))
+    ages = tuple(
+        sorted(
+            (
+                PendingAge(
+                    u.file_id, u.owner, u.kind, len(u.entries), now - last_activity(u, mtimes)
+                )
+                for u in pending
+            ),
+            key=lambda p: -p.idle_seconds,
+        )
+    )
+    return StoreStats(
+        blobs=blobs,
+        bytes_stored=stored,
+        referenced_blobs=ref_blobs,
+        bytes_referenced=ref_bytes,
+        logical_bytes=totals.logical_bytes,
+        dedup_ratio=(
+            round(totals.logical_bytes / totals.distinct_bytes, 3) if totals.distinct_bytes else 1.0
+        ),
+        orphan_blobs=blobs - ref_blobs,
+        orphan_bytes=stored - ref_bytes,
+        files=totals.files,
+        complete_files=totals.complete,
+        damaged_files=totals.damaged,
+        pending_uploads=ages,
+        temp_files=len(temps),
+        temp_bytes=sum(t[1] for t in temps),
+    )
