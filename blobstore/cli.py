@@ -198,7 +198,7 @@ async def open_store(
     except (sqlite3.Error, OSError) as exc:
         await db.close()
         raise StoreUnavailable(f"{db_file}: cannot open the database: {exc}") from None
-    backend = LocalBackend(blobs)
+    backend = await asyncio.to_thread(LocalBackend, blobs)
     try:
         yield db, backend
     finally:
@@ -290,7 +290,7 @@ def _finding_line(f: fsck.Finding) -> str:
 
 
 def _repair_argv(args: argparse.Namespace, seed: int | None) -> list[str]:
-    argv = ["blobstore", "fsck", "--data-dir", str(args.data_dir.resolve())]
+    argv = ["blobstore", "fsck", "--data-dir", str(args.data_dir)]
     if args.full:
         argv.append("--full")
     elif args.sample is not None:
@@ -351,7 +351,7 @@ async def cmd_fsck(args: argparse.Namespace, out: _Out) -> Outcome:
     fixable = [f for f in keep if repair.repairable(f, temp_min_age=args.temp_min_age)]
     outcome = Outcome.DAMAGE if damage else Outcome.CLEAN
     repair_cmd = shlex.join(_repair_argv(args, seed)) if fixable and not args.repair else None
-    gc_cmd = shlex.join(["blobstore", "gc", "--data-dir", str(args.data_dir.resolve())])
+    gc_cmd = shlex.join(["blobstore", "gc", "--data-dir", str(args.data_dir)])
     by_kind = {k.value: n for k, n in sorted(counts.by_kind.items())}
     if out.as_json:
         summary: dict[str, object] = {
@@ -535,6 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (the console script exits with it)."""
     try:
         args = build_parser().parse_args(argv)
+        args.data_dir = args.data_dir.resolve()  # the printed commands work from anywhere
         outcome = asyncio.run(_run(args))
     except SystemExit as exc:  # --help
         return int(exc.code or 0)

@@ -62,7 +62,7 @@ class Database:
 
     async def open_readonly(self) -> None:
         """Open for reading only (fsck, stat): never creates or changes the file."""
-        if not self.path.exists():
+        if not await asyncio.to_thread(self.path.exists):
             raise FileNotFoundError(self.path)
         self._reader = await self._connect(readonly=True)
 
