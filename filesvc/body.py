@@ -12,9 +12,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiohttp import BodyPartReader, ClientError, MultipartReader, web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, PayloadEncodingError
 
-from filesvc.errors import BadRequest, ClientAborted, PayloadTooLarge, UnsupportedMediaType
+from filesvc.errors import (
+    ApiError,
+    BadRequest,
+    ClientAborted,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from filesvc.params import clean_mime, clean_name
 
 # Bytes asked of a multipart part per read.  Larger reads cut per-call overhead in aiohttp's
@@ -25,7 +31,26 @@ MAX_FORM_FIELD_BYTES = 64 << 10
 # Parts looked at before giving up on finding a file part.
 MAX_PARTS = 32
 
-_TRANSPORT_ERRORS = (ClientError, HttpProcessingError, ConnectionError, asyncio.IncompleteReadError)
+_READ_ERRORS = (
+    ClientError,
+    HttpProcessingError,
+    ConnectionError,
+    asyncio.IncompleteReadError,
+    ValueError,
+    RuntimeError,
+)
+
+
+def _read_error(exc: BaseException) -> ApiError:
+    """One switch for everything reading a body can raise.  A transport that lost bytes (a
+    reset, or PayloadEncodingError for a body shorter than its Content-Length) is ClientAborted;
+    a fault of the multipart framing itself (boundary, part headers) is BadRequest."""
+    framing = isinstance(exc, (ValueError, RuntimeError)) or (
+        isinstance(exc, BadHttpMessage) and not isinstance(exc, PayloadEncodingError)
+    )
+    if framing:
+        return BadRequest(f"malformed multipart body: {_framing(exc)}")
+    return ClientAborted("the upload body ended before it was complete")
 
 
 @dataclass
@@ -64,8 +89,8 @@ async def _raw(request: web.Request) -> AsyncIterator[bytes]:
     try:
         async for data in request.content.iter_any():
             yield data
-    except _TRANSPORT_ERRORS:
-        raise ClientAborted("the upload body ended before it was complete") from None
+    except _READ_ERRORS as exc:
+        raise _read_error(exc) from None
 
 
 async def _multipart(request: web.Request) -> UploadBody:
@@ -89,10 +114,8 @@ async def _multipart(request: web.Request) -> UploadBody:
                 skipped += len(chunk)
                 if skipped > MAX_FORM_FIELD_BYTES:
                     raise BadRequest("form fields before the file part are too large")
-    except _TRANSPORT_ERRORS:
-        raise ClientAborted("the upload body ended before it was complete") from None
-    except (ValueError, RuntimeError) as exc:
-        raise BadRequest(f"malformed multipart body: {_framing(exc)}") from None
+    except _READ_ERRORS as exc:
+        raise _read_error(exc) from None
     raise BadRequest("the multipart body has no file part (send it as part 'file')")
 
 
@@ -100,13 +123,15 @@ async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
     try:
         while chunk := await part.read_chunk(PART_READ_SIZE):
             yield chunk
-    except _TRANSPORT_ERRORS:
-        raise ClientAborted("the upload body ended before it was complete") from None
-    except (ValueError, RuntimeError) as exc:
-        raise BadRequest(f"malformed multipart body: {_framing(exc)}") from None
+        if not part.at_eof():
+            # The body ended without the part's closing boundary: a truncated upload, never
+            # to be mistaken for a complete file.
+            raise BadRequest("malformed multipart body: the body ended before the closing boundary")
+    except _READ_ERRORS as exc:
+        raise _read_error(exc) from None
 
 
-def _framing(exc: Exception) -> str:
+def _framing(exc: BaseException) -> str:
     # aiohttp's messages describe the framing (boundary, EOF); keep them short and never echo
     # more than a few bytes of the client's body back.
     text = str(exc).split("\n", 1)[0]

@@ -13,8 +13,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from blobstore.manifests import Entry
 from blobstore.local import open_for_reading
+from blobstore.manifests import Entry
 from blobstore.port import BlobReader, LocalFiles
 
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")

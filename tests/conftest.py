@@ -13,10 +13,11 @@ from blockbuster import BlockBuster, blockbuster_ctx
 
 from blobstore.port import BlobBackend
 from filesvc.app import create_app
-from filesvc.thumbjobs import Renderer
 from filesvc.auth import mint
 from filesvc.settings import Settings
+from filesvc.thumbjobs import Renderer
 from tests.helpers import SECRET, Api
+
 
 def pytest_report_header() -> list[str]:
     import aiohttp
@@ -45,7 +46,9 @@ AppFactory = Callable[..., Awaitable[Api]]
 
 @pytest.fixture
 async def make_api(
-    aiohttp_client: Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]],
+    aiohttp_client: Callable[
+        [web.Application], Awaitable[TestClient[web.Request, web.Application]]
+    ],
     settings: Settings,
 ) -> AsyncIterator[AppFactory]:
     async def factory(

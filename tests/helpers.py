@@ -22,9 +22,13 @@ def bearer(tok: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {tok}"}
 
 
-def multipart(data: bytes, filename: str = "file.bin", ctype: str | None = None) -> aiohttp.FormData:
+def multipart(
+    data: bytes, filename: str = "file.bin", ctype: str | None = None
+) -> aiohttp.FormData:
     form = aiohttp.FormData()
-    form.add_field("file", data, filename=filename, content_type=ctype or "application/octet-stream")
+    form.add_field(
+        "file", data, filename=filename, content_type=ctype or "application/octet-stream"
+    )
     return form
 
 

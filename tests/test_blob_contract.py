@@ -36,7 +36,9 @@ async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
         yield p
 
 
-async def read_all(backend: BlobBackend, ref: BlobRef, start: int = 0, end: int | None = None) -> bytes:
+async def read_all(
+    backend: BlobBackend, ref: BlobRef, start: int = 0, end: int | None = None
+) -> bytes:
     return b"".join([d async for d in backend.read(ref, start, end)])
 
 

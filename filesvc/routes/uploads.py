@@ -34,7 +34,8 @@ async def upload_chunk(request: web.Request) -> web.Response:
     company = company_id(request)
     fid = file_id(request)
     params = UploadParams.parse(request.query)
-    if not has_body(request):
+    if not has_body(request) and request.content_type != "application/octet-stream":
+        # An explicit octet-stream with no bytes is an empty chunk; no body at all is a mistake.
         raise BadRequest("the chunk's bytes are missing: send them as part 'file' or raw body")
     service = request.app[SERVICE]
     body = await open_body(request, service.max_upload_bytes)

@@ -1,0 +1,136 @@
+"""End-to-end tests against the real server process: memory stays flat while streaming, client
+aborts leave nothing behind, SIGTERM drains uploads in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import psutil
+import pytest
+import xxhash
+
+from tests.helpers import PREFIX, bearer, token
+from tests.server_proc import ServerProcess, start_server
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    srv = start_server(tmp_path / "data")
+    yield srv
+    srv.stop()
+
+
+class RssSampler:
+    """Samples a process's RSS every 20 ms in a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(self.proc.memory_info().rss)
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.mark.slow
+async def test_one_gib_upload_and_download_keep_rss_flat(server: ServerProcess) -> None:
+    block = os.urandom(MiB)
+    total = 1024 * MiB
+    sent = xxhash.xxh3_128()
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(total // MiB):
+            sent.update(block)
+            yield block
+
+    files = f"{server.url}{PREFIX}/companies/acme/files"
+    headers = {**bearer(token()), "Content-Type": "application/octet-stream"}
+    baseline = await asyncio.to_thread(lambda: psutil.Process(server.proc.pid).memory_info().rss)
+    async with aiohttp.ClientSession() as session:
+        with RssSampler(server.proc.pid) as rss:
+            async with session.post(
+                files, params={"filename": "big.bin"}, data=body(), headers=headers
+            ) as resp:
+                assert resp.status == 200, await resp.text()
+                fid = (await resp.json())["resource"]["id"]
+            got = xxhash.xxh3_128()
+            size = 0
+            async with session.get(f"{files}/{fid}/download", headers=bearer(token())) as resp:
+                assert resp.status == 200
+                async for piece in resp.content.iter_chunked(4 * MiB):
+                    got.update(piece)
+                    size += len(piece)
+    assert size == total and got.digest() == sent.digest()
+    growth = max(rss.samples) - baseline
+    assert growth < 64 * MiB, f"server RSS grew by {growth / MiB:.1f} MiB"
+
+
+async def test_client_abort_mid_upload_leaves_nothing(server: ServerProcess) -> None:
+    _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    head = (
+        f"POST {PREFIX}/companies/acme/files?filename=cut.bin HTTP/1.1\r\n"
+        f"Host: x\r\nAuthorization: Bearer {token()}\r\n"
+        "Content-Type: application/octet-stream\r\nContent-Length: 50000000\r\n\r\n"
+    )
+    writer.write(head.encode() + os.urandom(3 * MiB))
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    tmp = server.data_dir / "blobs" / "tmp"
+    for _ in range(100):
+        leftover = await asyncio.to_thread(lambda: os.listdir(tmp))
+        if not leftover:
+            break
+        await asyncio.sleep(0.05)
+    assert leftover == []
+    blobs = await asyncio.to_thread(
+        lambda: [p for p in (server.data_dir / "blobs").rglob("xxh3_128-*")]
+    )
+    assert blobs == []
+
+
+async def test_sigterm_drains_an_upload_in_flight(server: ServerProcess) -> None:
+    files = f"{server.url}{PREFIX}/companies/acme/files"
+    started = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        for i in range(20):
+            if i == 2:
+                started.set()
+            yield b"s" * 100_000
+            await asyncio.sleep(0.05)
+
+    async with aiohttp.ClientSession() as session:
+        upload = asyncio.create_task(
+            session.post(
+                files,
+                params={"filename": "slow.bin"},
+                data=slow_body(),
+                headers={**bearer(token()), "Content-Type": "application/octet-stream"},
+            )
+        )
+        await started.wait()
+        server.proc.send_signal(signal.SIGTERM)
+        resp = await upload
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["resource"]["upload_data"]["size"] == 2_000_000
+    assert await asyncio.to_thread(server.proc.wait, 30) == 0
