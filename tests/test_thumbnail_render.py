@@ -261,6 +261,18 @@ def test_unusual_pixel_formats_become_8_bit_jpeg(
     assert (thumb.width, thumb.height, thumb.mime) == (300, 200, "image/jpeg")
 
 
+@pytest.mark.parametrize("profile", ["p3", "cmyk"])
+def test_embedded_icc_profile_is_converted_to_srgb(tmp_path: Path, profile: str) -> None:
+    # The thumbnail carries no metadata, so its pixels must already be sRGB.
+    tagged = solid(300, 200).icc_transform(profile, input_profile="srgb")
+    assert mean_rgb(tagged)[2] > 50  # P3 values differ from the sRGB ones; CMYK is 4 bands
+    path = write(tmp_path, "wide-gamut.jpg", tagged.jpegsave_buffer())
+    thumb = one(render_thumbnails(path, LIMITS))
+    assert thumb.mime == "image/jpeg"
+    red, green, blue = mean_rgb(decode(thumb))
+    assert abs(red - 200) < 8 and abs(green - 120) < 8 and abs(blue - 40) < 8
+
+
 # --- not images, broken images -----------------------------------------------------------------
 
 
