@@ -315,6 +315,13 @@ def test_missing_file_is_an_error_not_an_exception(tmp_path: Path) -> None:
     assert probe_pixels(tmp_path / "gone", LIMITS) == 0
 
 
+def test_special_files_are_errors_not_hangs(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert failed(render_thumbnails(fifo, LIMITS)) == "not a regular file"
+    assert failed(render_thumbnails(tmp_path, LIMITS)) == "not a regular file"
+
+
 def test_heic_is_done_without_thumbnails(tmp_path: Path) -> None:
     # The bundled libheif cannot decode HEVC. We cannot encode HEVC either, so take a real AVIF
     # and relabel its brands, item type and codec box as HEVC: what an iPhone's HEIC looks like
@@ -563,6 +570,13 @@ HOSTILE_SVGS: dict[str, tuple[str, str]] = {
         + '"/></svg>',
         OUTSIDE,
     ),
+    "svg-disguised-as-png-data-uri": (
+        f'{SVG_OPEN}><image href="data:image/png;base64,'
+        + base64.b64encode(b'<svg xmlns="http://www.w3.org/2000/svg"/>').decode()
+        + '"/></svg>',
+        "embedded image is not a PNG, JPEG, GIF or WebP",
+    ),
+    "xml-base": (f'{SVG_OPEN} xml:base="http://evil.test/"><use href="#a"/></svg>', "xml:base"),
     "latin1-encoding": (
         f'<?xml version="1.0" encoding="ISO-8859-1"?>\n{SVG_OPEN}><rect {SIZE}/></svg>',
         "encoding other than UTF-8",

@@ -11,8 +11,8 @@ Contract
 * ``error`` with a ``reason`` when the file looks like an image or PDF but cannot be decoded
   (truncated, corrupt, encrypted PDF).
 
-It never raises. Reasons are short fixed phrases, never paths or library messages, so a caller may
-log or store them as they are.
+It never raises. Reasons are short phrases of our own (with at most a size or a count in them),
+never paths or library messages, so a caller may log or store them as they are.
 
 The format is decided by the content alone. The declared mime type and file name are deliberately
 not parameters: a text file named ``.jpg`` is "not an image", an SVG named ``.png`` is an SVG.
@@ -24,8 +24,9 @@ transparency. ``mime``, ``width`` and ``height`` describe the returned bytes.
 Formats and decisions
 ---------------------
 * JPEG, PNG, GIF, WebP, TIFF, AVIF: libvips, through ``thumbnail_source`` so that the loader
-  shrinks while it decodes (a 24 MP JPEG is decoded at 1/8 scale by libjpeg and costs tens of MB,
-  not the 288 MB of a full decode). Animated GIF/WebP and multi-page TIFF: first frame/page only.
+  shrinks while it decodes (a 24 MP JPEG is decoded at 1/8 scale by libjpeg: about 20 MB above
+  the process's baseline, where a full decode would hold 72 MB of pixels). Animated GIF/WebP and
+  multi-page TIFF: first frame/page only.
 * HEIC: the ``pyvips-binary`` wheel's libheif has an AV1 decoder but no HEVC decoder, so an HEIC
   file is answered ``done`` without thumbnails (reason says so) when its brands say HEVC, and
   ``error`` if it is some other HEIF libheif then fails to decode. Supporting it needs a libvips
@@ -34,8 +35,8 @@ Formats and decisions
   the wheel, so it installs with pip alone) renders one page at a chosen scale, so each page is
   rasterised directly at thumbnail size, never at full size. PDFium is not thread-safe, so all
   PDFium calls in a process are serialised by one lock.
-* SVG: rendered only if the document cannot reach anything outside itself (see
-  ``_svg_refusal``); otherwise ``done`` without thumbnails. It is then rendered from the bytes
+* SVG: rendered only if the document cannot reach anything outside itself (the policy is spelled
+  out above ``_SvgScan``); otherwise ``done`` without thumbnails. It is then rendered from the bytes
   that were checked (no second read of the file) at the scale that fits the box.
 
 Hardening
@@ -53,7 +54,9 @@ says how many pixels a render will decode, for a semaphore counted in pixels.
 Processes and threads: both public functions are top-level and take and return plain frozen
 dataclasses, so they work with a ``spawn`` ``ProcessPoolExecutor`` (the method MEASURED.md
 requires once libvips has run) or a thread pool. The only module state is a lock and a one-time
-libvips configuration that each process performs on first use. ``path`` must not change while a
+libvips configuration that each process performs on first use. Each libvips call also runs its
+own thread pool (``VIPS_CONCURRENCY``, default one thread per core); size worker pools with that
+in mind. ``path`` must not change while a
 call runs (stored blobs are immutable).
 """
 
@@ -66,6 +69,7 @@ import ctypes
 import functools
 import math
 import re
+import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -273,7 +277,7 @@ def _configure_vips() -> None:
     """Once per process, before the first libvips call (idempotent, so a race is harmless)."""
     pyvips.block_untrusted_set(True)
     # libvips 8.18 flags its SVG loader untrusted. Re-enable only the in-memory variant: this
-    # module hands it nothing but bytes that passed _svg_refusal, and a file or source can still
+    # module hands it nothing but bytes that _SvgScan accepted, and a file or source can still
     # never be opened as SVG behind our back.
     pyvips.operation_block_set("VipsForeignLoadSvgBuffer", False)
     # No operation cache: a worker must not keep decoded pixels alive between jobs.
@@ -342,7 +346,11 @@ _Plan = _Skip | _RasterPlan | _SvgPlan | _PdfPlan
 def _plan(path: Path, limits: RenderLimits) -> _Plan:
     """Decide from the content what the file is and whether it may be decoded. Headers only."""
     _configure_vips()
-    size = path.stat().st_size
+    status = path.stat()
+    if not stat.S_ISREG(status.st_mode):
+        # A FIFO or device would block or never end; stored blobs are regular files.
+        raise _Failed("not a regular file")
+    size = status.st_size
     if size == 0:
         return _Skip("empty file")
     if size > limits.max_input_bytes:
@@ -358,7 +366,11 @@ def _plan(path: Path, limits: RenderLimits) -> _Plan:
     if _looks_like_svg(head):
         if size > limits.max_svg_bytes:
             return _Skip(f"SVG larger than {limits.max_svg_bytes} bytes; not rendered")
-        return _svg_plan(path.read_bytes(), limits)
+        with path.open("rb") as f:
+            data = f.read(limits.max_svg_bytes + 1)
+        if len(data) > limits.max_svg_bytes:
+            return _Skip(f"SVG larger than {limits.max_svg_bytes} bytes; not rendered")
+        return _svg_plan(data, limits)
     return _Skip("not an image or PDF")
 
 
@@ -467,8 +479,8 @@ def _fit_scale(width: float, height: float, limits: RenderLimits) -> float:
 #     raster whose header declares more than max_pixels (a bomb inside an SVG);
 #   - CSS, in a <style> element or any SVG attribute, with @import, url() to anything but a
 #     #fragment, or a backslash (CSS escapes could spell either);
-#   - <script>, <foreignObject>, <iframe>, <object>, <embed>, <audio>, <video>, XInclude, or an
-#     on* event attribute;
+#   - <script>, <foreignObject>, <iframe>, <object>, <embed>, <audio>, <video>, XInclude, an
+#     on* event attribute, or xml:base;
 #   - an encoding other than UTF-8/ASCII, or a NUL byte, so that this check and librsvg cannot
 #     read different characters from the same bytes.
 # The checked bytes are then rendered from memory: with no base file there is nothing relative
@@ -476,11 +488,13 @@ def _fit_scale(width: float, height: float, limits: RenderLimits) -> float:
 # deep <use> chains): the caller's time limit covers it.
 
 _SVG_NS = "http://www.w3.org/2000/svg"
+_XML_NS = "http://www.w3.org/XML/1998/namespace"
 _BANNED_ELEMENTS = frozenset(
     {"script", "foreignobject", "iframe", "object", "embed", "audio", "video", "include", "handler"}
 )
 _DATA_IMAGE = re.compile(r"data:image/(?:png|jpeg|jpg|gif|webp);base64,(?P<b64>.*)", re.I | re.S)
 _CSS_URL = re.compile(r"url\s*\(\s*['\"]?\s*(?P<target>[^)'\"]*)", re.I)
+_EMBEDDED_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
 _EMBEDDED_LOADERS = frozenset(
     {"jpegload_buffer", "pngload_buffer", "gifload_buffer", "webpload_buffer"}
 )
@@ -525,6 +539,9 @@ def _render_svg(plan: _SvgPlan, limits: RenderLimits) -> RenderedThumbnail:
 
 def _embedded_image_problem(data: bytes, limits: RenderLimits) -> str | None:
     """Why an image embedded in an SVG as data: may not be rendered, or None."""
+    # Check the magic first, so that no other libvips loader (SVG above all) sees the bytes.
+    if not data.startswith(_EMBEDDED_MAGIC) and not (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        return "embedded image is not a PNG, JPEG, GIF or WebP"
     try:
         header: _VipsImage = pyvips.Image.new_from_buffer(data, "", access="sequential")
     except pyvips.Error:
@@ -628,6 +645,9 @@ class _SvgScan:
             self._attribute(namespace, attr_local.lower(), value)
 
     def _attribute(self, namespace: str, local: str, value: str) -> None:
+        if namespace == _XML_NS and local == "base":
+            # "#id" stays internal in librsvg whatever the base, but nothing needs one.
+            self._flag("xml:base")
         if local.startswith("on"):
             self._flag(f"{local} event attribute")
         if local.endswith("href") or local == "src":
