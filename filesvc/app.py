@@ -27,6 +27,8 @@ from filesvc.routes.common import PREFIX
 from filesvc.service import FileService
 from filesvc.settings import Settings
 from filesvc.thumbjobs import Renderer, ThumbnailRunner, no_thumbnails
+from filesvc.thumbnails.pool import ProcessRenderer
+from filesvc.thumbnails.render import RenderLimits
 
 THUMB_WORK_DIR = "thumb-work"
 
@@ -63,10 +65,22 @@ def create_app(
         await chosen.close()
 
     async def thumbnails(app: web.Application) -> AsyncIterator[None]:
+        own: ProcessRenderer | None = None
+        if renderer is None:
+            own = ProcessRenderer(
+                RenderLimits(
+                    box_width=settings.thumb_box[0],
+                    box_height=settings.thumb_box[1],
+                    max_pixels=settings.thumb_max_pixels,
+                ),
+                workers=settings.thumb_workers,
+                job_timeout=settings.thumb_job_timeout,
+                pixel_budget=settings.thumb_pixel_budget,
+            )
         runner = ThumbnailRunner(
             app[DATABASE],
             app[STORE],
-            renderer or no_thumbnails,
+            renderer or own or no_thumbnails,
             work_dir=settings.data_dir / THUMB_WORK_DIR,
             workers=settings.thumb_workers,
         )
@@ -74,6 +88,8 @@ def create_app(
         app[THUMBS] = runner
         yield
         await runner.stop()
+        if own is not None:
+            await own.close()
 
     async def service(app: web.Application) -> AsyncIterator[None]:
         metrics = app[METRICS]

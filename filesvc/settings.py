@@ -24,6 +24,9 @@ DEFAULT_THUMB_BOX = (600, 400)
 DEFAULT_THUMB_SYNC_TIMEOUT = 10.0
 # About 100 MP: a 24 MP phone photo passes with room to spare; a decompression bomb does not.
 DEFAULT_THUMB_MAX_PIXELS = 100_000_000
+# Pixels being decoded at once across thumbnail jobs (a semaphore counted in pixels): two images
+# at the pixel limit, or many phone photos.  Decoded RGBA costs 4 bytes a pixel at worst.
+DEFAULT_THUMB_PIXEL_BUDGET = 200_000_000
 # Worker processes for thumbnails: one per core on the 2-core machines this runs on.
 DEFAULT_THUMB_WORKERS = 2
 # A thumbnail that takes longer than this is abandoned (status error): no image needs more.
@@ -67,6 +70,7 @@ class Settings:
     thumb_sync_timeout: float = DEFAULT_THUMB_SYNC_TIMEOUT
     thumb_max_pixels: int = DEFAULT_THUMB_MAX_PIXELS
     thumb_workers: int = DEFAULT_THUMB_WORKERS
+    thumb_pixel_budget: int = DEFAULT_THUMB_PIXEL_BUDGET
     thumb_job_timeout: float = DEFAULT_THUMB_JOB_TIMEOUT
 
     @classmethod
@@ -97,6 +101,7 @@ class Settings:
             ),
             thumb_max_pixels=_int(env, "FILESVC_THUMB_MAX_PIXELS", DEFAULT_THUMB_MAX_PIXELS),
             thumb_workers=_int(env, "FILESVC_THUMB_WORKERS", DEFAULT_THUMB_WORKERS),
+            thumb_pixel_budget=_int(env, "FILESVC_THUMB_PIXEL_BUDGET", DEFAULT_THUMB_PIXEL_BUDGET),
             thumb_job_timeout=_float(env, "FILESVC_THUMB_JOB_TIMEOUT", DEFAULT_THUMB_JOB_TIMEOUT),
         )
 
