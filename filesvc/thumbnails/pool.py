@@ -104,6 +104,7 @@ class ProcessRenderer:
         self.job_timeout = job_timeout
         self.budget = PixelBudget(pixel_budget)
         self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = asyncio.Lock()
 
     async def __call__(self, path: Path) -> Rendered:
         head = await asyncio.to_thread(_read_head, path)
@@ -136,13 +137,16 @@ class ProcessRenderer:
         raise AssertionError("unreachable")
 
     async def _ensure_pool(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                max_tasks_per_child=TASKS_PER_WORKER,
-            )
-        return self._pool
+        async with self._pool_lock:
+            if self._pool is None:
+                # Making the pool's queues and locks makes system calls: off the loop.
+                self._pool = await asyncio.to_thread(
+                    ProcessPoolExecutor,
+                    max_workers=self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    max_tasks_per_child=TASKS_PER_WORKER,
+                )
+            return self._pool
 
     async def _kill(self, pool: ProcessPoolExecutor) -> None:
         if self._pool is pool:

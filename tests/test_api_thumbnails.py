@@ -1,0 +1,229 @@
+"""Thumbnails through the API: made on completion, served, resumed after restart, bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+import pyvips
+from aiohttp.test_utils import TestClient, TestServer
+
+from filesvc.app import create_app
+from filesvc.settings import Settings
+from filesvc.thumbjobs import Rendered
+from filesvc.thumbnails.pool import PixelBudget, may_have_thumbnails
+from tests.conftest import AppFactory
+from tests.helpers import SECRET, Api, error_of, token
+
+SYNC = {"thumbnail_sync": "1"}
+
+
+def jpeg(width: int, height: int) -> bytes:
+    image = pyvips.Image.xyz(width, height)[0].cast("uchar").bandjoin([64, 128])
+    return bytes(image.jpegsave_buffer(Q=70))
+
+
+def png_bomb(width: int = 50_000, height: int = 50_000) -> bytes:
+    """A PNG whose header declares a huge image: only the header may ever be read."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 1024)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+async def test_jpeg_thumbnail_made_and_served(api: Api) -> None:
+    res = await api.upload(jpeg(1200, 900), filename="photo.jpg", params=SYNC)
+    assert res["metadata"]["thumbnails_status"] == "done"
+    [thumb] = res["thumbnails"]
+    assert (thumb["index"], thumb["type"], thumb["width"], thumb["height"]) == (
+        0,
+        "image/jpeg",
+        533,
+        400,
+    )
+    resp = await api.client.get(thumb["url"], headers=api.headers())
+    assert resp.status == 200 and resp.headers["Content-Type"] == "image/jpeg"
+    data = await resp.read()
+    assert len(data) == thumb["size"]
+    decoded = pyvips.Image.new_from_buffer(data, "")
+    assert (decoded.width, decoded.height) == (533, 400)
+    assert "max-age" in resp.headers["Cache-Control"]
+    etag = resp.headers["ETag"]
+    again = await api.client.get(thumb["url"], headers=api.headers(**{"If-None-Match": etag}))
+    assert again.status == 304
+    by_query = await api.client.get(thumb["url"], params={"token": api.token})
+    assert by_query.status == 200
+    meta = await (await api.meta(res["id"])).json()
+    assert meta["resource"]["thumbnails"] == res["thumbnails"]
+
+
+async def test_chunked_upload_gets_thumbnails_too(api: Api) -> None:
+    image = bytes(
+        pyvips.Image.black(800, 800, bands=4)
+        .draw_rect([255, 0, 0, 128], 10, 10, 50, 50)
+        .pngsave_buffer()
+    )
+    half = len(image) // 2
+    res = await api.create(
+        {"filename": "a.png", "total_chunks": "2", "total_size": str(len(image))}
+    )
+    await api.chunk(res["id"], image[half:], {"chunk_number": "2"})
+    resp = await api.chunk(res["id"], image[:half], {"chunk_number": "1", **SYNC})
+    body = (await resp.json())["resource"]
+    assert body["metadata"]["thumbnails_status"] == "done"
+    [thumb] = body["thumbnails"]
+    assert (thumb["type"], thumb["width"], thumb["height"]) == ("image/png", 400, 400)
+
+
+@pytest.mark.parametrize(
+    ("content", "status"),
+    [
+        (b"just some text, named .jpg", "done"),
+        (b"\xff\xd8\xff\xe0" + b"\x00" * 100, "error"),
+        (b"", "done"),
+    ],
+)
+async def test_non_images_and_broken_images_never_fail_the_upload(
+    api: Api, content: bytes, status: str
+) -> None:
+    res = await api.upload(content, filename="photo.jpg", params=SYNC)
+    assert res["metadata"]["thumbnails_status"] == status
+    assert res["thumbnails"] == []
+    assert await api.content(res["id"]) == content
+
+
+async def test_truncated_jpeg_is_error(api: Api) -> None:
+    data = jpeg(1000, 800)
+    res = await api.upload(data[: len(data) // 2], filename="cut.jpg", params=SYNC)
+    assert res["metadata"]["thumbnails_status"] == "error" and res["thumbnails"] == []
+
+
+async def test_decompression_bomb_is_not_decoded(api: Api) -> None:
+    res = await api.upload(png_bomb(), filename="bomb.png", params=SYNC)
+    assert res["metadata"]["thumbnails_status"] == "done"
+    assert res["thumbnails"] == []
+
+
+async def test_small_images_are_not_upscaled(api: Api) -> None:
+    res = await api.upload(jpeg(120, 80), filename="tiny.jpg", params=SYNC)
+    [thumb] = res["thumbnails"]
+    assert (thumb["width"], thumb["height"]) == (120, 80)
+
+
+async def test_thumbnail_sync_waits_at_most_the_timeout(
+    make_api: AppFactory, settings: Settings
+) -> None:
+    release = asyncio.Event()
+
+    async def slow(path: Path) -> Rendered:
+        await release.wait()
+        return Rendered("done")
+
+    quick = Settings(data_dir=settings.data_dir, jwt_secret=SECRET, thumb_sync_timeout=0.2)
+    api = await make_api(settings_=quick, renderer=slow)
+    res = await api.upload(b"x", params=SYNC)
+    assert res["metadata"]["thumbnails_status"] == "waiting"
+    release.set()
+    for _ in range(100):
+        meta = (await (await api.meta(res["id"])).json())["resource"]
+        if meta["metadata"]["thumbnails_status"] == "done":
+            break
+        await asyncio.sleep(0.02)
+    assert meta["metadata"]["thumbnails_status"] == "done"
+
+
+async def test_pending_jobs_resume_after_restart(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    never = asyncio.Event()
+
+    async def stuck(path: Path) -> Rendered:
+        await never.wait()
+        return Rendered("done")
+
+    first = create_app(Settings(data_dir=data_dir, jwt_secret=SECRET), renderer=stuck)
+    async with TestClient(TestServer(first)) as client:
+        res = await Api(client).upload(jpeg(900, 600), filename="later.jpg")
+        assert res["metadata"]["thumbnails_status"] == "waiting"
+    # A new process on the same data: the job recorded with the upload is taken up again.
+    second = create_app(Settings(data_dir=data_dir, jwt_secret=SECRET))
+    async with TestClient(TestServer(second)) as client:
+        api = Api(client)
+        for _ in range(200):
+            meta = (await (await api.meta(res["id"])).json())["resource"]
+            if meta["metadata"]["thumbnails_status"] != "waiting":
+                break
+            await asyncio.sleep(0.05)
+        assert meta["metadata"]["thumbnails_status"] == "done"
+        assert meta["thumbnails"][0]["width"] == 600
+
+
+async def test_job_time_limit_gives_error(make_api: AppFactory, settings: Settings) -> None:
+    tight = Settings(data_dir=settings.data_dir, jwt_secret=SECRET, thumb_job_timeout=0.001)
+    api = await make_api(settings_=tight)
+    res = await api.upload(jpeg(2000, 1500), filename="slow.jpg", params=SYNC)
+    assert res["metadata"]["thumbnails_status"] == "error"
+    assert await api.content(res["id"]) != b""
+
+
+async def test_many_uploads_at_once_all_get_thumbnails(api: Api) -> None:
+    images = [jpeg(700 + i, 500) for i in range(8)]
+    results = await asyncio.gather(
+        *(api.upload(img, filename=f"{i}.jpg", params=SYNC) for i, img in enumerate(images))
+    )
+    assert all(r["metadata"]["thumbnails_status"] == "done" for r in results)
+    for i, r in enumerate(results):
+        thumb = r["thumbnails"][0]
+        assert thumb["height"] == 400 and abs(thumb["width"] - (700 + i) * 0.8) <= 1
+
+
+async def test_pixel_budget_bounds_concurrent_work() -> None:
+    budget = PixelBudget(100)
+    peak = 0
+
+    async def job(pixels: int) -> None:
+        nonlocal peak
+        async with budget.hold(pixels):
+            peak = max(peak, budget.in_use)
+            await asyncio.sleep(0.01)
+
+    await asyncio.gather(*(job(p) for p in [60, 50, 40, 30, 30, 70, 10, 20]))
+    assert peak <= 100 and budget.in_use == 0
+    await job(500)  # larger than the budget: admitted alone, never deadlocks
+    assert peak == 500
+
+
+def test_sniff_sends_only_possible_images_to_workers() -> None:
+    assert may_have_thumbnails(b"\xff\xd8\xff\xe0")
+    assert may_have_thumbnails(b"\x89PNG\r\n\x1a\n....")
+    assert may_have_thumbnails(b"....ftypavif")
+    assert may_have_thumbnails(b"\xef\xbb\xbf  <svg>")
+    assert may_have_thumbnails(b"junk%PDF-1.7")
+    assert not may_have_thumbnails(b"hello world")
+    assert not may_have_thumbnails(b"PK\x03\x04 zip")
+
+
+async def test_overwrite_remakes_thumbnails(api: Api) -> None:
+    res = await api.upload(jpeg(1200, 600), filename="a.jpg", params=SYNC)
+    assert res["thumbnails"][0]["height"] == 300
+    app_tok = token(app="bot")
+    resp = await api.chunk(res["id"], jpeg(400, 800), {**SYNC}, tok=app_tok, raw=False)
+    body = (await resp.json())["resource"]
+    assert body["metadata"]["thumbnails_status"] == "done"
+    assert (body["thumbnails"][0]["width"], body["thumbnails"][0]["height"]) == (200, 400)
+    old = await api.client.get(res["thumbnails"][0]["url"], headers=api.headers())
+    assert old.status == 200  # same URL, new content, new ETag
+    assert old.headers["ETag"] != f'"{res["thumbnails"][0]["id"]}"'
+
+
+async def test_thumbnail_of_unknown_index_is_404(api: Api) -> None:
+    res = await api.upload(jpeg(300, 200), params=SYNC)
+    resp = await api.client.get(res["thumbnails"][0]["url"][:-1] + "5", headers=api.headers())
+    assert await error_of(resp) == (404, "this file has no thumbnail with that index")
