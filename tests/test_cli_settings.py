@@ -1,0 +1,101 @@
+"""`filesvc token`, settings from flags and environment, and the secret kept in the data dir."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import jwt
+import pytest
+
+from filesvc.auth import verify
+from filesvc.cli import main
+from filesvc.settings import Settings
+from tests.helpers import SECRET
+
+
+def test_token_for_user_and_app(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FILESVC_JWT_SECRET", SECRET)
+    assert main(["token", "--company", "acme", "--user", "bob", "--ttl", "60"]) == 0
+    caller = verify(capsys.readouterr().out.strip(), SECRET)
+    assert (
+        caller.user_id == "bob" and caller.companies == {"acme"} and caller.application_id is None
+    )
+    assert main(["token", "--company", "acme", "--app", "sync"]) == 0
+    tok = capsys.readouterr().out.strip()
+    assert verify(tok, SECRET).application_id == "sync"
+    claims = jwt.decode(tok, SECRET, algorithms=["HS256"])
+    assert claims["exp"] - claims["iat"] == 3600
+
+
+def test_secret_is_created_once_with_mode_0600(tmp_path: Path) -> None:
+    env: dict[str, str] = {}
+    first = Settings.from_env(env, data_dir=tmp_path)
+    second = Settings.from_env(env, data_dir=tmp_path)
+    assert first.jwt_secret == second.jwt_secret and len(first.jwt_secret) >= 32
+    mode = stat.S_IMODE((tmp_path / "jwt-secret").stat().st_mode)
+    assert mode == 0o600
+
+
+def test_flags_win_over_environment(tmp_path: Path) -> None:
+    env = {
+        "FILESVC_JWT_SECRET": SECRET,
+        "FILESVC_HOST": "127.0.0.9",
+        "FILESVC_PORT": "9000",
+        "FILESVC_DATA_DIR": str(tmp_path / "env"),
+        "FILESVC_MAX_UPLOAD_BYTES": "1000",
+    }
+    s = Settings.from_env(env)
+    assert (s.host, s.port, s.data_dir, s.max_upload_bytes) == (
+        "127.0.0.9",
+        9000,
+        tmp_path / "env",
+        1000,
+    )
+    s = Settings.from_env(env, host="127.0.0.2", port=1234, data_dir=tmp_path / "flag")
+    assert (s.host, s.port, s.data_dir) == ("127.0.0.2", 1234, tmp_path / "flag")
+    assert "jwt_secret" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FILESVC_JWT_SECRET": "short"}, "FILESVC_JWT_SECRET must be at least 32 bytes long"),
+        (
+            {"FILESVC_JWT_SECRET": SECRET, "FILESVC_PORT": "http"},
+            "FILESVC_PORT must be an integer, got 'http'",
+        ),
+    ],
+)
+def test_bad_configuration_stops_with_a_message(
+    env: dict[str, str], message: str, tmp_path: Path
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        Settings.from_env(env, data_dir=tmp_path)
+    assert str(exc.value) == message
+
+
+def test_console_script_prints_a_token(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "filesvc.cli",
+            "token",
+            "--company",
+            "c1",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "FILESVC_JWT_SECRET": ""},
+    )
+    secret = (tmp_path / "jwt-secret").read_text().strip()
+    assert verify(out.stdout.strip(), secret).companies == {"c1"}
