@@ -227,3 +227,30 @@ async def test_thumbnail_of_unknown_index_is_404(api: Api) -> None:
     res = await api.upload(jpeg(300, 200), params=SYNC)
     resp = await api.client.get(res["thumbnails"][0]["url"][:-1] + "5", headers=api.headers())
     assert await error_of(resp) == (404, "this file has no thumbnail with that index")
+
+
+async def test_a_job_that_keeps_crashing_is_given_up(tmp_path: Path) -> None:
+    import sqlite3
+
+    data_dir = tmp_path / "data"
+    never = asyncio.Event()
+
+    async def stuck(path: Path) -> Rendered:
+        await never.wait()
+        return Rendered("done")
+
+    async with TestClient(
+        TestServer(create_app(Settings(data_dir=data_dir, jwt_secret=SECRET), renderer=stuck))
+    ) as client:
+        res = await Api(client).upload(jpeg(300, 200), filename="poison.jpg")
+
+    def crashed_three_times() -> None:
+        with sqlite3.connect(data_dir / "meta.sqlite3") as db:
+            db.execute("UPDATE thumbnail_jobs SET attempts = 3, state = 'running'")
+
+    await asyncio.to_thread(crashed_three_times)
+    async with TestClient(
+        TestServer(create_app(Settings(data_dir=data_dir, jwt_secret=SECRET)))
+    ) as client:
+        meta = (await (await Api(client).meta(res["id"])).json())["resource"]
+    assert meta["metadata"]["thumbnails_status"] == "error"
