@@ -65,14 +65,15 @@ def create_app(
         await chosen.close()
 
     async def thumbnails(app: web.Application) -> AsyncIterator[None]:
+        limits = RenderLimits(
+            box_width=settings.thumb_box[0],
+            box_height=settings.thumb_box[1],
+            max_pixels=settings.thumb_max_pixels,
+        )
         own: ProcessRenderer | None = None
         if renderer is None:
             own = ProcessRenderer(
-                RenderLimits(
-                    box_width=settings.thumb_box[0],
-                    box_height=settings.thumb_box[1],
-                    max_pixels=settings.thumb_max_pixels,
-                ),
+                limits,
                 workers=settings.thumb_workers,
                 job_timeout=settings.thumb_job_timeout,
                 pixel_budget=settings.thumb_pixel_budget,
@@ -83,6 +84,7 @@ def create_app(
             renderer or own or no_thumbnails,
             work_dir=settings.data_dir / THUMB_WORK_DIR,
             workers=settings.thumb_workers,
+            max_input_bytes=limits.max_input_bytes,
         )
         await runner.start()
         app[THUMBS] = runner

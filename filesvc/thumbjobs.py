@@ -24,6 +24,10 @@ from blobstore.db import Database
 from blobstore.port import LocalFiles
 from blobstore.store import ContentStore
 from filesvc import repo
+from filesvc.thumbnails.sniff import SNIFF_BYTES, may_have_thumbnails
+
+# Larger files are not read for thumbnails (matches the renderer's own input limit).
+DEFAULT_MAX_INPUT_BYTES = 512 << 20
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +85,14 @@ class ThumbnailRunner:
         *,
         work_dir: Path,
         workers: int,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
     ) -> None:
         self.db = db
         self.store = store
         self.renderer = renderer
         self.work_dir = work_dir
         self.workers = workers
+        self.max_input_bytes = max_input_bytes
         self._queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
         self._events: dict[tuple[str, int], asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -155,17 +161,25 @@ class ThumbnailRunner:
                     event.set()
 
     async def _run(self, file_id: str, generation: int) -> None:
-        async with self.db.write() as conn:
+        async with self.db.read() as conn:
             current = await self._generation(conn, file_id)
-            if current != generation:
-                return  # superseded or deleted
+            chunks = await manifests.entries(conn, file_id, "chunk")
+        if current != generation:
+            return  # superseded or deleted
+        # Most uploads are not images: a look at the first bytes settles them without a copy,
+        # a worker process or a crash-counting write.
+        if sum(e.size for e in chunks) > self.max_input_bytes:
+            await self._finish(file_id, generation, Rendered("done", reason="too large to read"))
+            return
+        if not may_have_thumbnails(await self._head(chunks)):
+            await self._finish(file_id, generation, Rendered("done", reason="not an image or PDF"))
+            return
+        async with self.db.write() as conn:
             await conn.execute(
                 "UPDATE thumbnail_jobs SET state = 'running', attempts = attempts + 1"
-                " WHERE file_id = ?",
-                (file_id,),
+                " WHERE file_id = ? AND generation = ?",
+                (file_id, generation),
             )
-        async with self.db.read() as conn:
-            chunks = await manifests.entries(conn, file_id, "chunk")
         path, temporary = await self._materialize(chunks)
         try:
             rendered = await self.renderer(path)
@@ -173,6 +187,15 @@ class ThumbnailRunner:
             if temporary:
                 await asyncio.to_thread(path.unlink, True)
         await self._finish(file_id, generation, rendered)
+
+    async def _head(self, chunks: list[manifests.Entry]) -> bytes:
+        head = b""
+        for entry in chunks:
+            async for data in self.store.backend.read(entry.ref, 0, SNIFF_BYTES - len(head)):
+                head += data
+            if len(head) >= SNIFF_BYTES:
+                break
+        return head
 
     async def _materialize(self, chunks: list[manifests.Entry]) -> tuple[Path, bool]:
         """A local file with the content: the blob itself when it is one local file."""

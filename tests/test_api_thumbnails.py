@@ -14,7 +14,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from filesvc.app import create_app
 from filesvc.settings import Settings
 from filesvc.thumbjobs import Rendered
-from filesvc.thumbnails.pool import PixelBudget, may_have_thumbnails
+from filesvc.thumbnails.pool import PixelBudget
+from filesvc.thumbnails.sniff import may_have_thumbnails
 from tests.conftest import AppFactory
 from tests.helpers import SECRET, Api, error_of, token
 
@@ -129,7 +130,7 @@ async def test_thumbnail_sync_waits_at_most_the_timeout(
 
     quick = Settings(data_dir=settings.data_dir, jwt_secret=SECRET, thumb_sync_timeout=0.2)
     api = await make_api(settings_=quick, renderer=slow)
-    res = await api.upload(b"x", params=SYNC)
+    res = await api.upload(jpeg(50, 50), params=SYNC)
     assert res["metadata"]["thumbnails_status"] == "waiting"
     release.set()
     for _ in range(100):

@@ -25,39 +25,8 @@ from filesvc.thumbnails.render import RenderLimits, probe_pixels, render_thumbna
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Bytes read to decide whether a file can be an image or PDF at all, so that ordinary uploads
-# never cost a trip to a worker process.  PDF readers accept "%PDF-" within the first KiB.
-SNIFF_BYTES = 1024
 # Jobs a worker process runs before it is replaced: bounds what a leak in a decoder can hold.
 TASKS_PER_WORKER = 200
-
-_MAGIC = (
-    b"\xff\xd8\xff",  # JPEG
-    b"\x89PNG\r\n\x1a\n",  # PNG
-    b"GIF87a",
-    b"GIF89a",
-    b"II*\x00",  # TIFF, little-endian
-    b"MM\x00*",  # TIFF, big-endian
-)
-
-
-def may_have_thumbnails(head: bytes) -> bool:
-    """Cheap and conservative: False only when the bytes cannot be a format we render."""
-    if head.startswith(_MAGIC):
-        return True
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return True
-    if head[4:8] == b"ftyp":  # ISO-BMFF: AVIF/HEIF
-        return True
-    if b"%PDF-" in head:
-        return True
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    return text.startswith(b"<")  # SVG (or other XML/HTML, which the renderer turns down)
-
-
-def _read_head(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(SNIFF_BYTES)
 
 
 class PixelBudget:
@@ -107,9 +76,6 @@ class ProcessRenderer:
         self._pool_lock = asyncio.Lock()
 
     async def __call__(self, path: Path) -> Rendered:
-        head = await asyncio.to_thread(_read_head, path)
-        if not may_have_thumbnails(head):
-            return Rendered("done", reason="not an image or PDF")
         try:
             pixels = await self._run(probe_pixels, path, self.limits)
             async with self.budget.hold(pixels):
