@@ -29,6 +29,8 @@ _MIME_RE = re.compile(
 )
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _INT_RE = re.compile(r"^[0-9]{1,19}$")
+# SQLite's INTEGER is a signed 64-bit number: a larger value cannot be stored or compared there.
+MAX_INTEGER = 2**63 - 1
 _TRUE = {"1", "true"}
 _FALSE = {"", "0", "false"}
 DEFAULT_MIME = "application/octet-stream"
@@ -52,6 +54,8 @@ def _integer(query: Mapping[str, str], names: tuple[str, ...], minimum: int) -> 
     value = int(raw)
     if value < minimum:
         raise BadRequest(f"query parameter '{name}' must be at least {minimum}, got {value}")
+    if value > MAX_INTEGER:
+        raise BadRequest(f"query parameter '{name}' must be at most {MAX_INTEGER}, got {value}")
     return value
 
 
