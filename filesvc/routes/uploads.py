@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from filesvc.appkeys import SERVICE
 from filesvc.body import has_body, open_body
@@ -11,6 +11,14 @@ from filesvc.params import UploadParams
 from filesvc.resource import file_resource
 from filesvc.routes.common import authenticate, company_id, file_id
 from filesvc.service import FileView
+
+
+def _says_octet_stream(request: web.Request) -> bool:
+    """True only when the client sent ``Content-Type: application/octet-stream`` itself:
+    ``request.content_type`` reports that type for a request with no Content-Type at all."""
+    if hdrs.CONTENT_TYPE not in request.headers:
+        return False
+    return request.content_type == "application/octet-stream"
 
 
 def _answer(request: web.Request, view: FileView) -> web.Response:
@@ -34,7 +42,7 @@ async def upload_chunk(request: web.Request) -> web.Response:
     company = company_id(request)
     fid = file_id(request)
     params = UploadParams.parse(request.query)
-    if not has_body(request) and request.content_type != "application/octet-stream":
+    if not has_body(request) and not _says_octet_stream(request):
         # An explicit octet-stream with no bytes is an empty chunk; no body at all is a mistake.
         raise BadRequest("the chunk's bytes are missing: send them as part 'file' or raw body")
     service = request.app[SERVICE]
