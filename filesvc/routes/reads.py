@@ -116,7 +116,9 @@ async def thumbnail(request: web.Request) -> web.StreamResponse:
     authenticate(request, allow_query_token=True)
     company, fid = company_id(request), file_id(request)
     raw_index = request.match_info["index"]
-    if not raw_index.isdigit() or len(raw_index) > 6:
+    # isdigit() alone admits a superscript two (int() refuses it: a 500) and Arabic-Indic
+    # digits (an alias of another index).
+    if not (raw_index.isascii() and raw_index.isdigit()) or len(raw_index) > 6:
         raise BadRequest("thumbnail index must be a whole number")
     view = await request.app[SERVICE].view(company, fid)
     entry = next((t for t in view.thumbnails if t.idx == int(raw_index)), None)
