@@ -17,7 +17,8 @@ from blobstore.local import open_for_reading
 from blobstore.manifests import Entry
 from blobstore.port import BlobReader, LocalFiles
 
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# ASCII digits only: \d would admit any Unicode digit, which int() then accepts.
+_RANGE_RE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
 _UNSAFE_ASCII = re.compile(r'[^\x20-\x7e]|["\\]')
 
 
@@ -46,6 +47,10 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     first, last = m.group(1), m.group(2)
     if first == "" and last == "":
         return None
+    if last != "" and first != "" and int(last) < int(first):
+        return None  # invalid: ignore the header
+    if size == 0:
+        raise Unsatisfiable  # RFC 9110 14.1.1: an empty representation has no satisfiable range
     if first == "":  # suffix: the last N bytes
         n = int(last)
         if n == 0:
@@ -53,8 +58,6 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         return ByteRange(max(0, size - n), size)
     start = int(first)
     end = size if last == "" else min(int(last) + 1, size)
-    if last != "" and int(last) < start:
-        return None  # invalid: ignore the header
     if start >= size:
         raise Unsatisfiable
     return ByteRange(start, end)

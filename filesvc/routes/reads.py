@@ -92,6 +92,7 @@ def _requested_range(
     except Unsatisfiable:
         raise RangeNotSatisfiable(
             f"the range is outside the file's {size} bytes",
+            headers={"Content-Range": f"bytes */{size}"},
         ) from None
 
 
