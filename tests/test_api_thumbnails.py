@@ -204,6 +204,7 @@ async def test_pixel_budget_bounds_concurrent_work() -> None:
 def test_sniff_sends_only_possible_images_to_workers() -> None:
     assert may_have_thumbnails(b"\xff\xd8\xff\xe0")
     assert may_have_thumbnails(b"\x89PNG\r\n\x1a\n....")
+    assert may_have_thumbnails(b"II+\x00") and may_have_thumbnails(b"MM\x00+")  # BigTIFF
     assert may_have_thumbnails(b"....ftypavif")
     assert may_have_thumbnails(b"\xef\xbb\xbf  <svg>")
     assert may_have_thumbnails(b"junk%PDF-1.7")

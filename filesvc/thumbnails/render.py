@@ -6,8 +6,8 @@ Contract
 
 * ``done`` with one thumbnail per image (or per PDF page, up to ``limits.max_pdf_pages``);
 * ``done`` with **no** thumbnails and a ``reason`` when the file is not something we make
-  thumbnails of (not an image or PDF, empty, an SVG that refers outside itself, a HEIC image) or
-  when its header declares more than the limits allow (it is then never decoded);
+  thumbnails of (not an image or PDF, empty, an SVG that refers outside itself) or when its
+  header declares more than the limits allow (it is then never decoded);
 * ``error`` with a ``reason`` when the file looks like an image or PDF but cannot be decoded
   (truncated, corrupt, encrypted PDF).
 
@@ -27,10 +27,14 @@ Formats and decisions
   shrinks while it decodes (a 24 MP JPEG is decoded at 1/8 scale by libjpeg: about 20 MB above
   the process's baseline, where a full decode would hold 72 MB of pixels). Animated GIF/WebP and
   multi-page TIFF: first frame/page only.
-* HEIC: the ``pyvips-binary`` wheel's libheif has an AV1 decoder but no HEVC decoder, so an HEIC
-  file is answered ``done`` without thumbnails (reason says so) when its brands say HEVC, and
-  ``error`` if it is some other HEIF libheif then fails to decode. Supporting it needs a libvips
-  built with libde265, or another decoder (pillow-heif bundles one).
+* HEIC (HEVC-coded HEIF, what phones produce): the ``pyvips-binary`` wheel's libheif has an AV1
+  decoder but no HEVC decoder, so libvips cannot decode it. When the ``ftyp`` brands say HEVC the
+  file goes to pillow-heif instead, whose wheel bundles its own libheif with libde265 (pip alone,
+  no system package). Same header checks first; then the primary image only is decoded at full
+  size (HEVC has no shrink-on-load: a 12 MP photo is 36 MB of RGB), with the container's
+  irot/imir orientation applied, and shrunk and encoded by libvips like any other raster. Any
+  other HEIF (AVIF) stays with libvips. libheif decodes with up to
+  ``pillow_heif.options.DECODE_THREADS`` threads (4 by default).
 * PDF: the wheel's libvips has no PDF loader; pypdfium2 (PDFium, the Chrome PDF engine, shipped in
   the wheel, so it installs with pip alone) renders one page at a chosen scale, so each page is
   rasterised directly at thumbnail size, never at full size. PDFium is not thread-safe, so all
@@ -77,6 +81,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 from xml.parsers import expat
 
+import pillow_heif
 import pypdfium2 as pdfium
 import pyvips
 
@@ -131,7 +136,8 @@ _RASTER_LOADERS = frozenset(
         "heifload_source",
     }
 )
-# ISO-BMFF brands of HEVC-coded HEIF (HEIC), which the bundled libheif cannot decode.
+# ISO-BMFF brands of HEVC-coded HEIF (HEIC), which the wheel's libheif cannot decode: such files go
+# to pillow-heif.
 _HEVC_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs"})
 _AV1_BRANDS = frozenset({b"avif", b"avis"})
 
@@ -200,7 +206,7 @@ def probe_pixels(path: Path, limits: RenderLimits) -> int:
         plan = _plan(path, limits)
         if isinstance(plan, _PdfPlan):
             return _pdf_pixels(path, limits)
-        if isinstance(plan, _RasterPlan | _SvgPlan):
+        if isinstance(plan, _RasterPlan | _HeicPlan | _SvgPlan):
             return plan.pixels
         return 0
     except Exception:
@@ -215,6 +221,8 @@ def render_thumbnails(path: Path, limits: RenderLimits) -> RenderOutcome:
             return RenderOutcome("done", (), plan.reason)
         if isinstance(plan, _RasterPlan):
             return _done((_render_raster(path, plan, limits),))
+        if isinstance(plan, _HeicPlan):
+            return _done((_render_heic(plan, limits),))
         if isinstance(plan, _SvgPlan):
             return _done((_render_svg(plan, limits),))
         return _render_pdf(path, limits)
@@ -258,6 +266,8 @@ class _VipsImage(Protocol):
     @property
     def interpretation(self) -> str: ...
     def hasalpha(self) -> bool: ...
+    def set_type(self, gtype: int, name: str, value: object) -> None: ...
+    def unpremultiply(self, *, max_alpha: float) -> _VipsImage: ...
     def get_typeof(self, name: str) -> int: ...
     def get(self, name: str) -> object: ...
     def extract_band(self, band: int, *, n: int = 1) -> _VipsImage: ...
@@ -267,7 +277,9 @@ class _VipsImage(Protocol):
     def colourspace(self, space: str) -> _VipsImage: ...
     def copy_memory(self) -> _VipsImage: ...
     def min(self) -> float: ...
-    def thumbnail_image(self, width: int, *, height: int, size: str) -> _VipsImage: ...
+    def thumbnail_image(
+        self, width: int, *, height: int, size: str, output_profile: str | None = None
+    ) -> _VipsImage: ...
     def jpegsave_buffer(self, *, Q: int, optimize_coding: bool, keep: str) -> bytes: ...
     def pngsave_buffer(self, *, compression: int, keep: str) -> bytes: ...
 
@@ -328,6 +340,13 @@ class _RasterPlan:
     has_profile: bool
 
 
+@dataclass(frozen=True, eq=False)
+class _HeicPlan:
+    pixels: int
+    # Opened with its headers parsed; nothing is decoded yet.
+    heif: _HeifFile
+
+
 @dataclass(frozen=True)
 class _SvgPlan:
     data: bytes
@@ -340,7 +359,7 @@ class _PdfPlan:
     pass
 
 
-_Plan = _Skip | _RasterPlan | _SvgPlan | _PdfPlan
+_Plan = _Skip | _RasterPlan | _HeicPlan | _SvgPlan | _PdfPlan
 
 
 def _plan(path: Path, limits: RenderLimits) -> _Plan:
@@ -376,12 +395,22 @@ def _plan(path: Path, limits: RenderLimits) -> _Plan:
 
 def _raster_plan(path: Path, loader: str, head: bytes, limits: RenderLimits) -> _Plan:
     if loader == "heifload_source" and _is_hevc_heif(head):
-        return _Skip("HEIC (HEVC) images are not supported")
+        return _heic_plan(path, limits)
     try:
         header = _vips_header(path)
     except pyvips.Error:
         raise _Failed("image header could not be read") from None
     width, height, pages = header.width, header.height, _n_pages(header)
+    over = _over_limits(width, height, pages, limits)
+    if over is not None:
+        return over
+    return _RasterPlan(
+        pixels=width * height, has_profile=header.get_typeof("icc-profile-data") != 0
+    )
+
+
+def _over_limits(width: int, height: int, pages: int, limits: RenderLimits) -> _Skip | None:
+    """The refusal of a raster whose header declares more than the limits allow, or None."""
     if width * height > limits.max_pixels:
         return _Skip(
             f"image declares {width}x{height} pixels, over the limit of {limits.max_pixels}; "
@@ -392,9 +421,7 @@ def _raster_plan(path: Path, loader: str, head: bytes, limits: RenderLimits) -> 
             f"image declares {pages} pages or frames, over the limit of {limits.max_frames}; "
             "not decoded"
         )
-    return _RasterPlan(
-        pixels=width * height, has_profile=header.get_typeof("icc-profile-data") != 0
-    )
+    return None
 
 
 def _is_hevc_heif(head: bytes) -> bool:
@@ -426,6 +453,107 @@ def _render_raster(path: Path, plan: _RasterPlan, limits: RenderLimits) -> Rende
         option_string="fail_on=truncated",
         **profile,
     )
+    return _encode(image)
+
+
+# --- HEIC --------------------------------------------------------------------------------------
+#
+# The pyvips-binary wheel's libvips links a libheif without an HEVC decoder (MEASURED.md), so it
+# reads an HEIC's header but cannot decode its pixels. pillow-heif's wheel bundles libheif with
+# libde265, an HEVC decoder, and installs with pip alone. It decodes; libvips still shrinks,
+# converts colour and encodes, so the output is made exactly as for every other raster.
+
+
+class _HeifFile(Protocol):
+    """The part of ``pillow_heif.HeifFile`` this module uses: its primary image, lazily decoded."""
+
+    @property
+    def size(self) -> tuple[int, int]: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def info(self) -> dict[str, object]: ...
+    def __len__(self) -> int: ...
+
+
+# What pillow-heif raises for a file it cannot parse or decode (its documented exceptions, and
+# IndexError for a container without images).
+_HEIF_ERRORS = (ValueError, EOFError, SyntaxError, RuntimeError, OSError, IndexError)
+# pillow-heif modes -> (bands, libvips format). Colour is asked for at 8 bits per sample;
+# pillow-heif still gives 10- and 12-bit monochrome as 16-bit little-endian. A lower-case "a" is
+# premultiplied alpha.
+_HEIF_LAYOUTS = {
+    "L": (1, "uchar"),
+    "LA": (2, "uchar"),
+    "La": (2, "uchar"),
+    "RGB": (3, "uchar"),
+    "RGBA": (4, "uchar"),
+    "RGBa": (4, "uchar"),
+    "L;16": (1, "ushort"),
+    "I;16": (1, "ushort"),
+    "I;16L": (1, "ushort"),
+    "LA;16": (2, "ushort"),
+    "La;16": (2, "ushort"),
+}
+
+
+def _heic_plan(path: Path, limits: RenderLimits) -> _Plan:
+    # libheif parses from memory; the file is at most max_input_bytes, and a HEIC is a few MB.
+    # Read here, so that an OSError below can only come from pillow-heif.
+    data = path.read_bytes()
+    try:
+        # Parses the boxes only: the size is the primary image's after irot (a portrait photo
+        # stored landscape says portrait), the length counts the top-level images.
+        heif: _HeifFile = pillow_heif.open_heif(data, convert_hdr_to_8bit=True)
+        width, height = heif.size
+        images = len(heif)
+    except _HEIF_ERRORS:
+        raise _Failed("image header could not be read") from None
+    over = _over_limits(width, height, images, limits)
+    if over is not None:
+        return over
+    return _HeicPlan(pixels=width * height, heif=heif)
+
+
+def _render_heic(plan: _HeicPlan, limits: RenderLimits) -> RenderedThumbnail:
+    heif = plan.heif
+    try:
+        # Decodes the primary image only (not the other images, thumbnails, depth or auxiliary
+        # images). libheif applies the irot/imir transformations while decoding: in HEIF they
+        # carry the orientation. The EXIF Orientation that phones also write describes the same
+        # rotation, so applying it as well would rotate twice; it is ignored.
+        pixels = heif.data
+        width, height = heif.size
+        mode = heif.mode
+    except _HEIF_ERRORS:
+        raise _Failed("image could not be decoded") from None
+    layout = _HEIF_LAYOUTS.get(mode)
+    if layout is None:
+        raise _Failed("image decoded to an unexpected pixel format")
+    bands, band_format = layout
+    sample_bytes = 2 if band_format == "ushort" else 1
+    if len(pixels) != width * height * bands * sample_bytes:
+        raise _Failed("image decoded to an unexpected pixel format")
+    image: _VipsImage = pyvips.Image.new_from_memory(pixels, width, height, bands, band_format)
+    if bands >= 3:
+        image = image.copy(interpretation="srgb")
+    else:
+        image = image.copy(interpretation="grey16" if sample_bytes == 2 else "b-w")
+    if mode.split(";")[0].endswith("a"):
+        image = image.unpremultiply(max_alpha=(1 << 8 * sample_bytes) - 1).cast(band_format)
+    profile = heif.info.get("icc_profile")
+    if isinstance(profile, bytes) and profile:
+        # As in _render_raster: convert to sRGB with the embedded profile (iPhones tag Display
+        # P3) after the shrink, since _encode strips metadata. ``image`` was made above and is
+        # not shared, so setting metadata on it in place is safe.
+        image.set_type(pyvips.GValue.blob_type, "icc-profile-data", profile)
+        image = image.thumbnail_image(
+            limits.box_width, height=limits.box_height, size="down", output_profile="srgb"
+        )
+    else:
+        image = image.thumbnail_image(limits.box_width, height=limits.box_height, size="down")
     return _encode(image)
 
 

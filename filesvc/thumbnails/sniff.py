@@ -13,6 +13,8 @@ _MAGIC = (
     b"GIF89a",
     b"II*\x00",  # TIFF, little-endian
     b"MM\x00*",  # TIFF, big-endian
+    b"II+\x00",  # BigTIFF, little-endian
+    b"MM\x00+",  # BigTIFF, big-endian
 )
 
 
