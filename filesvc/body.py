@@ -11,8 +11,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from aiohttp import BodyPartReader, ClientError, MultipartReader, web
-from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, PayloadEncodingError
+from aiohttp import BodyPartReader, ClientError, MultipartReader, hdrs, web
+from aiohttp.http_exceptions import (
+    BadHttpMessage,
+    ContentEncodingError,
+    HttpProcessingError,
+    PayloadEncodingError,
+)
 
 from filesvc.errors import (
     ApiError,
@@ -31,7 +36,15 @@ MAX_FORM_FIELD_BYTES = 64 << 10
 # Parts looked at before giving up on finding a file part.
 MAX_PARTS = 32
 
+# Content codings aiohttp's parser decodes before the handler sees the body.  Any other one
+# would be stored still encoded: refused instead.
+DECODED_CONTENT_CODINGS = frozenset({"", "identity", "gzip", "deflate", "br", "zstd"})
+# RFC 2045 codings that leave a part's bytes as they are; base64, quoted-printable and the
+# like are deprecated in form-data (RFC 7578 4.7) and aiohttp's read_chunk does not undo them.
+IDENTITY_TRANSFER_ENCODINGS = frozenset({"binary", "7bit", "8bit"})
+
 _READ_ERRORS = (
+    web.RequestPayloadError,
     ClientError,
     HttpProcessingError,
     ConnectionError,
@@ -45,6 +58,8 @@ def _read_error(exc: BaseException) -> ApiError:
     """One switch for everything reading a body can raise.  A transport that lost bytes (a
     reset, or PayloadEncodingError for a body shorter than its Content-Length) is ClientAborted;
     a fault of the multipart framing itself (boundary, part headers) is BadRequest."""
+    if isinstance(exc, web.RequestPayloadError) and isinstance(exc.__cause__, ContentEncodingError):
+        return BadRequest("the request body could not be decoded as its Content-Encoding says")
     framing = isinstance(exc, (ValueError, RuntimeError)) or (
         isinstance(exc, BadHttpMessage) and not isinstance(exc, PayloadEncodingError)
     )
@@ -75,6 +90,12 @@ async def open_body(request: web.Request, max_bytes: int) -> UploadBody:
     declared = request.content_length
     if declared is not None and declared > max_bytes + MAX_FORM_FIELD_BYTES:
         raise PayloadTooLarge(f"the upload is larger than the limit of {max_bytes} bytes")
+    coding = request.headers.get(hdrs.CONTENT_ENCODING)
+    if coding is not None and coding.strip().lower() not in DECODED_CONTENT_CODINGS:
+        raise UnsupportedMediaType(
+            f"Content-Encoding {coding[:40]!r} is not supported: send the bytes as they are,"
+            " or gzip"
+        )
     ctype = request.content_type
     if ctype == "multipart/form-data":
         return await _multipart(request)
@@ -104,6 +125,7 @@ async def _multipart(request: web.Request) -> UploadBody:
             if isinstance(part, MultipartReader):
                 raise BadRequest("nested multipart bodies are not supported")
             if part.filename is not None or part.name == "file":
+                _check_transfer_encoding(part)
                 return UploadBody(
                     _part_chunks(part),
                     clean_name(part.filename, "the file part's filename"),
@@ -117,6 +139,15 @@ async def _multipart(request: web.Request) -> UploadBody:
     except _READ_ERRORS as exc:
         raise _read_error(exc) from None
     raise BadRequest("the multipart body has no file part (send it as part 'file')")
+
+
+def _check_transfer_encoding(part: BodyPartReader) -> None:
+    cte = part.headers.get(hdrs.CONTENT_TRANSFER_ENCODING)
+    if cte is not None and cte.strip().lower() not in IDENTITY_TRANSFER_ENCODINGS:
+        raise UnsupportedMediaType(
+            f"the file part's Content-Transfer-Encoding {cte[:40]!r} is not supported:"
+            " send its bytes as binary"
+        )
 
 
 async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
