@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -105,6 +106,11 @@ class ProcessRenderer:
     async def _ensure_pool(self) -> ProcessPoolExecutor:
         async with self._pool_lock:
             if self._pool is None:
+                # libvips runs a thread pool per call (one thread per core by default): with
+                # several worker processes that oversubscribes the cores.  Spawned workers
+                # inherit this environment.
+                cores = os.cpu_count() or 1
+                os.environ.setdefault("VIPS_CONCURRENCY", str(max(1, cores // self.workers)))
                 # Making the pool's queues and locks makes system calls: off the loop.
                 self._pool = await asyncio.to_thread(
                     ProcessPoolExecutor,
