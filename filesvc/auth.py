@@ -66,7 +66,16 @@ def verify(token: str, secret: str) -> Caller:
     return _caller(claims)
 
 
+# RFC 7519 2: NumericDate claims are JSON numbers.  PyJWT runs int() on them, so without this
+# check a string "exp" (or a boolean) would pass as a date.
+_TIME_CLAIMS = ("exp", "nbf", "iat")
+
+
 def _caller(claims: dict[str, object]) -> Caller:
+    for name in _TIME_CLAIMS:
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise Unauthorized(f"the token's '{name}' claim must be a number")
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub:
         raise Unauthorized("the token's 'sub' claim must be a non-empty string")
