@@ -199,7 +199,10 @@ class FileService:
                 raise NotFound("the file was deleted while the chunk was uploading")
             if slot == "chunk" and current.complete:
                 # Completed by a parallel request: a user's late chunk is a conflict.
-                self._check_overwrite(caller)
+                if caller.application_id is None:
+                    raise Conflict(
+                        "the file was completed by another request while this chunk was uploading"
+                    )
                 slot, chunks, size = "staged", params.total_chunks or 1, params.total_size
             if slot == "staged":
                 staged = await manifests.staged_expected(conn, file_id)
