@@ -134,6 +134,8 @@ def _routes(app: web.Application) -> None:
         for variant in (PREFIX + path, PREFIX + path + "/"):
             if method == "GET":
                 app.router.add_get(variant, handler, allow_head=True)
+            elif method == "POST":
+                app.router.add_post(variant, handler, expect_handler=uploads.expect_continue)
             else:
                 app.router.add_route(method, variant, handler)
     app.router.add_get("/metrics", _metrics)

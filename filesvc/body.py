@@ -85,11 +85,17 @@ def has_body(request: web.Request) -> bool:
     return request.body_exists
 
 
-async def open_body(request: web.Request, max_bytes: int) -> UploadBody:
-    """The upload carried by ``request``: a multipart/form-data file part or a raw body."""
+def check_declared_size(request: web.Request, max_bytes: int) -> None:
+    """413 when the Content-Length alone says the upload is over the limit."""
     declared = request.content_length
     if declared is not None and declared > max_bytes + MAX_FORM_FIELD_BYTES:
         raise PayloadTooLarge(f"the upload is larger than the limit of {max_bytes} bytes")
+
+
+async def open_body(request: web.Request, max_bytes: int) -> UploadBody:
+    """The upload carried by ``request``: a multipart/form-data file part or a raw body."""
+    check_declared_size(request, max_bytes)
+    declared = request.content_length
     coding = request.headers.get(hdrs.CONTENT_ENCODING)
     if coding is not None and coding.strip().lower() not in DECODED_CONTENT_CODINGS:
         raise UnsupportedMediaType(

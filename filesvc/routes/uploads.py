@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from aiohttp import hdrs, web
+from aiohttp import HttpVersion11, hdrs, web
 
 from filesvc.appkeys import SERVICE
-from filesvc.body import has_body, open_body
-from filesvc.errors import BadRequest
+from filesvc.body import check_declared_size, has_body, open_body
+from filesvc.errors import ApiError, BadRequest
+from filesvc.middleware import envelope
 from filesvc.params import UploadParams
 from filesvc.resource import file_resource
 from filesvc.routes.common import authenticate, company_id, file_id
@@ -49,3 +50,30 @@ async def upload_chunk(request: web.Request) -> web.Response:
     body = await open_body(request, service.max_upload_bytes)
     view = await service.upload_chunk(caller, company, fid, params, body)
     return _answer(request, view)
+
+
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue`` on the upload routes: answer what the headers alone decide (bad
+    token, another company, a body over the limit) instead of inviting the body, which the
+    client would then stream for nothing and likely see the connection reset under it.
+    Runs before the middlewares, so it renders the envelope itself."""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version != HttpVersion11:
+        return None
+    refusal: web.Response | None = None
+    if expect.strip().lower() != "100-continue":
+        refusal = envelope(417, "the only expectation understood is 100-continue")
+    else:
+        try:
+            authenticate(request)
+            company_id(request)
+            check_declared_size(request, request.app[SERVICE].max_upload_bytes)
+        except ApiError as exc:
+            refusal = envelope(exc.status, exc.message, exc.headers)
+    if refusal is not None:
+        refusal.force_close()  # the body was never invited: do not wait for it
+        return refusal
+    # What aiohttp's default expect handler does: the interim answer, not counted as output.
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0
+    return None
