@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import BodyPartReader, ClientError, MultipartReader, hdrs, web
 from aiohttp.http_exceptions import (
@@ -24,9 +24,11 @@ from filesvc.errors import (
     BadRequest,
     ClientAborted,
     PayloadTooLarge,
+    RequestTimeout,
     UnsupportedMediaType,
 )
-from filesvc.params import clean_mime, clean_name
+from filesvc.params import UploadParams, clean_mime, clean_name
+from filesvc.settings import DEFAULT_BODY_IDLE_TIMEOUT
 
 # Bytes asked of a multipart part per read.  Larger reads cut per-call overhead in aiohttp's
 # boundary search (MEASURED.md: read_chunk(64K) tops out near 0.9 GB/s).
@@ -43,7 +45,13 @@ DECODED_CONTENT_CODINGS = frozenset({"", "identity", "gzip", "deflate", "br", "z
 # like are deprecated in form-data (RFC 7578 4.7) and aiohttp's read_chunk does not undo them.
 IDENTITY_TRANSFER_ENCODINGS = frozenset({"binary", "7bit", "8bit"})
 
+
+class BodyIdle(Exception):
+    """No byte of the body arrived for the idle limit (set on the stream by the watchdog)."""
+
+
 _READ_ERRORS = (
+    BodyIdle,
     web.RequestPayloadError,
     ClientError,
     HttpProcessingError,
@@ -58,6 +66,8 @@ def _read_error(exc: BaseException) -> ApiError:
     """One switch for everything reading a body can raise.  A transport that lost bytes (a
     reset, or PayloadEncodingError for a body shorter than its Content-Length) is ClientAborted;
     a fault of the multipart framing itself (boundary, part headers) is BadRequest."""
+    if isinstance(exc, BodyIdle):
+        return RequestTimeout("no bytes of the upload arrived for too long; send it again")
     if isinstance(exc, web.RequestPayloadError) and isinstance(exc.__cause__, ContentEncodingError):
         return BadRequest("the request body could not be decoded as its Content-Encoding says")
     framing = isinstance(exc, (ValueError, RuntimeError)) or (
@@ -68,6 +78,40 @@ def _read_error(exc: BaseException) -> ApiError:
     return ClientAborted("the upload body ended before it was complete")
 
 
+class _Watchdog:
+    """Fails the request's body stream when a read has waited longer than ``seconds``.
+
+    A stalled client (slow-loris) or a chunked body whose framing broke mid-way would otherwise
+    hold its handler and staging file for ever.  Only time spent *waiting for the client* counts:
+    a slow disk on our side is not the client's idleness.  A read costs two attribute writes; the
+    timer runs only while a read waits."""
+
+    def __init__(self, request: web.Request, seconds: float) -> None:
+        self._stream = request.content
+        self._seconds = seconds
+        self._loop = asyncio.get_running_loop()
+        self._since: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def waiting(self) -> None:
+        self._since = self._loop.time()
+        if self._timer is None:
+            self._timer = self._loop.call_later(self._seconds, self._check)
+
+    def arrived(self) -> None:
+        self._since = None
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._since is None:
+            return  # not waiting now: the next wait starts a new timer
+        left = self._since + self._seconds - self._loop.time()
+        if left <= 0:
+            self._stream.set_exception(BodyIdle())
+        else:
+            self._timer = self._loop.call_later(left, self._check)
+
+
 @dataclass
 class UploadBody:
     """An upload's bytes and what its framing says about them."""
@@ -76,6 +120,7 @@ class UploadBody:
     filename: str | None
     mime: str | None
     declared_size: int | None
+    fields: dict[str, str] = field(default_factory=dict)
 
 
 def has_body(request: web.Request) -> bool:
@@ -92,7 +137,9 @@ def check_declared_size(request: web.Request, max_bytes: int) -> None:
         raise PayloadTooLarge(f"the upload is larger than the limit of {max_bytes} bytes")
 
 
-async def open_body(request: web.Request, max_bytes: int) -> UploadBody:
+async def open_body(
+    request: web.Request, max_bytes: int, idle_timeout: float = DEFAULT_BODY_IDLE_TIMEOUT
+) -> UploadBody:
     """The upload carried by ``request``: a multipart/form-data file part or a raw body."""
     check_declared_size(request, max_bytes)
     declared = request.content_length
@@ -103,29 +150,41 @@ async def open_body(request: web.Request, max_bytes: int) -> UploadBody:
             " or gzip"
         )
     ctype = request.content_type
+    watchdog = _Watchdog(request, idle_timeout)
     if ctype == "multipart/form-data":
-        return await _multipart(request)
+        return await _multipart(request, watchdog)
     if ctype == "application/octet-stream":
-        return UploadBody(_raw(request), None, None, declared)
+        return UploadBody(_raw(request, watchdog), None, None, declared)
     raise UnsupportedMediaType(
         "send the file as multipart/form-data (part 'file') or as application/octet-stream"
     )
 
 
-async def _raw(request: web.Request) -> AsyncIterator[bytes]:
+async def _raw(request: web.Request, watchdog: _Watchdog) -> AsyncIterator[bytes]:
+    stream = request.content
     try:
-        async for data in request.content.iter_any():
+        while True:
+            watchdog.waiting()
+            data = await stream.readany()
+            watchdog.arrived()
+            if not data:
+                return
             yield data
     except _READ_ERRORS as exc:
         raise _read_error(exc) from None
+    finally:
+        watchdog.arrived()
 
 
-async def _multipart(request: web.Request) -> UploadBody:
+async def _multipart(request: web.Request, watchdog: _Watchdog) -> UploadBody:
+    fields: dict[str, str] = {}
     try:
         reader = await request.multipart()
         skipped = 0
         for _ in range(MAX_PARTS):
+            watchdog.waiting()
             part = await reader.next()
+            watchdog.arrived()
             if part is None:
                 break
             if isinstance(part, MultipartReader):
@@ -133,18 +192,40 @@ async def _multipart(request: web.Request) -> UploadBody:
             if part.filename is not None or part.name == "file":
                 _check_transfer_encoding(part)
                 return UploadBody(
-                    _part_chunks(part),
+                    _part_chunks(part, watchdog),
                     clean_name(part.filename, "the file part's filename"),
                     clean_mime(part.headers.get("Content-Type"), "the file part's Content-Type"),
                     None,
+                    fields,
                 )
-            while chunk := await part.read_chunk(PART_READ_SIZE):
+            value = bytearray()
+            while True:
+                watchdog.waiting()
+                chunk = await part.read_chunk(PART_READ_SIZE)
+                watchdog.arrived()
+                if not chunk:
+                    break
                 skipped += len(chunk)
                 if skipped > MAX_FORM_FIELD_BYTES:
                     raise BadRequest("form fields before the file part are too large")
+                value += chunk
+            _keep_field(fields, part.name, bytes(value))
     except _READ_ERRORS as exc:
         raise _read_error(exc) from None
+    finally:
+        watchdog.arrived()
     raise BadRequest("the multipart body has no file part (send it as part 'file')")
+
+
+def _keep_field(fields: dict[str, str], name: str | None, value: bytes) -> None:
+    """Keep a form field that names an upload parameter (resumable.js sends its parameters as
+    fields in multipart mode); the first of a name wins, like in the query string."""
+    if name is None or name not in UploadParams.names() or name in fields:
+        return
+    try:
+        fields[name] = value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"form field '{name}' is not UTF-8 text") from None
 
 
 def _check_transfer_encoding(part: BodyPartReader) -> None:
@@ -156,9 +237,14 @@ def _check_transfer_encoding(part: BodyPartReader) -> None:
         )
 
 
-async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+async def _part_chunks(part: BodyPartReader, watchdog: _Watchdog) -> AsyncIterator[bytes]:
     try:
-        while chunk := await part.read_chunk(PART_READ_SIZE):
+        while True:
+            watchdog.waiting()
+            chunk = await part.read_chunk(PART_READ_SIZE)
+            watchdog.arrived()
+            if not chunk:
+                break
             yield chunk
         if not part.at_eof():
             # The body ended without the part's closing boundary: a truncated upload, never
@@ -166,6 +252,8 @@ async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
             raise BadRequest("malformed multipart body: the body ended before the closing boundary")
     except _READ_ERRORS as exc:
         raise _read_error(exc) from None
+    finally:
+        watchdog.arrived()
 
 
 def _framing(exc: BaseException) -> str:

@@ -36,27 +36,36 @@ _FALSE = {"", "0", "false"}
 DEFAULT_MIME = "application/octet-stream"
 
 
-def _first(query: Mapping[str, str], names: tuple[str, ...]) -> tuple[str, str] | None:
-    for name in names:
-        value = query.get(name)
-        if value is not None:
-            return name, value
-    return None
+class _Sources:
+    """The query string, then (resumable.js' default multipart mode) the form fields sent before
+    the file part.  A meaning given in the query wins over any form field."""
 
+    def __init__(self, query: Mapping[str, str], fields: Mapping[str, str]) -> None:
+        self.query = query
+        self.fields = fields
 
-def _integer(query: Mapping[str, str], names: tuple[str, ...], minimum: int) -> int | None:
-    found = _first(query, names)
-    if found is None:
+    def first(self, names: tuple[str, ...]) -> tuple[str, str] | None:
+        """(label naming where the value came from, value) of the first spelling given."""
+        for kind, source in (("query parameter", self.query), ("form field", self.fields)):
+            for name in names:
+                value = source.get(name)
+                if value is not None:
+                    return f"{kind} '{name}'", value
         return None
-    name, raw = found
-    if not _INT_RE.match(raw.strip()):
-        raise BadRequest(f"query parameter '{name}' must be a whole number, got {raw[:40]!r}")
-    value = int(raw)
-    if value < minimum:
-        raise BadRequest(f"query parameter '{name}' must be at least {minimum}, got {value}")
-    if value > MAX_INTEGER:
-        raise BadRequest(f"query parameter '{name}' must be at most {MAX_INTEGER}, got {value}")
-    return value
+
+    def integer(self, names: tuple[str, ...], minimum: int) -> int | None:
+        found = self.first(names)
+        if found is None:
+            return None
+        label, raw = found
+        if not _INT_RE.match(raw.strip()):
+            raise BadRequest(f"{label} must be a whole number, got {raw[:40]!r}")
+        value = int(raw)
+        if value < minimum:
+            raise BadRequest(f"{label} must be at least {minimum}, got {value}")
+        if value > MAX_INTEGER:
+            raise BadRequest(f"{label} must be at most {MAX_INTEGER}, got {value}")
+        return value
 
 
 def clean_name(raw: str | None, source: str) -> str | None:
@@ -103,34 +112,43 @@ class UploadParams:
     thumbnail_sync: bool
 
     @classmethod
-    def parse(cls, query: Mapping[str, str]) -> UploadParams:
-        """Validate every parameter; raise BadRequest on the first malformed one."""
-        name = _first(query, FILENAME)
-        mime = _first(query, MIME)
-        total_chunks = _integer(query, TOTAL_CHUNKS, 1)
+    def parse(
+        cls, query: Mapping[str, str], fields: Mapping[str, str] | None = None
+    ) -> UploadParams:
+        """Validate every parameter; raise BadRequest on the first malformed one.  ``fields``
+        are multipart form fields, consulted for what the query does not say."""
+        src = _Sources(query, fields or {})
+        name = src.first(FILENAME)
+        mime = src.first(MIME)
+        total_chunks = src.integer(TOTAL_CHUNKS, 1)
         if total_chunks is not None and total_chunks > MAX_TOTAL_CHUNKS:
             raise BadRequest(f"total chunks must be at most {MAX_TOTAL_CHUNKS}")
-        chunk_number = _integer(query, CHUNK_NUMBER, 1)
+        chunk_number = src.integer(CHUNK_NUMBER, 1)
         if chunk_number is not None and total_chunks is not None and chunk_number > total_chunks:
             raise BadRequest(
                 f"chunk number {chunk_number} is out of range: the file has {total_chunks} chunks"
             )
-        sync = _first(query, THUMBNAIL_SYNC)
+        sync = src.first(THUMBNAIL_SYNC)
         sync_value = False
         if sync is not None:
             flag = sync[1].strip().lower()
             if flag not in _TRUE | _FALSE:
-                raise BadRequest("query parameter 'thumbnail_sync' must be 1, 0, true or false")
+                raise BadRequest(f"{sync[0]} must be 1, 0, true or false")
             sync_value = flag in _TRUE
         return cls(
-            filename=clean_name(name[1] if name else None, f"query parameter '{FILENAME[1]}'"),
-            mime=clean_mime(mime[1] if mime else None, f"query parameter '{mime[0]}'")
-            if mime
-            else None,
+            filename=clean_name(name[1], name[0]) if name else None,
+            mime=clean_mime(mime[1], mime[0]) if mime else None,
             total_chunks=total_chunks,
-            total_size=_integer(query, TOTAL_SIZE, 0),
+            total_size=src.integer(TOTAL_SIZE, 0),
             chunk_number=chunk_number,
             thumbnail_sync=sync_value,
+        )
+
+    @staticmethod
+    def names() -> frozenset[str]:
+        """Every parameter name, in every spelling."""
+        return frozenset(
+            FILENAME + MIME + TOTAL_CHUNKS + TOTAL_SIZE + CHUNK_NUMBER + THUMBNAIL_SYNC
         )
 
 

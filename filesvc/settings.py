@@ -33,6 +33,10 @@ DEFAULT_THUMB_WORKERS = 2
 DEFAULT_THUMB_JOB_TIMEOUT = 60.0
 # RFC 7518 3.2: an HS256 key must be at least as long as the hash output.
 MIN_SECRET_BYTES = 32
+# A body read that waits longer than this for the client fails the upload with 408: long enough
+# for a phone on a bad network to stall and recover, short enough that a dead client does not pin
+# a handler and a temp file.
+DEFAULT_BODY_IDLE_TIMEOUT = 60.0
 SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name, not a secret
 
 
@@ -65,6 +69,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    body_idle_timeout: float = DEFAULT_BODY_IDLE_TIMEOUT
     sqlite_synchronous: str = "FULL"
     thumb_box: tuple[int, int] = DEFAULT_THUMB_BOX
     thumb_sync_timeout: float = DEFAULT_THUMB_SYNC_TIMEOUT
@@ -95,6 +100,7 @@ class Settings:
             host=host or env.get("FILESVC_HOST") or "127.0.0.1",
             port=port if port is not None else _int(env, "FILESVC_PORT", 8080),
             max_upload_bytes=_int(env, "FILESVC_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES),
+            body_idle_timeout=_float(env, "FILESVC_BODY_IDLE_TIMEOUT", DEFAULT_BODY_IDLE_TIMEOUT),
             sqlite_synchronous=env.get("FILESVC_SQLITE_SYNCHRONOUS") or "FULL",
             thumb_sync_timeout=_float(
                 env, "FILESVC_THUMB_SYNC_TIMEOUT", DEFAULT_THUMB_SYNC_TIMEOUT

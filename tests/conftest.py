@@ -38,7 +38,12 @@ def blockbuster() -> Iterator[BlockBuster]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", jwt_secret=SECRET, max_upload_bytes=64 << 20)
+    return Settings(
+        data_dir=tmp_path / "data",
+        jwt_secret=SECRET,
+        max_upload_bytes=64 << 20,
+        body_idle_timeout=1.0,
+    )
 
 
 AppFactory = Callable[..., Awaitable[Api]]

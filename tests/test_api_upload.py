@@ -237,3 +237,39 @@ async def test_metrics_and_health(api: Api) -> None:
     assert "filesvc_thumbnail_queue" in text
     resp = await api.client.get("/health")
     assert await resp.json() == {"status": "ok"}
+
+
+async def test_resumable_js_multipart_mode_reads_parameters_from_form_fields(api: Api) -> None:
+    """resumable.js (method 'multipart', its default) sends its parameters as form fields
+    before the file part; the query string wins where both are given."""
+    res = await api.create({"filename": "r.bin", "total_chunks": "2", "total_size": "6"})
+
+    def body(number: str, data: bytes) -> bytes:
+        fields = b"".join(
+            b'--B\r\nContent-Disposition: form-data; name="' + k + b'"\r\n\r\n' + v + b"\r\n"
+            for k, v in [
+                (b"resumableChunkNumber", number.encode()),
+                (b"resumableTotalChunks", b"2"),
+                (b"resumableTotalSize", b"6"),
+                (b"resumableFilename", b"real name.bin"),
+            ]
+        )
+        return (
+            fields
+            + b'--B\r\nContent-Disposition: form-data; name="file"; filename="blob"\r\n\r\n'
+            + data
+            + b"\r\n--B--\r\n"
+        )
+
+    headers = api.headers(**{"Content-Type": "multipart/form-data; boundary=B"})
+    url = f"{api.files()}/{res['id']}"
+    assert (await api.client.post(url, data=body("2", b"def"), headers=headers)).status == 200
+    resp = await api.client.post(url, data=body("1", b"abc"), headers=headers)
+    got = (await resp.json())["resource"]
+    assert got["upload_data"]["complete"] is True
+    assert got["metadata"]["name"] == "real name.bin"
+    assert await api.content(res["id"]) == b"abcdef"
+    resp = await api.client.post(url, data=body("x", b"abc"), headers=headers)
+    assert (await resp.json())[
+        "message"
+    ] == "form field 'resumableChunkNumber' must be a whole number, got 'x'"

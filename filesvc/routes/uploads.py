@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import HttpVersion11, hdrs, web
 
-from filesvc.appkeys import SERVICE
-from filesvc.body import check_declared_size, has_body, open_body
+from filesvc.appkeys import SERVICE, SETTINGS
+from filesvc.body import UploadBody, check_declared_size, has_body, open_body
 from filesvc.errors import ApiError, BadRequest
 from filesvc.middleware import envelope
 from filesvc.params import UploadParams
@@ -22,6 +22,11 @@ def _says_octet_stream(request: web.Request) -> bool:
     return request.content_type == "application/octet-stream"
 
 
+async def _open(request: web.Request) -> UploadBody:
+    settings = request.app[SETTINGS]
+    return await open_body(request, settings.max_upload_bytes, settings.body_idle_timeout)
+
+
 def _answer(request: web.Request, view: FileView) -> web.Response:
     return web.json_response({"resource": file_resource(view)})
 
@@ -31,9 +36,10 @@ async def create_file(request: web.Request) -> web.Response:
     caller = authenticate(request)
     company = company_id(request)
     params = UploadParams.parse(request.query)
-    service = request.app[SERVICE]
-    body = await open_body(request, service.max_upload_bytes) if has_body(request) else None
-    view = await service.create(caller, company, params, body)
+    body = await _open(request) if has_body(request) else None
+    if body is not None and body.fields:
+        params = UploadParams.parse(request.query, body.fields)
+    view = await request.app[SERVICE].create(caller, company, params, body)
     return _answer(request, view)
 
 
@@ -46,9 +52,10 @@ async def upload_chunk(request: web.Request) -> web.Response:
     if not has_body(request) and not _says_octet_stream(request):
         # An explicit octet-stream with no bytes is an empty chunk; no body at all is a mistake.
         raise BadRequest("the chunk's bytes are missing: send them as part 'file' or raw body")
-    service = request.app[SERVICE]
-    body = await open_body(request, service.max_upload_bytes)
-    view = await service.upload_chunk(caller, company, fid, params, body)
+    body = await _open(request)
+    if body.fields:
+        params = UploadParams.parse(request.query, body.fields)
+    view = await request.app[SERVICE].upload_chunk(caller, company, fid, params, body)
     return _answer(request, view)
 
 
