@@ -29,6 +29,7 @@ SCHEMA: tuple[str, ...] = (
         expected_size INTEGER,
         staged_chunks INTEGER,
         staged_size INTEGER,
+        staged_owner TEXT,
         complete INTEGER NOT NULL DEFAULT 0,
         damaged INTEGER NOT NULL DEFAULT 0,
         updated_at INTEGER NOT NULL
@@ -160,6 +161,54 @@ async def staged_expected(
     return (None, None) if row is None else (row[0], row[1])
 
 
+@dataclass(frozen=True)
+class StagedSession:
+    """Who is overwriting a complete file, and what the new content must add up to."""
+
+    chunks: int | None
+    size: int | None
+    owner: str | None
+    entries: int
+    updated_at: int
+
+
+async def staged_session(conn: aiosqlite.Connection, file_id: str) -> StagedSession:
+    """The overwrite in progress (all None / 0 when there is none)."""
+    async with conn.execute(
+        "SELECT staged_chunks, staged_size, staged_owner, updated_at,"
+        " (SELECT COUNT(*) FROM manifest_entries e WHERE e.file_id = m.file_id"
+        "  AND e.slot = 'staged') FROM manifests m WHERE file_id = ?",
+        (file_id,),
+    ) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return StagedSession(None, None, None, 0, 0)
+    return StagedSession(row[0], row[1], row[2], row[4], row[3])
+
+
+async def start_staged(
+    conn: aiosqlite.Connection,
+    file_id: str,
+    *,
+    chunks: int,
+    size: int | None,
+    owner: str,
+    now_ms: int,
+) -> None:
+    """Begin a new overwrite (dropping any staged entries of an earlier one)."""
+    await clear(conn, file_id, "staged")
+    await conn.execute(
+        "UPDATE manifests SET staged_chunks = ?, staged_size = ?, staged_owner = ?,"
+        " updated_at = ? WHERE file_id = ?",
+        (chunks, size, owner, now_ms, file_id),
+    )
+
+
+async def touch(conn: aiosqlite.Connection, file_id: str, *, now_ms: int) -> None:
+    """Record activity on the manifest (gc expires uploads by their last activity)."""
+    await conn.execute("UPDATE manifests SET updated_at = ? WHERE file_id = ?", (now_ms, file_id))
+
+
 async def mark(
     conn: aiosqlite.Connection,
     file_id: str,
@@ -242,7 +291,8 @@ async def promote_staged(conn: aiosqlite.Connection, file_id: str, *, now_ms: in
     )
     await conn.execute(
         "UPDATE manifests SET expected_chunks = staged_chunks, expected_size = staged_size,"
-        " staged_chunks = NULL, staged_size = NULL, complete = 1, damaged = 0, updated_at = ?"
+        " staged_chunks = NULL, staged_size = NULL, staged_owner = NULL,"
+        " complete = 1, damaged = 0, updated_at = ?"
         " WHERE file_id = ?",
         (now_ms, file_id),
     )

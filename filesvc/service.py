@@ -34,6 +34,9 @@ from filesvc.params import DEFAULT_MIME, UploadParams, guess_mime
 from filesvc.repo import FileRow
 from filesvc.thumbjobs import ThumbnailJobs
 
+# An overwrite with no new chunk for this long may be taken over by another application.
+OVERWRITE_STALE_MS = 60 * 60 * 1000
+
 
 def now_ms() -> int:
     """Epoch milliseconds, the resource's time unit."""
@@ -205,14 +208,10 @@ class FileService:
                     )
                 slot, chunks, size = "staged", params.total_chunks or 1, params.total_size
             if slot == "staged":
-                staged = await manifests.staged_expected(conn, file_id)
-                if staged != (chunks, size):
-                    await manifests.clear(conn, file_id, "staged")
-                    await manifests.set_expected(
-                        conn, file_id, chunks=chunks, size=size, staged=True
-                    )
+                await self._join_overwrite(conn, file_id, caller, chunks, size, ts)
             else:
                 await manifests.set_expected(conn, file_id, chunks=chunks, size=size)
+                await manifests.touch(conn, file_id, now_ms=ts)
             others = await self._others_size(conn, file_id, slot, number)
             if size is not None and others + put.size > size:
                 raise BadRequest(self._too_big_message(size))
@@ -242,6 +241,31 @@ class FileService:
     def _check_overwrite(caller: Caller) -> None:
         if caller.application_id is None:
             raise Forbidden("this file is complete: only an application may overwrite it")
+
+    @staticmethod
+    async def _join_overwrite(
+        conn: aiosqlite.Connection,
+        file_id: str,
+        caller: Caller,
+        chunks: int,
+        size: int | None,
+        ts: int,
+    ) -> None:
+        """Add this chunk to the caller's overwrite, or start one.  Two applications must not
+        feed one staged content (their chunks would be promoted together: a mix of both), so
+        another application's live overwrite is a conflict until it goes stale."""
+        assert caller.application_id is not None
+        session = await manifests.staged_session(conn, file_id)
+        mine = session.owner == caller.application_id
+        busy = session.entries > 0 and ts - session.updated_at < OVERWRITE_STALE_MS
+        if session.owner is not None and not mine and busy:
+            raise Conflict("another application is overwriting this file; retry when it is done")
+        if not mine or (session.chunks, session.size) != (chunks, size):
+            await manifests.start_staged(
+                conn, file_id, chunks=chunks, size=size, owner=caller.application_id, now_ms=ts
+            )
+        else:
+            await manifests.touch(conn, file_id, now_ms=ts)
 
     @staticmethod
     def _live_totals(row: FileRow, params: UploadParams) -> tuple[int, int | None]:

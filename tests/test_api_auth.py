@@ -171,3 +171,21 @@ async def test_readers_never_see_a_mix_during_overwrites(api: Api, app_token: st
 
     await asyncio.gather(overwrite(), read(), read())
     assert await api.content(fid) == versions[-1]
+
+
+async def test_two_applications_cannot_feed_one_overwrite(api: Api) -> None:
+    res = await api.upload(b"original")
+    fid = res["id"]
+    first, second = token(app="app-one"), token(app="app-two")
+    params = {"total_chunks": "2"}
+    assert (await api.chunk(fid, b"A1", {**params, "chunk_number": "1"}, tok=first)).status == 200
+    resp = await api.chunk(fid, b"B1", {**params, "chunk_number": "1"}, tok=second)
+    assert await error_of(resp) == (
+        409,
+        "another application is overwriting this file; retry when it is done",
+    )
+    assert (await api.chunk(fid, b"A2", {**params, "chunk_number": "2"}, tok=first)).status == 200
+    assert await api.content(fid) == b"A1A2"
+    # Once the first overwrite is swapped in, the second application may start its own.
+    assert (await api.chunk(fid, b"B", {"total_chunks": "1"}, tok=second)).status == 200
+    assert await api.content(fid) == b"B"
