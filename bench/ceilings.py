@@ -4,7 +4,8 @@
 - `loopback_copy`: the same number of bytes over loopback TCP, sender and receiver in separate
   processes (so the copy gets both cores, as client and server do).
 - `DiscardServer`: an aiohttp server in a subprocess that reads every request body with
-  `readany()` and throws it away; the scenarios send it the very body they send filesvc.
+  `readany()` and throws it away; the scenarios send it the very body they send filesvc. Its
+  `GET /bytes/N` streams N bytes from memory, what the same aiohttp client can download.
 
 Run as `python -m bench.ceilings discard` to start the discard server alone (prints `PORT n`).
 """
@@ -157,8 +158,20 @@ def _serve_discard() -> None:
             n += len(data)
         return web.json_response({"resource": {"id": "discard", "size": n}})
 
+    async def send(request: web.Request) -> web.StreamResponse:
+        """`n` bytes of the bench stream from memory: what an aiohttp client can download."""
+        n = int(request.match_info["n"])
+        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        resp.content_length = n
+        await resp.prepare(request)
+        for piece in iter_stream(n, seed=0):
+            await resp.write(piece)
+        await resp.write_eof()
+        return resp
+
     async def main() -> None:
         app = web.Application()
+        app.router.add_route("GET", "/bytes/{n:[0-9]+}", send)
         app.router.add_route("POST", "/{tail:.*}", discard)
         app.router.add_route("PUT", "/{tail:.*}", discard)
         runner = web.AppRunner(app, access_log=None)

@@ -561,10 +561,20 @@ async def scenario_download(ctx: Context) -> ScenarioResult:
     def ranges(fetch: Callable[[int], Awaitable[object]]) -> Callable[[], Awaitable[Timed]]:
         return lambda: client.timed_many(fetch, offsets, 8)
 
-    await throughput(
-        res, LOOPBACK, "ceiling", sz.big, sz.reps,
-        lambda: to_thread(lambda: ceilings.loopback_copy(sz.big)),
-    )  # fmt: skip
+    def loop_once() -> Awaitable[float]:
+        return to_thread(lambda: ceilings.loopback_copy(sz.big))
+
+    client_get = "ceiling: aiohttp client GET from an aiohttp server's memory"
+    with ceilings.DiscardServer() as mem:
+        async with session() as s:
+
+            async def mem_get() -> float:
+                t = time.perf_counter()
+                await client.download(s, f"{mem.url}/bytes/{sz.big}")
+                return time.perf_counter() - t
+
+            await throughput(res, client_get, "ceiling", sz.big, sz.reps, mem_get)
+
     try:
         async with filesvc(ctx, res) as api, session() as s:
             fid = await client.upload_single(s, api, sz.big, ctx.seed(), multipart=False)
@@ -577,7 +587,10 @@ async def scenario_download(ctx: Context) -> ScenarioResult:
                     raise client.WorkloadError(f"downloaded {n} bytes, not {sz.big}")
                 return time.perf_counter() - t
 
-            await throughput(res, fs_get, "filesvc", sz.big, sz.reps, get)
+            await interleaved(
+                res, sz.big, sz.reps,
+                [(LOOPBACK, "ceiling", loop_once, ""), (fs_get, "filesvc", get, "")],
+            )  # fmt: skip
             await rate(
                 res, fs_range, "filesvc", reads,
                 ranges(lambda o: client.download(s, url, api.auth, (o, o + MiB - 1))),
@@ -586,6 +599,8 @@ async def scenario_download(ctx: Context) -> ScenarioResult:
         for subject, unit in ((fs_get, "MB/s"), (fs_range, "req/s")):
             if res.metric(subject) is None:
                 unavailable(res, [subject], "filesvc", unit, _short(e))
+    if res.metric(LOOPBACK) is None:
+        await throughput(res, LOOPBACK, "ceiling", sz.big, sz.reps, loop_once)
     try:
         async with seaweed(ctx, res) as s3, session() as s:
             await s3.put_stream(s, peers.S3_BUCKET, "dl", sz.big, ctx.seed())
@@ -615,8 +630,9 @@ async def scenario_download(ctx: Context) -> ScenarioResult:
             await throughput(res, tus_get, "peer", sz.big, sz.reps, tget)
     except Exception as e:
         unavailable(res, [tus_get], "peer", "MB/s", _why(e))
-    for subject in (fs_get, sw_get, tus_get):
+    for subject in (fs_get, sw_get, tus_get, client_get):
         res.relate(subject, LOOPBACK)
+    res.relate(fs_get, client_get)
     res.relate(fs_range, sw_range)
     ratio_target(res, "download ≥ 0.8 x loopback copy", fs_get, LOOPBACK, 0.8)
     return res
