@@ -110,13 +110,18 @@ def parse_percent(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(default_dir: Path = Path("data")) -> argparse.ArgumentParser:
     parser = _Parser(prog="blobstore", description="Check, collect and inspect a filesvc store.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--data-dir", type=Path, required=True, help="the service's --data-dir")
+        p.add_argument(
+            "--data-dir",
+            type=Path,
+            default=default_dir,
+            help="the service's data directory (default: FILESVC_DATA_DIR, else ./data)",
+        )
         return p
 
     p = add("fsck", "check manifests and blobs; exit 0 clean (hints allowed), 1 damage, 2 error")
@@ -534,7 +539,9 @@ async def _run(args: argparse.Namespace) -> Outcome:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (the console script exits with it)."""
     try:
-        args = build_parser().parse_args(argv)
+        # Same default as ``filesvc serve``, read here at the edge and nowhere deeper.
+        default_dir = Path(os.environ.get("FILESVC_DATA_DIR") or "data")
+        args = build_parser(default_dir).parse_args(argv)
         args.data_dir = args.data_dir.resolve()  # the printed commands work from anywhere
         outcome = asyncio.run(_run(args))
     except SystemExit as exc:  # --help
