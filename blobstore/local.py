@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import itertools
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -154,21 +155,34 @@ def _fsync_dir(path: Path) -> None:
 
 
 class LocalStaging:
-    """A temp file being written; at most one write in flight, so network and disk overlap."""
+    """A temp file being written; at most one write in flight, so network and disk overlap.
 
-    def __init__(self, backend: LocalBackend, path: Path, fd: int) -> None:
+    The first batch is only held in memory: a blob that fits in one batch (most uploads are
+    small) then costs one thread hand-off to open, write and check, and a duplicate of a stored
+    blob is compared from memory without ever touching the disk."""
+
+    def __init__(self, backend: LocalBackend, path: Path) -> None:
         self._backend = backend
         self._path = path
-        self._fd: int | None = fd
+        self._fd: int | None = None
+        self._held: bytes | None = None
         self._written = 0
         self._pending: asyncio.Future[None] | None = None
-        self._published = False
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(
+                self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+            )
+        return self._fd
 
     def _write_all(self, data: bytes) -> None:
-        assert self._fd is not None
+        fd = self._open()
+        if self._held is not None:
+            data, self._held = self._held + data, None
         view = memoryview(data)
         while view:
-            n = os.write(self._fd, view)
+            n = os.write(fd, view)
             view = view[n:]
 
     async def _settle(self) -> None:
@@ -182,20 +196,22 @@ class LocalStaging:
     async def write(self, data: bytes) -> None:
         await self._settle()
         self._written += len(data)
+        if self._fd is None and self._held is None:
+            self._held = data
+            return
         self._pending = asyncio.ensure_future(self._backend.run(self._write_all, data))
 
     async def publish(self, ref: BlobRef) -> bool:
         await self._settle()
         backend = self._backend
         try:
-            if not await backend.run(self._check_before_publish, ref):
+            if not await backend.run(self._prepare, ref):
                 return False  # exists: no sync needed for bytes we are about to drop
             # 1. The bytes are durable before the name exists, so a blob is never visible
             #    partly written, even after a power cut.
             await backend.syncer.sync()
             if not await backend.run(self._link, ref):
                 return False
-            self._published = True
             # 2. The name (and any new fan-out directory) is durable before anyone is told.
             try:
                 await backend.syncer.sync()
@@ -206,9 +222,11 @@ class LocalStaging:
             raise translate_oserror(exc) from None
         return True
 
-    def _check_before_publish(self, ref: BlobRef) -> bool:
+    def _prepare(self, ref: BlobRef) -> bool:
+        """Write what is held and check the byte count, unless ``ref`` exists already."""
         if self._backend.local_path(ref).exists():
             return False
+        self._write_all(b"")
         assert self._fd is not None
         if os.fstat(self._fd).st_size != self._written:
             raise OSError(errno.EIO, "short write")
@@ -237,16 +255,21 @@ class LocalStaging:
     def _same_as_sync(self, ref: BlobRef) -> bool:
         target = self._backend.local_path(ref)
         try:
-            with open(target, "rb") as stored, open(self._path, "rb") as staged:
+            with open(target, "rb") as stored:
                 if os.fstat(stored.fileno()).st_size != self._written:
                     return False
-                while True:
-                    a = stored.read(READ_SIZE)
-                    b = staged.read(READ_SIZE)
-                    if a != b:
-                        return False
-                    if not a:
-                        return True
+                if self._held is not None and self._fd is None:
+                    return stored.read() == self._held
+                if self._fd is None:
+                    return self._written == 0
+                with open(self._path, "rb") as staged:
+                    while True:
+                        a = stored.read(READ_SIZE)
+                        b = staged.read(READ_SIZE)
+                        if a != b:
+                            return False
+                        if not a:
+                            return True
         except FileNotFoundError:
             return False
 
@@ -255,6 +278,7 @@ class LocalStaging:
             # A failed earlier write is moot: these bytes are being dropped.
             with contextlib.suppress(Exception):
                 await self._settle()
+        self._held = None
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
@@ -274,6 +298,8 @@ class LocalBackend:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="blobstore")
         self.syncer = GroupSync(root, self.run)
+        self._tmp_prefix = uuid.uuid4().hex
+        self._tmp_counter = itertools.count()
         self._known_dirs: set[Path] = set()
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
@@ -291,14 +317,9 @@ class LocalBackend:
         self._known_dirs.add(directory)
 
     async def stage(self) -> LocalStaging:
-        path = self.tmp / f"{uuid.uuid4().hex}.tmp"
-        try:
-            fd = await self.run(
-                os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
-            )
-        except OSError as exc:
-            raise translate_oserror(exc) from None
-        return LocalStaging(self, path, fd)
+        # Unique without a getrandom call per blob: this process's random prefix and a counter
+        # (and O_EXCL when the file is made).
+        return LocalStaging(self, self.tmp / f"{self._tmp_prefix}-{next(self._tmp_counter)}.tmp")
 
     async def stat(self, ref: BlobRef) -> int | None:
         try:

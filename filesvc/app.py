@@ -19,6 +19,7 @@ from blobstore.port import BlobBackend
 from blobstore.store import ContentStore, PutResult
 from filesvc import repo
 from filesvc.appkeys import DATABASE, INFLIGHT, METRICS, SERVICE, SETTINGS, STORE, THUMBS
+from filesvc.creates import CreateBatcher
 from filesvc.inflight import InFlight
 from filesvc.metrics import Metrics
 from filesvc.middleware import error_middleware, metrics_middleware
@@ -102,15 +103,19 @@ def create_app(
             if not put.created:
                 metrics.dedup_hits.inc()
 
+        creates = CreateBatcher(app[DATABASE])
+        creates.start()
         app[SERVICE] = FileService(
             app[DATABASE],
             app[STORE],
             app[THUMBS],
+            creates,
             max_upload_bytes=settings.max_upload_bytes,
             thumb_sync_timeout=settings.thumb_sync_timeout,
             on_stored=stored,
         )
         yield
+        await creates.stop()
 
     app.cleanup_ctx.extend([database, store, thumbnails, service])
     _routes(app)

@@ -22,6 +22,7 @@ from blobstore.store import ContentStore, PutResult
 from filesvc import repo
 from filesvc.auth import Caller
 from filesvc.body import UploadBody
+from filesvc.creates import CreateBatcher, NewFile
 from filesvc.errors import (
     BadRequest,
     Conflict,
@@ -33,6 +34,7 @@ from filesvc.errors import (
 from filesvc.params import DEFAULT_MIME, UploadParams, guess_mime
 from filesvc.repo import FileRow
 from filesvc.thumbjobs import ThumbnailJobs
+from filesvc.thumbnails.sniff import SNIFF_BYTES, may_have_thumbnails
 
 # An overwrite with no new chunk for this long may be taken over by another application.
 OVERWRITE_STALE_MS = 60 * 60 * 1000
@@ -41,6 +43,40 @@ OVERWRITE_STALE_MS = 60 * 60 * 1000
 def now_ms() -> int:
     """Epoch milliseconds, the resource's time unit."""
     return time.time_ns() // 1_000_000
+
+
+def _row_of(new: NewFile) -> FileRow:
+    """The row a just-committed new file has, without reading it back."""
+    return FileRow(
+        file_id=new.file_id,
+        company_id=new.company_id,
+        user_id=new.user_id,
+        application_id=new.application_id,
+        name=new.name,
+        mime=new.mime,
+        created_at=new.now_ms,
+        updated_at=new.now_ms,
+        thumbnails_status="done" if new.thumbnails_status == "done" else "waiting",
+        etag=new.etag,
+        expected_chunks=new.expected_chunks,
+        expected_size=new.expected_size,
+        complete=new.complete,
+        damaged=False,
+    )
+
+
+class HeadSniffer:
+    """Passes a stream through, keeping its first bytes for a format sniff."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self.head = b""
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        async for piece in self._chunks:
+            if len(self.head) < SNIFF_BYTES:
+                self.head += piece[: SNIFF_BYTES - len(self.head)]
+            yield piece
 
 
 def content_etag(entries: Sequence[Entry]) -> str:
@@ -69,6 +105,7 @@ class FileService:
         db: Database,
         store: ContentStore,
         thumbs: ThumbnailJobs,
+        creates: CreateBatcher,
         *,
         max_upload_bytes: int,
         thumb_sync_timeout: float,
@@ -77,6 +114,7 @@ class FileService:
         self.db = db
         self.store = store
         self.thumbs = thumbs
+        self.creates = creates
         self.max_upload_bytes = max_upload_bytes
         self.thumb_sync_timeout = thumb_sync_timeout
         self._on_stored = on_stored
@@ -133,34 +171,39 @@ class FileService:
         if body is not None and total_chunks is not None and number > total_chunks:
             raise BadRequest(f"chunk number {number} is out of range")
         put: PutResult | None = None
+        head = b""
         if body is not None:
-            put = await self._put(body.chunks, params.total_size, number)
-        generation = None
-        async with self.db.write() as conn:
-            ts = now_ms()
-            await manifests.create(
-                conn,
-                file_id,
-                company_id,
-                expected_chunks=total_chunks,
-                expected_size=params.total_size,
-                now_ms=ts,
-            )
-            await repo.insert(
-                conn,
-                file_id=file_id,
-                company_id=company_id,
-                user_id=caller.user_id,
-                application_id=caller.application_id,
-                name=name,
-                mime=mime,
-                now_ms=ts,
-            )
-            if put is not None:
-                await manifests.put_entry(conn, file_id, "chunk", number, put.ref, put.size)
-                generation = await self._settle(conn, file_id, "chunk", ts)
-        await self._after_commit(file_id, generation, params.thumbnail_sync)
-        return await self.view(company_id, file_id)
+            sniffer = HeadSniffer(body.chunks)
+            put = await self._put(sniffer.stream(), params.total_size, number)
+            head = sniffer.head
+        entries = [] if put is None else [Entry(number, put.ref, put.size)]
+        expected_size = params.total_size
+        complete = put is not None and total_chunks == 1 and expected_size in (None, put.size)
+        if complete and put is not None:
+            expected_size = put.size
+        thumbable = complete and may_have_thumbnails(head)
+        new = NewFile(
+            file_id=file_id,
+            company_id=company_id,
+            user_id=caller.user_id,
+            application_id=caller.application_id,
+            name=name,
+            mime=mime,
+            now_ms=now_ms(),
+            expected_chunks=total_chunks,
+            expected_size=expected_size,
+            entry=None if put is None else (number, put.ref, put.size),
+            complete=complete,
+            etag=content_etag(entries) if complete else None,
+            # What cannot be an image is settled now: no job, no second transaction.
+            thumbnails_status="done" if complete and not thumbable else "waiting",
+            thumbnail_job=thumbable,
+        )
+        await self.creates.add(new)
+        await self._after_commit(file_id, 1 if thumbable else None, params.thumbnail_sync)
+        if thumbable and params.thumbnail_sync:
+            return await self.view(company_id, file_id)
+        return FileView(_row_of(new), entries, [])
 
     async def upload_chunk(
         self,
