@@ -2,7 +2,8 @@
 
 Layout under the store root: ``ab/cd/xxh3_128-abcd...`` (two-level fan-out by digest) and
 ``tmp/`` for staged bytes.  The durable write follows restic: temp file beside the target, write,
-check the byte count, fdatasync, link into place (never replacing), fsync the directory.
+check the byte count, make it durable, link into place (never replacing), make the name durable.
+"Durable" is a shared ``syncfs`` round (:class:`GroupSync`), so concurrent uploads pay for one.
 No path is ever built from anything but a validated ref.
 """
 
