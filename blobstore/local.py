@@ -64,7 +64,7 @@ class GroupSync:
     """Group commit for the file system: many writers share one ``syncfs``.
 
     Per-blob fdatasync plus directory fsyncs cost several ms each and serialise on the journal
-    (the profile of 4 KiB uploads was mostly ``_fsync_dir``).  :meth:`sync` returns once a sync
+    (the profile of 4 KiB uploads was mostly directory fsyncs).  :meth:`sync` returns once a sync
     that *started after the call* has finished, which covers every write made before the call;
     concurrent callers share one sync, and no thread waits for it but the one flushing.
     ``syncfs`` flushes the one file system holding the store (data, inodes, directories); where
@@ -145,14 +145,6 @@ async def open_for_reading(path: Path, executor: ThreadPoolExecutor | None = Non
 def _close_if_opened(fut: asyncio.Future[int]) -> None:
     if not fut.cancelled() and fut.exception() is None:
         os.close(fut.result())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalStaging:

@@ -101,6 +101,14 @@ class _Watchdog:
     def arrived(self) -> None:
         self._since = None
 
+    async def part_chunk(self, part: BodyPartReader) -> bytes:
+        """The next piece of a multipart part, watched."""
+        self.waiting()
+        try:
+            return await part.read_chunk(PART_READ_SIZE)
+        finally:
+            self.arrived()
+
     def _check(self) -> None:
         self._timer = None
         if self._since is None:
@@ -199,12 +207,7 @@ async def _multipart(request: web.Request, watchdog: _Watchdog) -> UploadBody:
                     fields,
                 )
             value = bytearray()
-            while True:
-                watchdog.waiting()
-                chunk = await part.read_chunk(PART_READ_SIZE)
-                watchdog.arrived()
-                if not chunk:
-                    break
+            while chunk := await watchdog.part_chunk(part):
                 skipped += len(chunk)
                 if skipped > MAX_FORM_FIELD_BYTES:
                     raise BadRequest("form fields before the file part are too large")
@@ -239,12 +242,7 @@ def _check_transfer_encoding(part: BodyPartReader) -> None:
 
 async def _part_chunks(part: BodyPartReader, watchdog: _Watchdog) -> AsyncIterator[bytes]:
     try:
-        while True:
-            watchdog.waiting()
-            chunk = await part.read_chunk(PART_READ_SIZE)
-            watchdog.arrived()
-            if not chunk:
-                break
+        while chunk := await watchdog.part_chunk(part):
             yield chunk
         if not part.at_eof():
             # The body ended without the part's closing boundary: a truncated upload, never
