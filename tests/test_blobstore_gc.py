@@ -301,8 +301,9 @@ async def race(tmp_path: Path, *, pinned: bool, gc_clock_skew: float) -> tuple[i
                     async with store.db.write() as conn:
                         await manifests.delete(conn, file_id)
                 # Gaps in which no file holds the shared blob, so gc gets its chances: now and
-                # then every uploader sits out two whole gc runs.
+                # then all uploaders together sit out two whole gc runs.
                 if i % 5 == 4:
+                    await together.wait()
                     target = runs + 2
                     while runs < target and not stop.is_set():
                         await asyncio.sleep(0.001)
@@ -310,6 +311,7 @@ async def race(tmp_path: Path, *, pinned: bool, gc_clock_skew: float) -> tuple[i
 
         freed = runs = 0
         stop = asyncio.Event()
+        together = asyncio.Barrier(UPLOADERS)
 
         async def collector() -> None:
             nonlocal freed, runs
