@@ -37,10 +37,9 @@ def repairable(finding: Finding, *, temp_min_age: float = DEFAULT_TEMP_MIN_AGE) 
     """Whether ``--repair`` would change something for this finding."""
     match finding.kind:
         case Kind.TEMP_LEFTOVER:
-            old = finding.age is not None and finding.age >= temp_min_age
-            return old or (
-                finding.path is not None and parked_ref(Path(finding.path).name) is not None
-            )
+            # A blob a killed gc set aside shows as missing too, and that finding offers the
+            # repair (which puts it back whatever the temp file's age).
+            return finding.age is not None and finding.age >= temp_min_age
         case Kind.CORRUPT_BLOB:
             return True  # the blob is still in place: quarantine it
         case Kind.MISSING_BLOB | Kind.WRONG_SIZE | Kind.MANIFEST_INCONSISTENT:
