@@ -19,21 +19,27 @@ import aiosqlite
 DEFAULT_SYNCHRONOUS = "FULL"
 # Wait this long for a lock held by another process (the CLI, a second server) before failing.
 BUSY_TIMEOUT_MS = 10_000
+# Reader connections, each with its own thread: reads run in parallel with each other and with
+# the writer (WAL).  A few suffice on 2 cores; each costs a thread and a file descriptor.
+READERS = 4
 _SYNC_MODES = {"OFF", "NORMAL", "FULL", "EXTRA"}
 
 
 class Database:
     """The SQLite file with its two connections."""
 
-    def __init__(self, path: Path, *, synchronous: str = DEFAULT_SYNCHRONOUS) -> None:
+    def __init__(
+        self, path: Path, *, synchronous: str = DEFAULT_SYNCHRONOUS, readers: int = READERS
+    ) -> None:
         if synchronous.upper() not in _SYNC_MODES:
             raise ValueError(f"synchronous must be one of {sorted(_SYNC_MODES)}")
         self.path = path
         self._synchronous = synchronous.upper()
         self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
+        self._readers: list[aiosqlite.Connection] = []
+        self._idle: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._reader_count = readers
         self._write_lock = asyncio.Lock()
-        self._read_lock = asyncio.Lock()
 
     async def _connect(self, *, readonly: bool) -> aiosqlite.Connection:
         if readonly:
@@ -64,13 +70,19 @@ class Database:
             async with self.write() as conn:
                 for ddl in schema:
                     await conn.execute(ddl)
-        self._reader = await self._connect(readonly=True)
+        await self._open_readers()
+
+    async def _open_readers(self) -> None:
+        for _ in range(self._reader_count):
+            conn = await self._connect(readonly=True)
+            self._readers.append(conn)
+            self._idle.put_nowait(conn)
 
     async def open_readonly(self) -> None:
         """Open for reading only (fsck, stat): never creates or changes the file."""
         if not await asyncio.to_thread(self.path.exists):
             raise FileNotFoundError(self.path)
-        self._reader = await self._connect(readonly=True)
+        await self._open_readers()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -90,20 +102,24 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A consistent read snapshot (a deferred transaction on the reader connection)."""
-        if self._reader is None:
+        """A consistent read snapshot (a deferred transaction on an idle reader connection)."""
+        if not self._readers:
             raise RuntimeError("database is not open")
-        conn = self._reader
-        async with self._read_lock:
+        conn = await self._idle.get()
+        try:
             await conn.execute("BEGIN")
             try:
                 yield conn
             finally:
                 await asyncio.shield(conn.rollback())
+        finally:
+            self._idle.put_nowait(conn)
 
     async def close(self) -> None:
         """Close both connections.  Idempotent."""
-        for conn in (self._reader, self._writer):
+        for conn in [*self._readers, self._writer]:
             if conn is not None:
                 await conn.close()
-        self._reader = self._writer = None
+        self._readers = []
+        self._idle = asyncio.Queue()
+        self._writer = None

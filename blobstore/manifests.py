@@ -129,9 +129,10 @@ async def create(
 
 async def head(conn: aiosqlite.Connection, file_id: str) -> Head | None:
     """The manifest's header, or None."""
-    async with conn.execute("SELECT * FROM manifests WHERE file_id = ?", (file_id,)) as cur:
-        row = await cur.fetchone()
-    return None if row is None else _head(row)
+    rows = list(
+        await conn.execute_fetchall("SELECT * FROM manifests WHERE file_id = ?", (file_id,))
+    )
+    return _head(rows[0]) if rows else None
 
 
 async def set_expected(
@@ -258,21 +259,21 @@ async def put_entry(
 
 async def entries(conn: aiosqlite.Connection, file_id: str, slot: Slot) -> list[Entry]:
     """The entries of one slot, ordered by index."""
-    async with conn.execute(
+    rows = await conn.execute_fetchall(
         "SELECT idx, ref, size, attrs FROM manifest_entries"
         " WHERE file_id = ? AND slot = ? ORDER BY idx",
         (file_id, slot),
-    ) as cur:
-        return [_entry(r) for r in await cur.fetchall()]
+    )
+    return [_entry(r) for r in rows]
 
 
 async def has_entry(conn: aiosqlite.Connection, file_id: str, slot: Slot, idx: int) -> bool:
     """True when entry ``idx`` of ``slot`` is stored."""
-    async with conn.execute(
+    rows = await conn.execute_fetchall(
         "SELECT 1 FROM manifest_entries WHERE file_id = ? AND slot = ? AND idx = ?",
         (file_id, slot, idx),
-    ) as cur:
-        return await cur.fetchone() is not None
+    )
+    return bool(list(rows))
 
 
 async def clear(conn: aiosqlite.Connection, file_id: str, slot: Slot) -> None:

@@ -87,11 +87,13 @@ def _row(r: aiosqlite.Row) -> FileRow:
 
 async def get(conn: aiosqlite.Connection, company_id: str, file_id: str) -> FileRow | None:
     """The file, if it exists in this company (another company's file is None: a 404)."""
-    async with conn.execute(
-        _SELECT + " WHERE f.file_id = ? AND f.company_id = ?", (file_id, company_id)
-    ) as cur:
-        r = await cur.fetchone()
-    return None if r is None else _row(r)
+    # execute_fetchall: one hand-off to the database thread instead of three.
+    rows = list(
+        await conn.execute_fetchall(
+            _SELECT + " WHERE f.file_id = ? AND f.company_id = ?", (file_id, company_id)
+        )
+    )
+    return _row(rows[0]) if rows else None
 
 
 async def get_any(conn: aiosqlite.Connection, file_id: str) -> FileRow | None:
