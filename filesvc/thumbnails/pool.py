@@ -1,8 +1,9 @@
-"""Running the renderer: spawned worker processes, a time limit, and memory admitted in pixels.
+"""Running the renderer: worker processes, a time limit, and memory admitted in pixels.
 
-libvips and PDFium run in a ``spawn`` process pool (MEASURED.md: a fork-based pool hangs once
-libvips has run), which also keeps their memory out of the server process and lets a job that
-overruns its time limit be killed: a libvips call cannot be interrupted from inside.  Before a
+libvips and PDFium run in a few long-lived worker processes (``filesvc.thumbnails.worker``,
+started fresh with ``python -m``: MEASURED.md says a forked pool hangs once libvips has run),
+which keeps their memory out of the server process and lets a job that overruns its time limit
+be killed and its worker replaced: a libvips call cannot be interrupted from inside.  Before a
 render, its cost in pixels is read from the headers (``probe_pixels``) and admitted by a
 semaphore counted in pixels, so N concurrent large images cannot exhaust memory.
 """
@@ -11,20 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-import multiprocessing
 import os
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import fields
 from pathlib import Path
-from typing import TypeVar
 
 from filesvc.thumbjobs import Rendered, Thumb
-from filesvc.thumbnails.render import RenderLimits, probe_pixels, render_thumbnails
+from filesvc.thumbnails.render import RenderLimits
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # Jobs a worker process runs before it is replaced: bounds what a leak in a decoder can hold.
 TASKS_PER_WORKER = 200
@@ -58,8 +57,64 @@ class JobTimeout(Exception):
     """A render ran past the time limit; its worker was killed."""
 
 
+class WorkerFailed(Exception):
+    """A worker process died or answered nonsense."""
+
+
+# Largest answer line a worker may send (JSON of a few thumbnails' sizes).
+MAX_ANSWER_LINE = 64 << 10
+
+
+class _Worker:
+    """One worker process (``python -m filesvc.thumbnails.worker``) and its pipes."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.jobs = 0
+
+    @classmethod
+    async def start(cls, env: dict[str, str]) -> _Worker:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "filesvc.thumbnails.worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+            limit=MAX_ANSWER_LINE,
+        )
+        return cls(proc)
+
+    async def ask(self, request: dict[str, object]) -> tuple[dict[str, object], bytes]:
+        """Send one request; the answer's JSON head and the bytes that follow it."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.jobs += 1
+        self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+        await self.proc.stdin.drain()
+        line = await self.proc.stdout.readline()
+        if not line:
+            raise WorkerFailed("worker exited")
+        head = json.loads(line)
+        if not isinstance(head, dict):
+            raise WorkerFailed("worker answered nonsense")
+        thumbs = head.get("thumbnails", [])
+        size = sum(int(t["size"]) for t in thumbs) if isinstance(thumbs, list) else 0
+        data = await self.proc.stdout.readexactly(size) if size else b""
+        return head, data
+
+    async def stop(self, *, kill: bool) -> None:
+        if self.proc.returncode is None:
+            if kill:
+                self.proc.kill()
+            elif self.proc.stdin is not None:
+                self.proc.stdin.close()
+        with contextlib.suppress(ProcessLookupError):
+            await self.proc.wait()
+
+
 class ProcessRenderer:
-    """The production renderer (a :data:`filesvc.thumbjobs.Renderer`)."""
+    """The production renderer (a :data:`filesvc.thumbjobs.Renderer`): jobs go to a few
+    long-lived worker processes; one that overruns the time limit is killed and replaced."""
 
     def __init__(
         self,
@@ -73,65 +128,69 @@ class ProcessRenderer:
         self.workers = workers
         self.job_timeout = job_timeout
         self.budget = PixelBudget(pixel_budget)
-        self._pool: ProcessPoolExecutor | None = None
-        self._pool_lock = asyncio.Lock()
+        self._idle: list[_Worker] = []
+        self._slots = asyncio.Semaphore(workers)
+        self._limits_json = {f.name: getattr(limits, f.name) for f in fields(RenderLimits)}
+        # libvips runs a thread pool per call (one thread per core by default): with several
+        # worker processes that oversubscribes the cores.
+        cores = os.cpu_count() or 1
+        self._env = {**os.environ, "VIPS_CONCURRENCY": str(max(1, cores // workers))}
 
     async def __call__(self, path: Path) -> Rendered:
         try:
-            pixels = await self._run(probe_pixels, path, self.limits)
+            head, _ = await self._ask({"op": "probe", "path": str(path)})
+            pixels = int(str(head.get("pixels", 0)))
             async with self.budget.hold(pixels):
-                outcome = await self._run(render_thumbnails, path, self.limits)
+                head, data = await self._ask({"op": "render", "path": str(path)})
         except JobTimeout:
             return Rendered("error", reason=f"rendering took longer than {self.job_timeout:g}s")
-        thumbs = tuple(Thumb(t.data, t.mime, t.width, t.height) for t in outcome.thumbnails)
-        return Rendered(outcome.status, thumbs, outcome.reason)
+        except WorkerFailed as exc:
+            log.error("thumbnail worker failed: %s", exc)
+            return Rendered("error", reason="the thumbnail worker failed")
+        return _rendered(head, data)
 
-    async def _run(self, fn: Callable[..., T], *args: object) -> T:
-        for attempt in (1, 2):
-            pool = await self._ensure_pool()
-            # submit() may spawn a worker process: keep that off the event loop.
-            future = asyncio.wrap_future(await asyncio.to_thread(pool.submit, fn, *args))
+    async def _ask(self, request: dict[str, object]) -> tuple[dict[str, object], bytes]:
+        async with self._slots:
+            worker = self._idle.pop() if self._idle else await _Worker.start(self._env)
             try:
-                return await asyncio.wait_for(future, self.job_timeout)
-            except TimeoutError:
-                await self._kill(pool)
-                raise JobTimeout from None
-            except BrokenProcessPool:
-                # Another job's timeout killed the pool under us, or a worker crashed.
-                await self._kill(pool)
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    async def _ensure_pool(self) -> ProcessPoolExecutor:
-        async with self._pool_lock:
-            if self._pool is None:
-                # libvips runs a thread pool per call (one thread per core by default): with
-                # several worker processes that oversubscribes the cores.  Spawned workers
-                # inherit this environment.
-                cores = os.cpu_count() or 1
-                os.environ.setdefault("VIPS_CONCURRENCY", str(max(1, cores // self.workers)))
-                # Making the pool's queues and locks makes system calls: off the loop.
-                self._pool = await asyncio.to_thread(
-                    ProcessPoolExecutor,
-                    max_workers=self.workers,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    max_tasks_per_child=TASKS_PER_WORKER,
+                answer = await asyncio.wait_for(
+                    worker.ask({**request, "limits": self._limits_json}), self.job_timeout
                 )
-            return self._pool
-
-    async def _kill(self, pool: ProcessPoolExecutor) -> None:
-        if self._pool is pool:
-            self._pool = None
-        # The executor has no public way to stop a running task; its worker processes are the
-        # only handle on a libvips call that will not return.
-        for process in list(getattr(pool, "_processes", {}).values()):
-            with contextlib.suppress(Exception):
-                process.kill()
-        await asyncio.to_thread(pool.shutdown, True, cancel_futures=True)
+            except TimeoutError:
+                await worker.stop(kill=True)
+                raise JobTimeout from None
+            except (OSError, ValueError, KeyError, asyncio.IncompleteReadError) as exc:
+                await worker.stop(kill=True)
+                raise WorkerFailed(type(exc).__name__) from None
+            except BaseException:
+                await asyncio.shield(worker.stop(kill=True))
+                raise
+            if worker.jobs >= TASKS_PER_WORKER:
+                await worker.stop(kill=False)
+            else:
+                self._idle.append(worker)
+            return answer
 
     async def close(self) -> None:
         """Stop the worker processes."""
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await asyncio.to_thread(pool.shutdown, True, cancel_futures=True)
+        idle, self._idle = self._idle, []
+        for worker in idle:
+            await worker.stop(kill=False)
+
+
+def _rendered(head: dict[str, object], data: bytes) -> Rendered:
+    thumbs = []
+    offset = 0
+    raw = head.get("thumbnails", [])
+    for t in raw if isinstance(raw, list) else []:
+        size = int(t["size"])
+        thumbs.append(
+            Thumb(data[offset : offset + size], str(t["mime"]), int(t["width"]), int(t["height"]))
+        )
+        offset += size
+    reason = head.get("reason")
+    return Rendered(
+        "done" if head.get("status") == "done" else "error",
+        tuple(thumbs),
+        reason if isinstance(reason, str) else None,
+    )

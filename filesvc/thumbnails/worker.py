@@ -1,0 +1,62 @@
+"""A thumbnail worker process: ``python -m filesvc.thumbnails.worker``.
+
+Reads one request per line on stdin, answers on stdout, until stdin closes.  A request is JSON
+``{"op": "probe" | "render", "path": "...", "limits": {...}}``.  An answer is one JSON line
+(``{"pixels": N}`` for probe; ``{"status", "reason", "thumbnails": [{"mime", "width",
+"height", "size"}]}`` for render) followed, for render, by the thumbnails' bytes back to back.
+
+Plain pipes to a child process the service starts and may kill: a libvips call cannot be
+interrupted from inside, and killing a ``ProcessPoolExecutor`` worker was seen to close a
+descriptor of the service's a second time (an upload then failed with EBADF), so the service
+manages these processes itself through asyncio's subprocess support.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import BinaryIO
+
+from filesvc.thumbnails.render import RenderLimits, probe_pixels, render_thumbnails
+
+
+def limits_from(raw: dict[str, int]) -> RenderLimits:
+    """RenderLimits from the request's JSON (unknown keys ignored)."""
+    known = {f.name for f in fields(RenderLimits)}
+    return RenderLimits(**{k: int(v) for k, v in raw.items() if k in known})
+
+
+def answer(request: dict[str, object], out: BinaryIO) -> None:
+    """Run one request and write its answer."""
+    path = Path(str(request["path"]))
+    raw_limits = request.get("limits")
+    limits = limits_from(raw_limits if isinstance(raw_limits, dict) else {})
+    if request.get("op") == "probe":
+        out.write(json.dumps({"pixels": probe_pixels(path, limits)}).encode() + b"\n")
+        return
+    outcome = render_thumbnails(path, limits)
+    head = {
+        "status": outcome.status,
+        "reason": outcome.reason,
+        "thumbnails": [
+            {"mime": t.mime, "width": t.width, "height": t.height, "size": len(t.data)}
+            for t in outcome.thumbnails
+        ],
+    }
+    out.write(json.dumps(head).encode() + b"\n")
+    for t in outcome.thumbnails:
+        out.write(t.data)
+
+
+def main() -> None:
+    """Serve requests until stdin closes."""
+    out = sys.stdout.buffer
+    for line in sys.stdin.buffer:
+        answer(json.loads(line), out)
+        out.flush()
+
+
+if __name__ == "__main__":
+    main()
