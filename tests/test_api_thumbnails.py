@@ -256,3 +256,26 @@ async def test_a_job_that_keeps_crashing_is_given_up(tmp_path: Path) -> None:
     ) as client:
         meta = (await (await Api(client).meta(res["id"])).json())["resource"]
     assert meta["metadata"]["thumbnails_status"] == "error"
+
+
+async def test_killing_an_overrunning_worker_harms_no_other_upload(
+    make_api: AppFactory, settings: Settings
+) -> None:
+    """A job past its time limit has its worker killed; uploads running meanwhile (whose
+    descriptors a careless kill could close) all succeed, byte-identical."""
+    import os
+
+    tight = Settings(data_dir=settings.data_dir, jwt_secret=SECRET, thumb_job_timeout=0.05)
+    api = await make_api(settings_=tight)
+    image = jpeg(1500, 1000)
+    others = [os.urandom(70_000 + i) for i in range(24)]
+
+    async def image_upload(i: int) -> None:
+        res = await api.upload(image + bytes([i]), filename=f"{i}.jpg", params=SYNC)
+        assert res["metadata"]["thumbnails_status"] in ("error", "done")
+
+    async def plain_upload(data: bytes) -> None:
+        res = await api.upload(data)
+        assert await api.content(res["id"]) == data
+
+    await asyncio.gather(*(image_upload(i) for i in range(6)), *(plain_upload(d) for d in others))
