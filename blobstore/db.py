@@ -64,6 +64,8 @@ class Database:
 
     async def open(self, schema: Sequence[str] = ()) -> None:
         """Open both connections and apply ``schema`` (idempotent DDL) in one transaction."""
+        # Absolute, for the read-only URI; getcwd is a system call, so off the loop.
+        self.path = await asyncio.to_thread(self.path.absolute)
         await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
         self._writer = await self._connect(readonly=False)
         if schema:
@@ -80,6 +82,7 @@ class Database:
 
     async def open_readonly(self) -> None:
         """Open for reading only (fsck, stat): never creates or changes the file."""
+        self.path = await asyncio.to_thread(self.path.absolute)
         if not await asyncio.to_thread(self.path.exists):
             raise FileNotFoundError(self.path)
         await self._open_readers()

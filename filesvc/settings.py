@@ -90,7 +90,7 @@ class Settings:
         """Flags win over ``FILESVC_*`` variables, which win over defaults.  Resolves the JWT
         secret: ``FILESVC_JWT_SECRET``, else a random one kept in the data directory (0600)."""
         env = os.environ if env is None else env
-        directory = data_dir or Path(env.get("FILESVC_DATA_DIR") or "./data")
+        directory = (data_dir or Path(env.get("FILESVC_DATA_DIR") or "./data")).absolute()
         secret = env.get("FILESVC_JWT_SECRET") or load_or_create_secret(directory)
         if len(secret.encode()) < MIN_SECRET_BYTES:
             raise SystemExit(f"FILESVC_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes long")

@@ -99,3 +99,27 @@ def test_console_script_prints_a_token(tmp_path: Path) -> None:
     )
     secret = (tmp_path / "jwt-secret").read_text().strip()
     assert verify(out.stdout.strip(), secret).companies == {"c1"}
+
+
+def test_relative_data_dir_is_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = Settings.from_env({"FILESVC_JWT_SECRET": SECRET})
+    assert s.data_dir == tmp_path / "data" and s.data_dir.is_absolute()
+
+
+async def test_database_opens_on_a_relative_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blobstore.db import Database
+
+    monkeypatch.chdir(tmp_path)
+    db = Database(Path("rel") / "meta.sqlite3")
+    try:
+        await db.open(["CREATE TABLE t (x)"])
+        async with db.read() as conn:
+            rows = await conn.execute_fetchall("SELECT COUNT(*) FROM t")
+        assert [tuple(r) for r in rows] == [(0,)]
+    finally:
+        await db.close()
