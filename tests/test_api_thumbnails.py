@@ -56,7 +56,11 @@ async def test_jpeg_thumbnail_made_and_served(api: Api) -> None:
     assert len(data) == thumb["size"]
     decoded = pyvips.Image.new_from_buffer(data, "")
     assert (decoded.width, decoded.height) == (533, 400)
-    assert "max-age" in resp.headers["Cache-Control"]
+    # The resource's URL pins this content (?v=): immutable.  The bare path: revalidate.
+    assert thumb["url"].endswith(f"/thumbnails/0?v={thumb['id']}")
+    assert resp.headers["Cache-Control"] == "private, max-age=31536000, immutable"
+    bare = await api.client.get(thumb["url"].split("?")[0], headers=api.headers())
+    assert bare.headers["Cache-Control"] == "private, no-cache" and await bare.read() == data
     etag = resp.headers["ETag"]
     again = await api.client.get(thumb["url"], headers=api.headers(**{"If-None-Match": etag}))
     assert again.status == 304
@@ -227,7 +231,9 @@ async def test_overwrite_remakes_thumbnails(api: Api) -> None:
 
 async def test_thumbnail_of_unknown_index_is_404(api: Api) -> None:
     res = await api.upload(jpeg(300, 200), params=SYNC)
-    resp = await api.client.get(res["thumbnails"][0]["url"][:-1] + "5", headers=api.headers())
+    resp = await api.client.get(
+        res["thumbnails"][0]["url"].split("?")[0][:-1] + "5", headers=api.headers()
+    )
     assert await error_of(resp) == (404, "this file has no thumbnail with that index")
 
 

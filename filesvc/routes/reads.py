@@ -26,7 +26,10 @@ from filesvc.routes.common import authenticate, company_id, file_id
 log = logging.getLogger(__name__)
 
 # Thumbnails are immutable per URL+ETag content; clients may keep them a day, then revalidate.
-THUMBNAIL_CACHE_CONTROL = "private, max-age=86400"
+# A thumbnail URL carrying its content's version (?v=, as the resource gives it) names bytes that
+# never change: cache them for a year.  The bare URL serves whatever is current: revalidate.
+THUMBNAIL_IMMUTABLE = "private, max-age=31536000, immutable"
+THUMBNAIL_CURRENT = "private, no-cache"
 
 
 async def get_file(request: web.Request) -> web.Response:
@@ -125,10 +128,12 @@ async def thumbnail(request: web.Request) -> web.StreamResponse:
     entry = next((t for t in view.thumbnails if t.idx == int(raw_index)), None)
     if entry is None:
         raise NotFound("this file has no thumbnail with that index")
-    etag = f'"{thumbnail_id(fid, entry)}"'
+    version = thumbnail_id(fid, entry)
+    etag = f'"{version}"'
+    pinned = request.query.get("v") == version
     headers = {
         "ETag": etag,
-        "Cache-Control": THUMBNAIL_CACHE_CONTROL,
+        "Cache-Control": THUMBNAIL_IMMUTABLE if pinned else THUMBNAIL_CURRENT,
         "X-Content-Type-Options": "nosniff",
     }
     if etag_matches(request.headers.get("If-None-Match"), etag):
