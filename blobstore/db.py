@@ -94,14 +94,24 @@ class Database:
             raise RuntimeError("database is not open for writing")
         conn = self._writer
         async with self._write_lock:
-            await conn.execute("BEGIN IMMEDIATE")
+            # BEGIN inside the try: a caller cancelled while it runs has not stopped it (the
+            # connection's thread runs it anyway), so the rollback must follow it; a rollback
+            # with no transaction open does nothing.  Statements run in order on the
+            # connection's thread, so the rollback always comes after the BEGIN.
             try:
+                await conn.execute("BEGIN IMMEDIATE")
                 yield conn
             except BaseException:
                 await asyncio.shield(conn.rollback())
                 raise
-            else:
+            try:
                 await asyncio.shield(conn.commit())
+            except BaseException:
+                # A failed COMMIT (SQLITE_FULL, IOERR, a deferred constraint) may leave the
+                # transaction open, and then every later BEGIN would fail.  After a cancelled
+                # (still running) commit this is a no-op: it runs after the commit.
+                await asyncio.shield(conn.rollback())
+                raise
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -110,8 +120,10 @@ class Database:
             raise RuntimeError("database is not open")
         conn = await self._idle.get()
         try:
-            await conn.execute("BEGIN")
+            # BEGIN inside the try (see write): a cancelled BEGIN still runs, and the connection
+            # must not go back to the pool inside a transaction.
             try:
+                await conn.execute("BEGIN")
                 yield conn
             finally:
                 await asyncio.shield(conn.rollback())
