@@ -19,7 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from blobstore.errors import BlobNotFound, StorageFailure, StoreFull
 from blobstore.port import BlobInfo
@@ -160,7 +160,10 @@ class LocalStaging:
         self._fd: int | None = None
         self._held: bytes | None = None
         self._written = 0
-        self._pending: asyncio.Future[None] | None = None
+        # The thread operation in flight (a write, or a publish step), if any.  It touches the
+        # fd, so nothing else may until it is over; a cancelled caller leaves it here for
+        # :meth:`discard` to wait for (a thread cannot be stopped).
+        self._pending: asyncio.Future[Any] | None = None
 
     def _open(self) -> int:
         if self._fd is None:
@@ -179,12 +182,26 @@ class LocalStaging:
             view = view[n:]
 
     async def _settle(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            try:
-                await pending
-            except OSError as exc:
-                raise translate_oserror(exc) from None
+        """Wait for the operation in flight.  Cancelling the wait does not cancel it: it stays
+        recorded until it is over."""
+        pending = self._pending
+        if pending is None:
+            return
+        try:
+            await asyncio.shield(pending)
+        except OSError as exc:
+            raise translate_oserror(exc) from None
+        finally:
+            if pending.done() and self._pending is pending:
+                self._pending = None
+
+    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn`` in a store thread as the one operation in flight."""
+        await self._settle()
+        task = asyncio.ensure_future(self._backend.run(fn, *args))
+        self._pending = task
+        await self._settle()
+        return task.result()
 
     async def write(self, data: bytes) -> None:
         await self._settle()
@@ -198,12 +215,12 @@ class LocalStaging:
         await self._settle()
         backend = self._backend
         try:
-            if not await backend.run(self._prepare, ref):
+            if not await self._call(self._prepare, ref):
                 return False  # exists: no sync needed for bytes we are about to drop
             # 1. The bytes are durable before the name exists, so a blob is never visible
             #    partly written, even after a power cut.
             await backend.syncer.sync()
-            if not await backend.run(self._link, ref):
+            if not await self._call(self._link, ref):
                 return False
             # 2. The name (and any new fan-out directory) is durable before anyone is told.
             try:
@@ -241,7 +258,7 @@ class LocalStaging:
     async def same_as(self, ref: BlobRef) -> bool:
         await self._settle()
         try:
-            return await self._backend.run(self._same_as_sync, ref)
+            return await self._call(self._same_as_sync, ref)
         except OSError as exc:
             raise translate_oserror(exc) from None
 
@@ -268,7 +285,8 @@ class LocalStaging:
 
     async def discard(self) -> None:
         if self._pending is not None:
-            # A failed earlier write is moot: these bytes are being dropped.
+            # An operation still running (its caller was cancelled) finishes first: it uses the
+            # fd.  A failure of it is moot: these bytes are being dropped.
             with contextlib.suppress(Exception):
                 await self._settle()
         self._held = None
