@@ -89,7 +89,11 @@ class _Worker:
         """Send one request; the answer's JSON head and the bytes that follow it."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.jobs += 1
-        self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+        # Each request carries a number the answer must echo: an answer left over from an
+        # earlier request (a worker that said more than it was asked) is never taken for this
+        # one, which may be another company's file.  The caller kills a worker that fails here.
+        number = self.jobs
+        self.proc.stdin.write(json.dumps({**request, "id": number}).encode() + b"\n")
         await self.proc.stdin.drain()
         line = await self.proc.stdout.readline()
         if not line:
@@ -97,8 +101,9 @@ class _Worker:
         head = json.loads(line)
         if not isinstance(head, dict):
             raise WorkerFailed("worker answered nonsense")
-        thumbs = head.get("thumbnails", [])
-        size = sum(int(t["size"]) for t in thumbs) if isinstance(thumbs, list) else 0
+        if head.get("id") != number:
+            raise WorkerFailed("worker answered another request")
+        size = _data_size(head)
         data = await self.proc.stdout.readexactly(size) if size else b""
         return head, data
 
@@ -176,6 +181,20 @@ class ProcessRenderer:
         idle, self._idle = self._idle, []
         for worker in idle:
             await worker.stop(kill=False)
+
+
+def _data_size(head: dict[str, object]) -> int:
+    """Bytes that follow an answer's head: the sum of its thumbnails' sizes."""
+    thumbs = head.get("thumbnails", [])
+    if not isinstance(thumbs, list):
+        raise WorkerFailed("worker answered nonsense")
+    total = 0
+    for t in thumbs:
+        size = t.get("size") if isinstance(t, dict) else None
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise WorkerFailed("worker answered nonsense")
+        total += size
+    return total
 
 
 def _rendered(head: dict[str, object], data: bytes) -> Rendered:

@@ -14,6 +14,7 @@ manages these processes itself through asyncio's subprocess support.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -29,15 +30,18 @@ def limits_from(raw: dict[str, int]) -> RenderLimits:
 
 
 def answer(request: dict[str, object], out: BinaryIO) -> None:
-    """Run one request and write its answer."""
+    """Run one request and write its answer (which echoes the request's ``id``)."""
     path = Path(str(request["path"]))
     raw_limits = request.get("limits")
     limits = limits_from(raw_limits if isinstance(raw_limits, dict) else {})
+    number = request.get("id")
     if request.get("op") == "probe":
-        out.write(json.dumps({"pixels": probe_pixels(path, limits)}).encode() + b"\n")
+        pixels = probe_pixels(path, limits)
+        out.write(json.dumps({"id": number, "pixels": pixels}).encode() + b"\n")
         return
     outcome = render_thumbnails(path, limits)
     head = {
+        "id": number,
         "status": outcome.status,
         "reason": outcome.reason,
         "thumbnails": [
@@ -52,7 +56,12 @@ def answer(request: dict[str, object], out: BinaryIO) -> None:
 
 def main() -> None:
     """Serve requests until stdin closes."""
-    out = sys.stdout.buffer
+    # The answers go over a private copy of fd 1, and fd 1 itself (and sys.stdout) now lead to
+    # stderr: whatever a decoding library prints can never enter the answer channel, where the
+    # service would read it as an answer (and the real one as the next file's).
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     for line in sys.stdin.buffer:
         answer(json.loads(line), out)
         out.flush()
