@@ -96,3 +96,47 @@ async def test_a_stale_answer_is_never_taken_for_the_next_files(
                 assert thumb.data == name.encode(), f"{name} got the thumbnail of {thumb.data!r}"
     finally:
         await renderer.close()
+
+
+# A stand-in worker that takes a request and never answers (a long render).
+STUCK_WORKER = "import sys, time\nsys.stdin.buffer.readline()\ntime.sleep(600)\n"
+
+
+async def test_close_stops_a_busy_worker_and_starts_no_new_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    procs: list[asyncio.subprocess.Process] = []
+    started = asyncio.Event()
+
+    async def start(cls: type[pool._Worker], env: dict[str, str]) -> pool._Worker:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            STUCK_WORKER,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        procs.append(proc)
+        started.set()
+        return cls(proc)
+
+    monkeypatch.setattr(pool._Worker, "start", classmethod(start))
+    renderer = ProcessRenderer(RenderLimits(), workers=2, job_timeout=600, pixel_budget=1 << 30)
+    job = asyncio.create_task(renderer(Path("/files/big")))
+    try:
+        await asyncio.wait_for(started.wait(), 30)
+        await renderer.close()
+        # No worker outlives close(): the busy one is not left running (until the service
+        # process exits) just because it was busy.
+        assert [p.returncode is not None for p in procs] == [True]
+        rendered = await asyncio.wait_for(job, 30)
+        assert rendered.status == "error"
+        # A job after close starts no worker process.
+        assert (await renderer(Path("/files/late"))).status == "error"
+        assert len(procs) == 1
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+        job.cancel()

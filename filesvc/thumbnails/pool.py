@@ -134,6 +134,10 @@ class ProcessRenderer:
         self.job_timeout = job_timeout
         self.budget = PixelBudget(pixel_budget)
         self._idle: list[_Worker] = []
+        # Workers running a job: close() must reach them too, or one busy at shutdown is left
+        # running (until the service's process exits) when its job ends.
+        self._busy: set[_Worker] = set()
+        self._closed = False
         self._slots = asyncio.Semaphore(workers)
         self._limits_json = {f.name: getattr(limits, f.name) for f in fields(RenderLimits)}
         # libvips runs a thread pool per call (one thread per core by default): with several
@@ -156,8 +160,13 @@ class ProcessRenderer:
 
     async def _ask(self, request: dict[str, object]) -> tuple[dict[str, object], bytes]:
         async with self._slots:
+            if self._closed:
+                raise WorkerFailed("the renderer is closed")
             worker = self._idle.pop() if self._idle else await _Worker.start(self._env)
+            self._busy.add(worker)
             try:
+                if self._closed:  # closed while this worker was starting
+                    raise WorkerFailed("the renderer is closed")
                 answer = await asyncio.wait_for(
                     worker.ask({**request, "limits": self._limits_json}), self.job_timeout
                 )
@@ -170,15 +179,22 @@ class ProcessRenderer:
             except BaseException:
                 await asyncio.shield(worker.stop(kill=True))
                 raise
-            if worker.jobs >= TASKS_PER_WORKER:
+            finally:
+                self._busy.discard(worker)
+            if self._closed or worker.jobs >= TASKS_PER_WORKER:
                 await worker.stop(kill=False)
             else:
                 self._idle.append(worker)
             return answer
 
     async def close(self) -> None:
-        """Stop the worker processes."""
+        """Stop the worker processes: idle ones, and busy ones too (their jobs fail).  No
+        worker starts after this."""
+        self._closed = True
+        busy, self._busy = list(self._busy), set()
         idle, self._idle = self._idle, []
+        for worker in busy:
+            await worker.stop(kill=True)
         for worker in idle:
             await worker.stop(kill=False)
 
