@@ -91,11 +91,21 @@ class GroupSync:
         try:
             while self._waiters:
                 upto = self._issued  # a flush starting now covers every call so far
-                error: OSError | None = None
+                error: Exception | None = None
                 try:
                     await self._run(self._flush)
+                except asyncio.CancelledError:
+                    # Nothing is known to be durable: no waiter may go on as if it were, nor
+                    # wait for a round that will never end.
+                    waiters, self._waiters = self._waiters, []
+                    for _, done in waiters:
+                        if not done.done():
+                            done.set_exception(StorageFailure("blob store sync was interrupted"))
+                    raise
                 except OSError as exc:
                     error = exc
+                except Exception:  # e.g. RuntimeError: the store's pool is shut down
+                    error = StorageFailure("blob store sync could not run")
                 covered = [w for w in self._waiters if w[0] <= upto]
                 self._waiters = [w for w in self._waiters if w[0] > upto]
                 for _, done in covered:
