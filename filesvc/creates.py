@@ -10,7 +10,6 @@ rows/s).  A batch that fails is retried one file per transaction, so one bad row
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -94,26 +93,33 @@ class CreateBatcher:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._queue: asyncio.Queue[tuple[NewFile, asyncio.Future[None]]] = asyncio.Queue()
+        # None is the stop mark: everything queued before it is committed, then the task ends.
+        self._queue: asyncio.Queue[tuple[NewFile, asyncio.Future[None]] | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         """Start the committing task."""
+        self._stopping = False
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        """Commit what is queued, then stop."""
+        """Commit what is queued, then stop.  A create that arrives meanwhile is refused: it
+        is never left waiting for a task that is gone."""
         if self._task is None:
             return
-        await self._queue.join()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        self._stopping = True
+        self._queue.put_nowait(None)
+        task = self._task
+        try:
+            await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._task = None
 
     async def add(self, new: NewFile) -> None:
         """Return once the file's rows are committed (durably, per the database's setting)."""
-        if self._task is None:
+        if self._task is None or self._stopping or self._task.done():
             raise RuntimeError("the batcher is not running")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((new, done))
@@ -122,26 +128,39 @@ class CreateBatcher:
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
+            first = await self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
             while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+                item = self._queue.get_nowait()
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
             try:
-                async with self.db.write() as conn:
-                    await _insert(conn, [new for new, _ in batch])
-            except asyncio.CancelledError:
+                await self._commit(batch)
+            except BaseException:
+                # Cancelled (or worse), in the batch or in its one-by-one retry: every waiter
+                # of the batch still waiting is answered, none is left hanging.
                 for _, done in batch:
                     if not done.done():
                         done.set_exception(RuntimeError("shutting down"))
                 raise
-            except Exception:
-                await self._one_by_one(batch)
-            else:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+            if stop:
+                return
+
+    async def _commit(self, batch: list[tuple[NewFile, asyncio.Future[None]]]) -> None:
+        try:
+            async with self.db.write() as conn:
+                await _insert(conn, [new for new, _ in batch])
+        except Exception:
+            await self._one_by_one(batch)
+        else:
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
 
     async def _one_by_one(self, batch: list[tuple[NewFile, asyncio.Future[None]]]) -> None:
         for new, done in batch:

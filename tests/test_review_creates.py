@@ -1,0 +1,72 @@
+"""Review: the group commit of new files at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+from blobstore.db import Database
+from filesvc import repo
+from filesvc.creates import CreateBatcher, NewFile
+
+
+def _new() -> NewFile:
+    return NewFile(
+        file_id=str(uuid.uuid4()),
+        company_id="c1",
+        user_id="u1",
+        application_id=None,
+        name="x",
+        mime="text/plain",
+        now_ms=1,
+        expected_chunks=None,
+        expected_size=None,
+        entry=None,
+        complete=False,
+        etag=None,
+        thumbnails_status="waiting",
+        thumbnail_job=False,
+    )
+
+
+async def _settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_a_create_arriving_while_stop_runs_is_answered(tmp_path: Path) -> None:
+    """stop() cancels the committing task; a create queued in that moment (the batcher still
+    looks running) must be committed or refused, never left waiting forever."""
+    db = Database(tmp_path / "m.sqlite3", synchronous="NORMAL", readers=1)
+    await db.open(repo.SCHEMA)
+    batcher = CreateBatcher(db)
+    batcher.start()
+    try:
+        await _settle()
+        stopping = asyncio.create_task(batcher.stop())
+        await asyncio.sleep(0)  # stop() is under way
+        late = asyncio.create_task(batcher.add(_new()))
+        await stopping
+        await _settle()
+        assert late.done()
+        late.exception()  # committed, or refused: either is an answer
+    finally:
+        await db.close()
+
+
+async def test_stop_commits_what_is_queued(tmp_path: Path) -> None:
+    db = Database(tmp_path / "m.sqlite3", synchronous="NORMAL", readers=1)
+    await db.open(repo.SCHEMA)
+    batcher = CreateBatcher(db)
+    batcher.start()
+    try:
+        adds = [asyncio.create_task(batcher.add(_new())) for _ in range(5)]
+        await asyncio.sleep(0)
+        await batcher.stop()
+        await asyncio.gather(*adds)
+        async with db.read() as conn:
+            rows = list(await conn.execute_fetchall("SELECT COUNT(*) FROM files"))
+        assert rows[0][0] == 5
+    finally:
+        await db.close()
