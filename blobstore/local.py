@@ -232,12 +232,11 @@ class LocalStaging:
             await backend.syncer.sync()
             if not await self._call(self._link, ref):
                 return False
-            # 2. The name (and any new fan-out directory) is durable before anyone is told.
-            try:
-                await backend.syncer.sync()
-            except OSError:
-                await backend.run(backend.local_path(ref).unlink, True)
-                raise
+            # 2. The name (and any new fan-out directory) is durable before anyone is told.  If
+            #    this sync fails the blob stays: its bytes are durable and whole (step 1), a
+            #    racing upload may already have deduplicated against it, and unreferenced it is
+            #    only an orphan for gc.
+            await backend.syncer.sync()
         except OSError as exc:
             raise translate_oserror(exc) from None
         return True

@@ -36,7 +36,8 @@ class Staging(Protocol):
 
         Returns True when the blob was created.  Returns False, and keeps the staged bytes,
         when a blob named ``ref`` already exists: publish never replaces an existing blob.
-        Raises StoreFull or StorageFailure; then nothing is visible under ``ref``."""
+        Raises StoreFull or StorageFailure; then whatever is visible under ``ref`` is whole (a
+        blob whose bytes were made durable may stay, unreferenced, for gc)."""
 
     async def same_as(self, ref: BlobRef) -> bool:
         """True when the blob stored under ``ref`` has exactly the staged bytes.  False when it
