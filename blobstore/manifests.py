@@ -141,12 +141,10 @@ async def set_expected(
     *,
     chunks: int | None,
     size: int | None,
-    staged: bool = False,
 ) -> None:
-    """Record what the live (or staged) content must add up to."""
-    cols = ("staged_chunks", "staged_size") if staged else ("expected_chunks", "expected_size")
+    """Record what the live content must add up to (an overwrite's: :func:`start_staged`)."""
     await conn.execute(
-        f"UPDATE manifests SET {cols[0]} = ?, {cols[1]} = ? WHERE file_id = ?",  # noqa: S608
+        "UPDATE manifests SET expected_chunks = ?, expected_size = ? WHERE file_id = ?",
         (chunks, size, file_id),
     )
 
@@ -317,13 +315,6 @@ async def is_referenced(conn: aiosqlite.Connection, ref: BlobRef) -> bool:
     """True when any manifest still references ``ref``."""
     async with conn.execute("SELECT 1 FROM manifest_entries WHERE ref = ? LIMIT 1", (ref,)) as cur:
         return await cur.fetchone() is not None
-
-
-async def heads(conn: aiosqlite.Connection) -> AsyncIterator[Head]:
-    """Every manifest header."""
-    async with conn.execute("SELECT * FROM manifests ORDER BY file_id") as cur:
-        async for row in cur:
-            yield _head(row)
 
 
 # --- Whole-store walks and maintenance: fsck, gc and stat use these. -------------------------

@@ -96,32 +96,6 @@ async def get(conn: aiosqlite.Connection, company_id: str, file_id: str) -> File
     return _row(rows[0]) if rows else None
 
 
-async def get_any(conn: aiosqlite.Connection, file_id: str) -> FileRow | None:
-    """The file whatever its company (thumbnail workers only)."""
-    async with conn.execute(_SELECT + " WHERE f.file_id = ?", (file_id,)) as cur:
-        r = await cur.fetchone()
-    return None if r is None else _row(r)
-
-
-async def insert(
-    conn: aiosqlite.Connection,
-    *,
-    file_id: str,
-    company_id: str,
-    user_id: str,
-    application_id: str | None,
-    name: str | None,
-    mime: str,
-    now_ms: int,
-) -> None:
-    """A new file row (its manifest must exist already)."""
-    await conn.execute(
-        "INSERT INTO files (file_id, company_id, user_id, application_id, name, mime,"
-        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (file_id, company_id, user_id, application_id, name, mime, now_ms, now_ms),
-    )
-
-
 async def update_meta(
     conn: aiosqlite.Connection,
     file_id: str,

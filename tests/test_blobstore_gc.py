@@ -212,8 +212,10 @@ async def test_gc_expires_abandoned_uploads_and_frees_their_blobs(tmp_path: Path
         async with store.db.write() as conn:
             for fid in ("done", "idle", "busy", "fresh"):
                 await conn.execute("INSERT INTO files (id) VALUES (?)", (fid,))
+            await manifests.start_staged(
+                conn, "done", chunks=2, size=999, owner="an-app", now_ms=old_ms
+            )
             await manifests.put_entry(conn, "done", "staged", 1, overwrite, 144)
-            await manifests.set_expected(conn, "done", chunks=2, size=999, staged=True)
             await conn.execute(
                 "UPDATE manifests SET updated_at = ? WHERE file_id IN ('done', 'idle', 'busy')",
                 (old_ms,),
