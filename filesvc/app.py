@@ -18,9 +18,18 @@ from blobstore.local import LocalBackend
 from blobstore.port import BlobBackend
 from blobstore.store import ContentStore, PutResult
 from filesvc import repo
-from filesvc.appkeys import DATABASE, INFLIGHT, METRICS, SERVICE, SETTINGS, STORE, THUMBS
+from filesvc.appkeys import (
+    DATABASE,
+    INFLIGHT,
+    METRICS,
+    SERVICE,
+    SETTINGS,
+    STORE,
+    THUMBS,
+    UPLOADS,
+)
 from filesvc.creates import CreateBatcher
-from filesvc.inflight import InFlight
+from filesvc.inflight import InFlight, UploadSlots
 from filesvc.metrics import Metrics
 from filesvc.middleware import error_middleware, metrics_middleware
 from filesvc.routes import reads, uploads
@@ -47,6 +56,7 @@ def create_app(
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[INFLIGHT] = InFlight()
+    app[UPLOADS] = UploadSlots(settings.max_concurrent_uploads)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         db = Database(layout.db_path(settings.data_dir), synchronous=settings.sqlite_synchronous)

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from blobstore.db import Database
 from blobstore.store import ContentStore
-from filesvc.inflight import InFlight
+from filesvc.inflight import InFlight, UploadSlots
 from filesvc.metrics import Metrics
 from filesvc.service import FileService
 from filesvc.settings import Settings
@@ -19,3 +19,4 @@ THUMBS = web.AppKey("thumbs", ThumbnailRunner)
 SERVICE = web.AppKey("service", FileService)
 METRICS = web.AppKey("metrics", Metrics)
 INFLIGHT = web.AppKey("inflight", InFlight)
+UPLOADS = web.AppKey("uploads", UploadSlots)

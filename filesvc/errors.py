@@ -56,6 +56,15 @@ class RangeNotSatisfiable(ApiError):
     status = 416
 
 
+class ServiceUnavailable(ApiError):
+    """The server sheds load: too many uploads at once.  Retry-After tells when to retry."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
 class DamagedContent(ApiError):
     """fsck found this file's stored bytes damaged and quarantined them."""
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
+
+from filesvc.errors import ServiceUnavailable
 
 
 class InFlight:
@@ -25,3 +29,23 @@ class InFlight:
     async def drained(self) -> None:
         """Return once no request is being handled."""
         await self._idle.wait()
+
+
+class UploadSlots:
+    """Admission for request bodies: past ``limit`` uploads at once, a new one is refused at
+    once (503 with Retry-After) instead of queueing memory and file descriptors without bound."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one upload slot for the block; raise ServiceUnavailable when none is free."""
+        if self.active >= self.limit:
+            raise ServiceUnavailable("the server is busy with other uploads; retry in a moment")
+        self.active += 1
+        try:
+            yield
+        finally:
+            self.active -= 1

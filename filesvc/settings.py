@@ -37,6 +37,9 @@ MIN_SECRET_BYTES = 32
 # for a phone on a bad network to stall and recover, short enough that a dead client does not pin
 # a handler and a temp file.
 DEFAULT_BODY_IDLE_TIMEOUT = 60.0
+# Uploads streaming at once before new ones are refused with 503: each holds up to two 1 MiB
+# write batches, a temp file and a socket, so 256 bound that to about half a GiB.
+DEFAULT_MAX_CONCURRENT_UPLOADS = 256
 SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name, not a secret
 
 
@@ -70,6 +73,7 @@ class Settings:
     port: int = 8080
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     body_idle_timeout: float = DEFAULT_BODY_IDLE_TIMEOUT
+    max_concurrent_uploads: int = DEFAULT_MAX_CONCURRENT_UPLOADS
     sqlite_synchronous: str = "FULL"
     thumb_box: tuple[int, int] = DEFAULT_THUMB_BOX
     thumb_sync_timeout: float = DEFAULT_THUMB_SYNC_TIMEOUT
@@ -101,6 +105,9 @@ class Settings:
             port=port if port is not None else _int(env, "FILESVC_PORT", 8080),
             max_upload_bytes=_int(env, "FILESVC_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES),
             body_idle_timeout=_float(env, "FILESVC_BODY_IDLE_TIMEOUT", DEFAULT_BODY_IDLE_TIMEOUT),
+            max_concurrent_uploads=_int(
+                env, "FILESVC_MAX_CONCURRENT_UPLOADS", DEFAULT_MAX_CONCURRENT_UPLOADS
+            ),
             sqlite_synchronous=env.get("FILESVC_SQLITE_SYNCHRONOUS") or "FULL",
             thumb_sync_timeout=_float(
                 env, "FILESVC_THUMB_SYNC_TIMEOUT", DEFAULT_THUMB_SYNC_TIMEOUT

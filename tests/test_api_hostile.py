@@ -350,3 +350,52 @@ async def test_internal_errors_hide_details(make_api: AppFactory) -> None:
     assert (status, message) == (500, "internal error; it has been logged")
     text = await resp.text()
     assert "hunter2" not in text and "/var/lib" not in text and "Traceback" not in text
+
+
+async def test_too_many_uploads_at_once_are_shed_with_503(
+    make_api: AppFactory, settings: Settings
+) -> None:
+    import asyncio
+    from collections.abc import AsyncIterator
+
+    import aiohttp
+
+    small = Settings(
+        data_dir=settings.data_dir, jwt_secret=settings.jwt_secret, max_concurrent_uploads=2
+    )
+    api = await make_api(settings_=small)
+    release = asyncio.Event()
+    started = [asyncio.Event(), asyncio.Event()]
+
+    async def held(i: int) -> AsyncIterator[bytes]:
+        yield b"first half "
+        started[i].set()
+        await release.wait()
+        yield b"second half"
+
+    async def post(data: AsyncIterator[bytes]) -> aiohttp.ClientResponse:
+        return await api.client.post(
+            api.files(),
+            data=data,
+            params={"filename": "x"},
+            headers=api.headers(**{"Content-Type": "application/octet-stream"}),
+        )
+
+    slow = [asyncio.ensure_future(post(held(i))) for i in range(2)]
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 5)
+    resp = await api.client.post(
+        api.files(),
+        data=b"third",
+        params={"filename": "x"},
+        headers=api.headers(**{"Content-Type": "application/octet-stream"}),
+    )
+    assert await error_of(resp) == (503, "the server is busy with other uploads; retry in a moment")
+    assert resp.headers["Retry-After"] == "1"
+    # Creating without a body takes no slot.
+    assert (
+        await api.client.post(api.files(), params={"filename": "y"}, headers=api.headers())
+    ).status == 200
+    release.set()
+    for fut in slow:
+        assert (await fut).status == 200
+    assert await api.upload(b"after") is not None
