@@ -1,0 +1,50 @@
+"""No descriptor, thread or child process outlives the app (Datasette's habit): every resource
+opened in a cleanup_ctx is closed at shutdown, even after uploads, downloads and thumbnails."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from pathlib import Path
+
+import psutil
+import pyvips
+from aiohttp.test_utils import TestClient, TestServer
+
+from filesvc.app import create_app
+from filesvc.settings import Settings
+from tests.helpers import SECRET, Api
+
+
+async def one_lifetime(data_dir: Path) -> None:
+    app = create_app(Settings(data_dir=data_dir, jwt_secret=SECRET))
+    async with TestClient(TestServer(app)) as client:
+        api = Api(client)
+        image = bytes(pyvips.Image.black(300, 200, bands=3).jpegsave_buffer())
+        res = await api.upload(image, filename="a.jpg", params={"thumbnail_sync": "1"})
+        assert res["metadata"]["thumbnails_status"] == "done"
+        big = os.urandom(900_000)
+        fid = (await api.upload(big))["id"]
+        assert await api.content(fid) == big
+        resp = await api.download(fid, Range="bytes=10-20")
+        assert await resp.read() == big[10:21]
+
+
+def counts() -> tuple[int, int, int]:
+    me = psutil.Process()
+    # The loop's default executor (threads "asyncio_N") grows on demand up to its bound and
+    # lives as long as the loop: not ours to close.
+    ours = [t for t in threading.enumerate() if not t.name.startswith("asyncio_")]
+    return me.num_fds(), len(ours), len(me.children(recursive=True))
+
+
+async def test_nothing_outlives_the_app(tmp_path: Path) -> None:
+    await one_lifetime(tmp_path / "warm")  # the loop's default executor threads start here
+    before = await asyncio.to_thread(counts)
+    for i in range(3):
+        await one_lifetime(tmp_path / f"run{i}")
+    after = await asyncio.to_thread(counts)
+    assert after[0] <= before[0], f"file descriptors {before[0]} -> {after[0]}"
+    assert after[1] <= before[1], f"threads {before[1]} -> {after[1]}"
+    assert after[2] == 0, "a thumbnail worker process outlived the app"
