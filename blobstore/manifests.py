@@ -149,17 +149,6 @@ async def set_expected(
     )
 
 
-async def staged_expected(
-    conn: aiosqlite.Connection, file_id: str
-) -> tuple[int | None, int | None]:
-    """What the staged overwrite must add up to: (chunks, size)."""
-    async with conn.execute(
-        "SELECT staged_chunks, staged_size FROM manifests WHERE file_id = ?", (file_id,)
-    ) as cur:
-        row = await cur.fetchone()
-    return (None, None) if row is None else (row[0], row[1])
-
-
 @dataclass(frozen=True)
 class StagedSession:
     """Who is overwriting a complete file, and what the new content must add up to."""

@@ -365,7 +365,8 @@ class FileService:
         head = await manifests.head(conn, file_id)
         assert head is not None
         if slot == "staged":
-            chunks, size = await manifests.staged_expected(conn, file_id)
+            session = await manifests.staged_session(conn, file_id)
+            chunks, size = session.chunks, session.size
         else:
             chunks, size = head.expected_chunks, head.expected_size
         entries = await manifests.entries(conn, file_id, slot)
