@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install bench clean
+.PHONY: run test lint install system-packages bench clean
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "need Python 3.11+"; exit 2; }
@@ -26,7 +26,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint
+# System packages some tests need (servers, converters, a browser); installed when missing.
+system-packages:
+	scripts/ensure-system-packages
+
+test: lint system-packages
 	$(BIN)/pytest
 
 bench: $(STAMP)
