@@ -123,7 +123,8 @@ class _Watchdog:
     def __init__(self, request: web.Request, pace: BodyPace) -> None:
         self._stream = request.content
         self._pace = pace
-        self._step = pace.window / self.CHECKS_PER_WINDOW
+        rated = pace.min_rate > 0
+        self._step = pace.window / self.CHECKS_PER_WINDOW if rated else pace.idle_timeout
         self._loop = asyncio.get_running_loop()
         self._since: float | None = None  # when the read now waiting began
         self._waited = 0.0  # seconds spent waiting for the client before that

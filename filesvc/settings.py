@@ -41,9 +41,10 @@ DEFAULT_BODY_IDLE_TIMEOUT = 60.0
 # write batches, a temp file and a socket, so 256 bound that to about half a GiB.
 DEFAULT_MAX_CONCURRENT_UPLOADS = 256
 # Uploads one caller (a company and a user or application) may stream at once before its next one
-# is refused with 429: above a browser's 6 connections per host and resumable.js's 3 simultaneous
-# uploads, while 16 callers are needed to take every one of the 256 slots.
-DEFAULT_MAX_UPLOADS_PER_CALLER = 16
+# is refused with 429: a quarter of the slots, so no fewer than four callers can take them all,
+# while an application importing in bulk keeps the 64 parallel uploads `bench` measures with (a
+# browser never opens more than 6 connections to a host).
+DEFAULT_MAX_UPLOADS_PER_CALLER = 64
 # A request's line and headers must have arrived this long after its first byte (after the
 # connection opened, for a connection's first request), or the connection is closed: a real head
 # is one packet, and 20 s covers a phone's retransmissions on a bad link (Apache's default is
@@ -53,9 +54,9 @@ DEFAULT_HEAD_TIMEOUT = 20.0
 # idle timeout of nginx's upstream keepalive and of common load balancers, so a proxy never reuses
 # a connection the moment we close it, and far below aiohttp's own default of an hour.
 DEFAULT_KEEPALIVE_TIMEOUT = 75.0
-# Slowest body accepted, in bytes a second over the window below: a sixth of the slowest mobile
-# data link still in use (GPRS, about 6 KB/s), yet holding an upload slot now costs a client real
-# bandwidth instead of one byte a second.
+# Slowest body accepted, in bytes a second over the window below: a few times below the uplink of
+# the slowest mobile data still in use (GPRS, a few KB/s), yet holding an upload slot now costs a
+# client real bandwidth instead of one byte a second.
 DEFAULT_BODY_MIN_RATE = 1024
 # The body rate is measured over this much time spent waiting for the client, so a stall of up to
 # about 25 s inside an otherwise working upload passes.
