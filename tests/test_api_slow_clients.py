@@ -154,6 +154,21 @@ def descriptors(server: ServerProcess) -> int:
     return psutil.Process(server.proc.pid).num_fds()
 
 
+def client_sockets(server: ServerProcess) -> int:
+    """The server's TCP sockets other than its listening one."""
+    conns = psutil.Process(server.proc.pid).net_connections(kind="tcp")
+    return sum(c.status != psutil.CONN_LISTEN for c in conns)
+
+
+async def quiet_descriptors(server: ServerProcess) -> int:
+    """The server's descriptor count once no client is connected (waiting at most 5 s)."""
+    for _ in range(50):
+        if client_sockets(server) == 0:
+            break
+        await asyncio.sleep(0.1)
+    return descriptors(server)
+
+
 async def settle_descriptors(server: ServerProcess, ceiling: int) -> int:
     """The server's descriptor count once it is at most ``ceiling``, or after 5 s."""
     count = descriptors(server)
@@ -169,7 +184,7 @@ async def test_connections_that_send_nothing_or_trickle_their_head_are_closed(
     serve: Serve,
 ) -> None:
     server = serve()
-    baseline = descriptors(server)
+    baseline = await quiet_descriptors(server)
 
     async def polite_slow_head() -> int:
         """A head in three pieces, all within the deadline: served."""
@@ -196,6 +211,7 @@ async def test_connections_that_send_nothing_or_trickle_their_head_are_closed(
     after = await settle_descriptors(server, baseline + 2)
 
     assert await polite == 200
+    assert client_sockets(server) == 0
     assert during >= baseline + 40
     for outcome in outcomes:
         # Closed, with no answer, well before the DRIPS bound of the trickle.
@@ -392,10 +408,11 @@ async def test_other_clients_upload_while_slow_clients_are_shed(serve: Serve) ->
     body tricklers from three callers; meanwhile another caller uploads 12 files."""
     server = serve(FILESVC_BODY_RATE_GRACE="2")
     port = server.port
-    async with aiohttp.ClientSession() as session:
-        carol = token(user="carol")
+    carol = token(user="carol")
+    async with aiohttp.ClientSession() as session:  # warm up: database, store, thumbnailer
         assert (await post_raw(session, server.url, carol)).status == 200
-        baseline = descriptors(server)
+    baseline = await quiet_descriptors(server)
+    async with aiohttp.ClientSession() as session:
         attackers = [token(user=f"mallory{i}") for i in range(3)]
         idle = [asyncio.ensure_future(trickle(port, b"")) for _ in range(30)]
         heads = [
@@ -420,11 +437,13 @@ async def test_other_clients_upload_while_slow_clients_are_shed(serve: Serve) ->
 
         body_outcomes = await asyncio.gather(*bodies)
         others = await asyncio.gather(*idle, *heads)
-        after = await settle_descriptors(server, baseline + 2)
+    after = await settle_descriptors(server, baseline + 2)
+    sockets_after = client_sockets(server)
 
     status_of = [o.response[9:12].decode() for o in body_outcomes]
     figures = {
         "descriptors": {"baseline": baseline, "during": during, "after": after},
+        "client sockets after": sockets_after,
         "idle and head tricklers closed without an answer": sum(
             o.closed and o.response == b"" for o in others
         ),
@@ -441,4 +460,4 @@ async def test_other_clients_upload_while_slow_clients_are_shed(serve: Serve) ->
     assert good_done < min(o.ended for o in body_outcomes if o.response[9:12] == b"408")
     assert all(o.closed and o.response == b"" for o in others)
     assert all(o.closed for o in body_outcomes if o.response[9:12] == b"408")
-    assert during >= baseline + 60 and after <= baseline + 2, figures
+    assert during >= baseline + 60 and after <= baseline + 2 and sockets_after == 0, figures
