@@ -6,8 +6,9 @@ the head itself: a client trickling one header byte at a time holds its socket, 
 buffer and a descriptor until the keep-alive timer happens to fire.  ``HeadDeadlineHandler``
 adds that deadline, as nginx's ``client_header_timeout`` does: a request's line and headers must
 be complete within ``head_timeout`` of the head's first byte (of the connection's opening, for
-its first request), or the connection is closed without an answer.  Idle time between requests
-stays governed by aiohttp's keep-alive timer.
+its first request), or the connection is closed without an answer, even if an earlier request
+on it is still being answered (a client pipelining behind a trickled head loses both).  Idle
+time between requests stays governed by aiohttp's keep-alive timer.
 
 Why a subclass of ``web.RequestHandler`` built by our own protocol factory: aiohttp's ``Server``
 constructs ``RequestHandler`` itself, with no option for another class or for a head deadline.
@@ -41,10 +42,18 @@ LISTEN_BACKLOG = 128
 class HeadDeadlineHandler(web.RequestHandler):
     """aiohttp's HTTP/1 protocol, with a deadline on receiving each request's head."""
 
-    __slots__ = ("_head_parsed", "_head_timeout", "_head_timer", "_last_body")
+    __slots__ = ("_head_loop", "_head_parsed", "_head_timeout", "_head_timer", "_last_body")
 
-    def __init__(self, manager: web.Server, *, head_timeout: float, **kwargs: Any) -> None:
-        super().__init__(manager, **kwargs)
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        head_timeout: float,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(manager, loop=loop, **kwargs)
+        self._head_loop = loop
         self._head_timeout = head_timeout
         self._head_timer: asyncio.TimerHandle | None = None
         # Heads parsed when the timer was armed: the deadline is met once this count moves.
@@ -74,7 +83,7 @@ class HeadDeadlineHandler(web.RequestHandler):
 
     def _arm_head_deadline(self) -> None:
         self._head_parsed = self._request_count
-        self._head_timer = self._loop.call_later(self._head_timeout, self._head_overdue)
+        self._head_timer = self._head_loop.call_later(self._head_timeout, self._head_overdue)
 
     def _cancel_head_deadline(self) -> None:
         if self._head_timer is not None:
