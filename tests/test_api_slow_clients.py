@@ -46,6 +46,9 @@ LIMITS = {
 # DRIPS bytes: the loop is bounded whatever the server does.
 DRIP = 0.1
 DRIPS = 60
+# Descriptors the server may gain without any client: each of its SQLite readers opens the WAL
+# file on its first use.  Client sockets are counted apart, and must all be gone.
+FD_SLACK = 4
 TOO_SLOW = (
     b'{"statusCode": 408, "error": "Request Timeout", "message": "the upload arrived slower than'
     b' 1024 bytes a second; send it again over a faster connection"}'
@@ -208,7 +211,7 @@ async def test_connections_that_send_nothing_or_trickle_their_head_are_closed(
     await asyncio.sleep(0.5)
     during = descriptors(server)
     outcomes = await gathered
-    after = await settle_descriptors(server, baseline + 2)
+    after = await settle_descriptors(server, baseline + FD_SLACK)
 
     assert await polite == 200
     assert client_sockets(server) == 0
@@ -217,7 +220,7 @@ async def test_connections_that_send_nothing_or_trickle_their_head_are_closed(
         # Closed, with no answer, well before the DRIPS bound of the trickle.
         assert outcome.closed and outcome.response == b""
         assert outcome.ended - outcome.started < DRIP * DRIPS / 2
-    assert after <= baseline + 2, (baseline, during, after)
+    assert after <= baseline + FD_SLACK, (baseline, during, after)
 
 
 async def test_an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout(
@@ -258,7 +261,7 @@ async def create_two_chunk_file(session: aiohttp.ClientSession, base: str, tok: 
 async def test_a_body_slower_than_the_minimum_rate_gets_408_and_its_chunk_is_discarded(
     serve: Serve,
 ) -> None:
-    server = serve()
+    server = serve(FILESVC_BODY_RATE_WINDOW="2")  # room for a loaded machine's hiccups
     slow, fair = token(user="mallory"), token(user="bob")
     async with aiohttp.ClientSession() as session:
         fids = [await create_two_chunk_file(session, server.url, slow) for _ in range(4)]
@@ -274,10 +277,10 @@ async def test_a_body_slower_than_the_minimum_rate_gets_408_and_its_chunk_is_dis
         ]
 
         async def steady() -> int:
-            """64 KiB at 40 KiB/s, past the grace and a window: above the rate, so served."""
+            """120 KiB at 40 KiB/s, past the grace and a window: above the rate, so served."""
 
             async def pieces() -> AsyncIterator[bytes]:
-                for _ in range(16):
+                for _ in range(30):
                     await asyncio.sleep(0.1)
                     yield b"s" * 4096
 
@@ -437,7 +440,7 @@ async def test_other_clients_upload_while_slow_clients_are_shed(serve: Serve) ->
 
         body_outcomes = await asyncio.gather(*bodies)
         others = await asyncio.gather(*idle, *heads)
-    after = await settle_descriptors(server, baseline + 2)
+    after = await settle_descriptors(server, baseline + FD_SLACK)
     sockets_after = client_sockets(server)
 
     status_of = [o.response[9:12].decode() for o in body_outcomes]
@@ -460,4 +463,4 @@ async def test_other_clients_upload_while_slow_clients_are_shed(serve: Serve) ->
     assert good_done < min(o.ended for o in body_outcomes if o.response[9:12] == b"408")
     assert all(o.closed and o.response == b"" for o in others)
     assert all(o.closed for o in body_outcomes if o.response[9:12] == b"408")
-    assert during >= baseline + 60 and after <= baseline + 2 and sockets_after == 0, figures
+    assert during >= baseline + 60 and after <= baseline + FD_SLACK and sockets_after == 0, figures
