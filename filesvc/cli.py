@@ -65,7 +65,7 @@ async def serve(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT, then stop listening, drain in-flight requests, clean up.
 
     aiohttp's own shutdown stops reading request bodies at once (MEASURED.md), which would fail
-    uploads in flight; so the site stops accepting first and the handlers get time to finish."""
+    uploads in flight; so the listener stops accepting first and the handlers get time to finish."""
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
