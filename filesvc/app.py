@@ -26,6 +26,7 @@ from filesvc.appkeys import (
     SETTINGS,
     STORE,
     THUMBS,
+    TUS,
     UPLOADS,
 )
 from filesvc.creates import CreateBatcher
@@ -39,6 +40,10 @@ from filesvc.settings import Settings
 from filesvc.thumbjobs import Renderer, ThumbnailRunner, no_thumbnails
 from filesvc.thumbnails.pool import ProcessRenderer
 from filesvc.thumbnails.render import RenderLimits
+from filesvc.tus import cors as tus_cors
+from filesvc.tus import routes as tus_routes
+from filesvc.tus import table as tus_table
+from filesvc.tus.store import TusStore
 
 THUMB_WORK_DIR = "thumb-work"
 
@@ -60,7 +65,7 @@ def create_app(
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         db = Database(layout.db_path(settings.data_dir), synchronous=settings.sqlite_synchronous)
-        await db.open(repo.SCHEMA)
+        await db.open((*repo.SCHEMA, *tus_table.SCHEMA))
         app[DATABASE] = db
         yield
         await db.close()
@@ -124,6 +129,7 @@ def create_app(
             thumb_sync_timeout=settings.thumb_sync_timeout,
             on_stored=stored,
         )
+        app[TUS] = TusStore(app[SERVICE], expiry_ms=int(settings.tus_expiry * 1000))
         yield
         await creates.stop()
 
@@ -153,6 +159,8 @@ def _routes(app: web.Application) -> None:
                 app.router.add_post(variant, handler, expect_handler=uploads.expect_continue)
             else:
                 app.router.add_route(method, variant, handler)
+    tus_routes.add_routes(app, uploads.expect_continue)
+    app.on_response_prepare.append(tus_cors.on_prepare)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/health", _health)
 

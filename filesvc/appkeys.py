@@ -11,6 +11,7 @@ from filesvc.metrics import Metrics
 from filesvc.service import FileService
 from filesvc.settings import Settings
 from filesvc.thumbjobs import ThumbnailRunner
+from filesvc.tus.store import TusStore
 
 SETTINGS = web.AppKey("settings", Settings)
 DATABASE = web.AppKey("database", Database)
@@ -20,3 +21,4 @@ SERVICE = web.AppKey("service", FileService)
 METRICS = web.AppKey("metrics", Metrics)
 INFLIGHT = web.AppKey("inflight", InFlight)
 UPLOADS = web.AppKey("uploads", UploadSlots)
+TUS = web.AppKey("tus", TusStore)

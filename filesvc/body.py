@@ -234,6 +234,12 @@ async def open_body(
     )
 
 
+def open_raw(request: web.Request, pace: BodyPace | None = None) -> AsyncIterator[bytes]:
+    """The request's raw body as a stream, watched for stalls like every upload body (the
+    caller has checked its Content-Type)."""
+    return _raw(request, _Watchdog(request, pace or BodyPace()))
+
+
 async def _raw(request: web.Request, watchdog: _Watchdog) -> AsyncIterator[bytes]:
     stream = request.content
     try:

@@ -88,6 +88,12 @@ async def _insert(conn: aiosqlite.Connection, batch: list[NewFile]) -> None:
         )
 
 
+async def insert_files(conn: aiosqlite.Connection, batch: list[NewFile]) -> None:
+    """Write new files' rows inside the caller's transaction (uploads that commit more than a
+    new file at once, such as a tus final upload, use it instead of the batcher)."""
+    await _insert(conn, batch)
+
+
 class CreateBatcher:
     """Queues new files; one task commits whatever has gathered, in batches."""
 

@@ -27,10 +27,15 @@ _HTTP_MESSAGES = {
 }
 
 
+# Statuses outside RFC 9110 that the service answers: tus's checksum mismatch.
+_EXTRA_PHRASES = {460: "Checksum Mismatch"}
+
+
 def envelope(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     """The error body of API.md."""
+    phrase = _EXTRA_PHRASES.get(status) or HTTPStatus(status).phrase
     return web.json_response(
-        {"statusCode": status, "error": HTTPStatus(status).phrase, "message": message},
+        {"statusCode": status, "error": phrase, "message": message},
         status=status,
         headers=headers,
     )

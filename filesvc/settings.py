@@ -31,6 +31,8 @@ DEFAULT_THUMB_PIXEL_BUDGET = 200_000_000
 DEFAULT_THUMB_WORKERS = 2
 # A thumbnail that takes longer than this is abandoned (status error): no image needs more.
 DEFAULT_THUMB_JOB_TIMEOUT = 60.0
+# tus uploads not written to for this long expire (gc --abandon-after defaults to the same day).
+DEFAULT_TUS_EXPIRY = 24 * 60 * 60.0
 # RFC 7518 3.2: an HS256 key must be at least as long as the hash output.
 MIN_SECRET_BYTES = 32
 # A body read that waits longer than this for the client fails the upload with 408: long enough
@@ -87,6 +89,11 @@ def _float(env: Mapping[str, str], key: str, default: float) -> float:
         raise SystemExit(f"{key} must be a number, got {raw!r}") from None
 
 
+def _origins(raw: str) -> tuple[str, ...]:
+    """``FILESVC_CORS_ORIGINS``: comma-separated origins (``https://app.example``) or ``*``."""
+    return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+
+
 def _check_slow_client_limits(settings: Settings) -> None:
     """A zero deadline or window would close every connection or divide by zero."""
     for key, value, low in (
@@ -125,6 +132,8 @@ class Settings:
     thumb_workers: int = DEFAULT_THUMB_WORKERS
     thumb_pixel_budget: int = DEFAULT_THUMB_PIXEL_BUDGET
     thumb_job_timeout: float = DEFAULT_THUMB_JOB_TIMEOUT
+    tus_expiry: float = DEFAULT_TUS_EXPIRY
+    cors_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(
@@ -168,6 +177,8 @@ class Settings:
             body_min_rate=_int(env, "FILESVC_BODY_MIN_RATE", DEFAULT_BODY_MIN_RATE),
             body_rate_window=_float(env, "FILESVC_BODY_RATE_WINDOW", DEFAULT_BODY_RATE_WINDOW),
             body_rate_grace=_float(env, "FILESVC_BODY_RATE_GRACE", DEFAULT_BODY_RATE_GRACE),
+            tus_expiry=_float(env, "FILESVC_TUS_EXPIRY", DEFAULT_TUS_EXPIRY),
+            cors_origins=_origins(env.get("FILESVC_CORS_ORIGINS", "")),
         )
         _check_slow_client_limits(settings)
         return settings
