@@ -5,8 +5,10 @@ PY ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# tus-js-client for the real-client tests, installed from the committed lock file.
+JS_STAMP := tests/js/node_modules/.installed
 
-.PHONY: run test lint install system-packages bench clean
+.PHONY: run test lint install system-packages js-deps bench clean
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "need Python 3.11+"; exit 2; }
@@ -30,11 +32,17 @@ lint: $(STAMP)
 system-packages:
 	scripts/ensure-system-packages
 
-test: lint system-packages
+$(JS_STAMP): tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $(JS_STAMP)
+
+js-deps: system-packages $(JS_STAMP)
+
+test: lint system-packages js-deps
 	$(BIN)/pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules
