@@ -46,7 +46,9 @@ def noise_png(width: int, height: int, seed: int) -> bytes:
 
 
 def _get(server: ServerProcess, path: str) -> tuple[int, bytes]:
-    req = urllib.request.Request(server.url + path, headers={"Authorization": f"Bearer {token()}"})
+    req = urllib.request.Request(  # noqa: S310 - the test server's own http URL
+        server.url + path, headers={"Authorization": f"Bearer {token()}"}
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
         return int(resp.status), resp.read()
 
