@@ -37,6 +37,7 @@ def envelope(status: int, message: str, headers: dict[str, str] | None = None) -
     return web.json_response(
         {"statusCode": status, "error": phrase, "message": message},
         status=status,
+        reason=phrase,
         headers=headers,
     )
 
