@@ -48,6 +48,11 @@ class FilesApi:
     def files_url(self) -> str:
         return f"{self.base_url}{PREFIX}/companies/{self.company}/files"
 
+    @property
+    def uploads_url(self) -> str:
+        """The tus endpoint."""
+        return f"{self.base_url}{PREFIX}/companies/{self.company}/uploads"
+
     def file_url(self, file_id: str) -> str:
         return f"{self.files_url}/{file_id}"
 
@@ -236,7 +241,7 @@ class SmallSpec:
     """A picklable description of one small-request workload, run by `run_many`."""
 
     kind: SmallKind
-    url: str  # base url of the target (for files-*: FilesApi.files_url)
+    url: str  # base url of the target (for files-*: FilesApi.files_url; tus: its endpoint)
     headers: tuple[tuple[str, str], ...] = ()
     size: int = 4096
     s3: tuple[str, str, str] | None = None  # (bucket, access key, secret key)
@@ -271,7 +276,7 @@ async def _small_one(session: aiohttp.ClientSession, spec: SmallSpec, seed: int)
     elif spec.kind == "tus-post":
         from bench.peers import tus_post_with_body
 
-        await tus_post_with_body(session, spec.url, body)
+        await tus_post_with_body(session, spec.url, body, hdrs)
     else:  # pragma: no cover - exhaustive
         raise AssertionError(spec.kind)
 

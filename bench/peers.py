@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import urllib.parse
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
 
 import aiohttp
@@ -334,19 +335,29 @@ def tus_server(work_dir: Path, log_path: Path, cache: Path = PEERS_DIR / "tus") 
 TUS_HEADERS = {"Tus-Resumable": "1.0.0"}
 
 
-async def tus_create(session: aiohttp.ClientSession, base: str, size: int) -> str:
-    headers = {**TUS_HEADERS, "Upload-Length": str(size)}
-    async with session.post(f"{base}/files", headers=headers) as resp:
+async def tus_create(
+    session: aiohttp.ClientSession, endpoint: str, size: int, auth: Mapping[str, str] | None = None
+) -> str:
+    headers = {**TUS_HEADERS, **(auth or {}), "Upload-Length": str(size)}
+    async with session.post(endpoint, headers=headers) as resp:
         if resp.status != 201:
             raise RuntimeError(f"tus create: HTTP {resp.status}: {(await resp.text())[:200]}")
-        return urllib.parse.urljoin(base + "/files/", resp.headers["Location"])
+        return urllib.parse.urljoin(endpoint + "/", resp.headers["Location"])
 
 
-async def tus_upload(session: aiohttp.ClientSession, base: str, size: int, seed: int) -> str:
-    """Creation, then one PATCH with the whole stream; the upload's URL."""
-    url = await tus_create(session, base, size)
+async def tus_upload(
+    session: aiohttp.ClientSession,
+    endpoint: str,
+    size: int,
+    seed: int,
+    auth: Mapping[str, str] | None = None,
+) -> str:
+    """Creation, then one PATCH with the whole stream; the upload's URL.  ``endpoint`` is the
+    creation URL (the peer's ``/files``, filesvc's ``.../uploads``)."""
+    url = await tus_create(session, endpoint, size, auth)
     headers = {
         **TUS_HEADERS,
+        **(auth or {}),
         "Upload-Offset": "0",
         "Content-Type": "application/offset+octet-stream",
         "Content-Length": str(size),
@@ -357,13 +368,19 @@ async def tus_upload(session: aiohttp.ClientSession, base: str, size: int, seed:
     return url
 
 
-async def tus_post_with_body(session: aiohttp.ClientSession, base: str, body: bytes) -> None:
+async def tus_post_with_body(
+    session: aiohttp.ClientSession,
+    endpoint: str,
+    body: bytes,
+    auth: Mapping[str, str] | None = None,
+) -> None:
     """creation-with-upload: one POST carries a small upload whole."""
     headers = {
         **TUS_HEADERS,
+        **(auth or {}),
         "Upload-Length": str(len(body)),
         "Content-Type": "application/offset+octet-stream",
     }
-    async with session.post(f"{base}/files", data=body, headers=headers) as resp:
+    async with session.post(endpoint, data=body, headers=headers) as resp:
         if resp.status != 201 or resp.headers.get("Upload-Offset") != str(len(body)):
             raise RuntimeError(f"tus POST: HTTP {resp.status}: {(await resp.text())[:200]}")

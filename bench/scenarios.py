@@ -43,6 +43,7 @@ FS_RAW = "filesvc upload, raw body"
 FS_MP = "filesvc upload, multipart"
 SW_PUT = "peer: SeaweedFS S3 PUT"
 TUS_PATCH = "peer: tus PATCH"
+FS_TUS = "filesvc tus PATCH"
 
 CHUNK = 50 * MiB  # the reference web client's resumable.js chunk size
 CHUNK_PARALLEL = 5  # and its simultaneous uploads
@@ -362,16 +363,22 @@ async def scenario_upload(ctx: Context) -> ScenarioResult:
                 await client.upload_single(s, api, sz.big, ctx.seed(), multipart=mp)
                 return time.perf_counter() - t
 
+            async def tus_up() -> float:
+                t = time.perf_counter()
+                await peers.tus_upload(s, api.uploads_url, sz.big, ctx.seed(), api.auth)
+                return time.perf_counter() - t
+
             await interleaved(
                 res, sz.big, sz.reps,
                 [
                     (DISK, "ceiling", disk_once, ""),
                     (FS_RAW, "filesvc", lambda: up(False), ""),
                     (FS_MP, "filesvc", lambda: up(True), ""),
+                    (FS_TUS, "filesvc", tus_up, ""),
                 ],
             )  # fmt: skip
     except Exception as e:
-        unavailable(res, [FS_RAW, FS_MP], "filesvc", "MB/s", f"failed: {_short(e)}")
+        unavailable(res, [FS_RAW, FS_MP, FS_TUS], "filesvc", "MB/s", f"failed: {_short(e)}")
     if res.metric(DISK) is None:
         await throughput(res, DISK, "ceiling", sz.big, sz.reps, disk_once)
     await throughput(
@@ -395,7 +402,7 @@ async def scenario_upload(ctx: Context) -> ScenarioResult:
 
             async def patch() -> float:
                 t = time.perf_counter()
-                await peers.tus_upload(s, base, sz.big, ctx.seed())
+                await peers.tus_upload(s, base + "/files", sz.big, ctx.seed())
                 return time.perf_counter() - t
 
             await throughput(res, TUS_PATCH, "peer", sz.big, sz.reps, patch, note="no fsync")
@@ -411,6 +418,8 @@ async def scenario_upload(ctx: Context) -> ScenarioResult:
     ratio_target(res, "multipart upload ≥ 0.7 x disk write", FS_MP, DISK, 0.7)
     ratio_target(res, "raw upload ≥ SeaweedFS PUT", FS_RAW, SW_PUT, 1.0)
     ratio_target(res, "multipart upload ≥ SeaweedFS PUT", FS_MP, SW_PUT, 1.0)
+    res.relate(FS_TUS, TUS_PATCH)
+    ratio_target(res, "tus PATCH ≥ @tus/server PATCH", FS_TUS, TUS_PATCH, 1.0)
     return res
 
 
@@ -505,6 +514,7 @@ async def scenario_small(ctx: Context) -> ScenarioResult:
     fs = "filesvc 4 KiB upload, raw body"
     sw = "peer: SeaweedFS S3 PUT 4 KiB"
     tp = "peer: tus POST (creation-with-upload) 4 KiB"
+    ftp = "filesvc tus POST (creation-with-upload) 4 KiB"
 
     def many(spec: client.SmallSpec) -> Callable[[], Awaitable[tuple[float, list[float]]]]:
         first = ctx.small_seeds(total)
@@ -518,8 +528,10 @@ async def scenario_small(ctx: Context) -> ScenarioResult:
         async with filesvc(ctx, res) as api:
             spec = client.SmallSpec("files-raw", api.files_url, tuple(api.auth.items()))
             await rate(res, fs, "filesvc", total, many(spec))
+            spec = client.SmallSpec("tus-post", api.uploads_url, tuple(api.auth.items()))
+            await rate(res, ftp, "filesvc", total, many(spec))
     except Exception as e:
-        unavailable(res, [fs], "filesvc", "req/s", _short(e))
+        unavailable(res, [fs, ftp], "filesvc", "req/s", _short(e))
     try:
         async with seaweed(ctx, res) as s3:
             spec = client.SmallSpec(
@@ -531,7 +543,12 @@ async def scenario_small(ctx: Context) -> ScenarioResult:
     try:
         async with tus(ctx, res) as base:
             await rate(
-                res, tp, "peer", total, many(client.SmallSpec("tus-post", base)), note="no fsync"
+                res,
+                tp,
+                "peer",
+                total,
+                many(client.SmallSpec("tus-post", base + "/files")),
+                note="no fsync",
             )
     except Exception as e:
         unavailable(res, [tp], "peer", "req/s", _why(e))
@@ -539,6 +556,8 @@ async def scenario_small(ctx: Context) -> ScenarioResult:
         if m.subject != discard_s:
             res.relate(m.subject, discard_s)
     ratio_target(res, "4 KiB durable uploads ≥ 0.5 x read-and-discard", fs, discard_s, 0.5)
+    res.relate(ftp, tp)
+    ratio_target(res, "4 KiB tus creation-with-upload ≥ @tus/server", ftp, tp, 1.0)
     return res
 
 
@@ -620,7 +639,7 @@ async def scenario_download(ctx: Context) -> ScenarioResult:
         unavailable(res, [sw_range], "peer", "req/s", _why(e))
     try:
         async with tus(ctx, res) as base, session() as s:
-            turl = await peers.tus_upload(s, base, sz.big, ctx.seed())
+            turl = await peers.tus_upload(s, base + "/files", sz.big, ctx.seed())
 
             async def tget() -> float:
                 t = time.perf_counter()
