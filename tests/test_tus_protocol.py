@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from dataclasses import replace
 
+from filesvc.settings import Settings
+from tests.conftest import AppFactory
 from tests.helpers import Api
 from tests.tus_helpers import PATCH_TYPE, auth, meta, uploads
 
@@ -175,18 +178,14 @@ async def test_another_company_cannot_see_the_upload(api: Api) -> None:
     assert resp.status == 403
 
 
-async def test_expired_upload_is_gone(make_api, settings) -> None:  # type: ignore[no-untyped-def]
-    from dataclasses import replace
-
+async def test_expired_upload_is_gone(make_api: AppFactory, settings: Settings) -> None:
     api = await make_api(settings_=replace(settings, tus_expiry=0.0))
     url = await _create(api, 10)
     resp = await api.client.head(url, headers=auth())
     assert resp.status == 410
 
 
-async def test_cors_for_an_allowed_origin_only(make_api, settings) -> None:  # type: ignore[no-untyped-def]
-    from dataclasses import replace
-
+async def test_cors_for_an_allowed_origin_only(make_api: AppFactory, settings: Settings) -> None:
     api = await make_api(settings_=replace(settings, cors_origins=("https://app.example",)))
     pre = {"Origin": "https://app.example", "Access-Control-Request-Method": "PATCH"}
     resp = await api.client.options(uploads(), headers=pre)
