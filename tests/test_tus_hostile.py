@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
+from filesvc.settings import Settings
+from tests.conftest import AppFactory
 from tests.helpers import Api, error_of
 from tests.tus_helpers import PATCH_TYPE, auth, meta, uploads
 
@@ -320,3 +324,36 @@ async def test_head_and_delete_need_tus_resumable(api: Api, method: str) -> None
     resp = await api.client.request(method, url, headers=headers)
     assert resp.status == 412
     assert resp.headers["Tus-Version"] == "1.0.0"
+
+
+async def test_a_deferred_upload_stops_at_tus_max_size(
+    make_api: AppFactory, settings: Settings
+) -> None:
+    api = await make_api(settings_=replace(settings, max_upload_bytes=1000))
+    resp = await api.client.post(uploads(), headers=auth(**{"Upload-Defer-Length": "1"}))
+    url = resp.headers["Location"]
+    ok = await api.client.patch(
+        url, data=b"x" * 600, headers=auth(**PATCH_TYPE, **{"Upload-Offset": "0"})
+    )
+    assert ok.status == 204
+    resp = await api.client.patch(
+        url, data=b"y" * 600, headers=auth(**PATCH_TYPE, **{"Upload-Offset": "600"})
+    )
+    assert await error_of(resp) == (
+        413,
+        "the body would take the upload past Tus-Max-Size, 1000 bytes",
+    )
+
+    async def chunked() -> AsyncIterator[bytes]:
+        for _ in range(6):
+            yield b"z" * 100
+
+    resp = await api.client.patch(
+        url, data=chunked(), headers=auth(**PATCH_TYPE, **{"Upload-Offset": "600"})
+    )
+    assert await error_of(resp) == (
+        413,
+        "the body is longer than the 400 bytes the upload has room for",
+    )
+    head = await api.client.head(url, headers=auth())
+    assert head.headers["Upload-Offset"] == "600"

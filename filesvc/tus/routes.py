@@ -134,7 +134,9 @@ def _check_body_fits(request: web.Request, length: int | None, offset: int) -> N
         raise PayloadTooLarge(
             f"the body would take the upload past its Upload-Length of {length} bytes"
         )
-    _check_size(request, offset + declared)
+    limit = request.app[SETTINGS].max_upload_bytes
+    if offset + declared > limit:
+        raise PayloadTooLarge(f"the body would take the upload past Tus-Max-Size, {limit} bytes")
 
 
 async def head(request: web.Request) -> web.Response:
@@ -181,7 +183,9 @@ async def patch(request: web.Request) -> web.Response:
                 if has_body(request):
                     raise Conflict("the upload is complete: it takes no more bytes")
                 return web.Response(status=204, headers={"Upload-Offset": str(upload.offset)})
-            budget = None if length is None else length - offset
+            # A deferred length still stops at Tus-Max-Size over all PATCHes together.
+            limit = request.app[SETTINGS].max_upload_bytes
+            budget = (limit if length is None else length) - offset
             body = PatchBody(open_raw(request, _pace(request)), checksum)
             entry = await tus.put(body.stream(), budget)
             upload = await tus.append(company, upload, entry, length=new_length)

@@ -78,7 +78,7 @@ class TusStore:
             put = await self.service.store.put(stream, max_size=cap)
         except TooLarge:
             raise PayloadTooLarge(
-                f"the bytes would make the upload larger than {cap} bytes"
+                f"the body is longer than the {cap} bytes the upload has room for"
             ) from None
         return Entry(0, put.ref, put.size)
 
