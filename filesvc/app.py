@@ -129,7 +129,9 @@ def create_app(
             thumb_sync_timeout=settings.thumb_sync_timeout,
             on_stored=stored,
         )
-        app[TUS] = TusStore(app[SERVICE], expiry_ms=int(settings.tus_expiry * 1000))
+        app[TUS] = TusStore(
+            app[SERVICE], expiry_ms=int(settings.tus_expiry * 1000), on_stored=stored
+        )
         yield
         await creates.stop()
 

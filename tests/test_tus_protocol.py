@@ -208,3 +208,17 @@ async def test_no_origin_is_allowed_by_default(api: Api) -> None:
     )
     assert "Access-Control-Allow-Origin" not in resp.headers
     assert resp.headers["Tus-Resumable"] == "1.0.0"
+
+
+async def test_tus_bytes_count_in_the_upload_metrics(api: Api) -> None:
+    before = await (await api.client.get("/metrics")).text()
+    await api.client.post(
+        uploads(), data=b"m" * 10, headers=auth(**PATCH_TYPE, **{"Upload-Length": "10"})
+    )
+    after = await (await api.client.get("/metrics")).text()
+
+    def upload_bytes(text: str) -> float:
+        lines = [x for x in text.splitlines() if x.startswith("filesvc_upload_bytes_total ")]
+        return float(lines[0].split()[1]) if lines else 0.0
+
+    assert upload_bytes(after) - upload_bytes(before) == 10

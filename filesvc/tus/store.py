@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -20,6 +20,7 @@ import aiosqlite
 from blobstore import manifests
 from blobstore.errors import TooLarge
 from blobstore.manifests import Entry
+from blobstore.store import PutResult
 from filesvc import repo
 from filesvc.auth import Caller
 from filesvc.creates import NewFile, insert_files
@@ -52,9 +53,16 @@ class Upload:
 class TusStore:
     """tus operations over :class:`FileService`'s database and content store."""
 
-    def __init__(self, service: FileService, *, expiry_ms: int) -> None:
+    def __init__(
+        self,
+        service: FileService,
+        *,
+        expiry_ms: int,
+        on_stored: Callable[[PutResult], None] | None = None,
+    ) -> None:
         self.service = service
         self.expiry_ms = expiry_ms
+        self._on_stored = on_stored
         self._locks: dict[str, asyncio.Lock] = {}
 
     @asynccontextmanager
@@ -80,6 +88,8 @@ class TusStore:
             raise PayloadTooLarge(
                 f"the body is longer than the {cap} bytes the upload has room for"
             ) from None
+        if self._on_stored is not None:
+            self._on_stored(put)
         return Entry(0, put.ref, put.size)
 
     async def state(self, company_id: str, file_id: str, *, settle: bool = False) -> Upload:
