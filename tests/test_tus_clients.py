@@ -108,6 +108,16 @@ def test_tus_js_client_parallel_uploads(server: ServerProcess, tmp_path: Path) -
     path = tmp_path / "parallel.png"
     path.write_bytes(data)
     result = run_node("parallel", server, path)
+    # three partial uploads joined by one final concatenation
+    req = urllib.request.Request(  # noqa: S310 - the test server's own http URL
+        result["url"],
+        method="HEAD",
+        headers={"Authorization": f"Bearer {token()}", "Tus-Resumable": "1.0.0"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+        concat = resp.headers["Upload-Concat"]
+    assert concat.startswith("final;")
+    assert len(concat.removeprefix("final;").split()) == 3
     assert_ordinary_file(server, result["url"], data)
 
 
