@@ -6,15 +6,14 @@ in reverse order) and live under typed AppKeys.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from blobstore import layout
+from blobstore.backends import open_backend
 from blobstore.db import Database
-from blobstore.local import LocalBackend
 from blobstore.port import BlobBackend
 from blobstore.store import ContentStore, PutResult
 from filesvc import repo
@@ -66,11 +65,7 @@ def create_app(
         await db.close()
 
     async def store(app: web.Application) -> AsyncIterator[None]:
-        chosen: BlobBackend
-        if backend is not None:
-            chosen = backend
-        else:
-            chosen = await asyncio.to_thread(LocalBackend, layout.blobs_dir(settings.data_dir))
+        chosen = backend if backend is not None else await open_backend(settings.blob_location())
         app[STORE] = ContentStore(chosen)
         yield
         await chosen.close()

@@ -11,10 +11,11 @@ from pathlib import Path
 
 from aiohttp import web
 
+from blobstore.backends import describe
 from filesvc.app import create_app
 from filesvc.appkeys import INFLIGHT
 from filesvc.auth import mint
-from filesvc.settings import Settings
+from filesvc.settings import ConfigError, Settings
 
 log = logging.getLogger("filesvc")
 
@@ -42,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``filesvc`` console script."""
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except ConfigError as exc:
+        print(f"filesvc: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "token":
         settings = Settings.from_env(data_dir=args.data_dir)
         print(
@@ -71,7 +80,11 @@ async def serve(settings: Settings) -> None:
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
     await site.start()
     log.info(
-        "listening on http://%s:%d, data in %s", settings.host, settings.port, settings.data_dir
+        "listening on http://%s:%d, data in %s, blobs in %s",
+        settings.host,
+        settings.port,
+        settings.data_dir,
+        describe(settings.blob_location()),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from blobstore.backends import BadBlobUrl, BlobLocation, LocalLocation, parse_blob_url
+from blobstore.layout import blobs_dir
+
 # Largest single upload (one request's file part or raw body).  Large enough for any video a
 # workplace shares, small enough that one client cannot fill the disk by accident.
 DEFAULT_MAX_UPLOAD_BYTES = 16 << 30
@@ -41,6 +44,11 @@ DEFAULT_BODY_IDLE_TIMEOUT = 60.0
 # write batches, a temp file and a socket, so 256 bound that to about half a GiB.
 DEFAULT_MAX_CONCURRENT_UPLOADS = 256
 SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name, not a secret
+
+
+class ConfigError(Exception):
+    """A setting cannot be used; the message is one line for the operator, with no secret.
+    ``filesvc serve`` prints it and exits with status 2."""
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:
@@ -81,6 +89,12 @@ class Settings:
     thumb_workers: int = DEFAULT_THUMB_WORKERS
     thumb_pixel_budget: int = DEFAULT_THUMB_PIXEL_BUDGET
     thumb_job_timeout: float = DEFAULT_THUMB_JOB_TIMEOUT
+    # Where blobs live (``FILESVC_BLOB_URL``); None: the data directory's ``blobs/``.
+    blob: BlobLocation | None = None
+
+    def blob_location(self) -> BlobLocation:
+        """The configured blob backend's location."""
+        return self.blob or LocalLocation(blobs_dir(self.data_dir))
 
     @classmethod
     def from_env(
@@ -92,9 +106,14 @@ class Settings:
         data_dir: Path | None = None,
     ) -> Settings:
         """Flags win over ``FILESVC_*`` variables, which win over defaults.  Resolves the JWT
-        secret: ``FILESVC_JWT_SECRET``, else a random one kept in the data directory (0600)."""
+        secret: ``FILESVC_JWT_SECRET``, else a random one kept in the data directory (0600).
+        Raises ConfigError for a ``FILESVC_BLOB_URL`` that cannot be used."""
         env = os.environ if env is None else env
         directory = (data_dir or Path(env.get("FILESVC_DATA_DIR") or "./data")).absolute()
+        try:
+            blob = parse_blob_url(env.get("FILESVC_BLOB_URL"), directory, env)
+        except BadBlobUrl as exc:
+            raise ConfigError(str(exc)) from None
         secret = env.get("FILESVC_JWT_SECRET") or load_or_create_secret(directory)
         if len(secret.encode()) < MIN_SECRET_BYTES:
             raise SystemExit(f"FILESVC_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes long")
@@ -116,6 +135,7 @@ class Settings:
             thumb_workers=_int(env, "FILESVC_THUMB_WORKERS", DEFAULT_THUMB_WORKERS),
             thumb_pixel_budget=_int(env, "FILESVC_THUMB_PIXEL_BUDGET", DEFAULT_THUMB_PIXEL_BUDGET),
             thumb_job_timeout=_float(env, "FILESVC_THUMB_JOB_TIMEOUT", DEFAULT_THUMB_JOB_TIMEOUT),
+            blob=blob,
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -12,11 +13,15 @@ from aiohttp.test_utils import TestClient
 from blockbuster import BlockBuster, blockbuster_ctx
 
 from blobstore.port import BlobBackend
+from blobstore.s3 import S3Location
 from filesvc.app import create_app
 from filesvc.auth import mint
 from filesvc.settings import Settings
 from filesvc.thumbjobs import Renderer
 from tests.helpers import SECRET, Api
+from tests.seaweedfs import KEY_ID, REGION, SECRET_KEY, SeaweedFS, start_seaweedfs
+
+S3_BUCKET = "filesvc-test"
 
 
 def pytest_report_header() -> list[str]:
@@ -34,6 +39,28 @@ def blockbuster() -> Iterator[BlockBuster]:
     """Fail any test whose service code makes a blocking call on the event loop."""
     with blockbuster_ctx(["filesvc", "blobstore"]) as bb:
         yield bb
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """One real SeaweedFS for the whole run (it starts in about a second); each test isolates
+    itself under its own key prefix."""
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"), [S3_BUCKET])
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_location(seaweedfs: SeaweedFS) -> S3Location:
+    """A fresh, empty corner of the test bucket."""
+    return S3Location(
+        bucket=S3_BUCKET,
+        endpoint=seaweedfs.endpoint,
+        region=REGION,
+        access_key_id=KEY_ID,
+        secret_access_key=SECRET_KEY,
+        prefix=f"t-{uuid.uuid4().hex}/",
+    )
 
 
 @pytest.fixture
