@@ -63,13 +63,35 @@ def s3_location(seaweedfs: SeaweedFS) -> S3Location:
     )
 
 
+# The HTTP suite runs on each blob backend the service can be configured with; the rest of
+# the suite (crash, fsck, gc on a data directory) on the embedded default.
+HTTP_SUITE_BACKENDS = ["local", "s3"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if (
+        metafunc.module.__name__.startswith("tests.test_api_")
+        and "blob_kind" in metafunc.fixturenames
+        and metafunc.definition.get_closest_marker("local_blobs") is None
+    ):
+        metafunc.parametrize("blob_kind", HTTP_SUITE_BACKENDS, indirect=True)
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def blob_kind(request: pytest.FixtureRequest) -> str:
+    """Which blob backend the app under test uses: ``local`` unless parametrized."""
+    return str(getattr(request, "param", "local"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, blob_kind: str, request: pytest.FixtureRequest) -> Settings:
+    blob = request.getfixturevalue("s3_location") if blob_kind == "s3" else None
     return Settings(
         data_dir=tmp_path / "data",
         jwt_secret=SECRET,
         max_upload_bytes=64 << 20,
         body_idle_timeout=1.0,
+        blob=blob,
     )
 
 
