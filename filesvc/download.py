@@ -14,7 +14,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from blobstore.manifests import Entry
-from blobstore.port import BlobReader, FileRange
+from blobstore.port import BlobReader, BlobStream, FileRange
 
 # ASCII digits only: \d would admit any Unicode digit, which int() then accepts.
 _RANGE_RE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
@@ -93,22 +93,33 @@ def segments(entries: Sequence[Entry], byte_range: ByteRange) -> list[tuple[Entr
     return out
 
 
+async def open_first(reader: BlobReader, pieces: list[tuple[Entry, int, int]]) -> BlobStream | None:
+    """Open the first piece before the response is prepared, so that a missing blob or an
+    engine that is down is still answered with an error status, not a cut body."""
+    if not pieces:
+        return None
+    entry, start, end = pieces[0]
+    return await reader.open(entry.ref, start, end)
+
+
 async def stream(
     request: web.Request,
     response: web.StreamResponse,
     reader: BlobReader,
     pieces: list[tuple[Entry, int, int]],
+    first: BlobStream | None = None,
 ) -> None:
     """Write the pieces to a prepared response, zero-copy where the opened blob is a range of a
-    local file and the transport can take it (plain TCP, no compression)."""
+    local file and the transport can take it (plain TCP, no compression).  ``first``, when
+    given, is the first piece already opened (:func:`open_first`); it is closed here."""
     transport = request.transport
     use_sendfile = (
         transport is not None
         and transport.get_extra_info("sslcontext") is None
         and not response.compression
     )
-    for entry, start, end in pieces:
-        blob = await reader.open(entry.ref, start, end)
+    for i, (entry, start, end) in enumerate(pieces):
+        blob = first if i == 0 and first is not None else await reader.open(entry.ref, start, end)
         try:
             if use_sendfile and isinstance(blob, FileRange):
                 if await _sendfile(request, response, blob):

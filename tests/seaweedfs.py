@@ -30,10 +30,12 @@ START_TIMEOUT_S = 90.0
 class SeaweedFS:
     """A running `weed mini`; ``endpoint`` is its S3 address."""
 
-    proc: subprocess.Popen[bytes]
     endpoint: str
     data_dir: Path
     log: Path
+    argv: list[str]
+    buckets: list[str]
+    proc: subprocess.Popen[bytes] | None = None
 
     def url(self, bucket: str) -> str:
         """The ``FILESVC_BLOB_URL`` of a bucket on this server."""
@@ -44,8 +46,26 @@ class SeaweedFS:
         """The credentials a client of this server needs."""
         return {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
 
+    def start(self) -> None:
+        """(Re)start on the same ports and data, and wait until it serves the buckets."""
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.data_dir,
+                start_new_session=True,
+            )
+        try:
+            _wait_ready(self, self.buckets)
+        except BaseException:
+            self.stop()
+            raise
+
     def stop(self) -> None:
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(30)
@@ -97,17 +117,8 @@ def start_seaweedfs(work_dir: Path, buckets: list[str]) -> SeaweedFS:
         *(f"-{k}={v}" for k, v in ports.items()),
     ]
     log = work_dir / "seaweedfs.log"
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=data, start_new_session=True
-        )
-    server = SeaweedFS(proc, f"http://127.0.0.1:{s3_port}", data, log)
-    try:
-        _wait_ready(server, buckets)
-    except BaseException:
-        server.stop()
-        raise
+    server = SeaweedFS(f"http://127.0.0.1:{s3_port}", data, log, argv, buckets)
+    server.start()
     return server
 
 
@@ -118,7 +129,7 @@ def _wait_ready(server: SeaweedFS, buckets: list[str]) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     pending = list(buckets)
     while pending:
-        if server.proc.poll() is not None:
+        if server.proc is None or server.proc.poll() is not None:
             raise RuntimeError(f"weed mini exited: {server.log.read_text()[-2000:]}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"weed mini not ready: {server.log.read_text()[-2000:]}")
