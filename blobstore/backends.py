@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from blobstore import layout
 from blobstore.local import LocalBackend
 from blobstore.port import BlobBackend
-from blobstore.s3 import S3Backend, S3Location
 
 # The region AWS assumes when none is named; SeaweedFS ignores it but signs with it.
 DEFAULT_REGION = "us-east-1"
@@ -29,6 +28,18 @@ _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9._/-]{0,512}$")
 _REGION_RE = re.compile(r"^[a-z0-9-]{1,32}$")
 _S3_PARAMS = {"endpoint", "region"}
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """Where the blobs live: a bucket on an endpoint, with the credentials to sign requests."""
+
+    bucket: str
+    endpoint: str
+    region: str
+    access_key_id: str = field(repr=False)
+    secret_access_key: str = field(repr=False)
+    prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,4 +128,8 @@ async def open_backend(location: BlobLocation) -> BlobBackend:
     request (an engine down at start shows as StoreUnavailable on first use)."""
     if isinstance(location, LocalLocation):
         return await asyncio.to_thread(LocalBackend, location.root)
+    # Imported here: the S3 client library costs a few MiB of memory to load, which the
+    # embedded default does not need.
+    from blobstore.s3 import S3Backend
+
     return S3Backend(location)

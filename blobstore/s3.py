@@ -30,7 +30,6 @@ import contextlib
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 
@@ -38,6 +37,7 @@ import obstore
 from obstore.exceptions import AlreadyExistsError, BaseError, NotFoundError
 from obstore.store import S3Store
 
+from blobstore.backends import S3Location
 from blobstore.errors import BlobNotFound, StorageFailure, StoreFull, StoreUnavailable
 from blobstore.port import BlobInfo
 from blobstore.refs import BlobRef, is_ref
@@ -45,6 +45,8 @@ from blobstore.streams import read_opened
 
 if TYPE_CHECKING:
     from obstore import AsyncWritableFile, GetResult
+
+__all__ = ["PART_SIZE", "S3Backend", "S3Location", "S3Staging"]
 
 T = TypeVar("T")
 
@@ -71,18 +73,6 @@ STAGING = "staging/"
 _STATUS_RE = re.compile(r"status code: (\d{3})")
 # Servers say "out of space" in their own words; these are the ones S3 engines use.
 _FULL_MARKERS = ("QuotaExceeded", "InsufficientStorage", "no free volume", "NoFreeVolume")
-
-
-@dataclass(frozen=True)
-class S3Location:
-    """Where the blobs live: a bucket on an endpoint, with the credentials to sign requests."""
-
-    bucket: str
-    endpoint: str
-    region: str
-    access_key_id: str = field(repr=False)
-    secret_access_key: str = field(repr=False)
-    prefix: str = ""
 
 
 def translate(exc: BaseException) -> Exception:
