@@ -136,7 +136,6 @@ class S3Staging:
         self._key = backend.key(STAGING, uuid.uuid4().hex)
         self._writer: AsyncWritableFile | None = None
         self._staged = False  # a staging object exists (the multipart upload completed)
-        self._done = False
 
     async def write(self, data: bytes) -> None:
         self._size += len(data)
@@ -168,7 +167,6 @@ class S3Staging:
                 await _call(obstore.copy_async(store, self._key, target, overwrite=False))
         except AlreadyExistsError:
             return False
-        self._done = True
         await self.discard()
         return True
 

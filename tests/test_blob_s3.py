@@ -11,9 +11,10 @@ from dataclasses import replace
 
 import obstore
 import pytest
+from obstore.exceptions import GenericError, NotFoundError, PermissionDeniedError
 
 from blobstore import s3
-from blobstore.errors import BlobNotFound, StoreUnavailable
+from blobstore.errors import BlobNotFound, StorageFailure, StoreFull, StoreUnavailable
 from blobstore.refs import BlobRef
 from blobstore.s3 import PART_SIZE, S3Backend, S3Location, S3Staging
 from blobstore.store import ContentStore
@@ -134,3 +135,63 @@ async def test_unreachable_engine_is_store_unavailable(s3_location: S3Location) 
         await dead.open(ref)
     with pytest.raises(StoreUnavailable):
         await dead.check()
+
+
+PUT = "Generic S3 error: Error performing PUT http://127.0.0.1:1/b/blobs/k in 2ms - "
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (
+            GenericError(PUT + "Server returned non-2xx status code: 507 Insufficient Storage: "),
+            StoreFull,
+        ),
+        (
+            GenericError(
+                PUT + "Server returned non-2xx status code: 500 Internal Server Error: "
+                "assign volume: no free volumes left"
+            ),
+            StoreFull,
+        ),
+        (
+            GenericError(PUT + "Server returned non-2xx status code: 403 Forbidden: QuotaExceeded"),
+            StoreFull,
+        ),
+        (
+            GenericError(
+                PUT + "Server returned non-2xx status code: 503 Service Unavailable: SlowDown"
+            ),
+            StoreUnavailable,
+        ),
+        (
+            GenericError(PUT + "Server returned non-2xx status code: 500 Internal Server Error: "),
+            StoreUnavailable,
+        ),
+        (
+            GenericError(PUT + "Server returned non-2xx status code: 429 Too Many Requests: "),
+            StoreUnavailable,
+        ),
+        (
+            GenericError(PUT + "error sending request: tcp connect error: Connection refused"),
+            StoreUnavailable,
+        ),
+        (TimeoutError("timed out"), StoreUnavailable),
+        (
+            PermissionDeniedError(PUT + "Server returned non-2xx status code: 403 Forbidden: "),
+            StorageFailure,
+        ),
+        (
+            GenericError(PUT + "Server returned non-2xx status code: 400 Bad Request: "),
+            StorageFailure,
+        ),
+        (NotFoundError("Object at location b/blobs/k not found"), BlobNotFound),
+        (FileNotFoundError("Object at location b/blobs/k not found"), BlobNotFound),
+    ],
+)
+def test_engine_errors_map_to_typed_errors(raised: Exception, expected: type[Exception]) -> None:
+    got = s3.translate(raised)
+    assert type(got) is expected
+    assert "http://" not in str(got) and "127.0.0.1" not in str(got)
+    if isinstance(got, StoreUnavailable):
+        assert got.retry_after == s3.RETRY_AFTER_S
