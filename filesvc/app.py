@@ -76,8 +76,11 @@ def create_app(
             box_height=settings.thumb_box[1],
             max_pixels=settings.thumb_max_pixels,
         )
+        # With several server processes only the first runs thumbnails (jobs have no lease
+        # yet); it also polls for the jobs the others commit.
+        active = settings.worker_index in (None, 0)
         own: ProcessRenderer | None = None
-        if renderer is None:
+        if renderer is None and active:
             own = ProcessRenderer(
                 limits,
                 workers=settings.thumb_workers,
@@ -91,6 +94,8 @@ def create_app(
             work_dir=settings.data_dir / THUMB_WORK_DIR,
             workers=settings.thumb_workers,
             max_input_bytes=limits.max_input_bytes,
+            active=active,
+            poll=active and settings.workers > 1,
         )
         await runner.start()
         app[THUMBS] = runner

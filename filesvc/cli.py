@@ -16,6 +16,7 @@ from filesvc.app import create_app
 from filesvc.appkeys import INFLIGHT
 from filesvc.auth import mint
 from filesvc.settings import ConfigError, Settings
+from filesvc.workers import Supervisor
 
 log = logging.getLogger("filesvc")
 
@@ -30,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (FILESVC_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (FILESVC_PORT, default 8080)")
     serve.add_argument("--data-dir", type=Path, help="data directory (FILESVC_DATA_DIR, ./data)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="server processes on the port (FILESVC_WORKERS, default 1); more than one runs a "
+        "supervisor that replaces a worker that dies",
+    )
     token = sub.add_parser("token", help="print a token signed with the server's secret")
     token.add_argument("--company", required=True, help="company id the token grants")
     who = token.add_mutually_exclusive_group()
@@ -64,8 +71,13 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = Settings.from_env(host=args.host, port=args.port, data_dir=args.data_dir)
-    asyncio.run(serve(settings))
+    settings = Settings.from_env(
+        host=args.host, port=args.port, data_dir=args.data_dir, workers=args.workers
+    )
+    if settings.workers > 1 and settings.worker_index is None:
+        asyncio.run(Supervisor(settings).run())
+    else:
+        asyncio.run(serve(settings))
     return 0
 
 
@@ -77,7 +89,11 @@ async def serve(settings: Settings) -> None:
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    # A supervised worker shares the port with its siblings (SO_REUSEPORT).
+    shared = settings.worker_index is not None
+    site = web.TCPSite(
+        runner, settings.host, settings.port, reuse_address=True, reuse_port=shared or None
+    )
     await site.start()
     log.info(
         "listening on http://%s:%d, data in %s, blobs in %s",

@@ -43,6 +43,11 @@ DEFAULT_BODY_IDLE_TIMEOUT = 60.0
 # Uploads streaming at once before new ones are refused with 503: each holds up to two 1 MiB
 # write batches, a temp file and a socket, so 256 bound that to about half a GiB.
 DEFAULT_MAX_CONCURRENT_UPLOADS = 256
+# Server processes `filesvc serve` runs on one port.  One: measured on this 2-core machine, a
+# second process on the same data directory added no throughput (they serialise on the SQLite
+# writer and the shared sync), see README.  Past 64 is a typo, not a machine.
+DEFAULT_WORKERS = 1
+MAX_WORKERS = 64
 SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name, not a secret
 
 
@@ -91,6 +96,9 @@ class Settings:
     thumb_job_timeout: float = DEFAULT_THUMB_JOB_TIMEOUT
     # Where blobs live (``FILESVC_BLOB_URL``); None: the data directory's ``blobs/``.
     blob: BlobLocation | None = None
+    # Server processes on one port, and which one this is (None: not started by a supervisor).
+    workers: int = DEFAULT_WORKERS
+    worker_index: int | None = None
 
     def blob_location(self) -> BlobLocation:
         """The configured blob backend's location."""
@@ -104,6 +112,7 @@ class Settings:
         host: str | None = None,
         port: int | None = None,
         data_dir: Path | None = None,
+        workers: int | None = None,
     ) -> Settings:
         """Flags win over ``FILESVC_*`` variables, which win over defaults.  Resolves the JWT
         secret: ``FILESVC_JWT_SECRET``, else a random one kept in the data directory (0600).
@@ -114,6 +123,11 @@ class Settings:
             blob = parse_blob_url(env.get("FILESVC_BLOB_URL"), directory, env)
         except BadBlobUrl as exc:
             raise ConfigError(str(exc)) from None
+        count = workers if workers is not None else _int(env, "FILESVC_WORKERS", DEFAULT_WORKERS)
+        if not 1 <= count <= MAX_WORKERS:
+            raise ConfigError(f"FILESVC_WORKERS (--workers) must be 1 to {MAX_WORKERS}")
+        raw_index = env.get("FILESVC_WORKER_INDEX")
+        index = int(raw_index) if raw_index and raw_index.isdigit() else None
         secret = env.get("FILESVC_JWT_SECRET") or load_or_create_secret(directory)
         if len(secret.encode()) < MIN_SECRET_BYTES:
             raise SystemExit(f"FILESVC_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes long")
@@ -136,6 +150,8 @@ class Settings:
             thumb_pixel_budget=_int(env, "FILESVC_THUMB_PIXEL_BUDGET", DEFAULT_THUMB_PIXEL_BUDGET),
             thumb_job_timeout=_float(env, "FILESVC_THUMB_JOB_TIMEOUT", DEFAULT_THUMB_JOB_TIMEOUT),
             blob=blob,
+            workers=count,
+            worker_index=index,
         )
 
 
