@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ import psutil
 import pytest
 import pyvips
 
+from filesvc.settings import ConfigError, Settings
 from tests.helpers import PREFIX, bearer, token
 from tests.server_proc import ServerProcess, start_server
 
@@ -162,3 +165,30 @@ async def test_thumbnails_are_made_whichever_worker_took_the_upload(
                 resource = (await resp.json())["resource"]
             assert resource["metadata"]["thumbnails_status"] == "done", resource
             assert len(resource["thumbnails"]) == 1
+
+
+@pytest.mark.parametrize("value", ["0", "65", "-1"])
+def test_worker_counts_out_of_range_are_refused(value: str, tmp_path: Path) -> None:
+    env = {"FILESVC_JWT_SECRET": "s" * 40, "FILESVC_WORKERS": value}
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env(env, data_dir=tmp_path)
+    assert str(err.value) == "FILESVC_WORKERS (--workers) must be 1 to 64"
+
+
+def test_serve_with_zero_workers_exits_2(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "filesvc"),
+            "serve",
+            "--workers",
+            "0",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr == "filesvc: FILESVC_WORKERS (--workers) must be 1 to 64\n"
