@@ -1,4 +1,5 @@
-"""`filesvc serve --workers N` as real processes: N workers share the port, a worker killed
+"""`filesvc serve --workers N` as real processes, on the local and the S3 blob backend: N
+workers share the port, a worker killed
 with -9 is replaced while another worker's upload in flight completes, SIGTERM to the
 supervisor drains every worker, and thumbnails are made whichever worker took the upload."""
 
@@ -19,14 +20,22 @@ import pyvips
 
 from filesvc.settings import ConfigError, Settings
 from tests.helpers import PREFIX, bearer, token
+from tests.seaweedfs import SeaweedFS
 from tests.server_proc import ServerProcess, start_server
+from tests.test_server_process_s3 import s3_env
 
 WORKERS = 2
+FIRST_PIECE = 16 << 20
+UPLOAD_SIZE = FIRST_PIECE + 900_000
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    srv = start_server(tmp_path / "data", args=("--workers", str(WORKERS)))
+@pytest.fixture(params=["local", "s3"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerProcess]:
+    env: dict[str, str] = {}
+    if request.param == "s3":
+        seaweedfs: SeaweedFS = request.getfixturevalue("seaweedfs")
+        env = s3_env(seaweedfs, request.getfixturevalue("s3_location"))
+    srv = start_server(tmp_path / "data", env=env, args=("--workers", str(WORKERS)))
     yield srv
     srv.stop()
 
@@ -76,7 +85,9 @@ async def slow_upload(
     session: aiohttp.ClientSession, url: str, started: asyncio.Event, proceed: asyncio.Event
 ) -> aiohttp.ClientResponse:
     async def body() -> AsyncIterator[bytes]:
-        yield b"a" * 100_000
+        # Larger than the socket buffers: once it is written, a handler is reading the body,
+        # so the request is in flight (not waiting in a listen queue or for its headers).
+        yield b"a" * FIRST_PIECE
         started.set()
         await proceed.wait()
         for _ in range(9):
@@ -116,7 +127,7 @@ async def test_a_killed_worker_is_replaced_and_the_other_upload_completes(
         resp = await upload
         assert resp.status == 200, await resp.text()
         fid = (await resp.json())["resource"]["id"]
-        assert (await resp.json())["resource"]["upload_data"]["size"] == 1_000_000
+        assert (await resp.json())["resource"]["upload_data"]["size"] == UPLOAD_SIZE
         replaced = await asyncio.to_thread(wait_for_workers, server, WORKERS)
         assert victim.pid not in {p.pid for p in replaced} and holder.pid in {
             p.pid for p in replaced
@@ -125,7 +136,7 @@ async def test_a_killed_worker_is_replaced_and_the_other_upload_completes(
         for _ in range(6):
             url = f"{server.url}{PREFIX}/companies/acme/files/{fid}/download"
             async with session.get(url, headers=bearer(token())) as got:
-                assert got.status == 200 and len(await got.read()) == 1_000_000
+                assert got.status == 200 and len(await got.read()) == UPLOAD_SIZE
 
 
 async def test_sigterm_drains_every_worker(server: ServerProcess) -> None:
@@ -139,7 +150,7 @@ async def test_sigterm_drains_every_worker(server: ServerProcess) -> None:
         proceed.set()
         resp = await upload
         assert resp.status == 200, await resp.text()
-        assert (await resp.json())["resource"]["upload_data"]["size"] == 1_000_000
+        assert (await resp.json())["resource"]["upload_data"]["size"] == UPLOAD_SIZE
     assert await asyncio.to_thread(server.proc.wait, 60) == 0
     for proc in procs:
         assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
