@@ -15,6 +15,7 @@ from blobstore.backends import describe
 from filesvc.app import create_app
 from filesvc.appkeys import INFLIGHT
 from filesvc.auth import mint
+from filesvc.connections import listen
 from filesvc.settings import ConfigError, Settings
 from filesvc.workers import Supervisor
 
@@ -85,16 +86,11 @@ async def serve(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT, then stop listening, drain in-flight requests, clean up.
 
     aiohttp's own shutdown stops reading request bodies at once (MEASURED.md), which would fail
-    uploads in flight; so the site stops accepting first and the handlers get time to finish."""
+    uploads in flight; so the listener stops accepting first and the handlers get time to finish."""
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
-    # A supervised worker shares the port with its siblings (SO_REUSEPORT).
-    shared = settings.worker_index is not None
-    site = web.TCPSite(
-        runner, settings.host, settings.port, reuse_address=True, reuse_port=shared or None
-    )
-    await site.start()
+    listener = await listen(runner, settings)
     log.info(
         "listening on http://%s:%d, data in %s, blobs in %s",
         settings.host,
@@ -108,9 +104,7 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping: draining requests in flight")
-    srv = site._server  # aiohttp offers no public way to stop accepting only
-    if srv is not None:
-        srv.close()
+    listener.close()  # stop accepting; connections in flight go on
     try:
         await asyncio.wait_for(app[INFLIGHT].drained(), DRAIN_SECONDS)
     except TimeoutError:
