@@ -142,6 +142,15 @@ class BlobBackend(BlobReader, BlobWriter, BlobLister, BlobRemover, Protocol):
 
 
 @runtime_checkable
+class Probe(Protocol):
+    """Optional ability: a backend behind a network can be asked whether it answers."""
+
+    async def check(self) -> None:
+        """Return when the backend answers a cheap request; raise StoreUnavailable when it
+        cannot be reached, StorageFailure when it refuses (credentials, bucket)."""
+
+
+@runtime_checkable
 class LocalFiles(Protocol):
     """Optional ability: each blob is a local file, for tools that want a path (the thumbnail
     worker's input, fsck's re-hash in threads, repair's quarantine)."""

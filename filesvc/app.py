@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from blobstore import layout
 from blobstore.backends import open_backend
 from blobstore.db import Database
-from blobstore.port import BlobBackend
+from blobstore.port import BlobBackend, Probe
 from blobstore.store import ContentStore, PutResult
 from filesvc import repo
 from filesvc.appkeys import (
@@ -165,6 +165,11 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _health(request: web.Request) -> web.Response:
+    """Ready when the database answers and, for a blob store behind a network, the store does
+    (an unreachable store is a 503 with Retry-After, like the requests that need it)."""
     async with request.app[DATABASE].read() as conn:
         await conn.execute("SELECT 1")
+    backend = request.app[STORE].backend
+    if isinstance(backend, Probe):
+        await backend.check()
     return web.json_response({"status": "ok"})
