@@ -7,7 +7,8 @@ Roles: a download needs a :class:`BlobReader`; an upload a :class:`BlobWriter`; 
 :class:`BlobLister` and :class:`BlobRemover`.  :class:`BlobBackend` is all of them.  Special powers
 of one backend are optional capabilities that callers test for with ``isinstance``:
 :class:`FileRange` (an opened blob is a range of a local file, so it can go out by sendfile),
-:class:`LocalFiles` and :class:`TempFiles` (the local backend's files, for fsck and repair).
+:class:`LocalFiles` and :class:`TempFiles` (the local backend's files, for fsck and repair),
+:class:`Probe` (a backend behind a network can be asked whether it answers: the health route).
 """
 
 from __future__ import annotations
