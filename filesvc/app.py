@@ -6,16 +6,15 @@ in reverse order) and live under typed AppKeys.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from blobstore import layout
+from blobstore.backends import open_backend
 from blobstore.db import Database
-from blobstore.local import LocalBackend
-from blobstore.port import BlobBackend
+from blobstore.port import BlobBackend, Probe
 from blobstore.store import ContentStore, PutResult
 from filesvc import repo
 from filesvc.appkeys import (
@@ -71,11 +70,7 @@ def create_app(
         await db.close()
 
     async def store(app: web.Application) -> AsyncIterator[None]:
-        chosen: BlobBackend
-        if backend is not None:
-            chosen = backend
-        else:
-            chosen = await asyncio.to_thread(LocalBackend, layout.blobs_dir(settings.data_dir))
+        chosen = backend if backend is not None else await open_backend(settings.blob_location())
         app[STORE] = ContentStore(chosen)
         yield
         await chosen.close()
@@ -86,8 +81,11 @@ def create_app(
             box_height=settings.thumb_box[1],
             max_pixels=settings.thumb_max_pixels,
         )
+        # With several server processes only the first runs thumbnails (jobs have no lease
+        # yet); it also polls for the jobs the others commit.
+        active = settings.worker_index in (None, 0)
         own: ProcessRenderer | None = None
-        if renderer is None:
+        if renderer is None and active:
             own = ProcessRenderer(
                 limits,
                 workers=settings.thumb_workers,
@@ -101,6 +99,8 @@ def create_app(
             work_dir=settings.data_dir / THUMB_WORK_DIR,
             workers=settings.thumb_workers,
             max_input_bytes=limits.max_input_bytes,
+            active=active,
+            poll=active and settings.workers > 1,
         )
         await runner.start()
         app[THUMBS] = runner
@@ -175,6 +175,11 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _health(request: web.Request) -> web.Response:
+    """Ready when the database answers and, for a blob store behind a network, the store does
+    (an unreachable store is a 503 with Retry-After, like the requests that need it)."""
     async with request.app[DATABASE].read() as conn:
         await conn.execute("SELECT 1")
+    backend = request.app[STORE].backend
+    if isinstance(backend, Probe):
+        await backend.check()
     return web.json_response({"status": "ok"})
