@@ -56,6 +56,12 @@ class RangeNotSatisfiable(ApiError):
     status = 416
 
 
+class InsufficientStorage(ApiError):
+    """Free space is below the floor: new uploads are refused before anything is written."""
+
+    status = 507
+
+
 class ServiceUnavailable(ApiError):
     """The server sheds load: too many uploads at once.  Retry-After tells when to retry."""
 
