@@ -29,6 +29,10 @@ from filesvc.errors import InsufficientStorage
 log = logging.getLogger(__name__)
 
 RESERVE_FILE = "space-reserve"
+# Admission and readiness count as "low" this much above the floor: one write batch of the blob
+# store, so an admitted upload can always write at least its first batch, and an instance
+# whose uploads the store would refuse is never reported ready.
+LOW_HEADROOM = 1 << 20
 # How often free space is sampled: often enough that uploads resume within a second of gc
 # freeing space, rare enough to cost nothing.
 POLL_SECONDS = 1.0
@@ -137,9 +141,14 @@ class SpaceGuard:
         log.warning("free space is exhausted: released the space reserve so deletes can commit")
         return True
 
+    @property
+    def low(self) -> bool:
+        """Free space is (within a write batch of) the floor: new uploads are refused."""
+        return self._state.free < self.min_free_bytes + LOW_HEADROOM
+
     def admit(self) -> None:
         """507 before anything is written when free space is below the floor."""
-        if self._state.free < self.min_free_bytes:
+        if self.low:
             raise InsufficientStorage(
                 "the file store is full: nothing was saved; retry once space is freed"
             )
@@ -155,7 +164,7 @@ class SpaceGuard:
     def problem(self) -> str | None:
         """Why the disk is not ready, or None."""
         state = self._state
-        if state.free < self.min_free_bytes:
+        if self.low:
             return "free space is below the floor: uploads are refused until space is freed"
         if self.reserve_bytes > 0 and not state.reserve_held:
             return "the space reserve is not held: free space is short"
