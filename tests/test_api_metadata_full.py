@@ -22,7 +22,7 @@ ATTEMPTS = 40
 
 
 async def _limit_pages(api: Api) -> None:
-    db = api.client.app[DATABASE]  # type: ignore[index]
+    db = api.client.app[DATABASE]
     writer = db._writer
     assert writer is not None
     async with writer.execute("PRAGMA page_count") as cur:
