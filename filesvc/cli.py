@@ -14,6 +14,7 @@ from aiohttp import web
 from filesvc.app import create_app
 from filesvc.appkeys import INFLIGHT
 from filesvc.auth import mint
+from filesvc.protocol import EnvelopeAppRunner
 from filesvc.settings import Settings
 
 log = logging.getLogger("filesvc")
@@ -66,7 +67,7 @@ async def serve(settings: Settings) -> None:
     aiohttp's own shutdown stops reading request bodies at once (MEASURED.md), which would fail
     uploads in flight; so the site stops accepting first and the handlers get time to finish."""
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = EnvelopeAppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
     await site.start()

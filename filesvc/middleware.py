@@ -17,6 +17,7 @@ from aiohttp.typedefs import Handler
 from blobstore.errors import BlobNotFound, BlobStoreError, CollisionLimit, StoreFull
 from filesvc.appkeys import INFLIGHT, METRICS
 from filesvc.errors import ApiError
+from filesvc.params import check_query_utf8
 
 log = logging.getLogger("filesvc.access")
 
@@ -69,6 +70,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return envelope(500, "internal error; it has been logged")
+
+
+@web.middleware
+async def query_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """400 for a query string whose percent-decoded bytes are not UTF-8, on every route, before
+    aiohttp's lenient parse turns them into U+FFFD."""
+    check_query_utf8(request.rel_url.raw_query_string)
+    return await handler(request)
 
 
 @web.middleware
