@@ -64,8 +64,12 @@ class SpaceGuard:
         return self._state
 
     async def start(self) -> None:
-        """Take a first sample (making the reserve if there is room), then keep sampling."""
-        await self.refresh()
+        """Take a first sample (making the reserve if there is room), then keep sampling.  On a
+        disk full to the last bytes the reserve is given back at once: the database cannot even
+        open (SQLite makes its log and index files) without a little room."""
+        state = await self.refresh()
+        if state.reserve_held and state.free < self.reserve_bytes:
+            await self.release()
         self._task = asyncio.create_task(self._poll())
 
     async def stop(self) -> None:

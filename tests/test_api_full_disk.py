@@ -8,6 +8,7 @@ restart; /readyz says when the disk is low; nothing acknowledged is lost and ``b
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import os
@@ -15,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +63,10 @@ def assert_fsck_clean(data: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def fill(path: Path) -> int:
+def fill(path: Path, name: str) -> int:
     """Fill the file system as another process would: write until ENOSPC."""
     written = 0
-    fd = os.open(path / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    fd = os.open(path / name, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         for size in (MiB, 4096, 1):
             block = b"\1" * size
@@ -143,9 +144,27 @@ class Client:
 
 
 async def _sleep(seconds: float) -> None:
-    import asyncio
-
     await asyncio.sleep(seconds)
+
+
+async def recover(c: Client, data: Path, note: Callable[[str], None]) -> None:
+    """Remove what filled the disk from outside, gc the deleted files' blobs (the server keeps
+    running), and wait for /readyz to say ready again: free space is sampled every second."""
+    for filler in data.glob("filler-*"):
+        filler.unlink()
+    result = blobstore("gc", "--data-dir", str(data), "--grace", "0s")
+    assert result.returncode == 0, result.stdout + result.stderr
+    note("fillers removed, blobstore gc --grace 0s")
+    assert_fsck_clean(data)
+    assert (await c.wait_ready(200))["checks"]["disk"] == "ok"
+    assert (data / RESERVE_FILE).stat().st_size == RESERVE
+    note("reserve held again, /readyz 200")
+
+
+async def check_acked(c: Client, acked: dict[str, str]) -> None:
+    """Nothing acknowledged was lost."""
+    for fid, digest in acked.items():
+        assert hashlib.sha256(await c.content(fid)).hexdigest() == digest
 
 
 @pytest.mark.slow
@@ -154,9 +173,10 @@ async def test_full_disk_refuses_with_507_deletes_and_recovers_without_restart(
 ) -> None:
     data = disk
     figures: list[str] = []
+    began = time.monotonic()
 
     def note(step: str) -> None:
-        figures.append(f"{step}: free {free(disk) / MiB:.2f} MiB")
+        figures.append(f"{time.monotonic() - began:5.1f}s {step}: free {free(disk) / MiB:.2f} MiB")
 
     acked: dict[str, str] = {}  # file id -> sha256 of what the server acknowledged
     server = start(data)
@@ -212,45 +232,37 @@ async def test_full_disk_refuses_with_507_deletes_and_recovers_without_restart(
             figures.append("create without body 507, chunk 507, /readyz 503 (disk)")
             assert_fsck_clean(data)
 
-            # 2. Something else takes the rest of the disk; then the server dies (kill -9).
-            filled = fill(disk)
-            note(f"filler wrote {filled / MiB:.2f} MiB, disk full")
+            # 2. Something else takes the rest of the disk while the server runs.
+            fill(disk, "filler-1")
+            note("another process filled the disk")
             assert free(disk) < 64 << 10
             assert (await c.upload(os.urandom(4096)))[0] == 507
             assert await c.status_of("POST", c.files) == 507
-        server.proc.send_signal(signal.SIGKILL)
-        server.proc.wait()
-        server = start(data)
-        async with aiohttp.ClientSession() as session:
-            c = Client(session, server.url)
-            figures.append("kill -9 and restart on the full disk: serving")
-            chunk_url = f"{c.files}/{chunked}"
-            assert (data / RESERVE_FILE).exists()
+            assert (
+                await c.status_of(
+                    "POST", chunk_url, params={"chunk_number": "2"}, data=b"x", headers=raw
+                )
+                == 507
+            )
 
-            # 3. DELETE works on the full disk: it releases the reserve.
+            # 3. DELETE works on the full disk: it gives the reserve back and commits.
             doomed = list(acked)[:16]
             before = free(disk)
             for fid in doomed:
                 assert await c.status_of("DELETE", f"{c.files}/{fid}") == 200
                 del acked[fid]
             assert not (data / RESERVE_FILE).exists()
-            after = free(disk)
+            used = before + RESERVE - free(disk)
             figures.append(
-                f"16 DELETEs on the full disk: 200; reserve released; they used"
-                f" {(before + RESERVE - after) / 1024:.0f} KiB of it"
+                f"upload, create, chunk 507; 16 DELETEs 200, reserve released, they used"
+                f" {used / 1024:.0f} KiB of it"
             )
             note("after the DELETEs")
-            body = await c.wait_ready(503)
-            assert body["checks"]["disk"] != "ok"
+            assert "below the floor" in (await c.wait_ready(503))["checks"]["disk"]
             assert_fsck_clean(data)
 
             # 4. gc frees the deleted files' blobs; uploads resume without a restart.
-            result = blobstore("gc", "--data-dir", str(data), "--grace", "0s")
-            assert result.returncode == 0, result.stdout + result.stderr
-            note("after blobstore gc --grace 0s")
-            assert (await c.wait_ready(200))["checks"]["disk"] == "ok"
-            assert (data / RESERVE_FILE).stat().st_size == RESERVE
-            note("reserve held again, /readyz 200")
+            await recover(c, data, note)
             payload = os.urandom(BLOB)
             status, fid = await c.upload(payload)
             assert status == 200 and fid is not None
@@ -264,14 +276,38 @@ async def test_full_disk_refuses_with_507_deletes_and_recovers_without_restart(
             )
             assert await c.content(chunked) == half + second
             figures.append("upload 200 and the pending chunk 200, no restart")
-            note("end")
-
-            # Nothing acknowledged was lost.
-            for fid, digest in acked.items():
-                assert hashlib.sha256(await c.content(fid)).hexdigest() == digest
-            for fid in doomed:
-                assert await c.status_of("GET", f"{c.files}/{fid}") == 404
+            await check_acked(c, acked)
             assert_fsck_clean(data)
+
+        # 5. Full again, then the server dies (kill -9), then full again and a clean stop (SQLite
+        # removes its log files on close and needs room to make them again): each time it
+        # starts, gives the reserve back at once, and DELETE works.
+        for round_, how in enumerate(("kill -9", "clean stop"), 2):
+            fill(disk, f"filler-{round_}")
+            if how == "kill -9":
+                server.proc.send_signal(signal.SIGKILL)
+                server.proc.wait()
+            else:
+                server.stop()
+            assert (data / RESERVE_FILE).exists() and free(disk) < 64 << 10
+            server = start(data)
+            async with aiohttp.ClientSession() as session:
+                c = Client(session, server.url)
+                assert not (data / RESERVE_FILE).exists()
+                gone = list(acked)[:4]
+                for fid in gone:
+                    assert await c.status_of("DELETE", f"{c.files}/{fid}") == 200
+                    del acked[fid]
+                figures.append(f"full, {how}, restart: reserve released at start, 4 DELETEs 200")
+                await check_acked(c, acked)
+                assert_fsck_clean(data)
+                await recover(c, data, note)
+                assert (await c.upload(b"after the " + how.encode()))[0] == 200
+                await check_acked(c, acked)
+        for fid in doomed:
+            async with aiohttp.ClientSession() as session:
+                c = Client(session, server.url)
+                assert await c.status_of("GET", f"{c.files}/{fid}") == 404
     finally:
         server.stop()
         print("\nfull-disk figures:\n  " + "\n  ".join(figures))

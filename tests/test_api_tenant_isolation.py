@@ -25,6 +25,7 @@ from filesvc.appkeys import DATABASE, SCOPES, STORE
 from filesvc.settings import Settings
 from tests.helpers import Api, error_of, token
 from tests.helpers import multipart as form
+from tests.test_api_thumbnails import jpeg
 
 A_TOKEN = token("acme", user="alice")
 B_TOKEN = token("evil", user="mallory")
@@ -114,6 +115,22 @@ async def test_guess_and_check_reveals_nothing_across_companies(
     blob_path = layout.blobs_dir(data_dir) / a_ref[9:11] / a_ref[11:13] / a_ref
     await asyncio.to_thread(blob_path.write_bytes, b"X" * len(SECRET_DOC))
     assert await asyncio.to_thread(blobstore_main, fsck) == 1
+
+
+async def test_thumbnails_are_stored_in_their_company_scope(api: Api) -> None:
+    """A thumbnail shared across companies would make thumbnail_sync's timing the oracle."""
+    image = jpeg(640, 480)
+    made = {}
+    for company, tok in (("acme", A_TOKEN), ("evil", B_TOKEN)):
+        res = await api.upload(
+            image, filename="p.jpg", params={"thumbnail_sync": "1"}, tok=tok, company=company
+        )
+        assert res["metadata"]["thumbnails_status"] == "done" and res["thumbnails"]
+        async with api.client.app[DATABASE].read() as conn:
+            made[company] = (await manifests.entries(conn, res["id"], "thumb"))[0].ref
+    scopes = api.client.app[SCOPES]
+    assert ref_scope(made["acme"]) == scopes.of("acme")
+    assert ref_scope(made["evil"]) == scopes.of("evil")
 
 
 async def test_files_stored_before_scopes_stay_readable(api: Api) -> None:
