@@ -61,6 +61,13 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
         raise SystemExit(f"{key} must be an integer, got {raw!r}") from None
 
 
+def _size(env: Mapping[str, str], key: str, default: int) -> int:
+    value = _int(env, key, default)
+    if value < 0:
+        raise SystemExit(f"{key} must be a byte count of 0 or more, got {value}")
+    return value
+
+
 def _float(env: Mapping[str, str], key: str, default: float) -> float:
     raw = env.get(key)
     if raw is None or raw == "":
@@ -121,8 +128,8 @@ class Settings:
                 env, "FILESVC_MAX_CONCURRENT_UPLOADS", DEFAULT_MAX_CONCURRENT_UPLOADS
             ),
             sqlite_synchronous=env.get("FILESVC_SQLITE_SYNCHRONOUS") or "FULL",
-            min_free_bytes=_int(env, "FILESVC_MIN_FREE_BYTES", DEFAULT_MIN_FREE_BYTES),
-            disk_reserve_bytes=_int(env, "FILESVC_DISK_RESERVE_BYTES", DEFAULT_DISK_RESERVE_BYTES),
+            min_free_bytes=_size(env, "FILESVC_MIN_FREE_BYTES", DEFAULT_MIN_FREE_BYTES),
+            disk_reserve_bytes=_size(env, "FILESVC_DISK_RESERVE_BYTES", DEFAULT_DISK_RESERVE_BYTES),
             metrics_token=env.get("FILESVC_METRICS_TOKEN") or None,
             thumb_sync_timeout=_float(
                 env, "FILESVC_THUMB_SYNC_TIMEOUT", DEFAULT_THUMB_SYNC_TIMEOUT

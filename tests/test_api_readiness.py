@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -55,3 +56,6 @@ def test_space_settings_from_environment(tmp_path: Path) -> None:
     defaults = Settings.from_env({"FILESVC_JWT_SECRET": SECRET}, data_dir=tmp_path)
     assert defaults.min_free_bytes == 256 << 20 and defaults.disk_reserve_bytes == 16 << 20
     assert defaults.metrics_token is None
+    for key in ("FILESVC_MIN_FREE_BYTES", "FILESVC_DISK_RESERVE_BYTES"):
+        with pytest.raises(SystemExit, match=f"{key} must be a byte count of 0 or more, got -1"):
+            Settings.from_env({"FILESVC_JWT_SECRET": SECRET, key: "-1"}, data_dir=tmp_path)
