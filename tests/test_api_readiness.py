@@ -9,10 +9,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from blobstore.errors import StoreFull
 from filesvc.app import create_app
+from filesvc.appkeys import SERVICE, SPACE
 from filesvc.settings import Settings
 from filesvc.space import RESERVE_FILE
-from tests.helpers import SECRET, Api
+from tests.helpers import SECRET, Api, error_of
 
 
 async def test_ready_without_a_token(api: Api) -> None:
@@ -59,3 +61,45 @@ def test_space_settings_from_environment(tmp_path: Path) -> None:
     for key in ("FILESVC_MIN_FREE_BYTES", "FILESVC_DISK_RESERVE_BYTES"):
         with pytest.raises(SystemExit, match=f"{key} must be a byte count of 0 or more, got -1"):
             Settings.from_env({"FILESVC_JWT_SECRET": SECRET, key: "-1"}, data_dir=tmp_path)
+
+
+async def test_delete_meeting_a_full_database_releases_the_reserve_and_commits(
+    aiohttp_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk filled since the last sample: the first commit fails for lack of space, the
+    reserve is given back, and the same DELETE commits (one retry, not a 507)."""
+    held = Settings(data_dir=tmp_path / "d", jwt_secret=SECRET, disk_reserve_bytes=1 << 20)
+    client: TestClient[web.Request, web.Application] = await aiohttp_client(create_app(held))
+    api = Api(client)
+    fid = (await api.upload(b"doomed"))["id"]
+    reserve = tmp_path / "d" / RESERVE_FILE
+    assert reserve.exists()
+    service = client.app[SERVICE]
+    real_delete = service.delete
+    attempts: list[bool] = []
+
+    space = client.app[SPACE]
+
+    async def delete(company: str, file_id: str) -> None:
+        attempts.append(space.state.reserve_held)
+        if space.state.reserve_held:
+            raise StoreFull("no space left for the metadata database")
+        await real_delete(company, file_id)
+
+    monkeypatch.setattr(service, "delete", delete)
+    resp = await client.delete(f"{api.files()}/{fid}", headers=api.headers())
+    assert resp.status == 200, await resp.text()
+    assert attempts == [True, False] and not reserve.exists()
+    assert (await api.meta(fid)).status == 404
+    # With no reserve left to give, the next such failure is a 507.
+    monkeypatch.setattr(service, "delete", _always_full)
+    other = (await api.upload(b"kept"))["id"]
+    resp = await client.delete(f"{api.files()}/{other}", headers=api.headers())
+    assert await error_of(resp) == (
+        507,
+        "the file store is full: nothing was saved; retry once space is freed",
+    )
+
+
+async def _always_full(company: str, file_id: str) -> None:
+    raise StoreFull("no space left for the metadata database")
