@@ -35,7 +35,7 @@ from filesvc.creates import CreateBatcher
 from filesvc.errors import Unauthorized
 from filesvc.inflight import InFlight, UploadSlots
 from filesvc.metrics import Metrics
-from filesvc.middleware import error_middleware, metrics_middleware, query_middleware
+from filesvc.middleware import error_middleware, metrics_middleware, target_middleware
 from filesvc.ready import health, readyz
 from filesvc.routes import reads, uploads
 from filesvc.routes.common import PREFIX
@@ -59,7 +59,7 @@ def create_app(
     renderer: Renderer | None = None,
 ) -> web.Application:
     """The aiohttp application.  Tests pass a backend (memory) or a renderer (fake)."""
-    app = web.Application(middlewares=[metrics_middleware, error_middleware, query_middleware])
+    app = web.Application(middlewares=[metrics_middleware, error_middleware, target_middleware])
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[INFLIGHT] = InFlight()

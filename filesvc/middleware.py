@@ -16,7 +16,7 @@ from aiohttp.typedefs import Handler
 
 from blobstore.errors import BlobNotFound, BlobStoreError, CollisionLimit, StoreFull
 from filesvc.appkeys import INFLIGHT, METRICS
-from filesvc.errors import ApiError
+from filesvc.errors import ApiError, BadRequest
 from filesvc.params import check_query_utf8
 
 log = logging.getLogger("filesvc.access")
@@ -73,9 +73,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 @web.middleware
-async def query_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """400 for a query string whose percent-decoded bytes are not UTF-8, on every route, before
-    aiohttp's lenient parse turns them into U+FFFD."""
+async def target_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """400 for a request target with raw non-ASCII bytes (aiohttp's C parser refuses them
+    itself; its pure-Python fallback passes them on as U+FFFD) and for a query string whose
+    percent-decoded bytes are not UTF-8, on every route, before a lenient parse turns them into
+    U+FFFD."""
+    if not request.raw_path.isascii():
+        raise BadRequest("the request target is not a valid URL")
     check_query_utf8(request.rel_url.raw_query_string)
     return await handler(request)
 

@@ -54,10 +54,10 @@ def describe(status: int, exc: BaseException | None) -> tuple[int, str]:
     """The status and fixed message for a fault; never any text of the request."""
     if status >= 500:
         return status, "internal error; it has been logged"
+    if isinstance(exc, InvalidHeader) and str(exc.hdr).lower() == "content-length":
+        return 400, "the Content-Length header is not valid"  # the pure-Python parser's way
     for kind, code, message in _FAULTS:
         if isinstance(exc, kind):
-            if kind is InvalidHeader and "length" in str(exc).lower():
-                return 400, "the Content-Length header is not valid"
             return code, message
     # aiohttp raises a bare BadHttpMessage for, e.g., Content-Length with Transfer-Encoding.
     # Only the parser's description of the fault (its first line), never the quoted bytes.
