@@ -14,7 +14,6 @@ import hashlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from blobstore.cli import main as blobstore_main
 from filesvc.space import RESERVE_FILE
 from tests.helpers import PREFIX, bearer, token
 from tests.server_proc import ServerProcess, start_server
@@ -51,16 +51,14 @@ def free(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def blobstore(*args: str) -> subprocess.CompletedProcess[str]:
-    code = "import sys; from blobstore.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
-    )
+async def blobstore(*args: str) -> int:
+    """The ``blobstore`` command, run in a thread of this process (its output is captured by
+    pytest and shown on failure)."""
+    return await asyncio.to_thread(blobstore_main, list(args))
 
 
-def assert_fsck_clean(data: Path) -> None:
-    result = blobstore("fsck", "--data-dir", str(data), "--full")
-    assert result.returncode == 0, result.stdout + result.stderr
+async def assert_fsck_clean(data: Path) -> None:
+    assert await blobstore("fsck", "--data-dir", str(data), "--full") == 0
 
 
 def fill(path: Path, name: str) -> int:
@@ -152,10 +150,9 @@ async def recover(c: Client, data: Path, note: Callable[[str], None]) -> None:
     running), and wait for /readyz to say ready again: free space is sampled every second."""
     for filler in data.glob("filler-*"):
         filler.unlink()
-    result = blobstore("gc", "--data-dir", str(data), "--grace", "0s")
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert await blobstore("gc", "--data-dir", str(data), "--grace", "0s") == 0
     note("fillers removed, blobstore gc --grace 0s")
-    assert_fsck_clean(data)
+    await assert_fsck_clean(data)
     assert (await c.wait_ready(200))["checks"]["disk"] == "ok"
     assert (data / RESERVE_FILE).stat().st_size == RESERVE
     note("reserve held again, /readyz 200")
@@ -230,7 +227,7 @@ async def test_full_disk_refuses_with_507_deletes_and_recovers_without_restart(
                 == 507
             )
             figures.append("create without body 507, chunk 507, /readyz 503 (disk)")
-            assert_fsck_clean(data)
+            await assert_fsck_clean(data)
 
             # 2. Something else takes the rest of the disk while the server runs.
             fill(disk, "filler-1")
@@ -259,7 +256,7 @@ async def test_full_disk_refuses_with_507_deletes_and_recovers_without_restart(
             )
             note("after the DELETEs")
             assert "below the floor" in (await c.wait_ready(503))["checks"]["disk"]
-            assert_fsck_clean(data)
+            await assert_fsck_clean(data)
 
             # 4. gc frees the deleted files' blobs; uploads resume without a restart.
             await recover(c, data, note)
@@ -277,7 +274,7 @@ async def test_full_disk_refuses_with_507_deletes_and_recovers_without_restart(
             assert await c.content(chunked) == half + second
             figures.append("upload 200 and the pending chunk 200, no restart")
             await check_acked(c, acked)
-            assert_fsck_clean(data)
+            await assert_fsck_clean(data)
 
         # 5. Full again, then the server dies (kill -9), then full again and a clean stop (SQLite
         # removes its log files on close and needs room to make them again): each time it
@@ -300,7 +297,7 @@ async def test_full_disk_refuses_with_507_deletes_and_recovers_without_restart(
                     del acked[fid]
                 figures.append(f"full, {how}, restart: reserve released at start, 4 DELETEs 200")
                 await check_acked(c, acked)
-                assert_fsck_clean(data)
+                await assert_fsck_clean(data)
                 await recover(c, data, note)
                 assert (await c.upload(b"after the " + how.encode()))[0] == 200
                 await check_acked(c, acked)
