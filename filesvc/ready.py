@@ -43,14 +43,15 @@ CHECKS: list[tuple[str, Check]] = [
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """200 ``{"status": "ready", "checks": {...}}`` or 503 with the failing checks' reasons."""
-    results: dict[str, str] = {}
+    """200 ``{"status": "ready", "checks": {...}}`` when every check passes, else 503 with the
+    same shape and ``"status": "not ready"``; each check reads ``{"ok": bool[, "reason": str]}``."""
+    checks: dict[str, dict[str, object]] = {}
     for name, check in CHECKS:
-        problem = await check(request.app)
-        results[name] = "ok" if problem is None else problem
-    ready = all(v == "ok" for v in results.values())
+        reason = await check(request.app)
+        checks[name] = {"ok": True} if reason is None else {"ok": False, "reason": reason}
+    ready = all(c["ok"] for c in checks.values())
     return web.json_response(
-        {"status": "ready" if ready else "not ready", "checks": results},
+        {"status": "ready" if ready else "not ready", "checks": checks},
         status=200 if ready else 503,
         headers={"Cache-Control": "no-store"},
     )

@@ -153,7 +153,7 @@ async def recover(c: Client, data: Path, note: Callable[[str], None]) -> None:
     assert await blobstore("gc", "--data-dir", str(data), "--grace", "0s") == 0
     note("fillers removed, blobstore gc --grace 0s")
     await assert_fsck_clean(data)
-    assert (await c.wait_ready(200))["checks"]["disk"] == "ok"
+    assert (await c.wait_ready(200))["checks"]["disk"] == {"ok": True}
     assert (data / RESERVE_FILE).stat().st_size == RESERVE
     note("reserve held again, /readyz 200")
 
@@ -180,7 +180,10 @@ async def test_full_disk_refuses_with_507_deletes_and_recovers_without_restart(
     try:
         async with aiohttp.ClientSession() as session:
             c = Client(session, server.url)
-            assert (await c.wait_ready(200))["checks"] == {"database": "ok", "disk": "ok"}
+            assert (await c.wait_ready(200))["checks"] == {
+                "database": {"ok": True},
+                "disk": {"ok": True},
+            }
             assert (data / RESERVE_FILE).stat().st_size == RESERVE
             note("start, reserve held, /readyz 200")
 
@@ -217,8 +220,8 @@ async def test_full_disk_refuses_with_507_deletes_and_recovers_without_restart(
             assert len(acked) >= 20
             note("at the floor")
             body = await c.wait_ready(503)
-            assert body["checks"]["database"] == "ok"
-            assert "floor" in body["checks"]["disk"]
+            assert body["checks"]["database"] == {"ok": True}
+            assert "floor" in body["checks"]["disk"]["reason"]
             assert await c.status_of("POST", c.files, params={"filename": "x"}) == 507
             assert (
                 await c.status_of(
@@ -255,7 +258,7 @@ async def test_full_disk_refuses_with_507_deletes_and_recovers_without_restart(
                 f" {used / 1024:.0f} KiB of it"
             )
             note("after the DELETEs")
-            assert "below the floor" in (await c.wait_ready(503))["checks"]["disk"]
+            assert "below the floor" in (await c.wait_ready(503))["checks"]["disk"]["reason"]
             await assert_fsck_clean(data)
 
             # 4. gc frees the deleted files' blobs; uploads resume without a restart.

@@ -20,7 +20,10 @@ from tests.helpers import SECRET, Api, error_of
 async def test_ready_without_a_token(api: Api) -> None:
     resp = await api.client.get("/readyz")
     assert resp.status == 200
-    assert await resp.json() == {"status": "ready", "checks": {"database": "ok", "disk": "ok"}}
+    assert await resp.json() == {
+        "status": "ready",
+        "checks": {"database": {"ok": True}, "disk": {"ok": True}},
+    }
     assert (await api.client.get("/health")).status == 200
 
 
@@ -33,8 +36,11 @@ async def test_low_space_is_503_naming_the_disk_and_uploads_are_507(
     resp = await client.get("/readyz")
     assert resp.status == 503
     body = await resp.json()
-    assert body["status"] == "not ready" and body["checks"]["database"] == "ok"
-    assert body["checks"]["disk"].startswith("free space is below the floor")
+    assert body["status"] == "not ready" and body["checks"]["database"] == {"ok": True}
+    assert body["checks"]["disk"] == {
+        "ok": False,
+        "reason": "free space is below the floor: uploads are refused until space is freed",
+    }
     # The reserve is never made when there is no room for it.
     assert not (tmp_path / "d" / RESERVE_FILE).exists()
     api = Api(client)
