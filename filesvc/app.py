@@ -63,7 +63,7 @@ def create_app(
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[INFLIGHT] = InFlight()
-    app[UPLOADS] = UploadSlots(settings.max_concurrent_uploads)
+    app[UPLOADS] = UploadSlots(settings.max_concurrent_uploads, settings.max_uploads_per_caller)
     app[SCOPES] = DedupScopes(settings.jwt_secret)
     scope_of = app[SCOPES].of
 

@@ -5,13 +5,13 @@ raw non-ASCII bytes in the path, a content coding the parser cannot decode: aioh
 before any middleware runs, from ``RequestHandler.handle_error``, in text/plain that quotes the
 offending line (``?token=`` included) and logs it with the same text.  That method is the one
 seam for all of them, so :class:`EnvelopeRequestHandler` overrides it: a fixed message per kind of
-fault in the envelope, nothing of the client's bytes echoed or logged.
+fault in the envelope, nothing of the client's bytes echoed or logged.  The server's protocol
+factory (``filesvc.connections``) builds its connections from a subclass of this class.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import (
@@ -75,6 +75,8 @@ def describe(status: int, exc: BaseException | None) -> tuple[int, str]:
 class EnvelopeRequestHandler(RequestHandler):
     """aiohttp's protocol, answering its own errors with the envelope."""
 
+    __slots__ = ()
+
     def handle_error(
         self,
         request: BaseRequest,
@@ -94,25 +96,3 @@ class EnvelopeRequestHandler(RequestHandler):
         resp = envelope(code, text)
         resp.force_close()
         return resp
-
-
-class EnvelopeServer(web.Server):
-    """A server whose connections use :class:`EnvelopeRequestHandler`."""
-
-    def __call__(self) -> RequestHandler:
-        return EnvelopeRequestHandler(self, loop=self._loop, **self._kwargs)
-
-
-class EnvelopeAppRunner(web.AppRunner):
-    """``web.AppRunner`` serving through :class:`EnvelopeServer`."""
-
-    async def _make_server(self) -> web.Server:
-        made = await super()._make_server()
-        kwargs: dict[str, Any] = dict(made._kwargs)
-        return EnvelopeServer(
-            made.request_handler,
-            request_factory=made.request_factory,
-            handler_cancellation=made.handler_cancellation,
-            loop=made._loop,
-            **kwargs,
-        )
