@@ -14,9 +14,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from blobstore import layout
+from blobstore.backends import open_backend
 from blobstore.db import Database
-from blobstore.local import LocalBackend
-from blobstore.port import BlobBackend
+from blobstore.port import BlobBackend, Probe
 from blobstore.store import ContentStore, PutResult
 from filesvc import repo
 from filesvc.appkeys import (
@@ -36,7 +36,7 @@ from filesvc.errors import Unauthorized
 from filesvc.inflight import InFlight, UploadSlots
 from filesvc.metrics import Metrics
 from filesvc.middleware import error_middleware, metrics_middleware, target_middleware
-from filesvc.ready import health, readyz
+from filesvc.ready import readyz
 from filesvc.routes import reads, uploads
 from filesvc.routes.common import PREFIX
 from filesvc.scope import DedupScopes
@@ -87,15 +87,9 @@ def create_app(
         await db.close()
 
     async def store(app: web.Application) -> AsyncIterator[None]:
-        chosen: BlobBackend
-        if backend is not None:
-            chosen = backend
-        else:
-            chosen = await asyncio.to_thread(
-                LocalBackend,
-                layout.blobs_dir(settings.data_dir),
-                min_free_bytes=settings.min_free_bytes,
-            )
+        chosen = backend or await open_backend(
+            settings.blob_location(), min_free_bytes=settings.min_free_bytes
+        )
         app[STORE] = ContentStore(chosen)
         yield
         await chosen.close()
@@ -106,8 +100,11 @@ def create_app(
             box_height=settings.thumb_box[1],
             max_pixels=settings.thumb_max_pixels,
         )
+        # With several server processes only the first runs thumbnails (jobs have no lease
+        # yet); it also polls for the jobs the others commit.
+        active = settings.worker_index in (None, 0)
         own: ProcessRenderer | None = None
-        if renderer is None:
+        if renderer is None and active:
             own = ProcessRenderer(
                 limits,
                 workers=settings.thumb_workers,
@@ -122,6 +119,8 @@ def create_app(
             workers=settings.thumb_workers,
             max_input_bytes=limits.max_input_bytes,
             scope_of=scope_of,
+            active=active,
+            poll=active and settings.workers > 1,
         )
         await runner.start()
         app[THUMBS] = runner
@@ -181,7 +180,7 @@ def _routes(app: web.Application) -> None:
             else:
                 app.router.add_route(method, variant, handler)
     app.router.add_get("/metrics", _metrics)
-    app.router.add_get("/health", health)
+    app.router.add_get("/health", _health)
     app.router.add_get("/readyz", readyz)
 
 
@@ -199,3 +198,14 @@ async def _metrics(request: web.Request) -> web.Response:
     metrics.thumbnail_queue.set(request.app[THUMBS].queued)
     body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _health(request: web.Request) -> web.Response:
+    """Ready when the database answers and, for a blob store behind a network, the store does
+    (an unreachable store is a 503 with Retry-After, like the requests that need it)."""
+    async with request.app[DATABASE].read() as conn:
+        await conn.execute("SELECT 1")
+    backend = request.app[STORE].backend
+    if isinstance(backend, Probe):
+        await backend.check()
+    return web.json_response({"status": "ok"})

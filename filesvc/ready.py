@@ -1,4 +1,4 @@
-"""Health and readiness: ``/health`` (the process answers) and ``/readyz`` (it can serve).
+"""Readiness: ``/readyz`` (it can serve; ``/health`` stays in the app module).
 
 ``/readyz`` runs a small list of named checks; each answers None when fine or a short reason
 (never a path, a number that would help an attacker, or tenant data).  200 when all pass, else 503
@@ -55,10 +55,3 @@ async def readyz(request: web.Request) -> web.Response:
         status=200 if ready else 503,
         headers={"Cache-Control": "no-store"},
     )
-
-
-async def health(request: web.Request) -> web.Response:
-    """The process answers and its database does (kept for existing probes)."""
-    async with request.app[DATABASE].read() as conn:
-        await conn.execute("SELECT 1")
-    return web.json_response({"status": "ok"})

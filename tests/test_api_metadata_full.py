@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import os
 
+import pytest
+
 from blobstore.cli import main as blobstore_main
 from filesvc.appkeys import DATABASE
 from filesvc.settings import Settings
@@ -31,6 +33,7 @@ async def _limit_pages(api: Api) -> None:
     await writer.execute(f"PRAGMA max_page_count = {int(row[0])}")
 
 
+@pytest.mark.local_blobs
 async def test_every_write_that_cannot_commit_is_507(api: Api, settings: Settings) -> None:
     # Incomplete files made while there is room, for the chunk commits later.
     pending = [
