@@ -96,6 +96,7 @@ class ThumbnailRunner:
         work_dir: Path,
         workers: int,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        scope_of: Callable[[str], str | None] = lambda _company: None,
         active: bool = True,
         poll: bool = False,
     ) -> None:
@@ -108,6 +109,9 @@ class ThumbnailRunner:
         self.work_dir = work_dir
         self.workers = workers
         self.max_input_bytes = max_input_bytes
+        # Thumbnails are put in their file's company scope: a thumbnail shared across companies
+        # would make thumbnail_sync's timing a dedup oracle.
+        self._scope_of = scope_of
         self._queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
         self._events: dict[tuple[str, int], asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -229,8 +233,10 @@ class ThumbnailRunner:
         async with self.db.read() as conn:
             current = await self._generation(conn, file_id)
             chunks = await manifests.entries(conn, file_id, "chunk")
-        if current != generation:
+            head = await manifests.head(conn, file_id)
+        if current != generation or head is None:
             return  # superseded or deleted
+        scope = self._scope_of(head.owner)
         # Most uploads are not images: a look at the first bytes settles them without a copy,
         # a worker process or a crash-counting write.
         if sum(e.size for e in chunks) > self.max_input_bytes:
@@ -251,7 +257,7 @@ class ThumbnailRunner:
         finally:
             if temporary:
                 await asyncio.to_thread(path.unlink, True)
-        await self._finish(file_id, generation, rendered)
+        await self._finish(file_id, generation, rendered, scope)
 
     async def _head(self, chunks: list[manifests.Entry]) -> bytes:
         head = b""
@@ -277,8 +283,10 @@ class ThumbnailRunner:
             await asyncio.to_thread(os.close, fd)
         return path, True
 
-    async def _finish(self, file_id: str, generation: int, rendered: Rendered) -> None:
-        puts = [await self.store.put_bytes(t.data) for t in rendered.thumbnails]
+    async def _finish(
+        self, file_id: str, generation: int, rendered: Rendered, scope: str | None = None
+    ) -> None:
+        puts = [await self.store.put_bytes(t.data, scope=scope) for t in rendered.thumbnails]
         async with self.db.write() as conn:
             if await self._generation(conn, file_id) != generation:
                 return

@@ -7,8 +7,9 @@ import logging
 
 from aiohttp import web
 
+from blobstore.errors import StoreFull
 from blobstore.manifests import Entry
-from filesvc.appkeys import METRICS, SERVICE, STORE
+from filesvc.appkeys import METRICS, SERVICE, SPACE, STORE
 from filesvc.download import (
     ByteRange,
     Unsatisfiable,
@@ -50,8 +51,22 @@ async def get_file(request: web.Request) -> web.Response:
 async def delete_file(request: web.Request) -> web.Response:
     """DELETE: the file's metadata goes now; gc reclaims unshared blobs."""
     authenticate(request)
-    await request.app[SERVICE].delete(company_id(request), file_id(request))
+    await delete_even_on_a_full_disk(request, company_id(request), file_id(request))
     return web.json_response({"status": "success"})
+
+
+async def delete_even_on_a_full_disk(request: web.Request, company: str, fid: str) -> None:
+    """Delete the file; on a full disk give the space reserve back and commit with it (the
+    files API's DELETE and tus termination both)."""
+    space = request.app[SPACE]
+    await space.before_delete()
+    try:
+        await request.app[SERVICE].delete(company, fid)
+    except StoreFull:
+        # The disk filled since the last sample: give the reserve back and commit with it.
+        if not await space.release():
+            raise
+        await request.app[SERVICE].delete(company, fid)
 
 
 async def download(request: web.Request) -> web.StreamResponse:

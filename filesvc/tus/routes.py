@@ -12,11 +12,12 @@ from email.utils import formatdate
 
 from aiohttp import web
 
-from filesvc.appkeys import SETTINGS, TUS, UPLOADS
+from filesvc.appkeys import SETTINGS, SPACE, TUS, UPLOADS
 from filesvc.body import BodyPace, has_body, open_raw
 from filesvc.errors import BadRequest, Conflict, PayloadTooLarge
 from filesvc.inflight import caller_key
 from filesvc.routes.common import PREFIX, authenticate, company_id, file_id
+from filesvc.routes.reads import delete_even_on_a_full_disk
 from filesvc.tus import headers as h
 from filesvc.tus.patchbody import PatchBody
 from filesvc.tus.store import Upload
@@ -76,6 +77,7 @@ async def create(request: web.Request) -> web.Response:
     length = h.creation_length(request.headers, final=final)
     _check_size(request, length.size)
     meta = h.metadata(request.headers)
+    request.app[SPACE].admit()
     tus = request.app[TUS]
     if concat is not None and not concat.partial:
         if has_body(request):
@@ -168,6 +170,7 @@ async def patch(request: web.Request) -> web.Response:
     offset = h.upload_offset(request.headers)
     new_length = h.number(request.headers, "Upload-Length")
     checksum = h.checksum(request.headers)
+    request.app[SPACE].admit()
     tus = request.app[TUS]
     with request.app[UPLOADS].slot(caller_key(caller, company)):
         async with tus.writing(fid):
@@ -187,7 +190,7 @@ async def patch(request: web.Request) -> web.Response:
             limit = request.app[SETTINGS].max_upload_bytes
             budget = (limit if length is None else length) - offset
             body = PatchBody(open_raw(request, _pace(request)), checksum)
-            entry = await tus.put(body.stream(), budget)
+            entry = await tus.put(company, body.stream(), budget)
             upload = await tus.append(company, upload, entry, length=new_length)
     if body.cut is not None:
         raise body.cut  # the bytes that arrived are kept; the client is gone anyway
@@ -218,7 +221,7 @@ async def delete(request: web.Request) -> web.Response:
     """Termination: the upload and its file are gone."""
     h.check_resumable(request.headers)
     authenticate(request)
-    await request.app[TUS].terminate(company_id(request), file_id(request))
+    await delete_even_on_a_full_disk(request, company_id(request), file_id(request))
     return web.Response(status=204)
 
 

@@ -77,13 +77,16 @@ class TusStore:
             if not lock.locked() and not getattr(lock, "_waiters", None):
                 self._locks.pop(file_id, None)
 
-    async def put(self, stream: AsyncIterator[bytes], budget: int | None) -> Entry:
-        """Store bytes as one blob (hashed as they pass, durable on return), at most ``budget``
-        bytes (413 past it, nothing stored).  The entry's index is set by the commit."""
+    async def put(self, company_id: str, stream: AsyncIterator[bytes], budget: int | None) -> Entry:
+        """Store bytes as one blob (hashed as they pass, durable on return, deduplicated within
+        the company's scope), at most ``budget`` bytes (413 past it, nothing stored).  The
+        entry's index is set by the commit."""
         limit = self.service.max_upload_bytes
         cap = limit if budget is None else min(budget, limit)
         try:
-            put = await self.service.store.put(stream, max_size=cap)
+            put = await self.service.store.put(
+                stream, max_size=cap, scope=self.service.scope_of(company_id)
+            )
         except TooLarge:
             raise PayloadTooLarge(
                 f"the body is longer than the {cap} bytes the upload has room for"
@@ -142,7 +145,7 @@ class TusStore:
         head = b""
         if body is not None or length == 0:
             sniffer = HeadSniffer(body if body is not None else _nothing())
-            entry, head = await self.put(sniffer.stream(), length), sniffer.head
+            entry, head = await self.put(company_id, sniffer.stream(), length), sniffer.head
         complete = length is not None and length == (entry.size if entry else 0)
         thumbable = complete and not partial and may_have_thumbnails(head)
         new = NewFile(
@@ -215,7 +218,9 @@ class TusStore:
             chunks = len(entries) if complete else None
             if complete and not entries:
                 # An empty file still has one (empty) chunk, as the files API stores it.
-                put = await self.service.store.put_bytes(b"")
+                put = await self.service.store.put_bytes(
+                    b"", scope=self.service.scope_of(company_id)
+                )
                 await manifests.put_entry(conn, upload.file_id, "chunk", 1, put.ref, 0)
                 entries.append(Entry(1, put.ref, 0))
                 chunks = 1
@@ -257,7 +262,9 @@ class TusStore:
                     if e.size:
                         entries.append(Entry(len(entries) + 1, e.ref, e.size))
             if not entries:
-                put = await self.service.store.put_bytes(b"")
+                put = await self.service.store.put_bytes(
+                    b"", scope=self.service.scope_of(company_id)
+                )
                 entries.append(Entry(1, put.ref, 0))
             size = sum(e.size for e in entries)
             new = NewFile(
@@ -287,10 +294,6 @@ class TusStore:
                 await manifests.delete(conn, part)
         self.service.thumbs.notify(file_id, generation)
         return file_id
-
-    async def terminate(self, company_id: str, file_id: str) -> None:
-        """Termination: the upload (and the file it is) is deleted, as the files API does."""
-        await self.service.delete(company_id, file_id)
 
     @staticmethod
     def check_patchable(upload: Upload) -> None:
