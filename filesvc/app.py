@@ -7,21 +7,27 @@ in reverse order) and live under typed AppKeys.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from blobstore import layout
-from blobstore.db import Database
+from blobstore.engine import make_engine
+from blobstore.engine.base import DatabaseUnavailable, Engine
+from blobstore.engine.migrate import migrate
+from blobstore.engine.postgres import PostgresEngine
+from blobstore.engine.sqlite import Database
 from blobstore.local import LocalBackend
 from blobstore.port import BlobBackend
 from blobstore.store import ContentStore, PutResult
-from filesvc import repo
 from filesvc.appkeys import (
     DATABASE,
     INFLIGHT,
     METRICS,
+    READY,
     SERVICE,
     SETTINGS,
     STORE,
@@ -34,6 +40,7 @@ from filesvc.metrics import Metrics
 from filesvc.middleware import error_middleware, metrics_middleware
 from filesvc.routes import reads, uploads
 from filesvc.routes.common import PREFIX
+from filesvc.schema import TRACKS
 from filesvc.service import FileService
 from filesvc.settings import Settings
 from filesvc.thumbjobs import Renderer, ThumbnailRunner, no_thumbnails
@@ -41,6 +48,10 @@ from filesvc.thumbnails.pool import ProcessRenderer
 from filesvc.thumbnails.render import RenderLimits
 
 THUMB_WORK_DIR = "thumb-work"
+# While PostgreSQL cannot be reached at start, attempts are spaced out up to this long.
+CONNECT_BACKOFF_MAX = 5.0
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -59,11 +70,24 @@ def create_app(
     app[UPLOADS] = UploadSlots(settings.max_concurrent_uploads)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
-        db = Database(layout.db_path(settings.data_dir), synchronous=settings.sqlite_synchronous)
-        await db.open(repo.SCHEMA)
-        app[DATABASE] = db
+        engine = make_engine(settings.db_target, synchronous=settings.sqlite_synchronous)
+        ready = asyncio.Event()
+        app[DATABASE], app[READY] = engine, ready
+        connecting: asyncio.Task[None] | None = None
+        if isinstance(engine, Database):
+            # Embedded: a database that cannot be opened is fatal at start.
+            await engine.open()
+            await migrate(engine, TRACKS)
+            ready.set()
+        else:
+            # A server that is not there yet is waited for, while /readyz says not ready.
+            connecting = asyncio.create_task(_connect(engine, ready))
         yield
-        await db.close()
+        if connecting is not None:
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connecting
+        await engine.close()
 
     async def store(app: web.Application) -> AsyncIterator[None]:
         chosen: BlobBackend
@@ -95,6 +119,7 @@ def create_app(
             renderer or own or no_thumbnails,
             work_dir=settings.data_dir / THUMB_WORK_DIR,
             workers=settings.thumb_workers,
+            lease=settings.thumb_lease,
             max_input_bytes=limits.max_input_bytes,
         )
         await runner.start()
@@ -113,7 +138,7 @@ def create_app(
             if not put.created:
                 metrics.dedup_hits.inc()
 
-        creates = CreateBatcher(app[DATABASE])
+        creates = CreateBatcher(app[DATABASE], app[STORE].backend)
         creates.start()
         app[SERVICE] = FileService(
             app[DATABASE],
@@ -155,6 +180,7 @@ def _routes(app: web.Application) -> None:
                 app.router.add_route(method, variant, handler)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/health", _health)
+    app.router.add_get("/readyz", _readyz)
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -165,6 +191,29 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _health(request: web.Request) -> web.Response:
-    async with request.app[DATABASE].read() as conn:
-        await conn.execute("SELECT 1")
+    await request.app[DATABASE].ping()
     return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    """200 once the metadata database is connected and migrated and answers now; else 503."""
+    if not request.app[READY].is_set():
+        raise DatabaseUnavailable("not ready: still connecting to the metadata database")
+    await request.app[DATABASE].ping()
+    return web.json_response({"status": "ready"})
+
+
+async def _connect(engine: Engine, ready: asyncio.Event) -> None:
+    """Connect (with backoff) and migrate, then declare the service ready."""
+    assert isinstance(engine, PostgresEngine)
+    while True:
+        await engine.connect_with_backoff(longest=CONNECT_BACKOFF_MAX)
+        try:
+            await migrate(engine, TRACKS)
+        except DatabaseUnavailable as exc:
+            log.warning("migrating the metadata database failed: %s; retrying", exc)
+            await asyncio.sleep(1)
+            continue
+        log.info("metadata database ready")
+        ready.set()
+        return

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from blobstore.engine.base import BadDatabaseUrl
 from filesvc.app import create_app
 from filesvc.appkeys import INFLIGHT
 from filesvc.auth import mint
@@ -42,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``filesvc`` console script."""
     args = _parser().parse_args(argv)
+    try:
+        return _main(args)
+    except BadDatabaseUrl as exc:
+        print(f"filesvc: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.command == "token":
         settings = Settings.from_env(data_dir=args.data_dir)
         print(

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from blobstore.engine import DbTarget, parse_db_url
+
 # Largest single upload (one request's file part or raw body).  Large enough for any video a
 # workplace shares, small enough that one client cannot fill the disk by accident.
 DEFAULT_MAX_UPLOAD_BYTES = 16 << 30
@@ -40,6 +42,9 @@ DEFAULT_BODY_IDLE_TIMEOUT = 60.0
 # Uploads streaming at once before new ones are refused with 503: each holds up to two 1 MiB
 # write batches, a temp file and a socket, so 256 bound that to about half a GiB.
 DEFAULT_MAX_CONCURRENT_UPLOADS = 256
+# A thumbnail job's lease outlives its time limit by this much, so a live claimer always finishes
+# (or is killed at the limit) before another process may take the job over.
+THUMB_LEASE_MARGIN = 30.0
 SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name, not a secret
 
 
@@ -81,6 +86,18 @@ class Settings:
     thumb_workers: int = DEFAULT_THUMB_WORKERS
     thumb_pixel_budget: int = DEFAULT_THUMB_PIXEL_BUDGET
     thumb_job_timeout: float = DEFAULT_THUMB_JOB_TIMEOUT
+    # FILESVC_DB_URL; None: SQLite in the data directory.
+    db_url: str | None = field(default=None, repr=False)
+
+    @property
+    def db_target(self) -> DbTarget:
+        """The metadata engine (raises BadDatabaseUrl for a URL that names none)."""
+        return parse_db_url(self.db_url, self.data_dir)
+
+    @property
+    def thumb_lease(self) -> float:
+        """How long a claimed thumbnail job is this process's before others may take it."""
+        return self.thumb_job_timeout + THUMB_LEASE_MARGIN
 
     @classmethod
     def from_env(
@@ -95,6 +112,8 @@ class Settings:
         secret: ``FILESVC_JWT_SECRET``, else a random one kept in the data directory (0600)."""
         env = os.environ if env is None else env
         directory = (data_dir or Path(env.get("FILESVC_DATA_DIR") or "./data")).absolute()
+        db_url = env.get("FILESVC_DB_URL") or None
+        parse_db_url(db_url, directory)  # a bad URL fails here, before anything is created
         secret = env.get("FILESVC_JWT_SECRET") or load_or_create_secret(directory)
         if len(secret.encode()) < MIN_SECRET_BYTES:
             raise SystemExit(f"FILESVC_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes long")
@@ -116,6 +135,7 @@ class Settings:
             thumb_workers=_int(env, "FILESVC_THUMB_WORKERS", DEFAULT_THUMB_WORKERS),
             thumb_pixel_budget=_int(env, "FILESVC_THUMB_PIXEL_BUDGET", DEFAULT_THUMB_PIXEL_BUDGET),
             thumb_job_timeout=_float(env, "FILESVC_THUMB_JOB_TIMEOUT", DEFAULT_THUMB_JOB_TIMEOUT),
+            db_url=db_url,
         )
 
 

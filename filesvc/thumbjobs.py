@@ -1,8 +1,5 @@
-"""Thumbnail jobs: recorded in the database with the upload's completion, run by a bounded pool.
-
-A job is queued in the same transaction that completes a file (``repo.set_completed``), so a
-crash cannot lose it: on start every job not finished is taken up again.  Its ``generation``
-grows with every new content of the file, so a job for content since replaced saves nothing.
+"""Thumbnail jobs: queued in the database with the upload's completion (:mod:`filesvc.jobqueue`),
+claimed with a lease and run by a bounded set of workers in each process.
 """
 
 from __future__ import annotations
@@ -11,19 +8,19 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-import aiosqlite
-
-from blobstore import manifests
-from blobstore.db import Database
+from blobstore import confirmations, manifests
+from blobstore.engine.base import DatabaseUnavailable, Engine
 from blobstore.port import LocalFiles
 from blobstore.store import ContentStore
-from filesvc import repo
+from filesvc import jobqueue, repo
 from filesvc.thumbnails.sniff import SNIFF_BYTES, may_have_thumbnails
 
 # Larger files are not read for thumbnails (matches the renderer's own input limit).
@@ -34,6 +31,12 @@ log = logging.getLogger(__name__)
 # A job that failed this many times (a crash mid-render counts) is given up as an error, so a
 # poisonous file cannot crash-loop the service.
 MAX_ATTEMPTS = 3
+# Idle workers look for jobs (other processes', and ones whose lease ran out) this often.
+POLL_SECONDS = 1.0
+# thumbnail_sync waits look at the table this often, for a job another process runs.
+WAIT_POLL_SECONDS = 0.25
+# A temp copy untouched this long belongs to no running job (the job time limit is far below).
+STALE_WORK_FILE = 3600.0
 
 
 class ThumbnailJobs(Protocol):
@@ -75,111 +78,162 @@ async def no_thumbnails(path: Path) -> Rendered:
 
 
 class ThumbnailRunner:
-    """Runs jobs with ``workers`` concurrent tasks, fed by a queue and by the table on start."""
+    """Runs jobs with ``workers`` concurrent tasks.  Each claims jobs from the table with a
+    lease, so the jobs of every process and instance are shared out and a job whose claimer
+    died is taken over when its lease ends.  :meth:`notify` wakes the workers at once; without
+    it they look every :data:`POLL_SECONDS`."""
 
     def __init__(
         self,
-        db: Database,
+        db: Engine,
         store: ContentStore,
         renderer: Renderer,
         *,
         work_dir: Path,
         workers: int,
+        lease: float,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        poll: float = POLL_SECONDS,
     ) -> None:
         self.db = db
         self.store = store
         self.renderer = renderer
         self.work_dir = work_dir
         self.workers = workers
+        self.lease_ms = int(lease * 1000)
         self.max_input_bytes = max_input_bytes
-        self._queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+        self.poll = poll
+        # host/pid/random: a later process on this host can tell that a lease's holder died.
+        self.owner = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
+        self._reaped = False
+        self._wake = asyncio.Event()
         self._events: dict[tuple[str, int], asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def queued(self) -> int:
-        """Jobs waiting for a worker."""
-        return self._queue.qsize()
+        """Jobs this process was told of and has not finished."""
+        return len(self._events)
 
     async def start(self) -> None:
-        """Take up every unfinished job, then start the workers."""
+        """Start the workers (they wait for the database if it is not reachable yet)."""
         await asyncio.to_thread(self._clear_work_dir)
-        async with self.db.write() as conn:
-            async with conn.execute(
-                "SELECT file_id, generation, attempts FROM thumbnail_jobs"
-                " WHERE state IN ('pending', 'running')"
-            ) as cur:
-                pending = [(r[0], r[1], r[2]) for r in await cur.fetchall()]
-            for file_id, generation, attempts in pending:
-                if attempts >= MAX_ATTEMPTS:
-                    await self._give_up(conn, file_id)
-                else:
-                    self.notify(file_id, generation)
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
 
     def _clear_work_dir(self) -> None:
-        """Temp copies of a crashed run are never needed again."""
+        """Temp copies of a crashed run are never needed again.  Only this process's names are
+        made below, and a leftover of a live process in another is removed only when stale."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        now = time.time()
         for leftover in self.work_dir.iterdir():
-            leftover.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                if now - leftover.stat().st_mtime > STALE_WORK_FILE:
+                    leftover.unlink()
 
     async def stop(self) -> None:
-        """Stop the workers; unfinished jobs stay in the table for the next start."""
+        """Stop the workers; unfinished jobs stay in the table, their leases given back so any
+        other process may take them at once."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._tasks:
+            with contextlib.suppress(Exception):
+                async with self.db.write() as tx:
+                    await jobqueue.release(tx, self.owner)
         self._tasks = []
+
+    async def _reap_dead_holders(self) -> None:
+        """Give back the leases of processes of this host that died (kill -9, a crash): their
+        jobs resume now instead of when the leases run out.  Other hosts' leases run out."""
+        async with self.db.write() as tx:
+            for owner in await jobqueue.lease_owners(tx, now_ms=_now_ms()):
+                host, _, rest = owner.partition("/")
+                pid = rest.partition("/")[0]
+                if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                    await jobqueue.release(tx, owner)
+        self._reaped = True
 
     def notify(self, file_id: str, generation: int) -> None:
         self._events.setdefault((file_id, generation), asyncio.Event())
-        self._queue.put_nowait((file_id, generation))
+        self._wake.set()
 
     async def wait(self, file_id: str, generation: int, limit: float) -> None:
         event = self._events.get((file_id, generation))
         if event is None:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), limit)
+        deadline = asyncio.get_running_loop().time() + limit
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), min(left, WAIT_POLL_SECONDS))
+                return
+            # Another process may have run it.
+            with contextlib.suppress(DatabaseUnavailable):
+                async with self.db.read() as tx:
+                    if await jobqueue.state(tx, file_id, generation) not in ("pending", "running"):
+                        self._done(file_id, generation)
+                        return
+
+    def _done(self, file_id: str, generation: int) -> None:
+        event = self._events.pop((file_id, generation), None)
+        if event is not None:
+            event.set()
 
     async def _worker(self) -> None:
         while True:
-            file_id, generation = await self._queue.get()
             try:
-                await self._run(file_id, generation)
+                if not self._reaped:
+                    await self._reap_dead_holders()
+                async with self.db.write() as tx:
+                    job = await jobqueue.claim(
+                        tx, self.owner, now_ms=_now_ms(), lease_ms=self.lease_ms
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("cannot claim thumbnail jobs: %s", exc)
+                await asyncio.sleep(self.poll)
+                continue
+            if job is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll)
+                continue
+            try:
+                await self._run(job)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("thumbnail job failed")
                 with contextlib.suppress(Exception):
-                    await self._finish(file_id, generation, Rendered("error", reason="internal"))
+                    await self._finish(
+                        job.file_id, job.generation, Rendered("error", reason="internal")
+                    )
             finally:
-                event = self._events.pop((file_id, generation), None)
-                if event is not None:
-                    event.set()
+                self._done(job.file_id, job.generation)
 
-    async def _run(self, file_id: str, generation: int) -> None:
-        async with self.db.read() as conn:
-            current = await self._generation(conn, file_id)
-            chunks = await manifests.entries(conn, file_id, "chunk")
+    async def _run(self, job: jobqueue.Claimed) -> None:
+        file_id, generation = job.file_id, job.generation
+        if job.attempts > MAX_ATTEMPTS:
+            await self._finish(file_id, generation, Rendered("error", reason="gave up"))
+            return
+        async with self.db.read() as tx:
+            current = await jobqueue.generation(tx, file_id)
+            chunks = await manifests.entries(tx, file_id, "chunk")
         if current != generation:
             return  # superseded or deleted
-        # Most uploads are not images: a look at the first bytes settles them without a copy,
-        # a worker process or a crash-counting write.
+        # Most uploads are not images: a look at the first bytes settles them without a copy
+        # or a worker process.
         if sum(e.size for e in chunks) > self.max_input_bytes:
             await self._finish(file_id, generation, Rendered("done", reason="too large to read"))
             return
         if not may_have_thumbnails(await self._head(chunks)):
             await self._finish(file_id, generation, Rendered("done", reason="not an image or PDF"))
             return
-        async with self.db.write() as conn:
-            await conn.execute(
-                "UPDATE thumbnail_jobs SET state = 'running', attempts = attempts + 1"
-                " WHERE file_id = ? AND generation = ?",
-                (file_id, generation),
-            )
         path, temporary = await self._materialize(chunks)
         try:
             rendered = await self.renderer(path)
@@ -214,34 +268,32 @@ class ThumbnailRunner:
 
     async def _finish(self, file_id: str, generation: int, rendered: Rendered) -> None:
         puts = [await self.store.put_bytes(t.data) for t in rendered.thumbnails]
-        async with self.db.write() as conn:
-            if await self._generation(conn, file_id) != generation:
+        async with self.db.write() as tx:
+            ts = _now_ms()
+            await confirmations.confirm(tx, self.store.backend, [p.ref for p in puts], now_ms=ts)
+            if await jobqueue.lock_generation(tx, file_id) != generation:
                 return
-            await manifests.clear(conn, file_id, "thumb")
+            await manifests.clear(tx, file_id, "thumb")
             for idx, (thumb, put) in enumerate(zip(rendered.thumbnails, puts, strict=True)):
                 attrs: dict[str, object] = {
                     "type": thumb.mime,
                     "width": thumb.width,
                     "height": thumb.height,
                 }
-                await manifests.put_entry(conn, file_id, "thumb", idx, put.ref, put.size, attrs)
-            await repo.set_thumbnail_status(conn, file_id, rendered.status)
-            await conn.execute(
-                "UPDATE thumbnail_jobs SET state = ? WHERE file_id = ?",
-                (rendered.status, file_id),
-            )
+                await manifests.put_entry(tx, file_id, "thumb", idx, put.ref, put.size, attrs)
+            await repo.set_thumbnail_status(tx, file_id, rendered.status)
+            await jobqueue.finish(tx, file_id, generation, rendered.status)
 
-    @staticmethod
-    async def _generation(conn: aiosqlite.Connection, file_id: str) -> int | None:
-        async with conn.execute(
-            "SELECT generation FROM thumbnail_jobs WHERE file_id = ?", (file_id,)
-        ) as cur:
-            row = await cur.fetchone()
-        return None if row is None else int(row[0])
 
-    @staticmethod
-    async def _give_up(conn: aiosqlite.Connection, file_id: str) -> None:
-        await repo.set_thumbnail_status(conn, file_id, "error")
-        await conn.execute(
-            "UPDATE thumbnail_jobs SET state = 'error' WHERE file_id = ?", (file_id,)
-        )
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
