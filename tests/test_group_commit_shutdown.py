@@ -6,11 +6,11 @@ import asyncio
 import uuid
 from pathlib import Path
 
-from blobstore.engine.sqlite import Database
 from blobstore.engine.migrate import migrate
+from blobstore.engine.sqlite import Database
 from blobstore.memory import MemoryBackend
-from filesvc.schema import TRACKS
 from filesvc.creates import CreateBatcher, NewFile
+from filesvc.schema import TRACKS
 
 
 def _new() -> NewFile:
