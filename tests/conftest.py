@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from filesvc.auth import mint
 from filesvc.settings import Settings
 from filesvc.thumbjobs import Renderer
 from tests.helpers import SECRET, Api
+from tests.pg import PgServer, remove, start_postgres
 
 
 def pytest_report_header() -> list[str]:
@@ -36,13 +38,46 @@ def blockbuster() -> Iterator[BlockBuster]:
         yield bb
 
 
+ENGINES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests that use the ``engine`` fixture (through ``settings``, ``api``...) run on both
+    metadata engines, unless marked ``sqlite_only`` (they open the SQLite file themselves)."""
+    if "engine" not in metafunc.fixturenames:
+        return
+    only = metafunc.definition.get_closest_marker("sqlite_only") is not None
+    metafunc.parametrize("engine", ENGINES[:1] if only else ENGINES, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One real PostgreSQL for the whole session, started on first use."""
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        remove(server)
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def engine(request: pytest.FixtureRequest) -> str | None:
+    """The metadata engine's URL for this test: None (SQLite in the data dir), or a fresh
+    database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return None
+    server: PgServer = request.getfixturevalue("pg_server")
+    return server.new_database()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, engine: str | None) -> Settings:
     return Settings(
         data_dir=tmp_path / "data",
         jwt_secret=SECRET,
         max_upload_bytes=64 << 20,
         body_idle_timeout=1.0,
+        db_url=engine,
     )
 
 
@@ -63,7 +98,13 @@ async def make_api(
         renderer: Renderer | None = None,
     ) -> Api:
         app = create_app(settings_ or settings, backend=backend, renderer=renderer)
-        return Api(await aiohttp_client(app))
+        api = Api(await aiohttp_client(app))
+        # PostgreSQL is connected (and migrated) in the background after start.
+        for _ in range(200):
+            if (await api.client.get("/readyz")).status == 200:
+                break
+            await asyncio.sleep(0.05)
+        return api
 
     yield factory
 

@@ -15,9 +15,11 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -58,6 +60,14 @@ def translate(sql: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def _may_read_passfile(dsn: str) -> bool:
+    """True when asyncpg would look for the password in a password file (blocking I/O)."""
+    if urlsplit(dsn).password is not None or os.environ.get("PGPASSWORD"):
+        return False
+    passfile = os.environ.get("PGPASSFILE") or os.path.expanduser("~/.pgpass")
+    return os.path.exists(passfile)
 
 
 def _unavailable(exc: BaseException) -> DatabaseUnavailable:
@@ -131,9 +141,20 @@ class PostgresEngine:
         """One attempt to open the pool; DatabaseUnavailable when the server does not answer."""
         if self._pool is not None:
             return
+        extra: dict[str, Any] = {}
+        if not await asyncio.to_thread(_may_read_passfile, self.dsn):
+            # No password anywhere: say so, or asyncpg looks for ~/.pgpass on the event loop
+            # for every new connection.
+            extra["password"] = ""
+        if "sslmode=" not in (urlsplit(self.dsn).query or ""):
+            # TLS is asked for in the URL (?sslmode=require or verify-full).  Without it, no
+            # opportunistic TLS: that would look for client certificates in ~/.postgresql on
+            # the event loop for every new connection.
+            extra["ssl"] = False
         try:
             pool: asyncpg.Pool = await asyncpg.create_pool(
                 self.dsn,
+                **extra,
                 min_size=1,
                 max_size=self._pool_size,
                 timeout=CONNECT_TIMEOUT,

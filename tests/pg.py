@@ -1,0 +1,140 @@
+"""A real PostgreSQL server for the tests: Debian's binaries, a temp dir, a loopback port.
+
+initdb and pg_ctl refuse to run as root, so as root they run as the ``postgres`` user (which
+Debian's package creates) on a directory handed to it.  The socket lives in the temp dir too, so
+nothing touches the machine's own clusters.  ``make test`` installs the package when missing
+(scripts/system-packages.txt).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.server_proc import free_port
+
+# Test data is disposable: no fsync, so creating a database per test costs milliseconds.
+SERVER_OPTIONS = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+
+
+def bin_dir() -> Path:
+    """The newest installed PostgreSQL's server binaries."""
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    if not found:
+        raise RuntimeError("PostgreSQL is not installed (make test installs it)")
+    return found[-1].parent
+
+
+@dataclass
+class PgServer:
+    """A running server; :meth:`new_database` hands each test its own empty database."""
+
+    root: Path
+    port: int
+    bin: Path
+    as_user: list[str] = field(default_factory=list)
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def url(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        out = subprocess.run(
+            [
+                str(self.bin / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-Atc",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return out.stdout
+
+    def new_database(self) -> str:
+        """An empty database; returns its URL."""
+        name = f"t_{uuid.uuid4().hex[:16]}"
+        self.psql(f"CREATE DATABASE {name} TEMPLATE template0 STRATEGY FILE_COPY")
+        return self.url(name)
+
+    def pg_ctl(self, *args: str) -> None:
+        subprocess.run(
+            [*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.data), *args],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+
+    def start(self) -> None:
+        self.pg_ctl(
+            "-l",
+            str(self.root / "server.log"),
+            "-w",
+            "-o",
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 {SERVER_OPTIONS}",
+            "start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        self.pg_ctl("-m", mode, "-w", "stop")
+
+
+def start_postgres() -> PgServer:
+    """initdb a fresh cluster under a temp dir and start it on a free loopback port."""
+    root = Path(tempfile.mkdtemp(prefix="filesvc-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam("postgres")
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    server = PgServer(root, free_port(), bin_dir(), as_user)
+    subprocess.run(
+        [
+            *as_user,
+            str(server.bin / "initdb"),
+            "-D",
+            str(server.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-sync",
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    server.start()
+    return server
+
+
+def remove(server: PgServer) -> None:
+    """Stop the server (if running) and delete its files."""
+    try:
+        server.stop("immediate")
+    except subprocess.CalledProcessError:
+        pass  # already stopped
+    shutil.rmtree(server.root, ignore_errors=True)
