@@ -8,6 +8,7 @@ nothing touches the machine's own clusters.  ``make test`` installs the package 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -133,8 +134,6 @@ def start_postgres() -> PgServer:
 
 def remove(server: PgServer) -> None:
     """Stop the server (if running) and delete its files."""
-    try:
+    with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
         server.stop("immediate")
-    except subprocess.CalledProcessError:
-        pass  # already stopped
     shutil.rmtree(server.root, ignore_errors=True)

@@ -34,6 +34,8 @@ CONNECT_TIMEOUT = 5.0
 # A statement running longer than this is cancelled: no request waits forever on a lock.
 COMMAND_TIMEOUT = 60.0
 STREAM_BATCH = 1000
+# Closing waits this long for connections in use to be given back, then cuts them.
+CLOSE_TIMEOUT = 5.0
 
 # Everything that means "the server is not there" rather than "this statement is wrong".
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -224,4 +226,9 @@ class PostgresEngine:
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            await pool.close()
+            try:
+                await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT)
+            except TimeoutError:
+                # A connection still held (a caller that never gave it back) must not keep
+                # the process from stopping.
+                pool.terminate()
