@@ -120,6 +120,7 @@ def create_app(
             work_dir=settings.data_dir / THUMB_WORK_DIR,
             workers=settings.thumb_workers,
             lease=settings.thumb_lease,
+            ready=app[READY],
             max_input_bytes=limits.max_input_bytes,
         )
         await runner.start()

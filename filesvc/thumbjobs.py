@@ -94,6 +94,7 @@ class ThumbnailRunner:
         lease: float,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         poll: float = POLL_SECONDS,
+        ready: asyncio.Event | None = None,
     ) -> None:
         self.db = db
         self.store = store
@@ -103,6 +104,8 @@ class ThumbnailRunner:
         self.lease_ms = int(lease * 1000)
         self.max_input_bytes = max_input_bytes
         self.poll = poll
+        # Set once the database is connected and migrated (PostgreSQL may come later).
+        self._ready = ready
         # host/pid/random: a later process on this host can tell that a lease's holder died.
         self.owner = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
         self._reaped = False
@@ -184,6 +187,8 @@ class ThumbnailRunner:
             event.set()
 
     async def _worker(self) -> None:
+        if self._ready is not None:
+            await self._ready.wait()
         while True:
             try:
                 if not self._reaped:

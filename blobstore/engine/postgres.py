@@ -16,7 +16,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -34,6 +34,8 @@ CONNECT_TIMEOUT = 5.0
 # A statement running longer than this is cancelled: no request waits forever on a lock.
 COMMAND_TIMEOUT = 60.0
 STREAM_BATCH = 1000
+# A transaction waits this long for a free connection (all busy, or the server gone).
+ACQUIRE_TIMEOUT = 10.0
 # Closing waits this long for connections in use to be given back, then cuts them.
 CLOSE_TIMEOUT = 5.0
 
@@ -62,6 +64,18 @@ def translate(sql: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+async def _to_the_end(step: Awaitable[None]) -> None:
+    """Run a COMMIT or ROLLBACK to its end even when the caller is cancelled meanwhile: the
+    connection must not go back to the pool with the statement still running on it."""
+    running = asyncio.ensure_future(step)
+    try:
+        await asyncio.shield(running)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await running
+        raise
 
 
 def _may_read_passfile(dsn: str) -> bool:
@@ -190,7 +204,7 @@ class PostgresEngine:
         if pool is None:
             raise DatabaseUnavailable("the metadata database is not connected yet")
         try:
-            conn = await pool.acquire()
+            conn = await pool.acquire(timeout=ACQUIRE_TIMEOUT)
         except _UNAVAILABLE as exc:
             raise _unavailable(exc) from exc
         try:
@@ -204,10 +218,10 @@ class PostgresEngine:
             except BaseException:
                 if not conn.is_closed():
                     with contextlib.suppress(*_UNAVAILABLE):
-                        await asyncio.shield(tr.rollback())
+                        await _to_the_end(tr.rollback())
                 raise
             try:
-                await asyncio.shield(tr.commit())
+                await _to_the_end(tr.commit())
             except _UNAVAILABLE as exc:
                 raise _unavailable(exc) from exc
         finally:
