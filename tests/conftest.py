@@ -12,13 +12,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from blockbuster import BlockBuster, blockbuster_ctx
 
+from bench.pgserver import PgServer, remove, start_postgres
 from blobstore.port import BlobBackend
 from filesvc.app import create_app
 from filesvc.auth import mint
 from filesvc.settings import Settings
 from filesvc.thumbjobs import Renderer
 from tests.helpers import SECRET, Api
-from tests.pg import PgServer, remove, start_postgres
 
 
 def pytest_report_header() -> list[str]:

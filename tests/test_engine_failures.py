@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.pgserver import PgServer, remove, start_postgres
 from filesvc.settings import Settings
 from tests.conftest import AppFactory
 from tests.helpers import SECRET, error_of
-from tests.pg import PgServer, remove, start_postgres
 from tests.server_proc import start_server
 
 

@@ -1,4 +1,5 @@
-"""A real PostgreSQL server for the tests: Debian's binaries, a temp dir, a loopback port.
+"""A throwaway PostgreSQL server (tests, benchmarks): Debian's binaries, a temp dir, a loopback
+port.
 
 initdb and pg_ctl refuse to run as root, so as root they run as the ``postgres`` user (which
 Debian's package creates) on a directory handed to it.  The socket lives in the temp dir too, so
@@ -12,17 +13,22 @@ import contextlib
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.server_proc import free_port
-
 # Test data is disposable: no fsync (a killed server still keeps every commit: the kernel has
 # it), so creating a database per test costs milliseconds.
 SERVER_OPTIONS = "-c fsync=off -c full_page_writes=off"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def bin_dir() -> Path:
@@ -44,6 +50,7 @@ class PgServer:
     port: int
     bin: Path
     as_user: list[str] = field(default_factory=list)
+    durable: bool = False  # True: fsync as in production (benchmarks)
 
     @property
     def data(self) -> Path:
@@ -91,12 +98,13 @@ class PgServer:
         )
 
     def start(self) -> None:
+        options = "" if self.durable else SERVER_OPTIONS
         self.pg_ctl(
             "-l",
             str(self.root / "server.log"),
             "-w",
             "-o",
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 {SERVER_OPTIONS}",
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 {options}",
             "start",
         )
 
@@ -104,7 +112,7 @@ class PgServer:
         self.pg_ctl("-m", mode, "-w", "stop")
 
 
-def start_postgres() -> PgServer:
+def start_postgres(*, durable: bool = False) -> PgServer:
     """initdb a fresh cluster under a temp dir and start it on a free loopback port."""
     root = Path(tempfile.mkdtemp(prefix="filesvc-pg-"))
     as_user: list[str] = []
@@ -112,7 +120,7 @@ def start_postgres() -> PgServer:
         pw = pwd.getpwnam("postgres")
         os.chown(root, pw.pw_uid, pw.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
-    server = PgServer(root, free_port(), bin_dir(), as_user)
+    server = PgServer(root, free_port(), bin_dir(), as_user, durable)
     subprocess.run(
         [
             *as_user,
