@@ -35,7 +35,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from blobstore import fsck, gc, layout, repair, stats
+from blobstore import fsck, gc, layout, manifests, repair, stats
 from blobstore.engine import ENV as DB_URL_ENV
 from blobstore.engine import DbTarget, parse_db_url
 from blobstore.engine.base import BadDatabaseUrl, Engine
@@ -248,7 +248,7 @@ async def open_store(
                     " `blobstore gc`) once to migrate it"
                 )
             async with db.read() as tx:
-                await tx.fetch("SELECT 1 FROM manifests LIMIT 1")
+                await manifests.probe(tx)
         except (sqlite3.Error, OSError, BlobStoreError) as exc:
             raise StoreUnavailable(f"{target.describe()}: cannot use the database: {exc}") from None
         backend = await asyncio.to_thread(LocalBackend, layout.blobs_dir(data_dir))

@@ -163,6 +163,11 @@ async def lock(tx: Tx, file_id: str) -> Head | None:
     return _head(row) if row is not None else None
 
 
+async def probe(tx: Tx) -> None:
+    """Fail (with the engine's error) unless the manifests table can be read."""
+    await tx.fetchrow("SELECT 1 FROM manifests LIMIT 1")
+
+
 async def count(tx: Tx) -> int:
     """How many manifests there are."""
     row = await tx.fetchrow("SELECT COUNT(*) FROM manifests")
@@ -208,7 +213,7 @@ async def start_staged(
     )
 
 
-async def touch(tx: Tx, file_id: str, *, now_ms: int) -> None:
+async def record_activity(tx: Tx, file_id: str, *, now_ms: int) -> None:
     """Record activity on the manifest (gc expires uploads by their last activity)."""
     await tx.execute("UPDATE manifests SET updated_at = ? WHERE file_id = ?", now_ms, file_id)
 

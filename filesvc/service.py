@@ -294,10 +294,10 @@ class FileService:
                     now_ms=ts,
                 )
             else:
-                await manifests.touch(tx, file_id, now_ms=ts)
+                await manifests.record_activity(tx, file_id, now_ms=ts)
         else:
             await manifests.set_expected(tx, file_id, chunks=plan.chunks, size=plan.size)
-            await manifests.touch(tx, file_id, now_ms=ts)
+            await manifests.record_activity(tx, file_id, now_ms=ts)
 
     async def _put(
         self, chunks: AsyncIterator[bytes], budget: int | None, number: int

@@ -120,6 +120,6 @@ async def test_database_opens_on_a_relative_path(
         await db.open(["CREATE TABLE t (x)"])
         async with db.read() as conn:
             rows = await conn.fetch("SELECT COUNT(*) FROM t")
-        assert [tuple(r) for r in rows] == [(0,)]
+        assert [r[0] for r in rows] == [0]
     finally:
         await db.close()

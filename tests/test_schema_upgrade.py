@@ -186,7 +186,7 @@ async def test_migrations_apply_once_on_each_engine(tmp_path: Path, engine: str 
         first = await migrate(db, TRACKS)
         assert first == [("blobstore", 1), ("blobstore", 2), ("filesvc", 1), ("filesvc", 2)]
         again = await asyncio.gather(migrate(db, TRACKS), migrate(db, TRACKS))
-        assert again == [[], []]
+        assert list(again) == [[], []]
         async with db.write() as tx:  # a newer release migrated this database
             await tx.execute(
                 "INSERT INTO schema_version (component, step, description, applied_at)"
