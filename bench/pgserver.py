@@ -51,6 +51,7 @@ class PgServer:
     bin: Path
     as_user: list[str] = field(default_factory=list)
     durable: bool = False  # True: fsync as in production (benchmarks)
+    shared: str = ""
 
     @property
     def data(self) -> Path:
@@ -82,6 +83,17 @@ class PgServer:
             check=True,
         )
         return out.stdout
+
+    def fresh_shared_database(self) -> str:
+        """One database reused test after test, emptied each time (cheaper than a new one):
+        its schema dropped, so every user starts from nothing and migrates."""
+        if not self.shared:
+            self.shared = self.new_database()
+        else:
+            self.psql(
+                "DROP SCHEMA public CASCADE; CREATE SCHEMA public", self.shared.rsplit("/", 1)[1]
+            )
+        return self.shared
 
     def new_database(self) -> str:
         """An empty database; returns its URL."""

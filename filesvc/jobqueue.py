@@ -89,6 +89,16 @@ async def enqueue_new(tx: Tx, jobs: Iterable[tuple[str, int]]) -> None:
     )
 
 
+async def claimable(tx: Tx, *, now_ms: int) -> bool:
+    """True when some open job's lease is free or over (a read: idle pollers write nothing)."""
+    row = await tx.fetchrow(
+        "SELECT 1 FROM thumbnail_jobs WHERE state IN ('pending', 'running')"
+        " AND (lease_until IS NULL OR lease_until <= ?) LIMIT 1",
+        now_ms,
+    )
+    return row is not None
+
+
 async def claim(tx: Tx, owner: str, *, now_ms: int, lease_ms: int) -> Claimed | None:
     """Take the oldest open job whose lease is free or over, with a lease until
     ``now_ms + lease_ms``; None when there is none."""

@@ -193,10 +193,14 @@ class ThumbnailRunner:
             try:
                 if not self._reaped:
                     await self._reap_dead_holders()
-                async with self.db.write() as tx:
-                    job = await jobqueue.claim(
-                        tx, self.owner, now_ms=_now_ms(), lease_ms=self.lease_ms
-                    )
+                job = None
+                async with self.db.read() as tx:
+                    found = await jobqueue.claimable(tx, now_ms=_now_ms())
+                if found:
+                    async with self.db.write() as tx:
+                        job = await jobqueue.claim(
+                            tx, self.owner, now_ms=_now_ms(), lease_ms=self.lease_ms
+                        )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -67,7 +67,7 @@ def engine(request: pytest.FixtureRequest) -> str | None:
     if request.param == "sqlite":
         return None
     server: PgServer = request.getfixturevalue("pg_server")
-    return server.new_database()
+    return server.fresh_shared_database()
 
 
 @pytest.fixture

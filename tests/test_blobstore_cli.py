@@ -20,6 +20,10 @@ from blobstore.cli import ExitCode, main
 from tests.helpers import Api, error_of
 from tests.test_blobstore_fsck import SHARED, age_confirmation, blob_path, build
 
+# These tests damage and age the SQLite file directly; the engines' shared behaviour is covered
+# by the API and gc tests.
+pytestmark = pytest.mark.sqlite_only
+
 BLOBSTORE = Path(sys.executable).parent / "blobstore"
 DAY = 86400.0
 
