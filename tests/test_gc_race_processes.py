@@ -55,7 +55,9 @@ async def test_gc_never_takes_a_blob_two_servers_keep_deduplicating(
 ) -> None:
     data_dir = tmp_path / "data"
     env = {"FILESVC_DB_URL": engine} if engine else {}
-    content = os.urandom(48 * 1024)
+    # Even rounds upload `churn` and delete every copy (it becomes garbage, then is uploaded
+    # again); odd rounds upload `kept_content` and keep one copy.
+    churn, kept_content = os.urandom(48 * 1024), os.urandom(40 * 1024)
     a, b = await asyncio.gather(
         asyncio.to_thread(start_server, data_dir, env=env),
         asyncio.to_thread(start_server, data_dir, env=env),
@@ -75,6 +77,7 @@ async def test_gc_never_takes_a_blob_two_servers_keep_deduplicating(
             collecting = asyncio.create_task(collector())
             try:
                 for i in range(ROUNDS):
+                    content = kept_content if i % 2 else churn
                     ids = await asyncio.gather(*(upload(session, s, content) for s in (a, b, a, b)))
                     for file_id in ids:  # every one reads back whole, through the other server
                         for server in (b, a):
@@ -103,7 +106,7 @@ async def test_gc_never_takes_a_blob_two_servers_keep_deduplicating(
                 for server in (a, b):
                     url = f"{server.url}{FILES}/{file_id}/download"
                     async with session.get(url, headers=HEADERS) as resp:
-                        assert resp.status == 200 and await resp.read() == content
+                        assert resp.status == 200 and await resp.read() == kept_content
     finally:
         await asyncio.gather(asyncio.to_thread(a.stop), asyncio.to_thread(b.stop))
     assert freed >= 2  # gc really took the shared blob in the gaps, and uploads put it back

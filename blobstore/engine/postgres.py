@@ -216,8 +216,9 @@ class PostgresEngine:
             try:
                 yield PostgresTx(conn)
             except BaseException:
-                if not conn.is_closed():
-                    with contextlib.suppress(*_UNAVAILABLE):
+                # A connection the server dropped may already be detached from the pool.
+                with contextlib.suppress(*_UNAVAILABLE):
+                    if not conn.is_closed():
                         await _to_the_end(tr.rollback())
                 raise
             try:
@@ -225,7 +226,8 @@ class PostgresEngine:
             except _UNAVAILABLE as exc:
                 raise _unavailable(exc) from exc
         finally:
-            await asyncio.shield(pool.release(conn))
+            with contextlib.suppress(*_UNAVAILABLE):
+                await asyncio.shield(pool.release(conn))
 
     def read(self) -> AbstractAsyncContextManager[PostgresTx]:
         return self._transaction(isolation="repeatable_read", readonly=True)
