@@ -307,7 +307,7 @@ async def test_gc_racing_dedup_uploads_keeps_every_committed_blob(tmp_path: Path
             nonlocal retried
             while True:
                 put = await store.content.put_bytes(content)
-                await asyncio.sleep(random.random() * 0.002)  # the service's work in between
+                await asyncio.sleep(random.random() * 0.01)  # the service's work in between
                 try:
                     async with store.db.write() as tx:
                         now = int(time.time() * 1000)
