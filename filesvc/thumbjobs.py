@@ -280,6 +280,10 @@ class ThumbnailRunner:
         async with self.db.write() as tx:
             ts = _now_ms()
             await confirmations.confirm(tx, self.store.backend, [p.ref for p in puts], now_ms=ts)
+            # Every change to a file takes its manifest's lock first: one order, no deadlock
+            # with a chunk or an overwrite of the same file committing meanwhile.
+            if await manifests.lock(tx, file_id) is None:
+                return
             if await jobqueue.lock_generation(tx, file_id) != generation:
                 return
             await manifests.clear(tx, file_id, "thumb")

@@ -32,7 +32,11 @@ class Dialect:
 
 
 SQLITE = Dialect("sqlite", for_update="", skip_locked="")
-POSTGRESQL = Dialect("postgresql", for_update=" FOR UPDATE", skip_locked=" FOR UPDATE SKIP LOCKED")
+# NO KEY UPDATE: writers of one row exclude each other, while foreign-key checks of other
+# transactions (which take KEY SHARE on the referenced row) are not blocked by it.
+POSTGRESQL = Dialect(
+    "postgresql", for_update=" FOR NO KEY UPDATE", skip_locked=" FOR UPDATE SKIP LOCKED"
+)
 
 
 class Row(Protocol):
