@@ -186,7 +186,8 @@ def _routes(app: web.Application) -> None:
 
 async def _metrics(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
-    metrics.thumbnail_queue.set(request.app[THUMBS].queued)
+    with contextlib.suppress(DatabaseUnavailable):  # the last value stands meanwhile
+        metrics.thumbnail_queue.set(await request.app[THUMBS].open_jobs())
     body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

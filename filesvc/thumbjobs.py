@@ -113,10 +113,10 @@ class ThumbnailRunner:
         self._events: dict[tuple[str, int], asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
-    @property
-    def queued(self) -> int:
-        """Jobs this process was told of and has not finished."""
-        return len(self._events)
+    async def open_jobs(self) -> int:
+        """Jobs not finished yet, in every process sharing the database."""
+        async with self.db.read() as tx:
+            return await jobqueue.open_jobs(tx)
 
     async def start(self) -> None:
         """Start the workers (they wait for the database if it is not reachable yet)."""
@@ -159,30 +159,32 @@ class ThumbnailRunner:
         self._reaped = True
 
     def notify(self, file_id: str, generation: int) -> None:
-        self._events.setdefault((file_id, generation), asyncio.Event())
         self._wake.set()
 
     async def wait(self, file_id: str, generation: int, limit: float) -> None:
-        event = self._events.get((file_id, generation))
-        if event is None:
-            return
-        deadline = asyncio.get_running_loop().time() + limit
-        while True:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), min(left, WAIT_POLL_SECONDS))
-                return
-            # Another process may have run it.
-            with contextlib.suppress(DatabaseUnavailable):
-                async with self.db.read() as tx:
-                    if await jobqueue.state(tx, file_id, generation) not in ("pending", "running"):
-                        self._done(file_id, generation)
+        """Until the job is finished, by this process (woken at once) or any other (seen in
+        the table), or ``limit`` seconds have passed."""
+        key = (file_id, generation)
+        event = self._events.setdefault(key, asyncio.Event())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        try:
+            while not event.is_set():
+                with contextlib.suppress(DatabaseUnavailable):
+                    async with self.db.read() as tx:
+                        state = await jobqueue.state(tx, file_id, generation)
+                    if state not in ("pending", "running"):
                         return
+                left = deadline - loop.time()
+                if left <= 0:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), min(left, WAIT_POLL_SECONDS))
+        finally:
+            self._events.pop(key, None)
 
     def _done(self, file_id: str, generation: int) -> None:
-        event = self._events.pop((file_id, generation), None)
+        event = self._events.get((file_id, generation))
         if event is not None:
             event.set()
 
