@@ -36,6 +36,7 @@ from rich.progress import (
 )
 
 from blobstore import fsck, gc, layout, manifests, repair, stats
+from blobstore.backends import BadBlobUrl, BlobLocation, LocalLocation, open_backend, parse_blob_url
 from blobstore.engine import ENV as DB_URL_ENV
 from blobstore.engine import DbTarget, parse_db_url
 from blobstore.engine.base import BadDatabaseUrl, Engine
@@ -43,7 +44,7 @@ from blobstore.engine.migrate import current, migrate
 from blobstore.engine.postgres import PostgresEngine
 from blobstore.engine.sqlite import Database
 from blobstore.errors import BlobNotFound, BlobStoreError
-from blobstore.local import LocalBackend
+from blobstore.port import BlobBackend
 from blobstore.refs import InvalidRef, parse_ref
 from blobstore.schema import TRACK
 
@@ -80,7 +81,14 @@ def exit_code(result: Outcome | BaseException) -> ExitCode:
             return ExitCode.OK
         case Outcome.DAMAGE | BlobNotFound():
             return ExitCode.DAMAGE
-        case UsageError() | InvalidRef() | StoreUnavailable() | BadDatabaseUrl() | sqlite3.Error():
+        case (
+            UsageError()
+            | InvalidRef()
+            | StoreUnavailable()
+            | BadDatabaseUrl()
+            | BadBlobUrl()
+            | sqlite3.Error()
+        ):
             return ExitCode.USAGE
         case BlobStoreError() | OSError():
             return ExitCode.USAGE  # the store cannot be read: not a verdict on its content
@@ -117,7 +125,9 @@ def parse_percent(text: str) -> float:
 
 
 def build_parser(
-    default_dir: Path = Path("data"), default_db: str | None = None
+    default_dir: Path = Path("data"),
+    default_blob_url: str | None = None,
+    default_db: str | None = None,
 ) -> argparse.ArgumentParser:
     parser = _Parser(prog="blobstore", description="Check, collect and inspect a filesvc store.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -129,6 +139,14 @@ def build_parser(
             type=Path,
             default=default_dir,
             help="the service's data directory (default: FILESVC_DATA_DIR, else ./data)",
+        )
+        p.add_argument(
+            "--blob-url",
+            default=default_blob_url,
+            metavar="URL",
+            help="where the blobs are, as the service's FILESVC_BLOB_URL (default: that "
+            "variable, else the data directory); s3:// URLs sign with AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY",
         )
         p.add_argument(
             "--db-url",
@@ -188,15 +206,14 @@ def build_parser(
     return parser
 
 
-def _check_layout(data_dir: Path, target: DbTarget) -> None:
-    blobs = layout.blobs_dir(data_dir)
+def _check_layout(data_dir: Path, target: DbTarget, blobs: Path | None) -> None:
     if not data_dir.is_dir():
         raise StoreUnavailable(f"{data_dir}: no such directory")
     if target.sqlite_path is not None and not target.sqlite_path.is_file():
         raise StoreUnavailable(
             f"{target.sqlite_path}: no database (is this the service's --data-dir?)"
         )
-    if not blobs.is_dir():
+    if blobs is not None and not blobs.is_dir():
         raise StoreUnavailable(f"{blobs}: no blob directory")
 
 
@@ -229,14 +246,20 @@ async def _open_engine(target: DbTarget, *, writable: bool) -> Engine:
 
 @asynccontextmanager
 async def open_store(
-    data_dir: Path, *, writable: bool, db_url: str | None = None, current_schema: bool = False
-) -> AsyncIterator[tuple[Engine, LocalBackend]]:
-    """The store's metadata engine and blob backend, or StoreUnavailable.  Read-only opening
-    changes nothing (fsck right after a crash must not disturb the evidence); writable opening
-    brings the blob store's schema up to date.  ``current_schema``: refuse a read-only opening
-    of a schema older than this release's (gc's dry run reads the newer tables)."""
+    data_dir: Path,
+    blobs: BlobLocation,
+    *,
+    writable: bool,
+    db_url: str | None = None,
+    current_schema: bool = False,
+) -> AsyncIterator[tuple[Engine, BlobBackend]]:
+    """The store's metadata engine and the configured blob backend, or StoreUnavailable.
+    Read-only opening changes nothing (fsck right after a crash must not disturb the evidence);
+    writable opening brings the blob store's schema up to date.  ``current_schema``: refuse a
+    read-only opening of a schema older than this release's (gc's dry run reads newer tables)."""
     target = parse_db_url(db_url, data_dir)
-    await asyncio.to_thread(_check_layout, data_dir, target)
+    local_root = blobs.root if isinstance(blobs, LocalLocation) else None
+    await asyncio.to_thread(_check_layout, data_dir, target, local_root)
     db = await _open_engine(target, writable=writable)
     try:
         try:
@@ -251,7 +274,7 @@ async def open_store(
                 await manifests.probe(tx)
         except (sqlite3.Error, OSError, BlobStoreError) as exc:
             raise StoreUnavailable(f"{target.describe()}: cannot use the database: {exc}") from None
-        backend = await asyncio.to_thread(LocalBackend, layout.blobs_dir(data_dir))
+        backend = await open_backend(blobs)
     except BaseException:
         await db.close()
         raise
@@ -345,8 +368,16 @@ def _finding_line(f: fsck.Finding) -> str:
     return f"{f.severity.value:<6} {f.kind.value} {subject}: {f.message}{tail}"
 
 
+def _store_args(args: argparse.Namespace) -> list[str]:
+    """The options that name the store, for the commands we print."""
+    out = ["--data-dir", str(args.data_dir)]
+    if args.blob_url:
+        out += ["--blob-url", args.blob_url]
+    return out
+
+
 def _repair_argv(args: argparse.Namespace, seed: int | None) -> list[str]:
-    argv = ["blobstore", "fsck", "--data-dir", str(args.data_dir)]
+    argv = ["blobstore", "fsck", *_store_args(args)]
     if args.full:
         argv.append("--full")
     elif args.sample is not None:
@@ -369,7 +400,10 @@ async def cmd_fsck(args: argparse.Namespace, out: _Out) -> Outcome:
     started = time.monotonic()
     keep: list[fsck.Finding] = []  # damage and temp files: what a repair acts on
     hints_shown: dict[fsck.Kind, int] = {}
-    async with open_store(args.data_dir, writable=args.repair, db_url=args.db_url) as (db, backend):
+    async with open_store(args.data_dir, args.blobs, writable=args.repair, db_url=args.db_url) as (
+        db,
+        backend,
+    ):
         bar = BarProgress(out.console) if _show_progress(args, out.console.file) else None
         checker = fsck.Checker(db, backend, rehash=selector, progress=bar)
         live: AbstractContextManager[object] = bar.bar if bar is not None else nullcontext()
@@ -407,7 +441,7 @@ async def cmd_fsck(args: argparse.Namespace, out: _Out) -> Outcome:
     fixable = [f for f in keep if repair.repairable(f, temp_min_age=args.temp_min_age)]
     outcome = Outcome.DAMAGE if damage else Outcome.CLEAN
     repair_cmd = shlex.join(_repair_argv(args, seed)) if fixable and not args.repair else None
-    gc_cmd = shlex.join(["blobstore", "gc", "--data-dir", str(args.data_dir)])
+    gc_cmd = shlex.join(["blobstore", "gc", *_store_args(args)])
     by_kind = {k.value: n for k, n in sorted(counts.by_kind.items())}
     if out.as_json:
         summary: dict[str, object] = {
@@ -489,7 +523,11 @@ def _print_repair(out: _Out, report: repair.RepairReport) -> None:
 
 async def cmd_gc(args: argparse.Namespace, out: _Out) -> Outcome:
     async with open_store(
-        args.data_dir, writable=not args.dry_run, db_url=args.db_url, current_schema=True
+        args.data_dir,
+        args.blobs,
+        writable=not args.dry_run,
+        db_url=args.db_url,
+        current_schema=True,
     ) as (db, backend):
         r = await gc.collect(
             db,
@@ -541,7 +579,10 @@ async def cmd_gc(args: argparse.Namespace, out: _Out) -> Outcome:
 
 
 async def cmd_stat(args: argparse.Namespace, out: _Out) -> Outcome:
-    async with open_store(args.data_dir, writable=False, db_url=args.db_url) as (db, backend):
+    async with open_store(args.data_dir, args.blobs, writable=False, db_url=args.db_url) as (
+        db,
+        backend,
+    ):
         s = await stats.gather(db, backend)
     if out.as_json:
         out.record(s.to_json())
@@ -566,7 +607,10 @@ async def cmd_stat(args: argparse.Namespace, out: _Out) -> Outcome:
 
 async def cmd_cat(args: argparse.Namespace, out: IO[bytes]) -> Outcome:
     ref = parse_ref(args.ref)
-    async with open_store(args.data_dir, writable=False, db_url=args.db_url) as (_, backend):
+    async with open_store(args.data_dir, args.blobs, writable=False, db_url=args.db_url) as (
+        _,
+        backend,
+    ):
         async for piece in backend.read(ref):
             await asyncio.to_thread(out.write, piece)
         await asyncio.to_thread(out.flush)
@@ -595,8 +639,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Same default as ``filesvc serve``, read here at the edge and nowhere deeper.
         default_dir = Path(os.environ.get("FILESVC_DATA_DIR") or "data")
         default_db = os.environ.get(DB_URL_ENV) or None
-        args = build_parser(default_dir, default_db).parse_args(argv)
+        args = build_parser(default_dir, os.environ.get("FILESVC_BLOB_URL"), default_db).parse_args(
+            argv
+        )
         args.data_dir = args.data_dir.resolve()  # the printed commands work from anywhere
+        args.blobs = parse_blob_url(args.blob_url, args.data_dir, os.environ)
         outcome = asyncio.run(_run(args))
     except SystemExit as exc:  # --help
         return int(exc.code or 0)

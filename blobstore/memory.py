@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from blobstore.errors import BlobNotFound
 from blobstore.port import BlobInfo
 from blobstore.refs import BlobRef
+from blobstore.streams import BytesStream, read_opened
 
 
 class MemoryStaging:
@@ -49,15 +50,14 @@ class MemoryBackend:
         stored = self.blobs.get(ref)
         return None if stored is None else len(stored)
 
-    async def read(
-        self, ref: BlobRef, start: int = 0, end: int | None = None
-    ) -> AsyncIterator[bytes]:
+    async def open(self, ref: BlobRef, start: int = 0, end: int | None = None) -> BytesStream:
         stored = self.blobs.get(ref)
         if stored is None:
             raise BlobNotFound(ref)
-        data = stored[start:end]
-        if data:
-            yield data
+        return BytesStream(stored[start:end])
+
+    def read(self, ref: BlobRef, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        return read_opened(self.open(ref, start, end))
 
     async def delete(self, ref: BlobRef) -> None:
         self.blobs.pop(ref, None)

@@ -14,14 +14,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from blobstore import layout
+from blobstore.backends import open_backend
 from blobstore.engine import make_engine
 from blobstore.engine.base import DatabaseUnavailable, Engine
 from blobstore.engine.migrate import migrate
 from blobstore.engine.postgres import PostgresEngine
 from blobstore.engine.sqlite import Database
-from blobstore.local import LocalBackend
-from blobstore.port import BlobBackend
+from blobstore.port import BlobBackend, Probe
 from blobstore.store import ContentStore, PutResult
 from filesvc.appkeys import (
     DATABASE,
@@ -90,11 +89,7 @@ def create_app(
         await engine.close()
 
     async def store(app: web.Application) -> AsyncIterator[None]:
-        chosen: BlobBackend
-        if backend is not None:
-            chosen = backend
-        else:
-            chosen = await asyncio.to_thread(LocalBackend, layout.blobs_dir(settings.data_dir))
+        chosen = backend if backend is not None else await open_backend(settings.blob_location())
         app[STORE] = ContentStore(chosen)
         yield
         await chosen.close()
@@ -105,8 +100,12 @@ def create_app(
             box_height=settings.thumb_box[1],
             max_pixels=settings.thumb_max_pixels,
         )
+        # With several server processes of one host only the first renders thumbnails (each
+        # renderer is a set of worker processes); jobs are leased, so it takes the others'
+        # jobs, and so does any other instance sharing the database.
+        active = settings.worker_index in (None, 0)
         own: ProcessRenderer | None = None
-        if renderer is None:
+        if renderer is None and active:
             own = ProcessRenderer(
                 limits,
                 workers=settings.thumb_workers,
@@ -122,6 +121,7 @@ def create_app(
             lease=settings.thumb_lease,
             ready=app[READY],
             max_input_bytes=limits.max_input_bytes,
+            active=active,
         )
         await runner.start()
         app[THUMBS] = runner
@@ -193,7 +193,12 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _health(request: web.Request) -> web.Response:
+    """Alive when the database answers and, for a blob store behind a network, the store does
+    (an unreachable store is a 503 with Retry-After, like the requests that need it)."""
     await request.app[DATABASE].ping()
+    backend = request.app[STORE].backend
+    if isinstance(backend, Probe):
+        await backend.check()
     return web.json_response({"status": "ok"})
 
 

@@ -95,6 +95,7 @@ class ThumbnailRunner:
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         poll: float = POLL_SECONDS,
         ready: asyncio.Event | None = None,
+        active: bool = True,
     ) -> None:
         self.db = db
         self.store = store
@@ -104,6 +105,9 @@ class ThumbnailRunner:
         self.lease_ms = int(lease * 1000)
         self.max_input_bytes = max_input_bytes
         self.poll = poll
+        # A passive runner (a server process that leaves thumbnails to another one of its
+        # host, ``filesvc serve --workers N``) claims nothing; its waits watch the table.
+        self.active = active
         # Set once the database is connected and migrated (PostgreSQL may come later).
         self._ready = ready
         # host/pid/random: a later process on this host can tell that a lease's holder died.
@@ -120,6 +124,8 @@ class ThumbnailRunner:
 
     async def start(self) -> None:
         """Start the workers (they wait for the database if it is not reachable yet)."""
+        if not self.active:
+            return
         await asyncio.to_thread(self._clear_work_dir)
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -14,11 +15,15 @@ from blockbuster import BlockBuster, blockbuster_ctx
 
 from bench.pgserver import PgServer, remove, start_postgres
 from blobstore.port import BlobBackend
+from blobstore.s3 import S3Location
 from filesvc.app import create_app
 from filesvc.auth import mint
 from filesvc.settings import Settings
 from filesvc.thumbjobs import Renderer
 from tests.helpers import SECRET, Api
+from tests.seaweedfs import KEY_ID, REGION, SECRET_KEY, SeaweedFS, start_seaweedfs
+
+S3_BUCKET = "filesvc-test"
 
 
 def pytest_report_header() -> list[str]:
@@ -41,13 +46,57 @@ def blockbuster() -> Iterator[BlockBuster]:
 ENGINES = ("sqlite", "postgresql")
 
 
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """One real SeaweedFS for the whole run (it starts in about a second); each test isolates
+    itself under its own key prefix."""
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"), [S3_BUCKET])
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_location(seaweedfs: SeaweedFS) -> S3Location:
+    """A fresh, empty corner of the test bucket."""
+    return S3Location(
+        bucket=S3_BUCKET,
+        endpoint=seaweedfs.endpoint,
+        region=REGION,
+        access_key_id=KEY_ID,
+        secret_access_key=SECRET_KEY,
+        prefix=f"t-{uuid.uuid4().hex}/",
+    )
+
+
+# The HTTP suite runs on the two configurations the service is deployed in: the embedded
+# default (SQLite, local blobs) and the scaled-out one (PostgreSQL, S3).  The rest of the suite
+# uses the engine fixture on both engines with local blobs (crash, fsck, gc on a data
+# directory: the embedded default).
+HTTP_SUITE_BACKENDS = ["local", "s3"]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Tests that use the ``engine`` fixture (through ``settings``, ``api``...) run on both
-    metadata engines, unless marked ``sqlite_only`` (they open the SQLite file themselves)."""
-    if "engine" not in metafunc.fixturenames:
-        return
-    only = metafunc.definition.get_closest_marker("sqlite_only") is not None
-    metafunc.parametrize("engine", ENGINES[:1] if only else ENGINES, indirect=True)
+    """``sqlite_only`` keeps a test on the embedded engine (it opens the SQLite file itself);
+    ``local_blobs`` keeps it on the local blob backend (it breaks it on purpose)."""
+    names = metafunc.fixturenames
+    engines = list(ENGINES)
+    if metafunc.definition.get_closest_marker("sqlite_only") is not None:
+        engines = engines[:1]
+    blobs = list(HTTP_SUITE_BACKENDS)
+    if metafunc.definition.get_closest_marker("local_blobs") is not None:
+        blobs = blobs[:1]
+    http_suite = metafunc.module.__name__.startswith("tests.test_api_")
+    if "engine" in names and "blob_kind" in names and http_suite:
+        pairs = (
+            list(zip(engines, blobs, strict=True))
+            if len(engines) == len(blobs)
+            else [(e, b) for e in engines for b in blobs]
+        )
+        metafunc.parametrize(
+            ("engine", "blob_kind"), pairs, indirect=True, ids=[f"{e}-{b}" for e, b in pairs]
+        )
+    elif "engine" in names:
+        metafunc.parametrize("engine", engines, indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -62,8 +111,8 @@ def pg_server() -> Iterator[PgServer]:
 
 @pytest.fixture
 def engine(request: pytest.FixtureRequest) -> str | None:
-    """The metadata engine's URL for this test: None (SQLite in the data dir), or a fresh
-    database on the session's PostgreSQL."""
+    """The metadata engine's URL for this test: None (SQLite in the data dir), or a freshly
+    emptied database on the session's PostgreSQL."""
     if request.param == "sqlite":
         return None
     server: PgServer = request.getfixturevalue("pg_server")
@@ -71,13 +120,23 @@ def engine(request: pytest.FixtureRequest) -> str | None:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, engine: str | None) -> Settings:
+def blob_kind(request: pytest.FixtureRequest) -> str:
+    """Which blob backend the app under test uses: ``local`` unless parametrized."""
+    return str(getattr(request, "param", "local"))
+
+
+@pytest.fixture
+def settings(
+    tmp_path: Path, engine: str | None, blob_kind: str, request: pytest.FixtureRequest
+) -> Settings:
+    blob = request.getfixturevalue("s3_location") if blob_kind == "s3" else None
     return Settings(
         data_dir=tmp_path / "data",
         jwt_secret=SECRET,
         max_upload_bytes=64 << 20,
         body_idle_timeout=1.0,
         db_url=engine,
+        blob=blob,
     )
 
 

@@ -49,6 +49,7 @@ def start_server(
     port: int | None = None,
     env: dict[str, str] | None = None,
     wait: bool = True,
+    args: tuple[str, ...] = (),
 ) -> ServerProcess:
     """Start ``filesvc serve`` on a free port and (``wait``) until /health answers."""
     port = port or free_port()
@@ -66,6 +67,7 @@ def start_server(
                 str(port),
                 "--data-dir",
                 str(data_dir),
+                *args,
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
