@@ -124,6 +124,9 @@ async def mid_chunk(ledger: Ledger) -> None:
 
 
 async def after_delay(ledger: Ledger) -> None:
+    # Counted from the round's first answer, so that on a loaded machine too each round has
+    # one (the slower uploads are still streaming then).
+    await ledger.first_done.wait()
     await asyncio.sleep(random.uniform(0.05, 0.4))
 
 
