@@ -105,6 +105,7 @@ class FileService:
         *,
         max_upload_bytes: int,
         thumb_sync_timeout: float,
+        scope_of: Callable[[str], str | None] = lambda _company: None,
         on_stored: Callable[[PutResult], None] | None = None,
     ) -> None:
         self.db = db
@@ -113,6 +114,7 @@ class FileService:
         self.creates = creates
         self.max_upload_bytes = max_upload_bytes
         self.thumb_sync_timeout = thumb_sync_timeout
+        self._scope_of = scope_of
         self._on_stored = on_stored
 
     # -- reads ---------------------------------------------------------------------------------
@@ -170,7 +172,7 @@ class FileService:
         head = b""
         if body is not None:
             sniffer = HeadSniffer(body.chunks)
-            put = await self._put(sniffer.stream(), params.total_size, number)
+            put = await self._put(sniffer.stream(), params.total_size, number, company_id)
             head = sniffer.head
         entries = [] if put is None else [Entry(number, put.ref, put.size)]
         expected_size = params.total_size
@@ -223,7 +225,7 @@ class FileService:
         if state is None:
             raise NotFound("no such file in this company")
         plan = plan_chunk(state, request)
-        put = await self._put(body.chunks, plan.budget, request.number)
+        put = await self._put(body.chunks, plan.budget, request.number, company_id)
         async with self.db.write() as tx:
             ts = now_ms()
             await confirmations.confirm(tx, self.store.backend, [put.ref], now_ms=ts)
@@ -300,11 +302,11 @@ class FileService:
             await manifests.record_activity(tx, file_id, now_ms=ts)
 
     async def _put(
-        self, chunks: AsyncIterator[bytes], budget: int | None, number: int
+        self, chunks: AsyncIterator[bytes], budget: int | None, number: int, company_id: str
     ) -> PutResult:
         cap = self.max_upload_bytes if budget is None else min(budget, self.max_upload_bytes)
         try:
-            put = await self.store.put(chunks, max_size=cap)
+            put = await self.store.put(chunks, max_size=cap, scope=self._scope_of(company_id))
         except TooLarge:
             if budget is not None and budget < self.max_upload_bytes:
                 raise BadRequest(

@@ -96,6 +96,7 @@ class ThumbnailRunner:
         poll: float = POLL_SECONDS,
         ready: asyncio.Event | None = None,
         active: bool = True,
+        scope_of: Callable[[str], str | None] = lambda _company: None,
     ) -> None:
         self.db = db
         self.store = store
@@ -108,6 +109,9 @@ class ThumbnailRunner:
         # A passive runner (a server process that leaves thumbnails to another one of its
         # host, ``filesvc serve --workers N``) claims nothing; its waits watch the table.
         self.active = active
+        # Thumbnails are put in their file's company scope: a thumbnail shared across companies
+        # would make thumbnail_sync's timing a dedup oracle.
+        self._scope_of = scope_of
         # Set once the database is connected and migrated (PostgreSQL may come later).
         self._ready = ready
         # host/pid/random: a later process on this host can tell that a lease's holder died.
@@ -241,15 +245,21 @@ class ThumbnailRunner:
         async with self.db.read() as tx:
             current = await jobqueue.generation(tx, file_id)
             chunks = await manifests.entries(tx, file_id, "chunk")
-        if current != generation:
+            head = await manifests.head(tx, file_id)
+        if current != generation or head is None:
             return  # superseded or deleted
+        scope = self._scope_of(head.owner)
         # Most uploads are not images: a look at the first bytes settles them without a copy
         # or a worker process.
         if sum(e.size for e in chunks) > self.max_input_bytes:
-            await self._finish(file_id, generation, Rendered("done", reason="too large to read"))
+            await self._finish(
+                file_id, generation, Rendered("done", reason="too large to read"), scope
+            )
             return
         if not may_have_thumbnails(await self._head(chunks)):
-            await self._finish(file_id, generation, Rendered("done", reason="not an image or PDF"))
+            await self._finish(
+                file_id, generation, Rendered("done", reason="not an image or PDF"), scope
+            )
             return
         path, temporary = await self._materialize(chunks)
         try:
@@ -257,7 +267,7 @@ class ThumbnailRunner:
         finally:
             if temporary:
                 await asyncio.to_thread(path.unlink, True)
-        await self._finish(file_id, generation, rendered)
+        await self._finish(file_id, generation, rendered, scope)
 
     async def _head(self, chunks: list[manifests.Entry]) -> bytes:
         head = b""
@@ -283,8 +293,10 @@ class ThumbnailRunner:
             await asyncio.to_thread(os.close, fd)
         return path, True
 
-    async def _finish(self, file_id: str, generation: int, rendered: Rendered) -> None:
-        puts = [await self.store.put_bytes(t.data) for t in rendered.thumbnails]
+    async def _finish(
+        self, file_id: str, generation: int, rendered: Rendered, scope: str | None = None
+    ) -> None:
+        puts = [await self.store.put_bytes(t.data, scope=scope) for t in rendered.thumbnails]
         async with self.db.write() as tx:
             ts = _now_ms()
             await confirmations.confirm(tx, self.store.backend, [p.ref for p in puts], now_ms=ts)

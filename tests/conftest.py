@@ -17,6 +17,7 @@ from bench.pgserver import PgServer, remove, start_postgres
 from blobstore.port import BlobBackend
 from blobstore.s3 import S3Location
 from filesvc.app import create_app
+from filesvc.appkeys import READY
 from filesvc.auth import mint
 from filesvc.settings import Settings
 from filesvc.thumbjobs import Renderer
@@ -136,6 +137,8 @@ def settings(
         max_upload_bytes=64 << 20,
         body_idle_timeout=1.0,
         db_url=engine,
+        # No preallocated reserve in each of the many test apps (the full-disk tests set one).
+        disk_reserve_bytes=0,
         blob=blob,
     )
 
@@ -160,7 +163,7 @@ async def make_api(
         api = Api(await aiohttp_client(app))
         # PostgreSQL is connected (and migrated) in the background after start.
         for _ in range(200):
-            if (await api.client.get("/readyz")).status == 200:
+            if app[READY].is_set():
                 break
             await asyncio.sleep(0.05)
         return api

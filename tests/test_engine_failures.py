@@ -105,17 +105,21 @@ def test_postgres_unreachable_at_start_is_waited_for_while_not_ready(
     server = start_server(tmp_path / "data", env={"FILESVC_DB_URL": url}, wait=False)
     try:
         _until(lambda: _get(f"{server.url}/readyz")[0] == 503, 30)
-        status, body, headers = _get(f"{server.url}/readyz")
+        status, body, _ = _get(f"{server.url}/readyz")
+        assert body["checks"]["database"] == {  # type: ignore[index]
+            "ok": False,
+            "reason": "still connecting to the metadata database",
+        }
+        status, body, headers = _get(f"{server.url}/health")
         assert status == 503 and headers["Retry-After"] == "5"
         assert body == {
             "statusCode": 503,
             "error": "Service Unavailable",
             "message": "the metadata database is unavailable: nothing was saved; retry later",
         }
-        assert _get(f"{server.url}/health")[0] == 503
         own_pg.start()
         _until(lambda: _get(f"{server.url}/readyz")[0] == 200, 30)
-        assert _get(f"{server.url}/readyz")[1] == {"status": "ready"}
+        assert _get(f"{server.url}/readyz")[1]["status"] == "ready"
         assert server.proc.poll() is None
         log = server.log.read_text()
         assert "retrying in" in log and "metadata database ready" in log

@@ -18,6 +18,7 @@ from typing import cast
 import aiosqlite
 
 from blobstore.engine.base import SQLITE, Dialect, Row
+from blobstore.errors import StoreFull
 
 # FULL: a commit is on disk before the caller is answered, so an acknowledged upload survives
 # power loss as well as kill -9 (its blobs are fsynced too).  NORMAL is offered for benchmarks.
@@ -63,6 +64,23 @@ class SqliteTx:
 
     async def lock(self, name: str, *, shared: bool = False) -> None:
         return None  # the write transaction holds SQLite's one writer lock already
+
+
+def is_full(exc: BaseException) -> bool:
+    """True when SQLite failed for lack of space: ``SQLITE_FULL`` ("database or disk is full",
+    also what ``max_page_count`` gives), or an I/O error whose cause was ENOSPC."""
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+        return True
+    return "disk is full" in str(exc)
+
+
+def _translate(exc: BaseException) -> BaseException:
+    if is_full(exc):
+        return StoreFull("no space left for the metadata database")
+    return exc
 
 
 class Database:
@@ -145,20 +163,28 @@ class Database:
             # connection's thread runs it anyway), so the rollback must follow it; a rollback
             # with no transaction open does nothing.  Statements run in order on the
             # connection's thread, so the rollback always comes after the BEGIN.
+            # Lack of space surfaces as the store's own StoreFull, so callers (and the HTTP
+            # layer's one error switch) treat a full database like a full blob store.
             try:
                 await conn.execute("BEGIN IMMEDIATE")
                 yield SqliteTx(conn)
-            except BaseException:
+            except BaseException as exc:
                 await asyncio.shield(conn.rollback())
-                raise
+                translated = _translate(exc)
+                if translated is exc:
+                    raise
+                raise translated from exc
             try:
                 await asyncio.shield(conn.commit())
-            except BaseException:
+            except BaseException as exc:
                 # A failed COMMIT (SQLITE_FULL, IOERR, a deferred constraint) may leave the
                 # transaction open, and then every later BEGIN would fail.  After a cancelled
                 # (still running) commit this is a no-op: it runs after the commit.
                 await asyncio.shield(conn.rollback())
-                raise
+                translated = _translate(exc)
+                if translated is exc:
+                    raise
+                raise translated from exc
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[SqliteTx]:
