@@ -104,6 +104,7 @@ async def test_guess_and_check_reveals_nothing_across_companies(api: Api) -> Non
 
 
 @pytest.mark.local_blobs
+@pytest.mark.sqlite_only  # the command runs on the data directory's own database
 async def test_fsck_rehashes_scoped_blobs(api: Api, settings: Settings) -> None:
     """The scope rides in the ref beside the content hash: fsck --full still checks content."""
     held = await api.upload(SECRET_DOC, tok=A_TOKEN)
