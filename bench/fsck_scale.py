@@ -40,7 +40,7 @@ def build(data_dir: Path, blobs: int, *, blob_size: int, seed: int = 1) -> float
     db = sqlite3.connect(layout.db_path(data_dir), isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = OFF")
-    for ddl in manifests.SCHEMA:
+    for ddl in manifests.STEP_TABLES.sql["sqlite"]:
         db.execute(ddl)
     now_ms = int(time.time() * 1000)
     made_dirs: set[Path] = set()

@@ -35,12 +35,18 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from blobstore import fsck, gc, layout, repair, stats
+from blobstore import fsck, gc, layout, manifests, repair, stats
 from blobstore.backends import BadBlobUrl, BlobLocation, LocalLocation, open_backend, parse_blob_url
-from blobstore.db import Database
+from blobstore.engine import ENV as DB_URL_ENV
+from blobstore.engine import DbTarget, parse_db_url
+from blobstore.engine.base import BadDatabaseUrl, Engine
+from blobstore.engine.migrate import current, migrate
+from blobstore.engine.postgres import PostgresEngine
+from blobstore.engine.sqlite import Database
 from blobstore.errors import BlobNotFound, BlobStoreError
 from blobstore.port import BlobBackend
 from blobstore.refs import InvalidRef, parse_ref
+from blobstore.schema import TRACK
 
 # Hints of one kind printed one by one before the rest are only counted (a crash can leave
 # thousands of orphans; the operator needs the count, not the list).
@@ -75,7 +81,14 @@ def exit_code(result: Outcome | BaseException) -> ExitCode:
             return ExitCode.OK
         case Outcome.DAMAGE | BlobNotFound():
             return ExitCode.DAMAGE
-        case UsageError() | InvalidRef() | StoreUnavailable() | BadBlobUrl() | sqlite3.Error():
+        case (
+            UsageError()
+            | InvalidRef()
+            | StoreUnavailable()
+            | BadDatabaseUrl()
+            | BadBlobUrl()
+            | sqlite3.Error()
+        ):
             return ExitCode.USAGE
         case BlobStoreError() | OSError():
             return ExitCode.USAGE  # the store cannot be read: not a verdict on its content
@@ -112,7 +125,9 @@ def parse_percent(text: str) -> float:
 
 
 def build_parser(
-    default_dir: Path = Path("data"), default_blob_url: str | None = None
+    default_dir: Path = Path("data"),
+    default_blob_url: str | None = None,
+    default_db: str | None = None,
 ) -> argparse.ArgumentParser:
     parser = _Parser(prog="blobstore", description="Check, collect and inspect a filesvc store.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -132,6 +147,12 @@ def build_parser(
             help="where the blobs are, as the service's FILESVC_BLOB_URL (default: that "
             "variable, else the data directory); s3:// URLs sign with AWS_ACCESS_KEY_ID and "
             "AWS_SECRET_ACCESS_KEY",
+        )
+        p.add_argument(
+            "--db-url",
+            default=default_db,
+            metavar="URL",
+            help="metadata database (default: FILESVC_DB_URL, else SQLite in the data directory)",
         )
         return p
 
@@ -185,38 +206,78 @@ def build_parser(
     return parser
 
 
-def _check_layout(data_dir: Path, blobs: Path | None) -> None:
-    db_file = layout.db_path(data_dir)
+def _check_layout(data_dir: Path, target: DbTarget, blobs: Path | None) -> None:
     if not data_dir.is_dir():
         raise StoreUnavailable(f"{data_dir}: no such directory")
-    if not db_file.is_file():
-        raise StoreUnavailable(f"{db_file}: no database (is this the service's --data-dir?)")
+    if target.sqlite_path is not None and not target.sqlite_path.is_file():
+        raise StoreUnavailable(
+            f"{target.sqlite_path}: no database (is this the service's --data-dir?)"
+        )
     if blobs is not None and not blobs.is_dir():
         raise StoreUnavailable(f"{blobs}: no blob directory")
 
 
+# Attempts to reach PostgreSQL before a command gives up (about 3 s with the backoff).
+CONNECT_ATTEMPTS = 5
+
+
+async def _open_engine(target: DbTarget, *, writable: bool) -> Engine:
+    if target.sqlite_path is not None:
+        db = Database(target.sqlite_path)
+        try:
+            if writable:
+                await db.open()
+            else:
+                await db.open_readonly()
+        except (sqlite3.Error, OSError) as exc:
+            await db.close()
+            raise StoreUnavailable(
+                f"{target.sqlite_path}: cannot open the database: {exc}"
+            ) from None
+        return db
+    assert target.postgres_dsn is not None
+    pg = PostgresEngine(target.postgres_dsn, pool_size=2)
+    try:
+        await pg.connect_with_backoff(attempts=CONNECT_ATTEMPTS, longest=1.0)
+    except BlobStoreError as exc:
+        raise StoreUnavailable(f"{target.describe()}: {exc}") from None
+    return pg
+
+
 @asynccontextmanager
 async def open_store(
-    data_dir: Path, blobs: BlobLocation, *, writable: bool
-) -> AsyncIterator[tuple[Database, BlobBackend]]:
-    """The data directory's database and the configured blob backend, or StoreUnavailable.
-    Read-only opening changes nothing on disk (fsck right after a crash must not disturb the
-    evidence)."""
-    db_file = layout.db_path(data_dir)
+    data_dir: Path,
+    blobs: BlobLocation,
+    *,
+    writable: bool,
+    db_url: str | None = None,
+    current_schema: bool = False,
+) -> AsyncIterator[tuple[Engine, BlobBackend]]:
+    """The store's metadata engine and the configured blob backend, or StoreUnavailable.
+    Read-only opening changes nothing (fsck right after a crash must not disturb the evidence);
+    writable opening brings the blob store's schema up to date.  ``current_schema``: refuse a
+    read-only opening of a schema older than this release's (gc's dry run reads newer tables)."""
+    target = parse_db_url(db_url, data_dir)
     local_root = blobs.root if isinstance(blobs, LocalLocation) else None
-    await asyncio.to_thread(_check_layout, data_dir, local_root)
-    db = Database(db_file)
+    await asyncio.to_thread(_check_layout, data_dir, target, local_root)
+    db = await _open_engine(target, writable=writable)
     try:
-        if writable:
-            await db.open()
-        else:
-            await db.open_readonly()
-        async with db.read() as conn:
-            await conn.execute("SELECT 1 FROM manifests LIMIT 1")
-    except (sqlite3.Error, OSError) as exc:
+        try:
+            if writable:
+                await migrate(db, [TRACK])
+            elif current_schema and await current(db, TRACK.component) < len(TRACK.steps):
+                raise StoreUnavailable(
+                    "the database schema is older than this blobstore: start filesvc (or run"
+                    " `blobstore gc`) once to migrate it"
+                )
+            async with db.read() as tx:
+                await manifests.probe(tx)
+        except (sqlite3.Error, OSError, BlobStoreError) as exc:
+            raise StoreUnavailable(f"{target.describe()}: cannot use the database: {exc}") from None
+        backend = await open_backend(blobs)
+    except BaseException:
         await db.close()
-        raise StoreUnavailable(f"{db_file}: cannot open the database: {exc}") from None
-    backend = await open_backend(blobs)
+        raise
     try:
         yield db, backend
     finally:
@@ -339,7 +400,10 @@ async def cmd_fsck(args: argparse.Namespace, out: _Out) -> Outcome:
     started = time.monotonic()
     keep: list[fsck.Finding] = []  # damage and temp files: what a repair acts on
     hints_shown: dict[fsck.Kind, int] = {}
-    async with open_store(args.data_dir, args.blobs, writable=args.repair) as (db, backend):
+    async with open_store(args.data_dir, args.blobs, writable=args.repair, db_url=args.db_url) as (
+        db,
+        backend,
+    ):
         bar = BarProgress(out.console) if _show_progress(args, out.console.file) else None
         checker = fsck.Checker(db, backend, rehash=selector, progress=bar)
         live: AbstractContextManager[object] = bar.bar if bar is not None else nullcontext()
@@ -458,7 +522,13 @@ def _print_repair(out: _Out, report: repair.RepairReport) -> None:
 
 
 async def cmd_gc(args: argparse.Namespace, out: _Out) -> Outcome:
-    async with open_store(args.data_dir, args.blobs, writable=not args.dry_run) as (db, backend):
+    async with open_store(
+        args.data_dir,
+        args.blobs,
+        writable=not args.dry_run,
+        db_url=args.db_url,
+        current_schema=True,
+    ) as (db, backend):
         r = await gc.collect(
             db,
             backend,
@@ -483,7 +553,7 @@ async def cmd_gc(args: argparse.Namespace, out: _Out) -> Outcome:
                 "freed_blobs": r.freed,
                 "freed_bytes": r.freed_bytes,
                 "kept_rereferenced": r.kept_rereferenced,
-                "kept_touched": r.kept_touched,
+                "kept_confirmed": r.kept_confirmed,
             }
         )
         return Outcome.CLEAN
@@ -500,16 +570,19 @@ async def cmd_gc(args: argparse.Namespace, out: _Out) -> Outcome:
         out.line(f"would free {len(plan.delete)} blobs, {human_bytes(plan.delete_bytes)}")
     else:
         out.line(f"freed {r.freed} blobs, {human_bytes(r.freed_bytes)}")
-        if r.kept_rereferenced or r.kept_touched:
+        if r.kept_rereferenced or r.kept_confirmed:
             out.line(
-                f"kept {r.kept_rereferenced} that a manifest took meanwhile and {r.kept_touched}"
-                " that an upload wrote or deduplicated against during gc"
+                f"kept {r.kept_rereferenced} that a manifest took meanwhile and"
+                f" {r.kept_confirmed} that an upload confirmed during gc"
             )
     return Outcome.CLEAN
 
 
 async def cmd_stat(args: argparse.Namespace, out: _Out) -> Outcome:
-    async with open_store(args.data_dir, args.blobs, writable=False) as (db, backend):
+    async with open_store(args.data_dir, args.blobs, writable=False, db_url=args.db_url) as (
+        db,
+        backend,
+    ):
         s = await stats.gather(db, backend)
     if out.as_json:
         out.record(s.to_json())
@@ -534,7 +607,10 @@ async def cmd_stat(args: argparse.Namespace, out: _Out) -> Outcome:
 
 async def cmd_cat(args: argparse.Namespace, out: IO[bytes]) -> Outcome:
     ref = parse_ref(args.ref)
-    async with open_store(args.data_dir, args.blobs, writable=False) as (_, backend):
+    async with open_store(args.data_dir, args.blobs, writable=False, db_url=args.db_url) as (
+        _,
+        backend,
+    ):
         async for piece in backend.read(ref):
             await asyncio.to_thread(out.write, piece)
         await asyncio.to_thread(out.flush)
@@ -562,7 +638,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Same default as ``filesvc serve``, read here at the edge and nowhere deeper.
         default_dir = Path(os.environ.get("FILESVC_DATA_DIR") or "data")
-        args = build_parser(default_dir, os.environ.get("FILESVC_BLOB_URL")).parse_args(argv)
+        default_db = os.environ.get(DB_URL_ENV) or None
+        args = build_parser(default_dir, os.environ.get("FILESVC_BLOB_URL"), default_db).parse_args(
+            argv
+        )
         args.data_dir = args.data_dir.resolve()  # the printed commands work from anywhere
         args.blobs = parse_blob_url(args.blob_url, args.data_dir, os.environ)
         outcome = asyncio.run(_run(args))

@@ -26,7 +26,7 @@ from typing import Protocol
 import xxhash
 
 from blobstore import manifests
-from blobstore.db import Database
+from blobstore.engine.base import Engine
 from blobstore.errors import BlobNotFound, BlobStoreError
 from blobstore.manifests import Entry, Head, Holder
 from blobstore.port import BlobBackend, BlobInfo, LocalFiles, TempFiles
@@ -248,7 +248,7 @@ class Checker:
 
     def __init__(
         self,
-        db: Database,
+        db: Engine,
         backend: BlobBackend,
         *,
         rehash: Selector = rehash_none,
@@ -292,11 +292,9 @@ class Checker:
     async def _walk_manifests(
         self, claims: dict[BlobRef, int], conflicting: set[BlobRef]
     ) -> AsyncIterator[Finding]:
-        async with self._db.read() as conn:
-            async with conn.execute("SELECT COUNT(*) FROM manifests") as cur:
-                row = await cur.fetchone()
-            self._begin("manifests", row[0] if row else None)
-            async for head, slots in manifests.walk(conn):
+        async with self._db.read() as tx:
+            self._begin("manifests", await manifests.count(tx))
+            async for head, slots in manifests.walk(tx):
                 self.counts.files += 1
                 self._advance(1)
                 for found in slots.values():
@@ -327,13 +325,11 @@ class Checker:
             self.counts.blobs += 1
             self.counts.blob_bytes += blob.size
             if claim is None:
-                age = max(0.0, self._clock() - blob.mtime)
                 yield Finding(
                     Kind.ORPHAN_BLOB,
-                    "no manifest references this blob (gc reclaims it)",
+                    "no manifest references this blob (gc reclaims it once its grace is over)",
                     ref=blob.ref,
                     size=blob.size,
-                    age=age,
                 )
             if blob.ref in conflicting:
                 claim = -1  # several sizes claimed: look each up
@@ -444,7 +440,7 @@ class Checker:
 
 
 def check(
-    db: Database,
+    db: Engine,
     backend: BlobBackend,
     *,
     rehash: Selector = rehash_none,

@@ -1,21 +1,17 @@
-"""Garbage collection: a pure plan, then a thin executor.  Safe while the server runs.
+"""Garbage collection: a pure plan, then a thin executor.  Safe while servers run.
 
-Live = every ref a manifest holds, plus whatever an upload in flight has just written or
-deduplicated against.  The second part is invisible to the database, so three guards cover it:
+Live = every ref a manifest holds.  Blobs an upload has written but not committed yet are
+invisible to the manifests; the guard for them lives in metadata (:mod:`blobstore.confirmations`):
 
-1. **Grace**: only blobs whose mtime is older than ``grace`` are candidates.  A put writes or
-   touches its blob (``ContentStore.put`` calls ``backend.touch`` on a dedup hit), and commits the
-   manifest entry right after; the grace must exceed that put-to-commit window.
-2. **Touch check**: each delete is ``backend.delete_if_untouched(ref, since)`` with ``since`` the
-   moment gc started (less :data:`CLOCK_SLACK`): a blob written or deduplicated against after gc
-   started stays, and a touch after the delete fails, so the toucher publishes its own copy.
-3. **Re-check under the write lock**: the executor re-reads ``is_referenced`` and deletes inside
-   one database write transaction, so no manifest commit can land between the check and the
-   delete.  A writer that also wants to be safe with no grace at all confirms its blobs in the
-   transaction that commits them (``await backend.touch(ref)`` returns True; False means gc took
-   it: roll back and put again); then gc and commits are fully serialised by that lock.
+1. **Grace**: a blob is a candidate only when no manifest references it and it was neither
+   confirmed by a commit nor first seen by gc within ``grace``.  A blob gc meets for the first
+   time has its sighting recorded and is kept (unless the grace is zero).
+2. **Re-check under the gc lock**: each batch of deletes runs in one write transaction that holds
+   the gc lock exclusively and re-reads both facts; commits take the same lock (shared) when they
+   confirm their blobs, so none lands between the check and the delete.  A commit after the
+   delete finds its blob gone and fails without committing.
 
-Abandoned uploads (incomplete, untouched for ``abandon_after``) are expired first; the blobs they
+Abandoned uploads (incomplete, no chunk for ``abandon_after``) are expired first; the blobs they
 held become garbage in the same run once past the grace.
 """
 
@@ -26,22 +22,19 @@ import time
 from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from blobstore import manifests
-from blobstore.db import Database
+from blobstore import confirmations, manifests
+from blobstore.engine.base import Engine
 from blobstore.manifests import PendingUpload, Slot
 from blobstore.port import BlobBackend, BlobInfo
 from blobstore.refs import BlobRef
 
-# An upload's put-to-commit window is milliseconds; an hour also covers a stalled disk, a paused
-# VM and writers that do not confirm their blobs in the commit transaction.
+# An upload's put-to-commit window is milliseconds; an hour also covers a stalled disk or a
+# paused VM.  A shorter grace is safe too (commits re-check), it only makes such uploads retry.
 DEFAULT_GRACE = 3600.0
 # resumable.js clients resume an interrupted upload hours later (laptop lid, train tunnel); a day
 # without any chunk is abandonment.
 DEFAULT_ABANDON_AFTER = 86_400.0
-# File mtimes come from the kernel's coarse clock, which may run a tick behind time.time(): a
-# touch just after gc started could carry an mtime just before it.  One second absorbs that.
-CLOCK_SLACK = 1.0
-# Candidates re-checked and deleted per write transaction: the server's commits wait while gc
+# Candidates re-checked and deleted per write transaction: the servers' commits wait while gc
 # holds the lock, so keep each hold short (~100 small deletes take a few ms).
 DELETE_BATCH = 100
 # Abandoned uploads expired per write transaction, for the same reason.
@@ -57,52 +50,47 @@ class GcPlan:
     kept_referenced_bytes: int = 0
     kept_young: int = 0
     kept_young_bytes: int = 0
+    # Unreferenced blobs gc has never seen before: their grace starts with this run.
+    first_seen: tuple[BlobRef, ...] = ()
 
     @property
     def delete_bytes(self) -> int:
         return sum(b.size for b in self.delete)
 
 
-def is_old(blob: BlobInfo, *, now: float, grace: float) -> bool:
-    """True when the blob was last written or touched at least ``grace`` seconds before ``now``."""
-    return now - blob.mtime >= grace
-
-
 def plan_gc(
-    referenced: Container[str], blobs: Iterable[BlobInfo], *, now: float, grace: float
+    referenced: Container[str],
+    blobs: Iterable[BlobInfo],
+    seen: Mapping[BlobRef, int],
+    *,
+    now_ms: int,
+    grace_ms: int,
 ) -> GcPlan:
-    """Pure: delete every blob no manifest references that is old enough; keep the rest."""
+    """Pure: delete every unreferenced blob whose grace has run out; keep the rest."""
     delete: list[BlobInfo] = []
+    first: list[BlobRef] = []
     ref_n = ref_bytes = young_n = young_bytes = 0
     for blob in blobs:
         if blob.ref in referenced:
             ref_n += 1
             ref_bytes += blob.size
-        elif not is_old(blob, now=now, grace=grace):
+            continue
+        if blob.ref not in seen:
+            first.append(blob.ref)
+        if confirmations.is_stale(seen, blob.ref, now_ms=now_ms, grace_ms=grace_ms):
+            delete.append(blob)
+        else:
             young_n += 1
             young_bytes += blob.size
-        else:
-            delete.append(blob)
-    return GcPlan(tuple(delete), ref_n, ref_bytes, young_n, young_bytes)
-
-
-def last_activity(upload: PendingUpload, blob_mtimes: Mapping[BlobRef, float]) -> float:
-    """Seconds since the epoch of the upload's last sign of life: its manifest's ``updated_at``,
-    or a later write or dedup touch of one of its blobs (a chunk put touches its blob even when
-    the service does not bump ``updated_at``)."""
-    seen = [blob_mtimes[ref] for _, ref in upload.entries if ref in blob_mtimes]
-    return max([upload.updated_at / 1000, *seen])
+    return GcPlan(tuple(delete), ref_n, ref_bytes, young_n, young_bytes, tuple(first))
 
 
 def plan_expiry(
-    uploads: Iterable[PendingUpload],
-    blob_mtimes: Mapping[BlobRef, float],
-    *,
-    now: float,
-    abandon_after: float,
+    uploads: Iterable[PendingUpload], *, now: float, abandon_after: float
 ) -> tuple[PendingUpload, ...]:
-    """Pure: the uploads with no sign of life for at least ``abandon_after`` seconds."""
-    return tuple(u for u in uploads if now - last_activity(u, blob_mtimes) >= abandon_after)
+    """Pure: the uploads whose manifest saw no activity for at least ``abandon_after`` seconds
+    (every chunk commit bumps ``updated_at``)."""
+    return tuple(u for u in uploads if now - u.updated_at / 1000 >= abandon_after)
 
 
 @dataclass
@@ -117,9 +105,9 @@ class GcReport:
     plan: GcPlan = field(default_factory=GcPlan)
     freed: int = 0
     freed_bytes: int = 0
-    # Planned, then kept: a manifest took the blob meanwhile, or an upload wrote or touched it.
+    # Planned, then kept: a manifest took the blob meanwhile, or a commit confirmed it.
     kept_rereferenced: int = 0
-    kept_touched: int = 0
+    kept_confirmed: int = 0
 
 
 def _skip_map(uploads: Iterable[PendingUpload]) -> dict[str, Slot | None]:
@@ -127,7 +115,7 @@ def _skip_map(uploads: Iterable[PendingUpload]) -> dict[str, Slot | None]:
 
 
 async def collect(
-    db: Database,
+    db: Engine,
     backend: BlobBackend,
     *,
     grace: float = DEFAULT_GRACE,
@@ -135,64 +123,74 @@ async def collect(
     dry_run: bool = False,
     clock: Callable[[], float] = time.time,
 ) -> GcReport:
-    """Expire abandoned uploads, then delete unreferenced blobs older than ``grace``.
+    """Expire abandoned uploads, then delete unreferenced blobs whose grace has run out.
 
     ``db`` must be open for writing unless ``dry_run``.  Memory holds the live ref set and the
     garbage candidates, not the whole store."""
     if grace < 0 or abandon_after < 0 or math.isnan(grace) or math.isnan(abandon_after):
         raise ValueError("grace and abandon_after must be >= 0")
     started = clock()
-    since = started - CLOCK_SLACK
+    now_ms = math.floor(started * 1000)
+    grace_ms = math.ceil(grace * 1000)
     report = GcReport(dry_run=dry_run, started=started)
 
     cutoff_ms = math.floor((started - abandon_after) * 1000)
-    async with db.read() as conn:
-        pending = await manifests.pending_uploads(conn, updated_before_ms=cutoff_ms)
-        live_before = await manifests.live_refs(conn)
+    async with db.read() as tx:
+        pending = await manifests.pending_uploads(tx, updated_before_ms=cutoff_ms)
+        live_before = await manifests.live_refs(tx)
     pending_refs = {ref for u in pending for _, ref in u.entries}
 
-    # One scan serves both plans: keep what may be garbage, and the mtimes of pending uploads.
     maybe_garbage: list[BlobInfo] = []
-    mtimes: dict[BlobRef, float] = {}
     async for blob in backend.scan():
         report.scanned += 1
         report.scanned_bytes += blob.size
-        if blob.ref in pending_refs:
-            mtimes[blob.ref] = blob.mtime
-            maybe_garbage.append(blob)
-        elif blob.ref not in live_before:
+        if blob.ref in pending_refs or blob.ref not in live_before:
             maybe_garbage.append(blob)
     del live_before
 
-    expiring = plan_expiry(pending, mtimes, now=started, abandon_after=abandon_after)
+    expiring = plan_expiry(pending, now=started, abandon_after=abandon_after)
     if dry_run:
         report.expired = list(expiring)
-        async with db.read() as conn:
-            live = await manifests.live_refs(conn, excluding=_skip_map(expiring))
+        async with db.read() as tx:
+            live = await manifests.live_refs(tx, excluding=_skip_map(expiring))
+            seen = await confirmations.confirmed_at(tx, [b.ref for b in maybe_garbage])
     else:
-        now_ms = int(clock() * 1000)
         for i in range(0, len(expiring), EXPIRE_BATCH):
-            async with db.write() as conn:
+            async with db.write() as tx:
                 for upload in expiring[i : i + EXPIRE_BATCH]:
-                    if await manifests.expire(conn, upload, now_ms=now_ms):
+                    if await manifests.expire(tx, upload, now_ms=now_ms):
                         report.expired.append(upload)
-        async with db.read() as conn:
-            live = await manifests.live_refs(conn)
+        async with db.read() as tx:
+            live = await manifests.live_refs(tx)
+            seen = await confirmations.confirmed_at(tx, [b.ref for b in maybe_garbage])
 
-    report.plan = plan_gc(live, maybe_garbage, now=since, grace=grace)
+    report.plan = plan_gc(live, maybe_garbage, seen, now_ms=now_ms, grace_ms=grace_ms)
     del maybe_garbage, live
     if dry_run:
         return report
 
+    deleting = {b.ref for b in report.plan.delete}
+    first_seen = [ref for ref in report.plan.first_seen if ref not in deleting]
+    for i in range(0, len(first_seen), DELETE_BATCH * 10):
+        async with db.write() as tx:
+            await confirmations.sight(tx, first_seen[i : i + DELETE_BATCH * 10], now_ms=now_ms)
+
     todo = report.plan.delete
     for i in range(0, len(todo), DELETE_BATCH):
-        async with db.write() as conn:
-            for blob in todo[i : i + DELETE_BATCH]:
-                if await manifests.is_referenced(conn, blob.ref):
+        async with db.write() as tx:
+            await confirmations.lock_for_gc(tx)
+            batch = todo[i : i + DELETE_BATCH]
+            seen = await confirmations.confirmed_at(tx, [b.ref for b in batch])
+            gone: list[BlobRef] = []
+            for blob in batch:
+                if await manifests.is_referenced(tx, blob.ref):
                     report.kept_rereferenced += 1
-                elif await backend.delete_if_untouched(blob.ref, since):
+                elif not confirmations.is_stale(seen, blob.ref, now_ms=now_ms, grace_ms=grace_ms):
+                    report.kept_confirmed += 1
+                else:
+                    await backend.delete(blob.ref)
+                    gone.append(blob.ref)
                     report.freed += 1
                     report.freed_bytes += blob.size
-                else:
-                    report.kept_touched += 1
+            await confirmations.forget(tx, gone)
     return report

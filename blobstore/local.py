@@ -37,13 +37,9 @@ _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 TEMP_DIR = "tmp"
 
 
+# Release 0.1.0's gc moved a blob aside under this prefix while it decided on it; a gc killed
+# mid-way left it there, and ``blobstore fsck --repair`` still puts such a blob back.
 GC_PARKED_PREFIX = "gc-"
-
-
-def parked_name(ref: BlobRef) -> str:
-    """The temp name a blob takes while gc decides on it; it names the ref, so that a gc killed
-    mid-way leaves a file that ``blobstore fsck --repair`` can put back."""
-    return f"{GC_PARKED_PREFIX}{ref}.{uuid.uuid4().hex}.tmp"
 
 
 def parked_ref(name: str) -> BlobRef | None:
@@ -252,9 +248,14 @@ class LocalStaging:
     async def same_as(self, ref: BlobRef) -> bool:
         await self._settle()
         try:
-            return await self._call(self._same_as_sync, ref)
+            if not await self._call(self._same_as_sync, ref):
+                return False
+            # The blob may be another upload's, published a moment ago and not yet durable: a
+            # dedup hit counts only once a sync that started after it has finished.
+            await self._backend.syncer.sync()
         except OSError as exc:
             raise translate_oserror(exc) from None
+        return True
 
     def _same_as_sync(self, ref: BlobRef) -> bool:
         target = self._backend.local_path(ref)
@@ -436,47 +437,11 @@ class LocalBackend:
     def read(self, ref: BlobRef, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         return read_opened(self.open(ref, start, end))
 
-    async def touch(self, ref: BlobRef) -> bool:
-        try:
-            await self.run(os.utime, self.local_path(ref))
-            # The blob may be another upload's, published a moment ago and not yet durable: a
-            # dedup hit is acknowledged only once a sync that started after it has finished.
-            await self.syncer.sync()
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise translate_oserror(exc) from None
-        return True
-
     async def delete(self, ref: BlobRef) -> None:
         try:
             await self.run(self.local_path(ref).unlink, True)
         except OSError as exc:
             raise translate_oserror(exc) from None
-
-    async def delete_if_untouched(self, ref: BlobRef, since: float) -> bool:
-        try:
-            return await self.run(self._delete_if_untouched_sync, ref, since)
-        except OSError as exc:
-            raise translate_oserror(exc) from None
-
-    def _delete_if_untouched_sync(self, ref: BlobRef, since: float) -> bool:
-        # Move the blob out of its name first: a touch after this fails (the toucher publishes
-        # its own copy); a touch before it shows in the mtime, and then the blob goes back.
-        path = self.local_path(ref)
-        parked = self.tmp / parked_name(ref)
-        try:
-            os.rename(path, parked)
-        except FileNotFoundError:
-            return False
-        if os.stat(parked).st_mtime >= since:
-            # FileExistsError: an upload re-published the same content meanwhile.
-            with contextlib.suppress(FileExistsError):
-                os.link(parked, path)
-            parked.unlink()
-            return False
-        parked.unlink()
-        return True
 
     async def scan(self) -> AsyncIterator[BlobInfo]:
         for top in await self.run(_listdir, self.root):
@@ -521,7 +486,7 @@ def _scan_dir(path: Path) -> list[BlobInfo]:
             st = entry.stat()
         except FileNotFoundError:
             continue
-        out.append(BlobInfo(BlobRef(entry.name), st.st_size, st.st_mtime))
+        out.append(BlobInfo(BlobRef(entry.name), st.st_size))
     return out
 
 

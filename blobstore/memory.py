@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 
 from blobstore.errors import BlobNotFound
@@ -25,13 +24,13 @@ class MemoryStaging:
     async def publish(self, ref: BlobRef) -> bool:
         if ref in self._backend.blobs:
             return False
-        self._backend.blobs[ref] = (bytes(self._data), time.time())
+        self._backend.blobs[ref] = bytes(self._data)
         self._open = False
         return True
 
     async def same_as(self, ref: BlobRef) -> bool:
         stored = self._backend.blobs.get(ref)
-        return stored is not None and stored[0] == self._data
+        return stored is not None and stored == self._data
 
     async def discard(self) -> None:
         self._data = bytearray()
@@ -42,44 +41,30 @@ class MemoryBackend:
     """Blobs in a dict; every operation is atomic because nothing here awaits mid-way."""
 
     def __init__(self) -> None:
-        self.blobs: dict[BlobRef, tuple[bytes, float]] = {}
+        self.blobs: dict[BlobRef, bytes] = {}
 
     async def stage(self) -> MemoryStaging:
         return MemoryStaging(self)
 
     async def stat(self, ref: BlobRef) -> int | None:
         stored = self.blobs.get(ref)
-        return None if stored is None else len(stored[0])
+        return None if stored is None else len(stored)
 
     async def open(self, ref: BlobRef, start: int = 0, end: int | None = None) -> BytesStream:
         stored = self.blobs.get(ref)
         if stored is None:
             raise BlobNotFound(ref)
-        return BytesStream(stored[0][start:end])
+        return BytesStream(stored[start:end])
 
     def read(self, ref: BlobRef, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         return read_opened(self.open(ref, start, end))
 
-    async def touch(self, ref: BlobRef) -> bool:
-        stored = self.blobs.get(ref)
-        if stored is None:
-            return False
-        self.blobs[ref] = (stored[0], time.time())
-        return True
-
     async def delete(self, ref: BlobRef) -> None:
         self.blobs.pop(ref, None)
 
-    async def delete_if_untouched(self, ref: BlobRef, since: float) -> bool:
-        stored = self.blobs.get(ref)
-        if stored is None or stored[1] >= since:
-            return False
-        del self.blobs[ref]
-        return True
-
     async def scan(self) -> AsyncIterator[BlobInfo]:
-        for ref, (data, mtime) in list(self.blobs.items()):
-            yield BlobInfo(ref, len(data), mtime)
+        for ref, data in list(self.blobs.items()):
+            yield BlobInfo(ref, len(data))
 
     async def close(self) -> None:
         return None

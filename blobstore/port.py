@@ -23,12 +23,11 @@ from blobstore.refs import BlobRef
 
 @dataclass(frozen=True)
 class BlobInfo:
-    """One stored blob as a scan sees it.  ``mtime`` is seconds since the epoch of the last
-    write or :meth:`BlobBackend.touch`; gc uses it as the blob's age."""
+    """One stored blob as a scan sees it.  (How old a blob is, and whether an upload still
+    needs it, is kept in metadata: :mod:`blobstore.confirmations`.)"""
 
     ref: BlobRef
     size: int
-    mtime: float
 
 
 class Staging(Protocol):
@@ -47,8 +46,9 @@ class Staging(Protocol):
         blob whose bytes were made durable may stay, unreferenced, for gc)."""
 
     async def same_as(self, ref: BlobRef) -> bool:
-        """True when the blob stored under ``ref`` has exactly the staged bytes.  False when it
-        differs or is gone."""
+        """True when the blob stored under ``ref`` has exactly the staged bytes and is durable
+        (it may be another upload's, published a moment ago).  False when it differs or is
+        gone."""
 
     async def discard(self) -> None:
         """Drop the staged bytes.  Idempotent, and safe after publish (then it does nothing)."""
@@ -122,21 +122,13 @@ class BlobRemover(Protocol):
     """The removal role, for gc and repair."""
 
     async def delete(self, ref: BlobRef) -> None:
-        """Remove the blob.  Removing a missing blob is not an error."""
+        """Remove the blob.  Removing a missing blob is not an error.  Only gc deletes, under
+        the lock commits take (:mod:`blobstore.confirmations`)."""
 
 
 class BlobBackend(BlobReader, BlobWriter, BlobLister, BlobRemover, Protocol):
-    """A place that keeps blobs: every role, plus the gc guard and closing."""
-
-    async def touch(self, ref: BlobRef) -> bool:
-        """Mark the blob as just used (a dedup hit), so gc treats it as young.  False when the
-        blob is gone (gc took it), in which case the caller must publish its own copy."""
-
-    async def delete_if_untouched(self, ref: BlobRef, since: float) -> bool:
-        """Remove the blob unless it was written or touched at or after ``since``; return True
-        when it was removed.  A concurrent :meth:`touch` either happens first (the blob stays)
-        or fails (the toucher publishes its own copy): gc can never take a blob a racing
-        upload deduplicated against."""
+    """A place that keeps blobs: every role, and closing.  (The guard between gc and dedup is
+    kept in metadata, :mod:`blobstore.confirmations`, not in the backend.)"""
 
     async def close(self) -> None:
         """Release resources.  Idempotent."""

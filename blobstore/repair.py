@@ -19,10 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiosqlite
-
 from blobstore import manifests
-from blobstore.db import Database
+from blobstore.engine.base import Engine, Tx
 from blobstore.fsck import Finding, Kind, hash_blobs, manifest_problems
 from blobstore.local import parked_ref
 from blobstore.port import BlobBackend, LocalFiles
@@ -100,7 +98,7 @@ class Repairer:
 
     def __init__(
         self,
-        db: Database,
+        db: Engine,
         backend: BlobBackend,
         *,
         quarantine: Path,
@@ -198,9 +196,7 @@ class Repairer:
             for h in holders:
                 await self._mark(conn, h.file_id, h.owner, h.marked_damaged)
 
-    async def _mark(
-        self, conn: aiosqlite.Connection, file_id: str, owner: str, already: bool
-    ) -> None:
+    async def _mark(self, conn: Tx, file_id: str, owner: str, already: bool) -> None:
         if already or any(m[0] == file_id for m in self.report.marked):
             return
         await manifests.mark(conn, file_id, now_ms=int(self._clock() * 1000), damaged=True)

@@ -308,7 +308,6 @@ class S3Backend:
         await _call(obstore.delete_async(self.store, self.key(BLOBS, ref)))
 
     async def scan(self) -> AsyncIterator[BlobInfo]:
-        stamps = await self._touch_stamps()
         prefix = self.key(BLOBS, "")
         try:
             async for batch in obstore.list(self.store, prefix=prefix, chunk_size=1000):
@@ -316,71 +315,9 @@ class S3Backend:
                     name = meta["path"][len(prefix) :]
                     if not is_ref(name):
                         continue
-                    ref = BlobRef(name)
-                    mtime = max(meta["last_modified"].timestamp(), stamps.get(ref, 0.0))
-                    yield BlobInfo(ref, int(meta["size"]), mtime)
+                    yield BlobInfo(BlobRef(name), int(meta["size"]))
         except (BaseError, OSError) as exc:
             raise translate(exc) from None
 
     async def close(self) -> None:
         return None  # the client's pool goes with the object
-
-    # --- The mtime guard between gc and dedup ---------------------------------------------------
-    # The port still asks for it; it goes when the guard lives in metadata (a commit confirms the
-    # refs it uses).  Objects cannot be touched in place, so a dedup hit writes a marker object
-    # ``touched/<ref>``; gc parks a blob at ``parked/<ref>`` before deciding, as the local
-    # backend does with a rename.
-
-    async def touch(self, ref: BlobRef) -> bool:
-        # Marker first, presence second: a gc that deletes after our check sees the marker.
-        await _call(obstore.put_async(self.store, self.key(TOUCHED, ref), b""))
-        return await self.stat(ref) is not None
-
-    async def delete_if_untouched(self, ref: BlobRef, since: float) -> bool:
-        blob, parked = self.key(BLOBS, ref), self.key(PARKED, ref)
-        try:
-            meta = await _call(obstore.head_async(self.store, blob))
-        except BlobNotFound:
-            return False
-        if _stamp(meta["last_modified"].timestamp()) >= since or await self._touched(ref, since):
-            return False
-        await _call(obstore.copy_async(self.store, blob, parked, overwrite=True))
-        await self.delete(ref)
-        if await self._touched(ref, since):
-            with contextlib.suppress(AlreadyExistsError):  # re-published meanwhile
-                await _call(obstore.copy_async(self.store, parked, blob, overwrite=False))
-            await _call(obstore.delete_async(self.store, parked))
-            return False
-        await _call(obstore.delete_async(self.store, parked))
-        await _call(obstore.delete_async(self.store, self.key(TOUCHED, ref)))
-        return True
-
-    async def _touched(self, ref: BlobRef, since: float) -> bool:
-        try:
-            meta = await _call(obstore.head_async(self.store, self.key(TOUCHED, ref)))
-        except BlobNotFound:
-            return False
-        return _stamp(meta["last_modified"].timestamp()) >= since
-
-    async def _touch_stamps(self) -> dict[BlobRef, float]:
-        prefix = self.key(TOUCHED, "")
-        out: dict[BlobRef, float] = {}
-        try:
-            async for batch in obstore.list(self.store, prefix=prefix, chunk_size=1000):
-                for meta in batch:
-                    name = meta["path"][len(prefix) :]
-                    if is_ref(name):
-                        out[BlobRef(name)] = _stamp(meta["last_modified"].timestamp())
-        except (BaseError, OSError) as exc:
-            raise translate(exc) from None
-        return out
-
-
-TOUCHED = "touched/"
-PARKED = "parked/"
-
-
-def _stamp(last_modified: float) -> float:
-    """S3 times are whole seconds, rounded down: count an object as written at the end of its
-    second, so it never looks older than it is."""
-    return last_modified + 1.0

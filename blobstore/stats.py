@@ -11,10 +11,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from blobstore import manifests
-from blobstore.db import Database
-from blobstore.gc import last_activity
+from blobstore.engine.base import Engine
 from blobstore.port import BlobBackend, TempFiles
-from blobstore.refs import BlobRef
 
 
 @dataclass(frozen=True)
@@ -53,16 +51,14 @@ class StoreStats:
 
 
 async def gather(
-    db: Database, backend: BlobBackend, *, clock: Callable[[], float] = time.time
+    db: Engine, backend: BlobBackend, *, clock: Callable[[], float] = time.time
 ) -> StoreStats:
     """Count the store.  Read-only; safe beside a running server."""
     now = clock()
-    async with db.read() as conn:
-        totals = await manifests.totals(conn)
-        live = await manifests.live_refs(conn)
-        pending = await manifests.pending_uploads(conn)
-    pending_refs = {ref for u in pending for _, ref in u.entries}
-    mtimes: dict[BlobRef, float] = {}
+    async with db.read() as tx:
+        totals = await manifests.totals(tx)
+        live = await manifests.live_refs(tx)
+        pending = await manifests.pending_uploads(tx)
     blobs = stored = ref_blobs = ref_bytes = 0
     async for blob in backend.scan():
         blobs += 1
@@ -70,17 +66,13 @@ async def gather(
         if blob.ref in live:
             ref_blobs += 1
             ref_bytes += blob.size
-        if blob.ref in pending_refs:
-            mtimes[blob.ref] = blob.mtime
     temps: list[tuple[object, int, float]] = []
     if isinstance(backend, TempFiles):
         temps = list(await asyncio.to_thread(backend.temp_files))
     ages = tuple(
         sorted(
             (
-                PendingAge(
-                    u.file_id, u.owner, u.kind, len(u.entries), now - last_activity(u, mtimes)
-                )
+                PendingAge(u.file_id, u.owner, u.kind, len(u.entries), now - u.updated_at / 1000)
                 for u in pending
             ),
             key=lambda p: -p.idle_seconds,

@@ -98,7 +98,7 @@ class ContentStore:
             if await staging.publish(ref):
                 return ref, True
             # A blob already has this name: trust it only if its bytes are ours.
-            if await staging.same_as(ref) and await self.backend.touch(ref):
+            if await staging.same_as(ref):
                 return ref, False
             # Gone meanwhile (gc) — publish takes the name on the next round; else a collision.
             if await staging.publish(ref):

@@ -7,22 +7,27 @@ in reverse order) and live under typed AppKeys.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from blobstore import layout
 from blobstore.backends import open_backend
-from blobstore.db import Database
+from blobstore.engine import make_engine
+from blobstore.engine.base import DatabaseUnavailable, Engine
+from blobstore.engine.migrate import migrate
+from blobstore.engine.postgres import PostgresEngine
+from blobstore.engine.sqlite import Database
 from blobstore.port import BlobBackend, Probe
 from blobstore.store import ContentStore, PutResult
-from filesvc import repo
 from filesvc.appkeys import (
     DATABASE,
     INFLIGHT,
     METRICS,
+    READY,
     SCOPES,
     SERVICE,
     SETTINGS,
@@ -40,6 +45,7 @@ from filesvc.middleware import error_middleware, metrics_middleware, target_midd
 from filesvc.ready import readyz
 from filesvc.routes import reads, uploads
 from filesvc.routes.common import PREFIX
+from filesvc.schema import TRACKS
 from filesvc.scope import DedupScopes
 from filesvc.service import FileService
 from filesvc.settings import Settings
@@ -49,10 +55,13 @@ from filesvc.thumbnails.pool import ProcessRenderer
 from filesvc.thumbnails.render import RenderLimits
 from filesvc.tus import cors as tus_cors
 from filesvc.tus import routes as tus_routes
-from filesvc.tus import table as tus_table
 from filesvc.tus.store import TusStore
 
 THUMB_WORK_DIR = "thumb-work"
+# While PostgreSQL cannot be reached at start, attempts are spaced out up to this long.
+CONNECT_BACKOFF_MAX = 5.0
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -85,11 +94,24 @@ def create_app(
         await guard.stop()
 
     async def database(app: web.Application) -> AsyncIterator[None]:
-        db = Database(layout.db_path(settings.data_dir), synchronous=settings.sqlite_synchronous)
-        await db.open((*repo.SCHEMA, *tus_table.SCHEMA))
-        app[DATABASE] = db
+        engine = make_engine(settings.db_target, synchronous=settings.sqlite_synchronous)
+        ready = asyncio.Event()
+        app[DATABASE], app[READY] = engine, ready
+        connecting: asyncio.Task[None] | None = None
+        if isinstance(engine, Database):
+            # Embedded: a database that cannot be opened is fatal at start.
+            await engine.open()
+            await migrate(engine, TRACKS)
+            ready.set()
+        else:
+            # A server that is not there yet is waited for, while /readyz says not ready.
+            connecting = asyncio.create_task(_connect(engine, ready))
         yield
-        await db.close()
+        if connecting is not None:
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connecting
+        await engine.close()
 
     async def store(app: web.Application) -> AsyncIterator[None]:
         chosen = backend or await open_backend(
@@ -105,8 +127,9 @@ def create_app(
             box_height=settings.thumb_box[1],
             max_pixels=settings.thumb_max_pixels,
         )
-        # With several server processes only the first runs thumbnails (jobs have no lease
-        # yet); it also polls for the jobs the others commit.
+        # With several server processes of one host only the first renders thumbnails (each
+        # renderer is a set of worker processes); jobs are leased, so it takes the others'
+        # jobs, and so does any other instance sharing the database.
         active = settings.worker_index in (None, 0)
         own: ProcessRenderer | None = None
         if renderer is None and active:
@@ -122,10 +145,11 @@ def create_app(
             renderer or own or no_thumbnails,
             work_dir=settings.data_dir / THUMB_WORK_DIR,
             workers=settings.thumb_workers,
+            lease=settings.thumb_lease,
+            ready=app[READY],
             max_input_bytes=limits.max_input_bytes,
             scope_of=scope_of,
             active=active,
-            poll=active and settings.workers > 1,
         )
         await runner.start()
         app[THUMBS] = runner
@@ -143,7 +167,7 @@ def create_app(
             if not put.created:
                 metrics.dedup_hits.inc()
 
-        creates = CreateBatcher(app[DATABASE])
+        creates = CreateBatcher(app[DATABASE], app[STORE].backend)
         creates.start()
         app[SERVICE] = FileService(
             app[DATABASE],
@@ -205,17 +229,33 @@ async def _metrics(request: web.Request) -> web.Response:
         ):
             raise Unauthorized("the metrics need 'Authorization: Bearer <metrics token>'")
     metrics = request.app[METRICS]
-    metrics.thumbnail_queue.set(request.app[THUMBS].queued)
+    with contextlib.suppress(DatabaseUnavailable):  # the last value stands meanwhile
+        metrics.thumbnail_queue.set(await request.app[THUMBS].open_jobs())
     body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def _health(request: web.Request) -> web.Response:
-    """Ready when the database answers and, for a blob store behind a network, the store does
+    """Alive when the database answers and, for a blob store behind a network, the store does
     (an unreachable store is a 503 with Retry-After, like the requests that need it)."""
-    async with request.app[DATABASE].read() as conn:
-        await conn.execute("SELECT 1")
+    await request.app[DATABASE].ping()
     backend = request.app[STORE].backend
     if isinstance(backend, Probe):
         await backend.check()
     return web.json_response({"status": "ok"})
+
+
+async def _connect(engine: Engine, ready: asyncio.Event) -> None:
+    """Connect (with backoff) and migrate, then declare the service ready."""
+    assert isinstance(engine, PostgresEngine)
+    while True:
+        await engine.connect_with_backoff(longest=CONNECT_BACKOFF_MAX)
+        try:
+            await migrate(engine, TRACKS)
+        except DatabaseUnavailable as exc:
+            log.warning("migrating the metadata database failed: %s; retrying", exc)
+            await asyncio.sleep(1)
+            continue
+        log.info("metadata database ready")
+        ready.set()
+        return

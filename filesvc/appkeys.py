@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
-from blobstore.db import Database
+from blobstore.engine.base import Engine
 from blobstore.store import ContentStore
 from filesvc.inflight import InFlight, UploadSlots
 from filesvc.metrics import Metrics
@@ -16,7 +18,8 @@ from filesvc.thumbjobs import ThumbnailRunner
 from filesvc.tus.store import TusStore
 
 SETTINGS = web.AppKey("settings", Settings)
-DATABASE = web.AppKey("database", Database)
+DATABASE = web.AppKey("database", Engine)
+READY = web.AppKey("ready", asyncio.Event)
 STORE = web.AppKey("store", ContentStore)
 THUMBS = web.AppKey("thumbs", ThumbnailRunner)
 SERVICE = web.AppKey("service", FileService)

@@ -38,5 +38,7 @@ class Metrics:
             registry=self.registry,
         )
         self.thumbnail_queue = Gauge(
-            "filesvc_thumbnail_queue", "Thumbnail jobs waiting for a worker", registry=self.registry
+            "filesvc_thumbnail_queue",
+            "Thumbnail jobs not finished yet, in every process sharing the database",
+            registry=self.registry,
         )

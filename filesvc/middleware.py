@@ -14,6 +14,8 @@ from http import HTTPStatus
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from blobstore.confirmations import BlobGone
+from blobstore.engine.base import DatabaseUnavailable
 from blobstore.errors import (
     BlobNotFound,
     BlobStoreError,
@@ -21,11 +23,16 @@ from blobstore.errors import (
     StoreFull,
     StoreUnavailable,
 )
-from filesvc.appkeys import INFLIGHT, METRICS
+from filesvc.appkeys import INFLIGHT, METRICS, READY
 from filesvc.errors import ApiError, BadRequest
 from filesvc.params import check_query_utf8
+from filesvc.routes.common import PREFIX
 
 log = logging.getLogger("filesvc.access")
+
+# Seconds a client is told to wait when the metadata database is unreachable: long enough for a
+# failover or restart, short enough that clients come back soon after.
+DATABASE_RETRY_AFTER = 5
 
 _HTTP_MESSAGES = {
     404: "no route matches this path",
@@ -50,6 +57,20 @@ def envelope(status: int, message: str, headers: dict[str, str] | None = None) -
 
 
 def _store_error(exc: BlobStoreError) -> web.Response:
+    if isinstance(exc, DatabaseUnavailable):
+        log.warning("%s", exc)
+        return envelope(
+            503,
+            "the metadata database is unavailable: nothing was saved; retry later",
+            {"Retry-After": str(DATABASE_RETRY_AFTER)},
+        )
+    if isinstance(exc, BlobGone):
+        return envelope(
+            503,
+            "the store reclaimed this content while it was uploading: nothing was saved;"
+            " send it again",
+            {"Retry-After": "1"},
+        )
     if isinstance(exc, StoreFull):
         return envelope(507, "the file store is full: nothing was saved; retry once space is freed")
     if isinstance(exc, StoreUnavailable):
@@ -73,6 +94,8 @@ def _store_error(exc: BlobStoreError) -> web.Response:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Map typed errors to the envelope, exactly once."""
     try:
+        if not request.app[READY].is_set() and request.path.startswith(PREFIX):
+            raise DatabaseUnavailable("not ready: still connecting to the metadata database")
         return await handler(request)
     except ApiError as exc:
         response = envelope(exc.status, exc.message, exc.headers)

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from filesvc.appkeys import DATABASE, SPACE
+from filesvc.appkeys import DATABASE, READY, SPACE
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +21,11 @@ Check = Callable[[web.Application], Awaitable[str | None]]
 
 
 async def database_check(app: web.Application) -> str | None:
-    """The metadata database answers a query."""
+    """The metadata database is connected, migrated, and answers a query."""
+    if not app[READY].is_set():
+        return "still connecting to the metadata database"
     try:
-        async with app[DATABASE].read() as conn:
-            await conn.execute("SELECT 1")
+        await app[DATABASE].ping()
     except Exception:
         log.exception("readiness: database check failed")
         return "the metadata database does not answer"

@@ -1,23 +1,24 @@
-"""The service's own tables, next to the blob store's manifests in the same database.
+"""The service's ``files`` table: every statement on it is here.
 
-``files`` and ``thumbnail_jobs`` reference ``manifests`` with ON DELETE CASCADE, so when the blob
-store's gc expires an abandoned upload, the file is gone from the API too.
+``files`` references the blob store's ``manifests`` with ON DELETE CASCADE, so when the blob
+store's gc expires an abandoned upload, the file is gone from the API too.  The service never
+writes the blob store's tables itself: it calls :mod:`blobstore.manifests`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import aiosqlite
-
-from blobstore import manifests
+from blobstore.engine.base import Row, Tx
 
 ThumbStatus = Literal["waiting", "done", "error"]
 
-SCHEMA: tuple[str, ...] = (
-    *manifests.SCHEMA,
-    """CREATE TABLE IF NOT EXISTS files (
+# Release 0.1.0's table (SQLite), and its PostgreSQL twin (epoch milliseconds need 64 bits).
+TABLE_SQL = {
+    "sqlite": (
+        """CREATE TABLE IF NOT EXISTS files (
         file_id TEXT PRIMARY KEY REFERENCES manifests(file_id) ON DELETE CASCADE,
         company_id TEXT NOT NULL,
         user_id TEXT NOT NULL,
@@ -29,15 +30,24 @@ SCHEMA: tuple[str, ...] = (
         thumbnails_status TEXT NOT NULL DEFAULT 'waiting',
         etag TEXT
     )""",
-    "CREATE INDEX IF NOT EXISTS files_company ON files(company_id)",
-    """CREATE TABLE IF NOT EXISTS thumbnail_jobs (
+        "CREATE INDEX IF NOT EXISTS files_company ON files(company_id)",
+    ),
+    "postgresql": (
+        """CREATE TABLE IF NOT EXISTS files (
         file_id TEXT PRIMARY KEY REFERENCES manifests(file_id) ON DELETE CASCADE,
-        generation INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        updated_at INTEGER NOT NULL
+        company_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        application_id TEXT,
+        name TEXT,
+        mime TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        thumbnails_status TEXT NOT NULL DEFAULT 'waiting',
+        etag TEXT
     )""",
-)
+        "CREATE INDEX IF NOT EXISTS files_company ON files(company_id)",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -60,13 +70,30 @@ class FileRow:
     damaged: bool
 
 
+@dataclass(frozen=True)
+class NewRow:
+    """A new file's row (the group commit inserts many at once)."""
+
+    file_id: str
+    company_id: str
+    user_id: str
+    application_id: str | None
+    name: str | None
+    mime: str
+    now_ms: int
+    thumbnails_status: str
+    etag: str | None
+
+
 _SELECT = (
-    "SELECT f.*, m.expected_chunks, m.expected_size, m.complete, m.damaged"
+    "SELECT f.file_id, f.company_id, f.user_id, f.application_id, f.name, f.mime,"
+    " f.created_at, f.updated_at, f.thumbnails_status, f.etag,"
+    " m.expected_chunks, m.expected_size, m.complete, m.damaged"
     " FROM files f JOIN manifests m ON m.file_id = f.file_id"
 )
 
 
-def _row(r: aiosqlite.Row) -> FileRow:
+def _row(r: Row) -> FileRow:
     return FileRow(
         file_id=r["file_id"],
         company_id=r["company_id"],
@@ -85,19 +112,39 @@ def _row(r: aiosqlite.Row) -> FileRow:
     )
 
 
-async def get(conn: aiosqlite.Connection, company_id: str, file_id: str) -> FileRow | None:
+async def get(tx: Tx, company_id: str, file_id: str) -> FileRow | None:
     """The file, if it exists in this company (another company's file is None: a 404)."""
-    # execute_fetchall: one hand-off to the database thread instead of three.
-    rows = list(
-        await conn.execute_fetchall(
-            _SELECT + " WHERE f.file_id = ? AND f.company_id = ?", (file_id, company_id)
-        )
+    row = await tx.fetchrow(
+        _SELECT + " WHERE f.file_id = ? AND f.company_id = ?", file_id, company_id
     )
-    return _row(rows[0]) if rows else None
+    return _row(row) if row is not None else None
+
+
+async def insert_many(tx: Tx, batch: Sequence[NewRow]) -> None:
+    """New files' rows, one statement for the batch (their manifests exist already)."""
+    await tx.executemany(
+        "INSERT INTO files (file_id, company_id, user_id, application_id, name, mime,"
+        " created_at, updated_at, thumbnails_status, etag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                f.file_id,
+                f.company_id,
+                f.user_id,
+                f.application_id,
+                f.name,
+                f.mime,
+                f.now_ms,
+                f.now_ms,
+                f.thumbnails_status,
+                f.etag,
+            )
+            for f in batch
+        ],
+    )
 
 
 async def update_meta(
-    conn: aiosqlite.Connection,
+    tx: Tx,
     file_id: str,
     *,
     name: str | None,
@@ -107,39 +154,34 @@ async def update_meta(
 ) -> None:
     """A name or type given as a query parameter replaces the stored one; a multipart part's
     filename only fills a name that is still missing."""
-    await conn.execute(
+    await tx.execute(
         "UPDATE files SET name = COALESCE(?, name, ?), mime = COALESCE(?, mime), updated_at = ?"
         " WHERE file_id = ?",
-        (name, fallback_name, mime, now_ms, file_id),
+        name,
+        fallback_name,
+        mime,
+        now_ms,
+        file_id,
     )
 
 
-async def set_completed(conn: aiosqlite.Connection, file_id: str, *, etag: str, now_ms: int) -> int:
-    """Record new complete content and queue its thumbnail job; return the job's generation.
-
-    In the same transaction as the manifest change, so a crash cannot lose the job."""
-    await conn.execute(
+async def set_completed(tx: Tx, file_id: str, *, etag: str, now_ms: int) -> None:
+    """Record new complete content (its thumbnail job is queued in the same transaction)."""
+    await tx.execute(
         "UPDATE files SET etag = ?, updated_at = ?, thumbnails_status = 'waiting'"
         " WHERE file_id = ?",
-        (etag, now_ms, file_id),
+        etag,
+        now_ms,
+        file_id,
     )
-    async with conn.execute(
-        "INSERT INTO thumbnail_jobs (file_id, generation, state, updated_at)"
-        " VALUES (?, 1, 'pending', ?)"
-        " ON CONFLICT (file_id) DO UPDATE SET generation = generation + 1, state = 'pending',"
-        " attempts = 0, updated_at = excluded.updated_at"
-        " RETURNING generation",
-        (file_id, now_ms),
-    ) as cur:
-        row = await cur.fetchone()
-    assert row is not None
-    return int(row[0])
 
 
-async def set_thumbnail_status(
-    conn: aiosqlite.Connection, file_id: str, status: ThumbStatus
-) -> None:
+async def set_thumbnail_status(tx: Tx, file_id: str, status: ThumbStatus) -> None:
     """Record the thumbnail outcome the resource reports."""
-    await conn.execute(
-        "UPDATE files SET thumbnails_status = ? WHERE file_id = ?", (status, file_id)
-    )
+    await tx.execute("UPDATE files SET thumbnails_status = ? WHERE file_id = ?", status, file_id)
+
+
+async def count(tx: Tx) -> int:
+    """How many files there are (every company)."""
+    row = await tx.fetchrow("SELECT COUNT(*) FROM files")
+    return int(row[0]) if row is not None else 0

@@ -9,25 +9,24 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-import aiosqlite
 import xxhash
 
-from blobstore import manifests
-from blobstore.db import Database
+from blobstore import confirmations, manifests
+from blobstore.engine.base import Engine, Tx
 from blobstore.errors import TooLarge
 from blobstore.manifests import Entry, Slot
 from blobstore.store import ContentStore, PutResult
-from filesvc import repo
+from filesvc import jobqueue, repo
 from filesvc.auth import Caller
 from filesvc.body import UploadBody
+from filesvc.chunkrule import ChunkPlan, ChunkRequest, FileState, check_fits, plan_chunk
 from filesvc.creates import CreateBatcher, NewFile
 from filesvc.errors import (
     BadRequest,
     Conflict,
     DamagedContent,
-    Forbidden,
     NotFound,
     PayloadTooLarge,
 )
@@ -35,9 +34,6 @@ from filesvc.params import DEFAULT_MIME, UploadParams, guess_mime
 from filesvc.repo import FileRow
 from filesvc.thumbjobs import ThumbnailJobs
 from filesvc.thumbnails.sniff import SNIFF_BYTES, may_have_thumbnails
-
-# An overwrite with no new chunk for this long may be taken over by another application.
-OVERWRITE_STALE_MS = 60 * 60 * 1000
 
 
 def now_ms() -> int:
@@ -102,7 +98,7 @@ class FileService:
 
     def __init__(
         self,
-        db: Database,
+        db: Engine,
         store: ContentStore,
         thumbs: ThumbnailJobs,
         creates: CreateBatcher,
@@ -215,131 +211,95 @@ class FileService:
         params: UploadParams,
         body: UploadBody,
     ) -> FileView:
-        """Store one chunk of an incomplete file, or of an application's overwrite."""
-        number = params.chunk_number or 1
-        async with self.db.read() as conn:
-            row = await repo.get(conn, company_id, file_id)
-            if row is None:
-                raise NotFound("no such file in this company")
-            slot: Slot = "chunk"
-            if row.complete:
-                self._check_overwrite(caller)
-                slot = "staged"
-                chunks, size = params.total_chunks or 1, params.total_size
-            else:
-                chunks, size = self._live_totals(row, params)
-            if number > chunks:
-                raise BadRequest(
-                    f"chunk number {number} is out of range: the file has {chunks} chunks"
-                )
-            others = await self._others_size(conn, file_id, slot, number)
-        budget = None
-        if size is not None:
-            budget = size - others
-            if budget < 0:
-                raise BadRequest(self._too_big_message(size))
-        put = await self._put(body.chunks, budget, number, company_id)
-        generation = None
-        async with self.db.write() as conn:
+        """Store one chunk of an incomplete file, or of an application's overwrite.  The chunk
+        rule is planned before the blob is written and planned again inside the commit."""
+        request = ChunkRequest(
+            number=params.chunk_number or 1,
+            total_chunks=params.total_chunks,
+            total_size=params.total_size,
+            application_id=caller.application_id,
+            now_ms=now_ms(),
+        )
+        async with self.db.read() as tx:
+            state = await self._state(tx, company_id, file_id)
+        if state is None:
+            raise NotFound("no such file in this company")
+        plan = plan_chunk(state, request)
+        put = await self._put(body.chunks, plan.budget, request.number, company_id)
+        async with self.db.write() as tx:
             ts = now_ms()
-            current = await repo.get(conn, company_id, file_id)
-            if current is None:
+            await confirmations.confirm(tx, self.store.backend, [put.ref], now_ms=ts)
+            if await manifests.lock(tx, file_id) is None:
                 raise NotFound("the file was deleted while the chunk was uploading")
-            if slot == "chunk" and current.complete:
-                # Completed by a parallel request: a user's late chunk is a conflict.
-                if caller.application_id is None:
-                    raise Conflict(
-                        "the file was completed by another request while this chunk was uploading"
-                    )
-                slot, chunks, size = "staged", params.total_chunks or 1, params.total_size
-            if slot == "staged":
-                await self._join_overwrite(conn, file_id, caller, chunks, size, ts)
-            else:
-                await manifests.set_expected(conn, file_id, chunks=chunks, size=size)
-                await manifests.touch(conn, file_id, now_ms=ts)
-            others = await self._others_size(conn, file_id, slot, number)
-            if size is not None and others + put.size > size:
-                raise BadRequest(self._too_big_message(size))
-            await manifests.put_entry(conn, file_id, slot, number, put.ref, put.size)
+            state = await self._state(tx, company_id, file_id)
+            if state is None:
+                raise NotFound("the file was deleted while the chunk was uploading")
+            final = plan_chunk(state, replace(request, now_ms=ts), plan)
+            check_fits(final, put.size)
+            await self._apply(tx, file_id, final, caller, ts)
+            await manifests.put_entry(tx, file_id, final.slot, request.number, put.ref, put.size)
             await repo.update_meta(
-                conn,
+                tx,
                 file_id,
                 name=params.filename,
                 fallback_name=body.filename,
                 mime=params.mime,
                 now_ms=ts,
             )
-            generation = await self._settle(conn, file_id, slot, ts)
+            generation = await self._settle(tx, file_id, final.slot, ts)
         await self._after_commit(file_id, generation, params.thumbnail_sync)
         return await self.view(company_id, file_id)
 
     async def delete(self, company_id: str, file_id: str) -> None:
         """Remove the file's metadata now; gc reclaims blobs no other file shares."""
-        async with self.db.write() as conn:
-            if await repo.get(conn, company_id, file_id) is None:
+        async with self.db.write() as tx:
+            await manifests.lock(tx, file_id)
+            if await repo.get(tx, company_id, file_id) is None:
                 raise NotFound("no such file in this company")
-            await manifests.delete(conn, file_id)
+            await manifests.delete(tx, file_id)
 
     # -- helpers -------------------------------------------------------------------------------
 
     @staticmethod
-    def _check_overwrite(caller: Caller) -> None:
-        if caller.application_id is None:
-            raise Forbidden("this file is complete: only an application may overwrite it")
+    async def _state(tx: Tx, company_id: str, file_id: str) -> FileState | None:
+        """What the chunk rule reads, from one transaction; None when no such file here."""
+        row = await repo.get(tx, company_id, file_id)
+        if row is None:
+            return None
+        live = await manifests.entries(tx, file_id, "chunk")
+        staged: list[Entry] = []
+        session = manifests.StagedSession(None, None, None, 0, 0)
+        if row.complete:
+            session = await manifests.staged_session(tx, file_id)
+            staged = await manifests.entries(tx, file_id, "staged")
+        return FileState(
+            complete=row.complete,
+            expected_chunks=row.expected_chunks,
+            expected_size=row.expected_size,
+            staged=session,
+            live={e.idx: e.size for e in live},
+            staged_sizes={e.idx: e.size for e in staged},
+        )
 
     @staticmethod
-    async def _join_overwrite(
-        conn: aiosqlite.Connection,
-        file_id: str,
-        caller: Caller,
-        chunks: int,
-        size: int | None,
-        ts: int,
-    ) -> None:
-        """Add this chunk to the caller's overwrite, or start one.  Two applications must not
-        feed one staged content (their chunks would be promoted together: a mix of both), so
-        another application's live overwrite is a conflict until it goes stale."""
-        assert caller.application_id is not None
-        session = await manifests.staged_session(conn, file_id)
-        mine = session.owner == caller.application_id
-        busy = session.entries > 0 and ts - session.updated_at < OVERWRITE_STALE_MS
-        if session.owner is not None and not mine and busy:
-            raise Conflict("another application is overwriting this file; retry when it is done")
-        if not mine or (session.chunks, session.size) != (chunks, size):
-            await manifests.start_staged(
-                conn, file_id, chunks=chunks, size=size, owner=caller.application_id, now_ms=ts
-            )
+    async def _apply(tx: Tx, file_id: str, plan: ChunkPlan, caller: Caller, ts: int) -> None:
+        """Carry out the plan's effect on the manifest header (the entry is put by the caller)."""
+        if plan.slot == "staged":
+            assert caller.application_id is not None
+            if plan.restart_staged:
+                await manifests.start_staged(
+                    tx,
+                    file_id,
+                    chunks=plan.chunks,
+                    size=plan.size,
+                    owner=caller.application_id,
+                    now_ms=ts,
+                )
+            else:
+                await manifests.record_activity(tx, file_id, now_ms=ts)
         else:
-            await manifests.touch(conn, file_id, now_ms=ts)
-
-    @staticmethod
-    def _live_totals(row: FileRow, params: UploadParams) -> tuple[int, int | None]:
-        """What the file must add up to: stored at creation, else from this request."""
-        chunks = row.expected_chunks
-        if params.total_chunks is not None:
-            if chunks is not None and chunks != params.total_chunks:
-                raise BadRequest(
-                    f"total chunks {params.total_chunks} does not match the file's {chunks}"
-                )
-            chunks = params.total_chunks
-        size = row.expected_size
-        if params.total_size is not None:
-            if size is not None and size != params.total_size:
-                raise BadRequest(
-                    f"total size {params.total_size} does not match the file's {size} bytes"
-                )
-            size = params.total_size
-        return chunks or 1, size
-
-    @staticmethod
-    async def _others_size(
-        conn: aiosqlite.Connection, file_id: str, slot: Slot, number: int
-    ) -> int:
-        return sum(e.size for e in await manifests.entries(conn, file_id, slot) if e.idx != number)
-
-    @staticmethod
-    def _too_big_message(size: int) -> str:
-        return f"this chunk would make the file larger than its total size of {size} bytes"
+            await manifests.set_expected(tx, file_id, chunks=plan.chunks, size=plan.size)
+            await manifests.record_activity(tx, file_id, now_ms=ts)
 
     async def _put(
         self, chunks: AsyncIterator[bytes], budget: int | None, number: int, company_id: str
@@ -359,9 +319,7 @@ class FileService:
             self._on_stored(put)
         return put
 
-    async def _settle(
-        self, conn: aiosqlite.Connection, file_id: str, slot: Slot, ts: int
-    ) -> int | None:
+    async def _settle(self, conn: Tx, file_id: str, slot: Slot, ts: int) -> int | None:
         """After an entry changed: if the slot is now whole, make it the file's content and queue
         thumbnails.  Returns the thumbnail job's generation when the file became complete."""
         head = await manifests.head(conn, file_id)
@@ -384,7 +342,8 @@ class FileService:
                 )
             await manifests.mark(conn, file_id, now_ms=ts, complete=True)
         await manifests.clear(conn, file_id, "thumb")
-        return await repo.set_completed(conn, file_id, etag=content_etag(entries), now_ms=ts)
+        await repo.set_completed(conn, file_id, etag=content_etag(entries), now_ms=ts)
+        return await jobqueue.enqueue(conn, file_id, now_ms=ts)
 
     async def _after_commit(self, file_id: str, generation: int | None, sync: bool) -> None:
         if generation is None:

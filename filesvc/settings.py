@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from blobstore.backends import BadBlobUrl, BlobLocation, LocalLocation, parse_blob_url
+from blobstore.engine import DbTarget, parse_db_url
+from blobstore.engine.base import BadDatabaseUrl
 from blobstore.layout import blobs_dir
 
 # Largest single upload (one request's file part or raw body).  Large enough for any video a
@@ -45,6 +47,9 @@ DEFAULT_BODY_IDLE_TIMEOUT = 60.0
 # Uploads streaming at once before new ones are refused with 503: each holds up to two 1 MiB
 # write batches, a temp file and a socket, so 256 bound that to about half a GiB.
 DEFAULT_MAX_CONCURRENT_UPLOADS = 256
+# A thumbnail job's lease outlives its time limit by this much, so a live claimer always finishes
+# (or is killed at the limit) before another process may take the job over.
+THUMB_LEASE_MARGIN = 30.0
 # Below this much free space on the data directory's file system new uploads are refused (507)
 # before a byte is written, leaving room for the metadata writes (commits, deletes, thumbnails) of
 # what is already stored; a quarter GiB is far more than those need and little on any real disk.
@@ -176,6 +181,19 @@ class Settings:
         """The configured blob backend's location."""
         return self.blob or LocalLocation(blobs_dir(self.data_dir))
 
+    # FILESVC_DB_URL; None: SQLite in the data directory.
+    db_url: str | None = field(default=None, repr=False)
+
+    @property
+    def db_target(self) -> DbTarget:
+        """The metadata engine (raises BadDatabaseUrl for a URL that names none)."""
+        return parse_db_url(self.db_url, self.data_dir)
+
+    @property
+    def thumb_lease(self) -> float:
+        """How long a claimed thumbnail job is this process's before others may take it."""
+        return self.thumb_job_timeout + THUMB_LEASE_MARGIN
+
     @classmethod
     def from_env(
         cls,
@@ -191,6 +209,11 @@ class Settings:
         Raises ConfigError for a ``FILESVC_BLOB_URL`` that cannot be used."""
         env = os.environ if env is None else env
         directory = (data_dir or Path(env.get("FILESVC_DATA_DIR") or "./data")).absolute()
+        db_url = env.get("FILESVC_DB_URL") or None
+        try:  # a bad URL fails here, before anything is created
+            parse_db_url(db_url, directory)
+        except BadDatabaseUrl as exc:
+            raise ConfigError(str(exc)) from None
         try:
             blob = parse_blob_url(env.get("FILESVC_BLOB_URL"), directory, env)
         except BadBlobUrl as exc:
@@ -224,6 +247,7 @@ class Settings:
             thumb_workers=_int(env, "FILESVC_THUMB_WORKERS", DEFAULT_THUMB_WORKERS),
             thumb_pixel_budget=_int(env, "FILESVC_THUMB_PIXEL_BUDGET", DEFAULT_THUMB_PIXEL_BUDGET),
             thumb_job_timeout=_float(env, "FILESVC_THUMB_JOB_TIMEOUT", DEFAULT_THUMB_JOB_TIMEOUT),
+            db_url=db_url,
             max_uploads_per_caller=_int(
                 env, "FILESVC_MAX_UPLOADS_PER_CALLER", DEFAULT_MAX_UPLOADS_PER_CALLER
             ),

@@ -1,8 +1,5 @@
-"""Thumbnail jobs: recorded in the database with the upload's completion, run by a bounded pool.
-
-A job is queued in the same transaction that completes a file (``repo.set_completed``), so a
-crash cannot lose it: on start every job not finished is taken up again.  Its ``generation``
-grows with every new content of the file, so a job for content since replaced saves nothing.
+"""Thumbnail jobs: queued in the database with the upload's completion (:mod:`filesvc.jobqueue`),
+claimed with a lease and run by a bounded set of workers in each process.
 """
 
 from __future__ import annotations
@@ -11,19 +8,19 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-import aiosqlite
-
-from blobstore import manifests
-from blobstore.db import Database
+from blobstore import confirmations, manifests
+from blobstore.engine.base import DatabaseUnavailable, Engine
 from blobstore.port import LocalFiles
 from blobstore.store import ContentStore
-from filesvc import repo
+from filesvc import jobqueue, repo
 from filesvc.thumbnails.sniff import SNIFF_BYTES, may_have_thumbnails
 
 # Larger files are not read for thumbnails (matches the renderer's own input limit).
@@ -34,6 +31,12 @@ log = logging.getLogger(__name__)
 # A job that failed this many times (a crash mid-render counts) is given up as an error, so a
 # poisonous file cannot crash-loop the service.
 MAX_ATTEMPTS = 3
+# Idle workers look for jobs (other processes', and ones whose lease ran out) this often.
+POLL_SECONDS = 1.0
+# thumbnail_sync waits look at the table this often, for a job another process runs.
+WAIT_POLL_SECONDS = 0.25
+# A temp copy untouched this long belongs to no running job (the job time limit is far below).
+STALE_WORK_FILE = 3600.0
 
 
 class ThumbnailJobs(Protocol):
@@ -74,183 +77,190 @@ async def no_thumbnails(path: Path) -> Rendered:
     return Rendered("done")
 
 
-# With several server processes, how often the one that runs thumbnails looks for jobs the
-# others committed, and how often the others look whether a job they wait on is over.
-POLL_INTERVAL = 0.25
-
-
 class ThumbnailRunner:
-    """Runs jobs with ``workers`` concurrent tasks, fed by a queue and by the table on start.
-
-    With several server processes on one database (``filesvc serve --workers N``) only one runs
-    jobs until jobs are claimed with a lease: it also polls the table for jobs the others
-    committed (``poll``), and the others are passive (``active=False``): they run nothing and
-    answer :meth:`wait` by polling the job's state."""
+    """Runs jobs with ``workers`` concurrent tasks.  Each claims jobs from the table with a
+    lease, so the jobs of every process and instance are shared out and a job whose claimer
+    died is taken over when its lease ends.  :meth:`notify` wakes the workers at once; without
+    it they look every :data:`POLL_SECONDS`."""
 
     def __init__(
         self,
-        db: Database,
+        db: Engine,
         store: ContentStore,
         renderer: Renderer,
         *,
         work_dir: Path,
         workers: int,
+        lease: float,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
-        scope_of: Callable[[str], str | None] = lambda _company: None,
+        poll: float = POLL_SECONDS,
+        ready: asyncio.Event | None = None,
         active: bool = True,
-        poll: bool = False,
+        scope_of: Callable[[str], str | None] = lambda _company: None,
     ) -> None:
         self.db = db
-        self.active = active
-        self.poll = poll
-        self._known: set[tuple[str, int]] = set()
         self.store = store
         self.renderer = renderer
         self.work_dir = work_dir
         self.workers = workers
+        self.lease_ms = int(lease * 1000)
         self.max_input_bytes = max_input_bytes
+        self.poll = poll
+        # A passive runner (a server process that leaves thumbnails to another one of its
+        # host, ``filesvc serve --workers N``) claims nothing; its waits watch the table.
+        self.active = active
         # Thumbnails are put in their file's company scope: a thumbnail shared across companies
         # would make thumbnail_sync's timing a dedup oracle.
         self._scope_of = scope_of
-        self._queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+        # Set once the database is connected and migrated (PostgreSQL may come later).
+        self._ready = ready
+        # host/pid/random: a later process on this host can tell that a lease's holder died.
+        self.owner = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
+        self._reaped = False
+        self._wake = asyncio.Event()
         self._events: dict[tuple[str, int], asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
-    @property
-    def queued(self) -> int:
-        """Jobs waiting for a worker."""
-        return self._queue.qsize()
+    async def open_jobs(self) -> int:
+        """Jobs not finished yet, in every process sharing the database."""
+        async with self.db.read() as tx:
+            return await jobqueue.open_jobs(tx)
 
     async def start(self) -> None:
-        """Take up every unfinished job, then start the workers (a passive runner: nothing)."""
+        """Start the workers (they wait for the database if it is not reachable yet)."""
         if not self.active:
             return
         await asyncio.to_thread(self._clear_work_dir)
-        await self._take_up(running_too=True)
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
-        if self.poll:
-            self._tasks.append(asyncio.create_task(self._poller()))
-
-    async def _take_up(self, *, running_too: bool) -> None:
-        """Queue the table's unfinished jobs this runner does not hold yet.  At start a
-        'running' job is one a crash interrupted; later it is one of ours."""
-        async with (
-            self.db.read() as conn,
-            conn.execute(
-                "SELECT file_id, generation, attempts FROM thumbnail_jobs"
-                " WHERE state = 'pending' OR (state = 'running' AND ?)",
-                (running_too,),
-            ) as cur,
-        ):
-            pending = [(r[0], r[1], r[2]) for r in await cur.fetchall()]
-        spent = []
-        for file_id, generation, attempts in pending:
-            if (file_id, generation) in self._known:
-                continue
-            if attempts >= MAX_ATTEMPTS:
-                spent.append(file_id)
-            else:
-                self.notify(file_id, generation)
-        if spent:
-            async with self.db.write() as conn:
-                for file_id in spent:
-                    await self._give_up(conn, file_id)
-
-    async def _poller(self) -> None:
-        while True:
-            await asyncio.sleep(POLL_INTERVAL)
-            try:
-                await self._take_up(running_too=False)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("looking for thumbnail jobs failed")
 
     def _clear_work_dir(self) -> None:
-        """Temp copies of a crashed run are never needed again."""
+        """Temp copies of a crashed run are never needed again.  Only this process's names are
+        made below, and a leftover of a live process in another is removed only when stale."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        now = time.time()
         for leftover in self.work_dir.iterdir():
-            leftover.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                if now - leftover.stat().st_mtime > STALE_WORK_FILE:
+                    leftover.unlink()
 
     async def stop(self) -> None:
-        """Stop the workers; unfinished jobs stay in the table for the next start."""
+        """Stop the workers; unfinished jobs stay in the table, their leases given back so any
+        other process may take them at once."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._tasks:
+            with contextlib.suppress(Exception):
+                async with self.db.write() as tx:
+                    await jobqueue.release(tx, self.owner)
         self._tasks = []
 
+    async def _reap_dead_holders(self) -> None:
+        """Give back the leases of processes of this host that died (kill -9, a crash): their
+        jobs resume now instead of when the leases run out.  Other hosts' leases run out."""
+        async with self.db.write() as tx:
+            for owner in await jobqueue.lease_owners(tx, now_ms=_now_ms()):
+                host, _, rest = owner.partition("/")
+                pid = rest.partition("/")[0]
+                if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                    await jobqueue.release(tx, owner)
+        self._reaped = True
+
     def notify(self, file_id: str, generation: int) -> None:
-        if not self.active:
-            return  # the process that runs thumbnails finds the job in the table
-        self._known.add((file_id, generation))
-        self._events.setdefault((file_id, generation), asyncio.Event())
-        self._queue.put_nowait((file_id, generation))
+        self._wake.set()
 
     async def wait(self, file_id: str, generation: int, limit: float) -> None:
-        if not self.active:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poll_finished(file_id, generation), limit)
-            return
-        event = self._events.get((file_id, generation))
-        if event is None:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), limit)
+        """Until the job is finished, by this process (woken at once) or any other (seen in
+        the table), or ``limit`` seconds have passed."""
+        key = (file_id, generation)
+        event = self._events.setdefault(key, asyncio.Event())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        try:
+            while not event.is_set():
+                with contextlib.suppress(DatabaseUnavailable):
+                    async with self.db.read() as tx:
+                        state = await jobqueue.state(tx, file_id, generation)
+                    if state not in ("pending", "running"):
+                        return
+                left = deadline - loop.time()
+                if left <= 0:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), min(left, WAIT_POLL_SECONDS))
+        finally:
+            self._events.pop(key, None)
 
-    async def _poll_finished(self, file_id: str, generation: int) -> None:
-        while True:
-            async with (
-                self.db.read() as conn,
-                conn.execute(
-                    "SELECT generation, state FROM thumbnail_jobs WHERE file_id = ?", (file_id,)
-                ) as cur,
-            ):
-                row = await cur.fetchone()
-            if row is None or row[0] != generation or row[1] not in ("pending", "running"):
-                return
-            await asyncio.sleep(POLL_INTERVAL)
+    def _done(self, file_id: str, generation: int) -> None:
+        event = self._events.get((file_id, generation))
+        if event is not None:
+            event.set()
 
     async def _worker(self) -> None:
+        if self._ready is not None:
+            await self._ready.wait()
         while True:
-            file_id, generation = await self._queue.get()
             try:
-                await self._run(file_id, generation)
+                if not self._reaped:
+                    await self._reap_dead_holders()
+                job = None
+                async with self.db.read() as tx:
+                    found = await jobqueue.claimable(tx, now_ms=_now_ms())
+                if found:
+                    async with self.db.write() as tx:
+                        job = await jobqueue.claim(
+                            tx, self.owner, now_ms=_now_ms(), lease_ms=self.lease_ms
+                        )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("cannot claim thumbnail jobs: %s", exc)
+                await asyncio.sleep(self.poll)
+                continue
+            if job is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll)
+                continue
+            try:
+                await self._run(job)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("thumbnail job failed")
                 with contextlib.suppress(Exception):
-                    await self._finish(file_id, generation, Rendered("error", reason="internal"))
+                    await self._finish(
+                        job.file_id, job.generation, Rendered("error", reason="internal")
+                    )
             finally:
-                self._known.discard((file_id, generation))
-                event = self._events.pop((file_id, generation), None)
-                if event is not None:
-                    event.set()
+                self._done(job.file_id, job.generation)
 
-    async def _run(self, file_id: str, generation: int) -> None:
-        async with self.db.read() as conn:
-            current = await self._generation(conn, file_id)
-            chunks = await manifests.entries(conn, file_id, "chunk")
-            head = await manifests.head(conn, file_id)
+    async def _run(self, job: jobqueue.Claimed) -> None:
+        file_id, generation = job.file_id, job.generation
+        if job.attempts > MAX_ATTEMPTS:
+            await self._finish(file_id, generation, Rendered("error", reason="gave up"))
+            return
+        async with self.db.read() as tx:
+            current = await jobqueue.generation(tx, file_id)
+            chunks = await manifests.entries(tx, file_id, "chunk")
+            head = await manifests.head(tx, file_id)
         if current != generation or head is None:
             return  # superseded or deleted
         scope = self._scope_of(head.owner)
-        # Most uploads are not images: a look at the first bytes settles them without a copy,
-        # a worker process or a crash-counting write.
+        # Most uploads are not images: a look at the first bytes settles them without a copy
+        # or a worker process.
         if sum(e.size for e in chunks) > self.max_input_bytes:
-            await self._finish(file_id, generation, Rendered("done", reason="too large to read"))
+            await self._finish(
+                file_id, generation, Rendered("done", reason="too large to read"), scope
+            )
             return
         if not may_have_thumbnails(await self._head(chunks)):
-            await self._finish(file_id, generation, Rendered("done", reason="not an image or PDF"))
-            return
-        async with self.db.write() as conn:
-            await conn.execute(
-                "UPDATE thumbnail_jobs SET state = 'running', attempts = attempts + 1"
-                " WHERE file_id = ? AND generation = ?",
-                (file_id, generation),
+            await self._finish(
+                file_id, generation, Rendered("done", reason="not an image or PDF"), scope
             )
+            return
         path, temporary = await self._materialize(chunks)
         try:
             rendered = await self.renderer(path)
@@ -287,34 +297,36 @@ class ThumbnailRunner:
         self, file_id: str, generation: int, rendered: Rendered, scope: str | None = None
     ) -> None:
         puts = [await self.store.put_bytes(t.data, scope=scope) for t in rendered.thumbnails]
-        async with self.db.write() as conn:
-            if await self._generation(conn, file_id) != generation:
+        async with self.db.write() as tx:
+            ts = _now_ms()
+            await confirmations.confirm(tx, self.store.backend, [p.ref for p in puts], now_ms=ts)
+            # Every change to a file takes its manifest's lock first: one order, no deadlock
+            # with a chunk or an overwrite of the same file committing meanwhile.
+            if await manifests.lock(tx, file_id) is None:
                 return
-            await manifests.clear(conn, file_id, "thumb")
+            if await jobqueue.lock_generation(tx, file_id) != generation:
+                return
+            await manifests.clear(tx, file_id, "thumb")
             for idx, (thumb, put) in enumerate(zip(rendered.thumbnails, puts, strict=True)):
                 attrs: dict[str, object] = {
                     "type": thumb.mime,
                     "width": thumb.width,
                     "height": thumb.height,
                 }
-                await manifests.put_entry(conn, file_id, "thumb", idx, put.ref, put.size, attrs)
-            await repo.set_thumbnail_status(conn, file_id, rendered.status)
-            await conn.execute(
-                "UPDATE thumbnail_jobs SET state = ? WHERE file_id = ?",
-                (rendered.status, file_id),
-            )
+                await manifests.put_entry(tx, file_id, "thumb", idx, put.ref, put.size, attrs)
+            await repo.set_thumbnail_status(tx, file_id, rendered.status)
+            await jobqueue.finish(tx, file_id, generation, rendered.status)
 
-    @staticmethod
-    async def _generation(conn: aiosqlite.Connection, file_id: str) -> int | None:
-        async with conn.execute(
-            "SELECT generation FROM thumbnail_jobs WHERE file_id = ?", (file_id,)
-        ) as cur:
-            row = await cur.fetchone()
-        return None if row is None else int(row[0])
 
-    @staticmethod
-    async def _give_up(conn: aiosqlite.Connection, file_id: str) -> None:
-        await repo.set_thumbnail_status(conn, file_id, "error")
-        await conn.execute(
-            "UPDATE thumbnail_jobs SET state = 'error' WHERE file_id = ?", (file_id,)
-        )
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

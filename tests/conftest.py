@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -12,9 +13,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from blockbuster import BlockBuster, blockbuster_ctx
 
+from bench.pgserver import PgServer, remove, start_postgres
 from blobstore.port import BlobBackend
 from blobstore.s3 import S3Location
 from filesvc.app import create_app
+from filesvc.appkeys import READY
 from filesvc.auth import mint
 from filesvc.settings import Settings
 from filesvc.thumbjobs import Renderer
@@ -41,6 +44,9 @@ def blockbuster() -> Iterator[BlockBuster]:
         yield bb
 
 
+ENGINES = ("sqlite", "postgresql")
+
+
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     """One real SeaweedFS for the whole run (it starts in about a second); each test isolates
@@ -63,18 +69,55 @@ def s3_location(seaweedfs: SeaweedFS) -> S3Location:
     )
 
 
-# The HTTP suite runs on each blob backend the service can be configured with; the rest of
-# the suite (crash, fsck, gc on a data directory) on the embedded default.
+# The HTTP suite runs on the two configurations the service is deployed in: the embedded
+# default (SQLite, local blobs) and the scaled-out one (PostgreSQL, S3).  The rest of the suite
+# uses the engine fixture on both engines with local blobs (crash, fsck, gc on a data
+# directory: the embedded default).
 HTTP_SUITE_BACKENDS = ["local", "s3"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if (
-        metafunc.module.__name__.startswith("tests.test_api_")
-        and "blob_kind" in metafunc.fixturenames
-        and metafunc.definition.get_closest_marker("local_blobs") is None
-    ):
-        metafunc.parametrize("blob_kind", HTTP_SUITE_BACKENDS, indirect=True)
+    """``sqlite_only`` keeps a test on the embedded engine (it opens the SQLite file itself);
+    ``local_blobs`` keeps it on the local blob backend (it breaks it on purpose)."""
+    names = metafunc.fixturenames
+    engines = list(ENGINES)
+    if metafunc.definition.get_closest_marker("sqlite_only") is not None:
+        engines = engines[:1]
+    blobs = list(HTTP_SUITE_BACKENDS)
+    if metafunc.definition.get_closest_marker("local_blobs") is not None:
+        blobs = blobs[:1]
+    http_suite = metafunc.module.__name__.startswith(("tests.test_api_", "tests.test_tus_"))
+    if "engine" in names and "blob_kind" in names and http_suite:
+        pairs = (
+            list(zip(engines, blobs, strict=True))
+            if len(engines) == len(blobs)
+            else [(e, b) for e in engines for b in blobs]
+        )
+        metafunc.parametrize(
+            ("engine", "blob_kind"), pairs, indirect=True, ids=[f"{e}-{b}" for e, b in pairs]
+        )
+    elif "engine" in names:
+        metafunc.parametrize("engine", engines, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One real PostgreSQL for the whole session, started on first use."""
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        remove(server)
+
+
+@pytest.fixture
+def engine(request: pytest.FixtureRequest) -> str | None:
+    """The metadata engine's URL for this test: None (SQLite in the data dir), or a freshly
+    emptied database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return None
+    server: PgServer = request.getfixturevalue("pg_server")
+    return server.fresh_shared_database()
 
 
 @pytest.fixture
@@ -84,13 +127,16 @@ def blob_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, blob_kind: str, request: pytest.FixtureRequest) -> Settings:
+def settings(
+    tmp_path: Path, engine: str | None, blob_kind: str, request: pytest.FixtureRequest
+) -> Settings:
     blob = request.getfixturevalue("s3_location") if blob_kind == "s3" else None
     return Settings(
         data_dir=tmp_path / "data",
         jwt_secret=SECRET,
         max_upload_bytes=64 << 20,
         body_idle_timeout=1.0,
+        db_url=engine,
         # No preallocated reserve in each of the many test apps (the full-disk tests set one).
         disk_reserve_bytes=0,
         blob=blob,
@@ -114,7 +160,13 @@ async def make_api(
         renderer: Renderer | None = None,
     ) -> Api:
         app = create_app(settings_ or settings, backend=backend, renderer=renderer)
-        return Api(await aiohttp_client(app))
+        api = Api(await aiohttp_client(app))
+        # PostgreSQL is connected (and migrated) in the background after start.
+        for _ in range(200):
+            if app[READY].is_set():
+                break
+            await asyncio.sleep(0.05)
+        return api
 
     yield factory
 

@@ -48,9 +48,10 @@ def start_server(
     *,
     port: int | None = None,
     env: dict[str, str] | None = None,
+    wait: bool = True,
     args: tuple[str, ...] = (),
 ) -> ServerProcess:
-    """Start ``filesvc serve`` on a free port and wait until /health answers."""
+    """Start ``filesvc serve`` on a free port and (``wait``) until /health answers."""
     port = port or free_port()
     log = data_dir.parent / f"server-{port}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -73,6 +74,8 @@ def start_server(
             env=full_env,
         )
     server = ServerProcess(proc, port, data_dir, log)
+    if not wait:
+        return server
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from blobstore.s3 import RETRY_AFTER_S, S3Location
+from filesvc import repo
 from filesvc.app import create_app
 from filesvc.appkeys import DATABASE
 from filesvc.settings import Settings
@@ -24,7 +25,7 @@ UNAVAILABLE = (503, "the file store is unavailable; retry later")
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[SeaweedFS]:
+def weed(tmp_path: Path) -> Iterator[SeaweedFS]:
     """A SeaweedFS of this test's own, since the test stops and restarts it."""
     server = start_seaweedfs(tmp_path / "engine", ["lost"])
     yield server
@@ -34,16 +35,14 @@ def engine(tmp_path: Path) -> Iterator[SeaweedFS]:
 async def count_files(api: Api) -> int:
     app = api.client.app
     assert app is not None
-    async with app[DATABASE].read() as conn, conn.execute("SELECT COUNT(*) FROM files") as cur:
-        row = await cur.fetchone()
-    assert row is not None
-    return int(row[0])
+    async with app[DATABASE].read() as tx:
+        return await repo.count(tx)
 
 
 async def test_engine_lost_then_back(
-    engine: SeaweedFS, tmp_path: Path, aiohttp_client: ClientFactory
+    weed: SeaweedFS, tmp_path: Path, aiohttp_client: ClientFactory
 ) -> None:
-    location = S3Location("lost", engine.endpoint, REGION, KEY_ID, SECRET_KEY)
+    location = S3Location("lost", weed.endpoint, REGION, KEY_ID, SECRET_KEY)
     settings = Settings(data_dir=tmp_path / "data", jwt_secret=SECRET, blob=location)
     api = Api(await aiohttp_client(create_app(settings)))
     small, large = b"kept bytes", os.urandom(12 << 20)
@@ -57,7 +56,7 @@ async def test_engine_lost_then_back(
     assert resp.status == 200
     second = (await resp.json())["resource"]
 
-    engine.stop()
+    weed.stop()
     resp = await api.client.post(api.files(), data=b"x" * 1000, headers=api.headers())
     assert await error_of(resp) == UNAVAILABLE
     assert resp.headers["Retry-After"] == str(RETRY_AFTER_S)
@@ -77,7 +76,7 @@ async def test_engine_lost_then_back(
     assert await error_of(health) == UNAVAILABLE
     assert health.headers["Retry-After"] == str(RETRY_AFTER_S)
 
-    engine.start()
+    weed.start()
     assert (await api.client.get("/health")).status == 200
     third = await api.upload(b"after the engine came back")
     assert await api.content(first["id"]) == small

@@ -273,14 +273,13 @@ async def test_over_the_size_limit_is_413_while_streaming(
 
 
 async def count_files(api: Api) -> int:
+    from filesvc import repo
     from filesvc.appkeys import DATABASE
 
     app = api.client.app
     assert app is not None
-    async with app[DATABASE].read() as conn, conn.execute("SELECT COUNT(*) FROM files") as cur:
-        row = await cur.fetchone()
-    assert row is not None
-    return int(row[0])
+    async with app[DATABASE].read() as tx:
+        return await repo.count(tx)
 
 
 @pytest.mark.local_blobs

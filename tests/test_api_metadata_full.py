@@ -15,9 +15,13 @@ import os
 import pytest
 
 from blobstore.cli import main as blobstore_main
+from blobstore.engine.sqlite import Database
 from filesvc.appkeys import DATABASE
 from filesvc.settings import Settings
 from tests.helpers import Api, error_of, multipart
+
+# It limits the SQLite file's pages itself.
+pytestmark = pytest.mark.sqlite_only
 
 LONG = "n" * 1000  # a 1000-character name fills a database page in four rows
 ATTEMPTS = 40
@@ -25,6 +29,7 @@ ATTEMPTS = 40
 
 async def _limit_pages(api: Api) -> None:
     db = api.client.app[DATABASE]
+    assert isinstance(db, Database)
     writer = db._writer
     assert writer is not None
     async with writer.execute("PRAGMA page_count") as cur:

@@ -104,6 +104,7 @@ async def test_guess_and_check_reveals_nothing_across_companies(api: Api) -> Non
 
 
 @pytest.mark.local_blobs
+@pytest.mark.sqlite_only  # the command runs on the data directory's own database
 async def test_fsck_rehashes_scoped_blobs(api: Api, settings: Settings) -> None:
     """The scope rides in the ref beside the content hash: fsck --full still checks content."""
     held = await api.upload(SECRET_DOC, tok=A_TOKEN)
@@ -142,7 +143,9 @@ async def test_files_stored_before_scopes_stay_readable(api: Api) -> None:
     async with api.client.app[DATABASE].write() as conn:
         await conn.execute(
             "UPDATE manifest_entries SET ref = ?, size = ? WHERE file_id = ?",
-            (old.ref, old.size, res["id"]),
+            old.ref,
+            old.size,
+            res["id"],
         )
     assert await api.content(res["id"]) == b"written by an older release"
 

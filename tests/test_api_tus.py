@@ -7,6 +7,8 @@ import base64
 import hashlib
 from dataclasses import replace
 
+from filesvc import jobqueue
+from filesvc.appkeys import DATABASE
 from filesvc.settings import Settings
 from tests.conftest import AppFactory
 from tests.helpers import Api
@@ -146,6 +148,11 @@ async def test_concatenation_joins_partials_without_copying(api: Api) -> None:
         url = await _create(api, len(part), **{"Upload-Concat": "partial"})
         assert await _patch(api, url, 0, part) == 204
         urls.append(url)
+    app = api.client.app
+    assert app is not None
+    async with app[DATABASE].read() as tx:
+        # a complete partial upload is only a part: no thumbnail job is queued for it
+        assert [await jobqueue.generation(tx, u.rsplit("/", 1)[1]) for u in urls] == [None] * 3
     resp = await api.client.post(
         uploads(),
         headers=auth(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from blobstore.memory import MemoryBackend
 from blobstore.port import BlobBackend, LocalFiles, TempFiles
 from blobstore.refs import BlobRef, is_ref, make_ref, ref_digest, ref_scope
 from blobstore.s3 import S3Backend
-from blobstore.store import ContentStore
+from blobstore.store import ContentStore, PutResult
 
 
 @pytest.fixture(params=["memory", "local", "s3"])
@@ -170,7 +169,6 @@ async def test_missing_blob(backend: BlobBackend) -> None:
     with pytest.raises(BlobNotFound):
         await read_all(backend, ghost)
     await backend.delete(ghost)  # idempotent: not an error
-    assert not await backend.touch(ghost)
 
 
 async def test_delete_is_idempotent(backend: BlobBackend) -> None:
@@ -180,16 +178,16 @@ async def test_delete_is_idempotent(backend: BlobBackend) -> None:
     assert await backend.stat(put.ref) is None and await refs(backend) == set()
 
 
-async def test_delete_if_untouched_spares_touched_blobs(backend: BlobBackend) -> None:
+async def test_a_deleted_blob_is_published_anew_and_a_present_one_deduplicated(
+    backend: BlobBackend,
+) -> None:
     store = ContentStore(backend)
     put = await store.put(chunks(b"shared"))
-    since = time.time() + 1  # "gc started after the last write"
-    assert await backend.delete_if_untouched(put.ref, since)
+    await backend.delete(put.ref)
     again = await store.put(chunks(b"shared"))
     assert again.created  # gone, so published anew
-    since = time.time() - 60  # a dedup hit touched it after gc's scan began
-    assert await store.put(chunks(b"shared")) is not None
-    assert not await backend.delete_if_untouched(put.ref, since)
+    hit = await store.put(chunks(b"shared"))
+    assert hit == PutResult(put.ref, 6, created=False)
     assert await read_all(backend, put.ref) == b"shared"
 
 

@@ -18,7 +18,11 @@ import pytest
 from blobstore import layout
 from blobstore.cli import ExitCode, main
 from tests.helpers import Api, error_of
-from tests.test_blobstore_fsck import SHARED, blob_path, build
+from tests.test_blobstore_fsck import SHARED, age_confirmation, blob_path, build
+
+# These tests damage and age the SQLite file directly; the engines' shared behaviour is covered
+# by the API and gc tests.
+pytestmark = pytest.mark.sqlite_only
 
 BLOBSTORE = Path(sys.executable).parent / "blobstore"
 DAY = 86400.0
@@ -109,8 +113,7 @@ def test_gc_prints_what_it_would_free_then_frees_it(
         conn.execute("DELETE FROM manifests WHERE file_id = 'f3'")
     conn.close()
     gone = blob_path(tmp_path, refs["f3"][0])
-    past = time.time() - 2 * 3600
-    os.utime(gone, (past, past))
+    age_confirmation(tmp_path, refs["f3"][0], 2 * 3600)
     argv = ["gc", "--data-dir", str(tmp_path)]
     assert main([*argv, "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -204,7 +207,7 @@ async def test_api_answers_404_for_an_upload_gc_expired(api: Api, tmp_path: Path
             "SELECT ref FROM manifest_entries WHERE file_id = ?", (created["id"],)
         ).fetchall()
     conn.close()
-    os.utime(blob_path(data_dir, ref), (past, past))
+    age_confirmation(data_dir, ref, 2 * DAY)
 
     assert await _cli("gc", "--data-dir", str(data_dir), "--abandon-after", "1d") == 0
     assert (await api.meta(created["id"])).status == 404

@@ -14,6 +14,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from blobstore import manifests
 from blobstore.s3 import S3Location
 from filesvc.app import create_app
 from filesvc.settings import Settings
@@ -87,10 +88,6 @@ async def _ref_of(api: Api, file_id: str) -> str:
 
     app = api.client.app
     assert app is not None
-    async with (
-        app[DATABASE].read() as conn,
-        conn.execute("SELECT ref FROM manifest_entries WHERE file_id = ?", (file_id,)) as cur,
-    ):
-        row = await cur.fetchone()
-    assert row is not None
-    return str(row[0])
+    async with app[DATABASE].read() as tx:
+        [entry] = await manifests.entries(tx, file_id, "chunk")
+    return str(entry.ref)

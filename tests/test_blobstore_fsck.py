@@ -20,12 +20,14 @@ from typing import Any
 
 import pytest
 
-from blobstore import fsck, layout, manifests
+from blobstore import confirmations, fsck, layout, manifests
 from blobstore.cli import main
-from blobstore.db import Database
-from blobstore.local import LocalBackend, parked_name
+from blobstore.engine.migrate import migrate
+from blobstore.engine.sqlite import Database
+from blobstore.local import GC_PARKED_PREFIX, LocalBackend
 from blobstore.manifests import Entry, Head
 from blobstore.refs import BlobRef, ref_digest
+from blobstore.schema import TRACK
 from blobstore.store import ContentStore
 
 HOUR = 3600.0
@@ -41,7 +43,8 @@ class Store:
 @asynccontextmanager
 async def opened(data_dir: Path) -> AsyncIterator[Store]:
     db = Database(layout.db_path(data_dir))
-    await db.open(manifests.SCHEMA)
+    await db.open()
+    await migrate(db, [TRACK])
     backend = await asyncio.to_thread(LocalBackend, layout.blobs_dir(data_dir))
     try:
         yield Store(db, backend, ContentStore(backend))
@@ -58,10 +61,12 @@ async def add_file(
     owner: str = "acme",
     complete: bool = True,
 ) -> list[BlobRef]:
-    """Put the chunks, then commit a manifest for them (blobs first, as the service does)."""
+    """Put the chunks, then commit a manifest for them, confirming the blobs (blobs first, as
+    the service does)."""
     puts = [await store.content.put_bytes(c) for c in chunks]
     now = int(time.time() * 1000)
     async with store.db.write() as conn:
+        await confirmations.confirm(conn, store.backend, [p.ref for p in puts], now_ms=now)
         await manifests.create(
             conn,
             file_id,
@@ -94,6 +99,14 @@ def build(data_dir: Path) -> dict[str, list[BlobRef]]:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     return asyncio.run(go())
+
+
+def age_confirmation(data_dir: Path, ref: str, seconds: float) -> None:
+    """Make the blob's last confirmation ``seconds`` old (as if committed that long ago)."""
+    past_ms = int((time.time() - seconds) * 1000)
+    with sqlite3.connect(layout.db_path(data_dir)) as conn:
+        conn.execute("UPDATE blob_refs SET confirmed_at = ? WHERE ref = ?", (past_ms, ref))
+    conn.close()
 
 
 def blob_path(data_dir: Path, ref: str) -> Path:
@@ -420,7 +433,8 @@ def test_repair_puts_back_a_blob_a_killed_gc_had_set_aside(
 ) -> None:
     refs = build(tmp_path)
     ref = refs["f3"][0]
-    parked = layout.blobs_dir(tmp_path) / "tmp" / parked_name(ref)
+    # Release 0.1.0's gc parked a blob under this name while deciding on it.
+    parked = layout.blobs_dir(tmp_path) / "tmp" / f"{GC_PARKED_PREFIX}{ref}.0123abcd.tmp"
     os.rename(blob_path(tmp_path, ref), parked)
     code, findings, summary = run_fsck(tmp_path, capsys)
     assert code == 1

@@ -161,14 +161,14 @@ def test_relative_data_dir_is_made_absolute(
 async def test_database_opens_on_a_relative_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from blobstore.db import Database
+    from blobstore.engine.sqlite import Database
 
     monkeypatch.chdir(tmp_path)
     db = Database(Path("rel") / "meta.sqlite3")
     try:
         await db.open(["CREATE TABLE t (x)"])
         async with db.read() as conn:
-            rows = await conn.execute_fetchall("SELECT COUNT(*) FROM t")
-        assert [tuple(r) for r in rows] == [(0,)]
+            rows = await conn.fetch("SELECT COUNT(*) FROM t")
+        assert [r[0] for r in rows] == [0]
     finally:
         await db.close()

@@ -55,5 +55,5 @@ async def test_nothing_outlives_the_app(tmp_path: Path) -> None:
         await one_lifetime(tmp_path / f"run{i}")
     after = await asyncio.to_thread(counts)
     assert after[0] <= before[0], f"file descriptors {before[0]} -> {after[0]}"
-    assert after[1] <= before[1], f"threads {before[1]} -> {after[1]}"
+    assert after[1] <= before[1], f"threads {before[1]} -> {after[1]}: {threading.enumerate()}"
     assert after[2] == 0, "a thumbnail worker process outlived the app"

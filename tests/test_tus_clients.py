@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,10 @@ import pytest
 from PIL import Image
 from tusclient.client import TusClient
 
+from bench.pgserver import PgServer
+from tests.conftest import S3_BUCKET
 from tests.helpers import PREFIX, token
+from tests.seaweedfs import REGION, SeaweedFS
 from tests.server_proc import ServerProcess, start_server
 
 pytestmark = pytest.mark.slow
@@ -30,9 +34,22 @@ JS_DIR = Path(__file__).parent / "js"
 FILES = f"{PREFIX}/companies/acme/files"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = start_server(tmp_path_factory.mktemp("tus-clients") / "data")
+@pytest.fixture(scope="module", params=["sqlite-local", "postgresql-s3"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """One server per deployed configuration: the embedded default, and PostgreSQL + S3."""
+    env: dict[str, str] = {}
+    if request.param == "postgresql-s3":
+        pg: PgServer = request.getfixturevalue("pg_server")
+        weed: SeaweedFS = request.getfixturevalue("seaweedfs")
+        url = f"s3://{S3_BUCKET}/tus-clients-{uuid.uuid4().hex}?endpoint={weed.endpoint}"
+        env = {
+            **weed.env,
+            "FILESVC_DB_URL": pg.new_database(),
+            "FILESVC_BLOB_URL": f"{url}&region={REGION}",
+        }
+    proc = start_server(tmp_path_factory.mktemp("tus-clients") / "data", env=env)
     yield proc
     proc.stop()
 

@@ -15,13 +15,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import aiosqlite
-
-from blobstore import manifests
+from blobstore import confirmations, manifests
+from blobstore.engine.base import Tx
 from blobstore.errors import TooLarge
-from blobstore.manifests import Entry
+from blobstore.manifest_model import Entry
 from blobstore.store import PutResult
-from filesvc import repo
+from filesvc import jobqueue, repo
 from filesvc.auth import Caller
 from filesvc.creates import NewFile, insert_files
 from filesvc.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
@@ -104,10 +103,10 @@ class TusStore:
                     pass
             except TimeoutError:
                 pass
-        async with self.service.db.read() as conn:
-            return await self._state(conn, company_id, file_id)
+        async with self.service.db.read() as tx:
+            return await self._state(tx, company_id, file_id)
 
-    async def _state(self, conn: aiosqlite.Connection, company_id: str, file_id: str) -> Upload:
+    async def _state(self, conn: Tx, company_id: str, file_id: str) -> Upload:
         row = await repo.get(conn, company_id, file_id)
         head = await manifests.head(conn, file_id)
         if row is None or head is None:
@@ -165,9 +164,9 @@ class TusStore:
             thumbnail_job=thumbable,
         )
         if partial:
-            async with self.service.db.write() as conn:
-                await insert_files(conn, [new])
-                await table.insert(conn, file_id, "partial")
+            async with self.service.db.write() as tx:
+                await insert_files(tx, self.service.store.backend, [new])
+                await table.insert(tx, file_id, "partial")
         else:
             await self.service.creates.add(new)
         if thumbable:
@@ -195,6 +194,13 @@ class TusStore:
         ``length`` when a deferred length arrives with it.  409 when the offset moved."""
         generation: int | None = None
         async with self.service.db.write() as conn:
+            ts = now_ms()
+            if put_ref is not None and put_ref.size:
+                await confirmations.confirm(
+                    conn, self.service.store.backend, [put_ref.ref], now_ms=ts
+                )
+            # Another process's PATCH of the same upload waits here (PostgreSQL row lock).
+            await manifests.lock(conn, upload.file_id)
             now = await self._state(conn, company_id, upload.file_id)
             if now.offset != upload.offset or now.complete:
                 raise Conflict(
@@ -211,7 +217,6 @@ class TusStore:
                 )
                 entries.append(Entry(idx, put_ref.ref, put_ref.size))
                 offset += put_ref.size
-            ts = now_ms()
             if total is not None and offset > total:
                 raise Conflict(f"the upload would grow past its length of {total} bytes")
             complete = total is not None and offset == total
@@ -221,18 +226,24 @@ class TusStore:
                 put = await self.service.store.put_bytes(
                     b"", scope=self.service.scope_of(company_id)
                 )
+                await confirmations.confirm(conn, self.service.store.backend, [put.ref], now_ms=ts)
                 await manifests.put_entry(conn, upload.file_id, "chunk", 1, put.ref, 0)
                 entries.append(Entry(1, put.ref, 0))
                 chunks = 1
             await manifests.set_expected(conn, upload.file_id, chunks=chunks, size=total)
-            await manifests.touch(conn, upload.file_id, now_ms=ts)
+            await manifests.record_activity(conn, upload.file_id, now_ms=ts)
             if complete:
                 await manifests.mark(conn, upload.file_id, now_ms=ts, complete=True)
-                generation = await repo.set_completed(
+                await repo.set_completed(
                     conn, upload.file_id, etag=content_etag(entries), now_ms=ts
                 )
+                if now.concat == "partial":
+                    # A partial upload is only ever a part of a final upload: no thumbnails.
+                    await repo.set_thumbnail_status(conn, upload.file_id, "done")
+                else:
+                    generation = await jobqueue.enqueue(conn, upload.file_id, now_ms=ts)
             result = await self._state(conn, company_id, upload.file_id)
-        if generation is not None and result.concat != "partial":
+        if generation is not None:
             self.service.thumbs.notify(upload.file_id, generation)
         return result
 
@@ -253,6 +264,7 @@ class TusStore:
         async with self.service.db.write() as conn:
             entries: list[Entry] = []
             for part in parts:
+                await manifests.lock(conn, part)
                 row = await repo.get(conn, company_id, part)
                 if row is None or await table.concat_of(conn, part) != "partial":
                     raise BadRequest("Upload-Concat names an upload that is not a partial upload")
@@ -283,13 +295,14 @@ class TusStore:
                 thumbnails_status="waiting",
                 thumbnail_job=False,
             )
-            await insert_files(conn, [new])
+            reader = self.service.store.backend
+            await confirmations.confirm(conn, reader, [e.ref for e in entries], now_ms=ts)
+            await insert_files(conn, reader, [new])
             for e in entries:
                 await manifests.put_entry(conn, file_id, "chunk", e.idx, e.ref, e.size)
             await table.insert(conn, file_id, concat)
-            generation = await repo.set_completed(
-                conn, file_id, etag=content_etag(entries), now_ms=ts
-            )
+            await repo.set_completed(conn, file_id, etag=content_etag(entries), now_ms=ts)
+            generation = await jobqueue.enqueue(conn, file_id, now_ms=ts)
             for part in parts:
                 await manifests.delete(conn, part)
         self.service.thumbs.notify(file_id, generation)

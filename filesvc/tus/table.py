@@ -7,24 +7,27 @@ never offered as a file of its own (no thumbnails) and a final upload answers it
 
 from __future__ import annotations
 
-import aiosqlite
+from blobstore.engine.base import Tx
+from blobstore.engine.migrate import Step
 
-SCHEMA: tuple[str, ...] = (
-    """CREATE TABLE IF NOT EXISTS tus_uploads (
+_TABLE = """CREATE TABLE IF NOT EXISTS tus_uploads (
         file_id TEXT PRIMARY KEY REFERENCES manifests(file_id) ON DELETE CASCADE,
         concat TEXT NOT NULL
-    )""",
+    )"""
+
+STEP_TABLE = Step(
+    3,
+    "tus_uploads: which files are tus partial or final (concatenated) uploads",
+    {"sqlite": (_TABLE,), "postgresql": (_TABLE,)},
 )
 
 
-async def insert(conn: aiosqlite.Connection, file_id: str, concat: str) -> None:
+async def insert(tx: Tx, file_id: str, concat: str) -> None:
     """Record ``concat`` (``partial`` or ``final;<urls>``) for a new upload."""
-    await conn.execute("INSERT INTO tus_uploads (file_id, concat) VALUES (?, ?)", (file_id, concat))
+    await tx.execute("INSERT INTO tus_uploads (file_id, concat) VALUES (?, ?)", file_id, concat)
 
 
-async def concat_of(conn: aiosqlite.Connection, file_id: str) -> str | None:
+async def concat_of(tx: Tx, file_id: str) -> str | None:
     """The upload's ``Upload-Concat`` value, or None for a plain upload."""
-    rows = list(
-        await conn.execute_fetchall("SELECT concat FROM tus_uploads WHERE file_id = ?", (file_id,))
-    )
-    return str(rows[0][0]) if rows else None
+    row = await tx.fetchrow("SELECT concat FROM tus_uploads WHERE file_id = ?", file_id)
+    return None if row is None else str(row[0])

@@ -1,4 +1,4 @@
-"""Review: the group commit of new files at shutdown."""
+"""The group commit of new files at shutdown."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import asyncio
 import uuid
 from pathlib import Path
 
-from blobstore.db import Database
-from filesvc import repo
+from blobstore.engine.migrate import migrate
+from blobstore.engine.sqlite import Database
+from blobstore.memory import MemoryBackend
 from filesvc.creates import CreateBatcher, NewFile
+from filesvc.schema import TRACKS
 
 
 def _new() -> NewFile:
@@ -39,8 +41,9 @@ async def test_a_create_arriving_while_stop_runs_is_answered(tmp_path: Path) -> 
     """stop() cancels the committing task; a create queued in that moment (the batcher still
     looks running) must be committed or refused, never left waiting forever."""
     db = Database(tmp_path / "m.sqlite3", synchronous="NORMAL", readers=1)
-    await db.open(repo.SCHEMA)
-    batcher = CreateBatcher(db)
+    await db.open()
+    await migrate(db, TRACKS)
+    batcher = CreateBatcher(db, MemoryBackend())
     batcher.start()
     try:
         await _settle()
@@ -57,8 +60,9 @@ async def test_a_create_arriving_while_stop_runs_is_answered(tmp_path: Path) -> 
 
 async def test_stop_commits_what_is_queued(tmp_path: Path) -> None:
     db = Database(tmp_path / "m.sqlite3", synchronous="NORMAL", readers=1)
-    await db.open(repo.SCHEMA)
-    batcher = CreateBatcher(db)
+    await db.open()
+    await migrate(db, TRACKS)
+    batcher = CreateBatcher(db, MemoryBackend())
     batcher.start()
     try:
         adds = [asyncio.create_task(batcher.add(_new())) for _ in range(5)]
@@ -66,7 +70,7 @@ async def test_stop_commits_what_is_queued(tmp_path: Path) -> None:
         await batcher.stop()
         await asyncio.gather(*adds)
         async with db.read() as conn:
-            rows = list(await conn.execute_fetchall("SELECT COUNT(*) FROM files"))
+            rows = list(await conn.fetch("SELECT COUNT(*) FROM files"))
         assert rows[0][0] == 5
     finally:
         await db.close()

@@ -1,4 +1,4 @@
-"""Review: a caller cancelled while its transaction is being opened (a client that goes away)
+"""A caller cancelled while its transaction is being opened (a client that goes away)
 must not leave the connection inside a transaction for the next user."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from blobstore.db import Database
+from blobstore.engine.sqlite import Database
 
 SCHEMA = ["CREATE TABLE IF NOT EXISTS t (x INTEGER)"]
 
@@ -36,7 +36,7 @@ async def test_read_cancelled_at_begin_leaves_the_reader_usable(tmp_path: Path) 
         async with db.write() as conn:
             await conn.execute("INSERT INTO t VALUES (1)")
         async with db.read() as conn:
-            rows = list(await conn.execute_fetchall("SELECT x FROM t"))
+            rows = list(await conn.fetch("SELECT x FROM t"))
         assert [r[0] for r in rows] == [1]
     finally:
         await db.close()
@@ -58,7 +58,7 @@ async def test_write_cancelled_at_begin_leaves_the_writer_usable(tmp_path: Path)
         async with db.write() as conn:
             await conn.execute("INSERT INTO t VALUES (1)")
         async with db.read() as conn:
-            rows = list(await conn.execute_fetchall("SELECT x FROM t"))
+            rows = list(await conn.fetch("SELECT x FROM t"))
         assert [r[0] for r in rows] == [1]
     finally:
         await db.close()
@@ -84,8 +84,8 @@ async def test_failed_commit_is_rolled_back(tmp_path: Path) -> None:
         async with db.write() as conn:
             await conn.execute("INSERT INTO t VALUES (1)")
         async with db.read() as conn:
-            rows = list(await conn.execute_fetchall("SELECT x FROM t"))
-            orphans = list(await conn.execute_fetchall("SELECT pid FROM c"))
+            rows = list(await conn.fetch("SELECT x FROM t"))
+            orphans = list(await conn.fetch("SELECT pid FROM c"))
         assert [r[0] for r in rows] == [1]
         assert orphans == []
     finally:

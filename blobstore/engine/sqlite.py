@@ -1,20 +1,23 @@
-"""SQLite, the embedded metadata engine, shared by manifests and by the service's own tables.
+"""SQLite, the embedded metadata engine (aiosqlite), shared by the blob store and the service.
 
 One writer connection behind an asyncio lock (SQLite has one writer anyway, and statements of two
-coroutines must never interleave inside one transaction) and one reader connection; WAL lets the
-reader see the last commit while a write is in progress.
+coroutines must never interleave inside one transaction; ``BEGIN IMMEDIATE`` takes the file's
+writer lock, so writers in other processes wait too) and a pool of reader connections; WAL lets
+readers see the last commit while a write is in progress.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import cast
 
 import aiosqlite
 
+from blobstore.engine.base import SQLITE, Dialect, Row
 from blobstore.errors import StoreFull
 
 # FULL: a commit is on disk before the caller is answered, so an acknowledged upload survives
@@ -25,7 +28,42 @@ BUSY_TIMEOUT_MS = 10_000
 # Reader connections, each with its own thread: reads run in parallel with each other and with
 # the writer (WAL).  A few suffice on 2 cores; each costs a thread and a file descriptor.
 READERS = 4
+# Rows fetched per thread hand-off when a query is streamed.
+STREAM_BATCH = 1000
 _SYNC_MODES = {"OFF", "NORMAL", "FULL", "EXTRA"}
+
+
+class SqliteTx:
+    """A transaction on one aiosqlite connection."""
+
+    dialect: Dialect = SQLITE
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+
+    async def execute(self, sql: str, *args: object) -> int:
+        cur = await self.conn.execute(sql, args)
+        return cur.rowcount
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        await self.conn.executemany(sql, rows)
+
+    async def fetch(self, sql: str, *args: object) -> list[Row]:
+        # execute_fetchall: one hand-off to the database thread instead of three.
+        return cast(list[Row], list(await self.conn.execute_fetchall(sql, args)))
+
+    async def fetchrow(self, sql: str, *args: object) -> Row | None:
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def stream(self, sql: str, *args: object) -> AsyncIterator[Row]:
+        async with self.conn.execute(sql, args) as cur:
+            cur.arraysize = STREAM_BATCH
+            async for row in cur:
+                yield cast(Row, row)
+
+    async def lock(self, name: str, *, shared: bool = False) -> None:
+        return None  # the write transaction holds SQLite's one writer lock already
 
 
 def is_full(exc: BaseException) -> bool:
@@ -46,7 +84,9 @@ def _translate(exc: BaseException) -> BaseException:
 
 
 class Database:
-    """The SQLite file with its two connections."""
+    """The SQLite file with its writer and reader connections."""
+
+    dialect: Dialect = SQLITE
 
     def __init__(
         self, path: Path, *, synchronous: str = DEFAULT_SYNCHRONOUS, readers: int = READERS
@@ -60,6 +100,10 @@ class Database:
         self._idle: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._reader_count = readers
         self._write_lock = asyncio.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._readers)
 
     async def _connect(self, *, readonly: bool) -> aiosqlite.Connection:
         if readonly:
@@ -83,15 +127,16 @@ class Database:
         return conn
 
     async def open(self, schema: Sequence[str] = ()) -> None:
-        """Open both connections and apply ``schema`` (idempotent DDL) in one transaction."""
+        """Open the connections and apply ``schema`` (idempotent DDL) in one transaction.
+        The service's schema comes from the migrations (:mod:`blobstore.engine.migrate`)."""
         # Absolute, for the read-only URI; getcwd is a system call, so off the loop.
         self.path = await asyncio.to_thread(self.path.absolute)
         await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
         self._writer = await self._connect(readonly=False)
         if schema:
-            async with self.write() as conn:
+            async with self.write() as tx:
                 for ddl in schema:
-                    await conn.execute(ddl)
+                    await tx.execute(ddl)
         await self._open_readers()
 
     async def _open_readers(self) -> None:
@@ -108,7 +153,7 @@ class Database:
         await self._open_readers()
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def write(self) -> AsyncIterator[SqliteTx]:
         """A write transaction (BEGIN IMMEDIATE): committed on normal exit, rolled back on error."""
         if self._writer is None:
             raise RuntimeError("database is not open for writing")
@@ -122,7 +167,7 @@ class Database:
             # layer's one error switch) treat a full database like a full blob store.
             try:
                 await conn.execute("BEGIN IMMEDIATE")
-                yield conn
+                yield SqliteTx(conn)
             except BaseException as exc:
                 await asyncio.shield(conn.rollback())
                 translated = _translate(exc)
@@ -142,7 +187,7 @@ class Database:
                 raise translated from exc
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def read(self) -> AsyncIterator[SqliteTx]:
         """A consistent read snapshot (a deferred transaction on an idle reader connection)."""
         if not self._readers:
             raise RuntimeError("database is not open")
@@ -152,17 +197,26 @@ class Database:
             # must not go back to the pool inside a transaction.
             try:
                 await conn.execute("BEGIN")
-                yield conn
+                yield SqliteTx(conn)
             finally:
                 await asyncio.shield(conn.rollback())
         finally:
             self._idle.put_nowait(conn)
 
+    async def ping(self) -> None:
+        async with self.read() as tx:
+            await tx.fetch("SELECT 1")
+
     async def close(self) -> None:
-        """Close both connections.  Idempotent."""
+        """Close the connections.  Idempotent."""
         for conn in [*self._readers, self._writer]:
             if conn is not None:
                 await conn.close()
         self._readers = []
         self._idle = asyncio.Queue()
         self._writer = None
+
+
+def is_sqlite_error(exc: BaseException) -> bool:
+    """True for errors of the SQLite library (a damaged or foreign file, a locked database)."""
+    return isinstance(exc, sqlite3.Error)

@@ -1,0 +1,106 @@
+"""The guard between gc and dedup, kept in metadata: owner of the ``blob_refs`` table.
+
+A commit that makes a manifest use a blob *confirms* it, inside the commit's transaction: it
+takes the gc lock shared, checks that the blob is still stored, and records the time.  gc takes
+the same lock exclusively around each batch of deletes and deletes a blob only when no manifest
+references it and it has been neither confirmed nor first seen (by gc) for the grace period.
+
+So no commit can land between gc's last check and its delete, and a commit that comes after a
+delete finds its blob gone and fails cleanly (the caller retries the upload) instead of
+committing a reference to nothing.  The grace keeps that rare: a blob just written by an upload
+whose commit is a few milliseconds away is not taken.  Locks: SQLite's one writer serialises
+commits and gc anyway; on PostgreSQL the lock is an advisory lock, shared by commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection, Iterable, Mapping
+
+from blobstore.engine.base import Tx
+from blobstore.engine.migrate import Step
+from blobstore.errors import BlobStoreError
+from blobstore.port import BlobReader
+from blobstore.refs import BlobRef
+
+GC_LOCK = "blobstore:gc"
+
+STEP_TABLE = Step(
+    2,
+    "blob_refs: when a commit last confirmed a blob (gc's guard)",
+    {
+        "sqlite": (
+            "CREATE TABLE IF NOT EXISTS blob_refs (ref TEXT PRIMARY KEY,"
+            " confirmed_at INTEGER NOT NULL) WITHOUT ROWID",
+        ),
+        "postgresql": (
+            "CREATE TABLE IF NOT EXISTS blob_refs (ref TEXT PRIMARY KEY,"
+            " confirmed_at BIGINT NOT NULL)",
+        ),
+    },
+)
+
+
+class BlobGone(BlobStoreError):
+    """A blob an upload wrote (or deduplicated against) was reclaimed by gc before the upload
+    committed.  Nothing was committed; the upload must be sent again."""
+
+
+async def confirm(tx: Tx, reader: BlobReader, refs: Iterable[BlobRef], *, now_ms: int) -> None:
+    """Confirm that the caller's transaction now uses ``refs``: under the shared gc lock, check
+    each is stored and record the time.  Raises BlobGone (the caller rolls back)."""
+    wanted = sorted(set(refs))
+    if not wanted:
+        return
+    await tx.lock(GC_LOCK, shared=True)
+    sizes = await asyncio.gather(*(reader.stat(ref) for ref in wanted))
+    gone = [ref for ref, size in zip(wanted, sizes, strict=True) if size is None]
+    if gone:
+        raise BlobGone(f"{len(gone)} blob(s) reclaimed by gc before the upload committed")
+    await tx.executemany(
+        "INSERT INTO blob_refs (ref, confirmed_at) VALUES (?, ?)"
+        " ON CONFLICT (ref) DO UPDATE SET confirmed_at = excluded.confirmed_at",
+        [(ref, now_ms) for ref in wanted],
+    )
+
+
+async def lock_for_gc(tx: Tx) -> None:
+    """Exclude every commit until gc's transaction ends."""
+    await tx.lock(GC_LOCK)
+
+
+async def confirmed_at(tx: Tx, refs: Collection[BlobRef]) -> dict[BlobRef, int]:
+    """When each ref was last confirmed or first seen by gc (refs never seen are left out)."""
+    out: dict[BlobRef, int] = {}
+    batch = sorted(refs)
+    for i in range(0, len(batch), 500):
+        part = batch[i : i + 500]
+        marks = ", ".join("?" * len(part))
+        rows = await tx.fetch(
+            f"SELECT ref, confirmed_at FROM blob_refs WHERE ref IN ({marks})",  # noqa: S608
+            *part,
+        )
+        out.update({BlobRef(r[0]): int(r[1]) for r in rows})
+    return out
+
+
+async def sight(tx: Tx, refs: Iterable[BlobRef], *, now_ms: int) -> None:
+    """gc saw these unreferenced blobs for the first time: their grace starts now."""
+    await tx.executemany(
+        "INSERT INTO blob_refs (ref, confirmed_at) VALUES (?, ?) ON CONFLICT (ref) DO NOTHING",
+        [(ref, now_ms) for ref in refs],
+    )
+
+
+async def forget(tx: Tx, refs: Iterable[BlobRef]) -> None:
+    """The blobs were deleted: drop their rows."""
+    await tx.executemany("DELETE FROM blob_refs WHERE ref = ?", [(ref,) for ref in refs])
+
+
+def is_stale(seen: Mapping[BlobRef, int], ref: BlobRef, *, now_ms: int, grace_ms: int) -> bool:
+    """Pure: gc may take ``ref`` (already known unreferenced) when it was confirmed or first seen
+    at least ``grace_ms`` ago.  Never seen: only with no grace at all (seen now, gone now)."""
+    at = seen.get(ref)
+    if at is None:
+        return grace_ms == 0
+    return now_ms - at >= grace_ms

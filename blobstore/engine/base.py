@@ -1,0 +1,107 @@
+"""The one small database interface both metadata engines implement.
+
+Every module that owns a table writes its SQL once, with ``?`` placeholders and the portable
+subset SQLite and PostgreSQL share; what differs between the two (placeholder syntax, row locks,
+``SKIP LOCKED``, advisory locks) is spelled here and in the two engines, nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import xxhash
+
+from blobstore.errors import BlobStoreError
+
+DialectName = Literal["sqlite", "postgresql"]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The few clauses the two engines spell differently."""
+
+    name: DialectName
+    # Appended to a SELECT that must lock the rows it reads until the transaction ends.  SQLite
+    # has one writer: a write transaction holds every row already.
+    for_update: str
+    # Appended to a SELECT claiming queue rows: rows another transaction holds are passed over.
+    skip_locked: str
+
+
+SQLITE = Dialect("sqlite", for_update="", skip_locked="")
+# NO KEY UPDATE: writers of one row exclude each other, while foreign-key checks of other
+# transactions (which take KEY SHARE on the referenced row) are not blocked by it.
+POSTGRESQL = Dialect(
+    "postgresql", for_update=" FOR NO KEY UPDATE", skip_locked=" FOR UPDATE SKIP LOCKED"
+)
+
+
+class Row(Protocol):
+    """A result row: by position or by column name (sqlite3.Row and asyncpg.Record both are)."""
+
+    def __getitem__(self, key: int | str, /) -> Any: ...
+
+
+class DatabaseUnavailable(BlobStoreError):
+    """The metadata engine cannot be reached (connection refused or lost).  Transient: nothing
+    of the transaction in progress was committed; the caller may retry later."""
+
+
+class BadDatabaseUrl(ValueError):
+    """``FILESVC_DB_URL`` names no engine this build can open."""
+
+
+class Tx(Protocol):
+    """A transaction: statements run in order, committed together or not at all."""
+
+    dialect: Dialect
+
+    async def execute(self, sql: str, *args: object) -> int:
+        """Run one statement; return the number of rows it changed."""
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        """Run one statement for each row of arguments."""
+
+    async def fetch(self, sql: str, *args: object) -> list[Row]:
+        """Every row of a query."""
+
+    async def fetchrow(self, sql: str, *args: object) -> Row | None:
+        """The first row of a query, or None."""
+
+    def stream(self, sql: str, *args: object) -> AsyncIterator[Row]:
+        """The rows of a large query, a batch at a time (memory holds one batch)."""
+
+    async def lock(self, name: str, *, shared: bool = False) -> None:
+        """Take the named lock until the transaction ends.  ``shared`` holders exclude only an
+        exclusive holder.  On SQLite a write transaction already excludes every other writer,
+        so this does nothing there."""
+
+
+class Engine(Protocol):
+    """A metadata database: snapshots to read, transactions to write."""
+
+    dialect: Dialect
+
+    def read(self) -> AbstractAsyncContextManager[Tx]:
+        """A consistent read-only snapshot."""
+
+    def write(self) -> AbstractAsyncContextManager[Tx]:
+        """A write transaction, committed on normal exit and rolled back on error."""
+
+    async def ping(self) -> None:
+        """Raise DatabaseUnavailable unless a trivial query answers now."""
+
+    @property
+    def ready(self) -> bool:
+        """True once the engine is connected and its schema is current."""
+
+    async def close(self) -> None:
+        """Release connections.  Idempotent."""
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit key for a lock name (PostgreSQL advisory locks take a bigint)."""
+    return xxhash.xxh3_64_intdigest(name.encode()) - (1 << 63)
