@@ -70,7 +70,8 @@ def _cpu_s() -> float:
 
 
 def _thumb_pyvips(path: Path) -> Callable[[], tuple[int, int, int]]:
-    from filesvc.thumbnails.render import RenderLimits, render_thumbnails
+    from filesvc.thumbnails.limits import RenderLimits
+    from filesvc.thumbnails.render import render_thumbnails
 
     limits = RenderLimits(box_width=BOX[0], box_height=BOX[1])
 

@@ -7,6 +7,7 @@ in reverse order) and live under typed AppKeys.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
@@ -36,11 +37,14 @@ from filesvc.routes import reads, uploads
 from filesvc.routes.common import PREFIX
 from filesvc.service import FileService
 from filesvc.settings import Settings
-from filesvc.thumbjobs import Renderer, ThumbnailRunner, no_thumbnails
+from filesvc.thumbnails.jobs import Renderer, ThumbnailRunner, no_thumbnails
+from filesvc.thumbnails.limits import RenderLimits
 from filesvc.thumbnails.pool import ProcessRenderer
-from filesvc.thumbnails.render import RenderLimits
+from filesvc.thumbnails.result import Rendered
 
 THUMB_WORK_DIR = "thumb-work"
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -61,6 +65,8 @@ def create_app(
     async def database(app: web.Application) -> AsyncIterator[None]:
         db = Database(layout.db_path(settings.data_dir), synchronous=settings.sqlite_synchronous)
         await db.open(repo.SCHEMA)
+        async with db.write() as conn:
+            await repo.upgrade(conn)
         app[DATABASE] = db
         yield
         await db.close()
@@ -83,12 +89,27 @@ def create_app(
         )
         own: ProcessRenderer | None = None
         if renderer is None:
+            if settings.office_converter is None:
+                log.warning("office documents: no converter (LibreOffice) found; no previews")
+            else:
+                log.info("office documents: converted by %s", settings.office_converter)
             own = ProcessRenderer(
                 limits,
                 workers=settings.thumb_workers,
                 job_timeout=settings.thumb_job_timeout,
                 pixel_budget=settings.thumb_pixel_budget,
+                converter=settings.office_converter,
             )
+        metrics = app[METRICS]
+
+        def observe(rendered: Rendered, seconds: float) -> None:
+            if rendered.status == "error":
+                outcome = "error"
+            else:
+                outcome = "thumbnails" if rendered.thumbnails else "none"
+            metrics.thumbnail_jobs.labels(outcome).inc()
+            metrics.thumbnail_seconds.observe(seconds)
+
         runner = ThumbnailRunner(
             app[DATABASE],
             app[STORE],
@@ -96,6 +117,8 @@ def create_app(
             work_dir=settings.data_dir / THUMB_WORK_DIR,
             workers=settings.thumb_workers,
             max_input_bytes=limits.max_input_bytes,
+            observer=observe,
+            office=settings.office_converter is not None,
         )
         await runner.start()
         app[THUMBS] = runner

@@ -10,7 +10,7 @@ from filesvc.inflight import InFlight, UploadSlots
 from filesvc.metrics import Metrics
 from filesvc.service import FileService
 from filesvc.settings import Settings
-from filesvc.thumbjobs import ThumbnailRunner
+from filesvc.thumbnails.jobs import ThumbnailRunner
 
 SETTINGS = web.AppKey("settings", Settings)
 DATABASE = web.AppKey("database", Database)

@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from filesvc.thumbnails.limits import (
+    DEFAULT_BOX_HEIGHT,
+    DEFAULT_BOX_WIDTH,
+    DEFAULT_MAX_PIXELS,
+)
 
 # Largest single upload (one request's file part or raw body).  Large enough for any video a
 # workplace shares, small enough that one client cannot fill the disk by accident.
@@ -18,19 +25,21 @@ DEFAULT_MAX_UPLOAD_BYTES = 16 << 30
 # resumable.js splits into 1 MiB+ chunks; 100k chunks is a 100 GiB file: far past any real use,
 # and it bounds the size of one manifest.
 MAX_TOTAL_CHUNKS = 100_000
-# API.md: thumbnails fit inside 600x400.
-DEFAULT_THUMB_BOX = (600, 400)
+DEFAULT_THUMB_BOX = (DEFAULT_BOX_WIDTH, DEFAULT_BOX_HEIGHT)
 # API.md: thumbnail_sync waits at most 10 seconds by default.
 DEFAULT_THUMB_SYNC_TIMEOUT = 10.0
-# About 100 MP: a 24 MP phone photo passes with room to spare; a decompression bomb does not.
-DEFAULT_THUMB_MAX_PIXELS = 100_000_000
+DEFAULT_THUMB_MAX_PIXELS = DEFAULT_MAX_PIXELS
 # Pixels being decoded at once across thumbnail jobs (a semaphore counted in pixels): two images
 # at the pixel limit, or many phone photos.  Decoded RGBA costs 4 bytes a pixel at worst.
 DEFAULT_THUMB_PIXEL_BUDGET = 200_000_000
 # Worker processes for thumbnails: one per core on the 2-core machines this runs on.
 DEFAULT_THUMB_WORKERS = 2
-# A thumbnail that takes longer than this is abandoned (status error): no image needs more.
+# A thumbnail job that takes longer than this is abandoned (status error) and its worker killed:
+# no image, video frame or office conversion (which stops itself at 30 s) needs more.
 DEFAULT_THUMB_JOB_TIMEOUT = 60.0
+# The LibreOffice program that converts office documents, looked up on PATH; "" turns office
+# previews off.
+DEFAULT_OFFICE_CONVERTER = "soffice"
 # RFC 7518 3.2: an HS256 key must be at least as long as the hash output.
 MIN_SECRET_BYTES = 32
 # A body read that waits longer than this for the client fails the upload with 408: long enough
@@ -81,6 +90,8 @@ class Settings:
     thumb_workers: int = DEFAULT_THUMB_WORKERS
     thumb_pixel_budget: int = DEFAULT_THUMB_PIXEL_BUDGET
     thumb_job_timeout: float = DEFAULT_THUMB_JOB_TIMEOUT
+    # The LibreOffice program for office documents, resolved; None: not installed or turned off.
+    office_converter: str | None = None
 
     @classmethod
     def from_env(
@@ -116,7 +127,23 @@ class Settings:
             thumb_workers=_int(env, "FILESVC_THUMB_WORKERS", DEFAULT_THUMB_WORKERS),
             thumb_pixel_budget=_int(env, "FILESVC_THUMB_PIXEL_BUDGET", DEFAULT_THUMB_PIXEL_BUDGET),
             thumb_job_timeout=_float(env, "FILESVC_THUMB_JOB_TIMEOUT", DEFAULT_THUMB_JOB_TIMEOUT),
+            office_converter=_converter(env.get("FILESVC_OFFICE_CONVERTER", "soffice")),
         )
+
+
+def _converter(name: str) -> str | None:
+    """The LibreOffice program to run: ``soffice.bin`` beside the ``soffice`` found on PATH (or
+    at the path given); None when absent or turned off with an empty value."""
+    if not name:
+        return None
+    found = shutil.which(name)
+    if found is None:
+        return None
+    real = Path(found).resolve()
+    # Debian's soffice is a shell script starting a launcher starting soffice.bin; running
+    # soffice.bin directly keeps the process tree to the one process a worker can kill.
+    direct = real.with_name("soffice.bin")
+    return str(direct if direct.is_file() and os.access(direct, os.X_OK) else real)
 
 
 def load_or_create_secret(data_dir: Path) -> str:

@@ -15,7 +15,7 @@ from blobstore.port import BlobBackend
 from filesvc.app import create_app
 from filesvc.auth import mint
 from filesvc.settings import Settings
-from filesvc.thumbjobs import Renderer
+from filesvc.thumbnails.jobs import Renderer
 from tests.helpers import SECRET, Api
 
 
