@@ -8,8 +8,10 @@ import os
 import struct
 import zlib
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import pillow_heif
 import pyvips
 from PIL import Image
@@ -179,3 +181,65 @@ def heic(image: pyvips.Image, *more: pyvips.Image, **options: object) -> bytes:
     data = out.getvalue()
     assert data[4:12] == b"ftypheic" and b"hvcC" in data, "not an HEVC-coded HEIF"
     return data
+
+
+# --- videos ------------------------------------------------------------------------------------
+
+RED, BLUE = (220, 30, 30), (30, 30, 220)
+
+
+def make_video(
+    container: str,
+    codec: str,
+    width: int = 320,
+    height: int = 240,
+    *,
+    frames: int = 5,
+    rate: int = 10,
+    rotation: int | None = None,
+    sar: Fraction | None = None,
+    pix_fmt: str = "yuv420p",
+    picture: Callable[[int], pyvips.Image] | None = None,
+) -> bytes:
+    """A real video encoded by the FFmpeg in PyAV's wheel. By default the first frame is red and
+    every later one blue, so a thumbnail shows which frame it came from."""
+    out = io.BytesIO()
+    with av.open(out, "w", format=container) as movie:
+        stream = movie.add_stream(codec, rate=rate)
+        assert isinstance(stream, av.video.stream.VideoStream)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if sar is not None:
+            stream.codec_context.sample_aspect_ratio = sar
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for index in range(frames):
+            image = picture(index) if picture else solid(width, height, RED if index == 0 else BLUE)
+            frame = av.VideoFrame(width, height, "rgb24")
+            rows, stride = image.write_to_memory(), frame.planes[0].line_size
+            pad = bytes(stride - width * 3)
+            frame.planes[0].update(
+                b"".join(rows[y * width * 3 : (y + 1) * width * 3] + pad for y in range(height))
+            )
+            for packet in stream.encode(frame):
+                movie.mux(packet)
+        for packet in stream.encode():
+            movie.mux(packet)
+    return out.getvalue()
+
+
+def make_audio(container: str = "mp4", codec: str = "aac") -> bytes:
+    """A second of silence with no video stream."""
+    out = io.BytesIO()
+    with av.open(out, "w", format=container) as movie:
+        stream = movie.add_stream(codec, rate=44100)
+        assert isinstance(stream, av.audio.stream.AudioStream)
+        for index in range(44):
+            frame = av.AudioFrame(format="fltp", layout="stereo", samples=1024)
+            for plane in frame.planes:
+                plane.update(bytes(plane.buffer_size))
+            frame.sample_rate, frame.pts = 44100, index * 1024
+            for packet in stream.encode(frame):
+                movie.mux(packet)
+        for packet in stream.encode():
+            movie.mux(packet)
+    return out.getvalue()
