@@ -84,14 +84,15 @@ def presentation() -> bytes:
     return odf("odp", f'<draw:page draw:name="one">{frame}</draw:page>')
 
 
-def linked_image_document(href: str) -> bytes:
-    """An .odt showing, at 12 cm square, an image LINKED (not embedded) from ``href``."""
-    image = (
-        '<text:p><draw:frame draw:name="pic" text:anchor-type="as-char" svg:width="12cm" '
-        f'svg:height="12cm"><draw:image xlink:href="{href}" xlink:type="simple" '
+def linked_image_document(*hrefs: str) -> bytes:
+    """An .odt showing, at 8 cm square each, images LINKED (not embedded) from ``hrefs``."""
+    images = "".join(
+        f'<text:p><draw:frame draw:name="pic{n}" text:anchor-type="as-char" svg:width="8cm" '
+        f'svg:height="8cm"><draw:image xlink:href="{href}" xlink:type="simple" '
         'xlink:show="embed" xlink:actuate="onLoad"/></draw:frame></text:p>'
+        for n, href in enumerate(hrefs)
     )
-    return odf("odt", "<text:p>Linked picture below</text:p>" + image)
+    return odf("odt", "<text:p>Linked pictures below</text:p>" + images)
 
 
 def convert_with_libreoffice(sources: dict[str, Path], target: str, work: Path) -> dict[str, Path]:
@@ -115,3 +116,50 @@ def convert_with_libreoffice(sources: dict[str, Path], target: str, work: Path) 
         timeout=180,
     )
     return {name: out / f"{path.stem}.{target}" for name, path in sources.items()}
+
+
+# The Microsoft and RTF files are committed under tests/fixtures/office (a few KiB each), made by
+# ``python -m tests.office_media``: converting them at every run cost a LibreOffice start each.
+# A .ppt made by LibreOffice is 450 KiB, so that one is converted when the tests run.
+FIXTURES = Path(__file__).parent / "fixtures" / "office"
+DERIVED = {
+    "docx": "odt",
+    "doc": "odt",
+    "rtf": "odt",
+    "xlsx": "ods",
+    "xls": "ods",
+    "pptx": "odp",
+    "ppt": "odp",
+}
+
+
+def sources(directory: Path) -> dict[str, Path]:
+    """The hand-built OpenDocument files, written into ``directory``."""
+    made = {
+        "odt": text_document("Hello from a memo", "Second line"),
+        "ods": spreadsheet(),
+        "odp": presentation(),
+    }
+    paths = {}
+    for kind, data in made.items():
+        paths[kind] = directory / f"sample.{kind}"
+        paths[kind].write_bytes(data)
+    return paths
+
+
+def main() -> None:
+    """Regenerate the committed fixtures from the hand-built sources."""
+    import tempfile
+
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        made = sources(Path(tmp))
+        for target, source in DERIVED.items():
+            if target == "ppt":
+                continue
+            converted = convert_with_libreoffice({target: made[source]}, target, Path(tmp))
+            shutil.copyfile(converted[target], FIXTURES / f"sample.{target}")
+
+
+if __name__ == "__main__":
+    main()
