@@ -52,9 +52,7 @@ async def test_office_document_gets_its_pages(
     ]
 
 
-async def test_without_a_converter_office_documents_are_settled_at_upload(
-    api: Api, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_without_a_converter_office_documents_are_settled_at_upload(api: Api) -> None:
     # The default test settings have no converter (the app logged that it is absent at start).
     res = await api.upload(text_document("Minutes"), filename="minutes.odt", params=SYNC)
     assert res["metadata"]["thumbnails_status"] == "done" and res["thumbnails"] == []
