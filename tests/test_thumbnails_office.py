@@ -7,6 +7,7 @@ them by LibreOffice's own command) and saved under names that say nothing of the
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import os
 import threading
@@ -184,10 +185,12 @@ def test_linked_images_are_never_fetched(
     )
     assert allowing != office._PROFILE_SETTINGS
     monkeypatch.setattr(office, "_PROFILE_SETTINGS", allowing)
+    office._close_spares()
     office._template.cache_clear()
     try:
         [shown] = thumbnails(render_thumbnails(path, LIMITS, converter))
     finally:
+        office._close_spares()
         office._template.cache_clear()
     assert seen != []
     assert red_share(shown) > 0.1  # two 8 cm squares on an A4 page
@@ -216,6 +219,7 @@ def test_an_overrunning_conversion_is_killed_with_its_process_tree(
     try:
         outcome = render_thumbnails(documents["odt"], RenderLimits(office_seconds=1), str(fake))
     finally:
+        office._close_spares()  # the instance started for the next document
         office._template.cache_clear()
     assert failed(outcome) == "office conversion took longer than 1 s; stopped"
     assert time.monotonic() - started < 30
@@ -236,6 +240,7 @@ def test_a_conversion_over_the_memory_limit_fails(
     try:
         outcome = render_thumbnails(path, RenderLimits(office_memory_bytes=64 << 20), converter)
     finally:
+        office._close_spares()
         office._template.cache_clear()
     assert outcome.status == "error" and outcome.thumbnails == ()
 
@@ -246,6 +251,54 @@ def test_conversions_leave_nothing_behind(
     root = office.scratch_root()
     before = set(os.listdir(root))
     thumbnails(render_thumbnails(documents["odt"], LIMITS, converter))
-    after = {name for name in set(os.listdir(root)) - before}
-    # Only the template profile, made once per process, may stay.
-    assert all(name.startswith("filesvc-office-profile-") for name in after), after
+    # What stays is this process's: the template profile and the instance waiting for the next
+    # document, which goes when asked (or when the process exits).
+    mine = f"-{os.getpid()}-"
+    assert all(mine in name for name in set(os.listdir(root)) - before)
+    office._close_spares()
+    left = set(os.listdir(root)) - before
+    assert all(name.startswith(f"filesvc-office-profile-{os.getpid()}-") for name in left), left
+
+
+async def test_a_worker_killed_on_overrun_takes_its_converter_with_it(
+    tmp_path: Path, documents: dict[str, Path]
+) -> None:
+    from filesvc.thumbnails.pool import ProcessRenderer
+
+    marker = f"filesvc-test-{os.getpid()}-{time.monotonic_ns()}"
+    # One process that never finishes, recognisable by its arguments.
+    fake = write(
+        tmp_path,
+        "soffice.bin",
+        (
+            '#!/bin/sh\ncase "$*" in *--terminate_after_init*) '
+            'mkdir -p "$HOME/profile/user"; exit 0;; esac\n'
+            f"exec python3 -c 'import time; time.sleep(600)' {marker}\n"
+        ).encode(),
+    )
+    fake.chmod(0o755)
+    renderer = ProcessRenderer(
+        RenderLimits(office_seconds=600),
+        workers=1,
+        job_timeout=5,
+        pixel_budget=1 << 30,
+        converter=str(fake),
+    )
+
+    def converters() -> list[int]:
+        return [
+            p.pid
+            for p in psutil.process_iter(["cmdline"])
+            if marker in " ".join(p.info["cmdline"] or [])
+        ]
+
+    try:
+        rendered = await renderer(documents["odt"])
+    finally:
+        await renderer.close()
+    assert rendered == Rendered("error", (), "rendering took longer than 5s")
+    for _ in range(100):
+        if not await asyncio.to_thread(converters):
+            break
+        await asyncio.sleep(0.05)
+    assert await asyncio.to_thread(converters) == []

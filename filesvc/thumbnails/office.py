@@ -8,10 +8,12 @@ thumbnails, with that reason.
 
 Hardening (LibreOffice by default FETCHED an http:// image linked from an .odt, MEASURED.md):
 
-* Each conversion gets its own profile directory, copied from a template this process made once,
-  in a scratch directory of its own that is removed afterwards. The scratch directories live in
-  ``/dev/shm`` (memory) where it exists, so neither the converted PDF nor LibreOffice's temporary
-  files reach a disk.
+* Each conversion gets its own LibreOffice process and profile directory (copied from a template
+  this process made once), in a scratch directory of its own that is removed afterwards. The
+  scratch directories live in ``/dev/shm`` (memory) where it exists, so neither the converted PDF
+  nor LibreOffice's temporary files reach a disk; the PDF is read into memory for PDFium.
+* The process for the next document is started as soon as one is used (see ``_spare``), so a
+  conversion does not wait for LibreOffice to start.
 * The profile blocks every link to content outside the document (``BlockUntrustedRefererLinks``:
   linked images on the network and on the file system alike are not loaded) and disables macros
   (highest macro security, execution off).
@@ -23,6 +25,7 @@ Hardening (LibreOffice by default FETCHED an http:// image linked from an .odt, 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import json
@@ -32,7 +35,6 @@ import signal
 import subprocess
 import tempfile
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,9 +127,9 @@ class OfficePlan:
     pixels: int
 
     def render(self) -> Rendered:
-        with _scratch() as scratch:
-            converted = _convert(self.path, self.kind, self.limits, self.converter, scratch)
-            return pdf.render(converted, self.limits)
+        converted = _convert(self.path, self.kind, self.limits, self.converter)
+        # PDFium reads the PDF from memory: the pages never touch a disk.
+        return pdf.render(converted, self.limits)
 
 
 def plan(path: Path, kind: str, size: int, limits: RenderLimits, converter: str | None) -> Plan:
@@ -150,19 +152,72 @@ def scratch_root() -> Path:
     return Path(tempfile.gettempdir())
 
 
-@contextlib.contextmanager
-def _scratch() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="filesvc-office-", dir=scratch_root()) as tmp:
-        yield Path(tmp)
+@dataclass
+class _Instance:
+    """One LibreOffice process with a profile of its own, started ahead of the document it will
+    convert, in a scratch directory that goes with it."""
+
+    converter: str
+    scratch: Path
+    profile: Path
+    proc: subprocess.Popen[bytes]
+
+    def close(self) -> None:
+        _kill(self.proc)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+# The instance waiting for this process's next document, by converter (one at most). A cold start
+# of LibreOffice costs about 1-2 s on an idle 2-core machine, most of a conversion: so the next
+# instance starts as soon as one is used, and a document is handed to one already running (the
+# ``soffice.bin`` started for it forwards its arguments to the running instance over LibreOffice's
+# own pipe, then exits). Each instance still converts one document only, with its own profile.
+_spare: dict[str, _Instance] = {}
+
+
+def _launch(converter: str, limits: RenderLimits) -> _Instance:
+    scratch = Path(tempfile.mkdtemp(prefix=f"filesvc-office-{os.getpid()}-", dir=scratch_root()))
+    profile = scratch / "profile"
+    try:
+        shutil.copytree(_template(converter), profile, symlinks=True)
+        proc = _start(converter, profile, scratch, [], limits)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return _Instance(converter, scratch, profile, proc)
+
+
+@atexit.register
+def _close_spares() -> None:
+    while _spare:
+        _spare.popitem()[1].close()
+
+
+def _sweep(root: Path) -> None:
+    """Remove scratch directories of processes that are gone (killed workers leave theirs)."""
+    for entry in root.glob("filesvc-office-*"):
+        owner = entry.name.removeprefix("filesvc-office-").removeprefix("profile-")
+        pid = owner.split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+        except PermissionError:
+            pass  # another user's live process
 
 
 @functools.cache
 def _template(converter: str) -> Path:
     """A profile made by a first start of LibreOffice, with our settings: copied for each
     conversion, so that no conversion pays for creating one (about a second) or shares one."""
-    root = Path(tempfile.mkdtemp(prefix="filesvc-office-profile-", dir=scratch_root()))
-    profile = root / "profile"
-    proc = _start(converter, profile, root, ["--terminate_after_init"], RenderLimits())
+    root = scratch_root()
+    _sweep(root)
+    home = Path(tempfile.mkdtemp(prefix=f"filesvc-office-profile-{os.getpid()}-", dir=root))
+    atexit.register(shutil.rmtree, home, True)
+    profile = home / "profile"
+    proc = _start(converter, profile, home, ["--terminate_after_init"], RenderLimits())
     try:
         code = proc.wait(_TEMPLATE_SECONDS)
     except subprocess.TimeoutExpired:
@@ -174,30 +229,39 @@ def _template(converter: str) -> Path:
     return profile
 
 
-def _convert(path: Path, kind: str, limits: RenderLimits, converter: str, scratch: Path) -> Path:
-    profile = scratch / "profile"
-    shutil.copytree(_template(converter), profile, symlinks=True)
-    source = scratch / "in" / f"document.{kind}"
-    source.parent.mkdir()
-    source.symlink_to(path.absolute())
-    out = scratch / "out"
-    pages = {"PageRange": {"type": "string", "value": f"1-{limits.max_pdf_pages}"}}
-    export = f"pdf:{_EXPORT_FILTERS[kind]}:{json.dumps(pages)}"
-    args = ["--convert-to", export, "--outdir", str(out)]
-    if kind == "txt":
-        args += ["--infilter=Text (encoded):UTF8,LF,,"]
-    proc = _start(converter, profile, scratch, [*args, str(source)], limits)
+def _convert(path: Path, kind: str, limits: RenderLimits, converter: str) -> bytes:
+    """The document converted to PDF (its first ``max_pdf_pages`` pages), by a fresh instance."""
+    instance = _spare.pop(converter, None) or _launch(converter, limits)
+    client: subprocess.Popen[bytes] | None = None
     try:
-        code = proc.wait(limits.office_seconds)
-    except subprocess.TimeoutExpired:
-        _kill(proc)
-        raise RenderFailed(
-            f"office conversion took longer than {limits.office_seconds} s; stopped"
-        ) from None
-    converted = out / "document.pdf"
-    if code != 0 or not converted.is_file():
-        raise RenderFailed("office document could not be converted")
-    return converted
+        scratch = instance.scratch
+        source = scratch / "in" / f"document.{kind}"
+        source.parent.mkdir()
+        source.symlink_to(path.absolute())
+        out = scratch / "out"
+        pages = {"PageRange": {"type": "string", "value": f"1-{limits.max_pdf_pages}"}}
+        export = f"pdf:{_EXPORT_FILTERS[kind]}:{json.dumps(pages)}"
+        args = ["--convert-to", export, "--outdir", str(out)]
+        if kind == "txt":
+            args += ["--infilter=Text (encoded):UTF8,LF,,"]
+        client = _start(converter, instance.profile, scratch, [*args, str(source)], limits)
+        try:
+            code = client.wait(limits.office_seconds)
+        except subprocess.TimeoutExpired:
+            raise RenderFailed(
+                f"office conversion took longer than {limits.office_seconds} s; stopped"
+            ) from None
+        converted = out / "document.pdf"
+        if code != 0 or not converted.is_file():
+            raise RenderFailed("office document could not be converted")
+        return converted.read_bytes()
+    finally:
+        if client is not None:
+            _kill(client)
+        instance.close()
+        # The next document's instance starts now, while this one's pages are rendered.
+        with contextlib.suppress(OSError, RenderFailed):
+            _spare[converter] = _launch(converter, limits)
 
 
 def _start(

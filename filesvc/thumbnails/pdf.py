@@ -85,11 +85,11 @@ _PDFIUM_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _open_pdf(path: Path) -> Iterator[_PdfDocument]:
+def _open_pdf(source: Path | bytes) -> Iterator[_PdfDocument]:
     """Open a PDF under the PDFium lock; RenderFailed when it is broken or needs a password."""
     with _PDFIUM_LOCK:
         try:
-            pdf: _PdfDocument = pdfium.PdfDocument(path)
+            pdf: _PdfDocument = pdfium.PdfDocument(source)
         except pdfium.PdfiumError as exc:
             if getattr(exc, "err_code", None) == pdfium.raw.FPDF_ERR_PASSWORD:
                 raise RenderFailed("PDF is encrypted") from None
@@ -139,9 +139,9 @@ def pixels(path: Path, limits: RenderLimits) -> int:
         return largest
 
 
-def render(path: Path, limits: RenderLimits) -> Rendered:
-    """One thumbnail per page, up to ``limits.max_pdf_pages``."""
-    with _open_pdf(path) as pdf:
+def render(source: Path | bytes, limits: RenderLimits) -> Rendered:
+    """One thumbnail per page, up to ``limits.max_pdf_pages``, of a PDF file or PDF bytes."""
+    with _open_pdf(source) as pdf:
         count = len(pdf)
         if count == 0:
             raise RenderFailed("PDF has no pages")
