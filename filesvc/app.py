@@ -60,7 +60,7 @@ def create_app(
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[INFLIGHT] = InFlight()
-    app[UPLOADS] = UploadSlots(settings.max_concurrent_uploads)
+    app[UPLOADS] = UploadSlots(settings.max_concurrent_uploads, settings.max_uploads_per_caller)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         db = Database(layout.db_path(settings.data_dir), synchronous=settings.sqlite_synchronous)

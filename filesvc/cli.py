@@ -14,6 +14,7 @@ from aiohttp import web
 from filesvc.app import create_app
 from filesvc.appkeys import INFLIGHT
 from filesvc.auth import mint
+from filesvc.connections import listen
 from filesvc.settings import Settings
 
 log = logging.getLogger("filesvc")
@@ -64,12 +65,11 @@ async def serve(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT, then stop listening, drain in-flight requests, clean up.
 
     aiohttp's own shutdown stops reading request bodies at once (MEASURED.md), which would fail
-    uploads in flight; so the site stops accepting first and the handlers get time to finish."""
+    uploads in flight; so the listener stops accepting first and the handlers get time to finish."""
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
-    await site.start()
+    listener = await listen(runner, settings)
     log.info(
         "listening on http://%s:%d, data in %s", settings.host, settings.port, settings.data_dir
     )
@@ -79,9 +79,7 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping: draining requests in flight")
-    srv = site._server  # aiohttp offers no public way to stop accepting only
-    if srv is not None:
-        srv.close()
+    listener.close()  # stop accepting; connections in flight go on
     try:
         await asyncio.wait_for(app[INFLIGHT].drained(), DRAIN_SECONDS)
     except TimeoutError:

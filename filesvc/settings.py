@@ -49,6 +49,30 @@ DEFAULT_BODY_IDLE_TIMEOUT = 60.0
 # Uploads streaming at once before new ones are refused with 503: each holds up to two 1 MiB
 # write batches, a temp file and a socket, so 256 bound that to about half a GiB.
 DEFAULT_MAX_CONCURRENT_UPLOADS = 256
+# Uploads one caller (a company and a user or application) may stream at once before its next one
+# is refused with 429: a quarter of the slots, so no fewer than four callers can take them all,
+# while an application importing in bulk keeps the 64 parallel uploads `bench` measures with (a
+# browser never opens more than 6 connections to a host).
+DEFAULT_MAX_UPLOADS_PER_CALLER = 64
+# A request's line and headers must have arrived this long after its first byte (after the
+# connection opened, for a connection's first request), or the connection is closed: a real head
+# is one packet, and 20 s covers a phone's retransmissions on a bad link (Apache's default is
+# 20-40 s) while a client trickling header bytes holds its socket no longer.
+DEFAULT_HEAD_TIMEOUT = 20.0
+# A keep-alive connection with no request in progress is closed after this long: above the 60 s
+# idle timeout of nginx's upstream keepalive and of common load balancers, so a proxy never reuses
+# a connection the moment we close it, and far below aiohttp's own default of an hour.
+DEFAULT_KEEPALIVE_TIMEOUT = 75.0
+# Slowest body accepted, in bytes a second over the window below: a few times below the uplink of
+# the slowest mobile data still in use (GPRS, a few KB/s), yet holding an upload slot now costs a
+# client real bandwidth instead of one byte a second.
+DEFAULT_BODY_MIN_RATE = 1024
+# The body rate is measured over this much time spent waiting for the client, so a stall of up to
+# about 25 s inside an otherwise working upload passes.
+DEFAULT_BODY_RATE_WINDOW = 30.0
+# Waiting time at the start of a body that is never judged (TCP slow start, a radio waking up);
+# the first window is measured after it.
+DEFAULT_BODY_RATE_GRACE = 10.0
 SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name, not a secret
 
 
@@ -72,6 +96,20 @@ def _float(env: Mapping[str, str], key: str, default: float) -> float:
         raise SystemExit(f"{key} must be a number, got {raw!r}") from None
 
 
+def _check_slow_client_limits(settings: Settings) -> None:
+    """A zero deadline or window would close every connection or divide by zero."""
+    for key, value, low in (
+        ("FILESVC_MAX_UPLOADS_PER_CALLER", settings.max_uploads_per_caller, 1),
+        ("FILESVC_HEAD_TIMEOUT", settings.head_timeout, 0.1),
+        ("FILESVC_KEEPALIVE_TIMEOUT", settings.keepalive_timeout, 0.1),
+        ("FILESVC_BODY_MIN_RATE", settings.body_min_rate, 0),  # 0 turns the rate rule off
+        ("FILESVC_BODY_RATE_WINDOW", settings.body_rate_window, 0.1),
+        ("FILESVC_BODY_RATE_GRACE", settings.body_rate_grace, 0),
+    ):
+        if value < low:
+            raise SystemExit(f"{key} must be at least {low:g}, got {value:g}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service is configured with."""
@@ -83,6 +121,12 @@ class Settings:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     body_idle_timeout: float = DEFAULT_BODY_IDLE_TIMEOUT
     max_concurrent_uploads: int = DEFAULT_MAX_CONCURRENT_UPLOADS
+    max_uploads_per_caller: int = DEFAULT_MAX_UPLOADS_PER_CALLER
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
+    body_min_rate: int = DEFAULT_BODY_MIN_RATE
+    body_rate_window: float = DEFAULT_BODY_RATE_WINDOW
+    body_rate_grace: float = DEFAULT_BODY_RATE_GRACE
     sqlite_synchronous: str = "FULL"
     thumb_box: tuple[int, int] = DEFAULT_THUMB_BOX
     thumb_sync_timeout: float = DEFAULT_THUMB_SYNC_TIMEOUT
@@ -109,7 +153,7 @@ class Settings:
         secret = env.get("FILESVC_JWT_SECRET") or load_or_create_secret(directory)
         if len(secret.encode()) < MIN_SECRET_BYTES:
             raise SystemExit(f"FILESVC_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes long")
-        return cls(
+        settings = cls(
             data_dir=directory,
             jwt_secret=secret,
             host=host or env.get("FILESVC_HOST") or "127.0.0.1",
@@ -128,7 +172,17 @@ class Settings:
             thumb_pixel_budget=_int(env, "FILESVC_THUMB_PIXEL_BUDGET", DEFAULT_THUMB_PIXEL_BUDGET),
             thumb_job_timeout=_float(env, "FILESVC_THUMB_JOB_TIMEOUT", DEFAULT_THUMB_JOB_TIMEOUT),
             office_converter=_converter(env.get("FILESVC_OFFICE_CONVERTER", "soffice")),
+            max_uploads_per_caller=_int(
+                env, "FILESVC_MAX_UPLOADS_PER_CALLER", DEFAULT_MAX_UPLOADS_PER_CALLER
+            ),
+            head_timeout=_float(env, "FILESVC_HEAD_TIMEOUT", DEFAULT_HEAD_TIMEOUT),
+            keepalive_timeout=_float(env, "FILESVC_KEEPALIVE_TIMEOUT", DEFAULT_KEEPALIVE_TIMEOUT),
+            body_min_rate=_int(env, "FILESVC_BODY_MIN_RATE", DEFAULT_BODY_MIN_RATE),
+            body_rate_window=_float(env, "FILESVC_BODY_RATE_WINDOW", DEFAULT_BODY_RATE_WINDOW),
+            body_rate_grace=_float(env, "FILESVC_BODY_RATE_GRACE", DEFAULT_BODY_RATE_GRACE),
         )
+        _check_slow_client_limits(settings)
+        return settings
 
 
 def _converter(name: str) -> str | None:
