@@ -134,3 +134,15 @@ def test_truncated_images_are_errors(tmp_path: Path, kind: str) -> None:
     data = SAVERS[kind](noisy.copy(interpretation="srgb"))
     path = write(tmp_path, "cut.bin", data[: len(data) // 2])
     failed(render_thumbnails(path, LIMITS))
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "avif"])
+def test_exif_orientation_6_is_honoured_in_every_decoder(tmp_path: Path, kind: str) -> None:
+    # Left half white: turned a quarter clockwise, the top half is white.
+    image = halves(400, 200).copy()
+    image.set_type(pyvips.GValue.gint_type, "orientation", 6)
+    data = SAVERS[kind](image)
+    thumb = one(render_thumbnails(write(tmp_path, "o", data), LIMITS))
+    upright = decode(thumb)
+    assert (upright.width, upright.height) == (200, 400)
+    assert upright.crop(0, 0, 200, 200).avg() > 200 and upright.crop(0, 200, 200, 200).avg() < 55

@@ -29,14 +29,23 @@ _HEVC_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", 
 _AV1_BRANDS = frozenset({b"avif", b"avis"})
 
 
-def is_hevc_heif(head: bytes) -> bool:
-    """True when the ISO-BMFF ``ftyp`` box names HEVC brands and no AV1 one."""
+def _brands(head: bytes) -> set[bytes]:
     if len(head) < 16 or head[4:8] != b"ftyp":
-        return False
+        return set()
     box_size = int.from_bytes(head[0:4], "big")
     end = min(max(box_size, 16), len(head))
-    brands = {head[8:12]} | {head[i : i + 4] for i in range(16, end - 3, 4)}
+    return {head[8:12]} | {head[i : i + 4] for i in range(16, end - 3, 4)}
+
+
+def is_hevc_heif(head: bytes) -> bool:
+    """True when the ISO-BMFF ``ftyp`` box names HEVC brands and no AV1 one."""
+    brands = _brands(head)
     return bool(brands & _HEVC_BRANDS) and not brands & _AV1_BRANDS
+
+
+def is_avif(head: bytes) -> bool:
+    """True when the ``ftyp`` box names an AV1 brand (AVIF)."""
+    return bool(_brands(head) & _AV1_BRANDS)
 
 
 class _HeifFile(Protocol):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyvips
 
-from filesvc.thumbnails import heic
+from filesvc.thumbnails import avif, heic
 from filesvc.thumbnails.imaging import VipsImage, encode, fit_scale, over_limits
 from filesvc.thumbnails.limits import RenderLimits
 from filesvc.thumbnails.plan import Plan, Settled
@@ -120,6 +120,8 @@ def plan(path: Path, loader: str, head: bytes, limits: RenderLimits) -> Plan:
     over = over_limits(width, height, pages, limits)
     if over is not None:
         return Settled(over)
+    if loader == "heifload_source" and heic.is_avif(head):
+        return avif.AvifPlan(path, limits, width * height)
     has_profile = header.get_typeof("icc-profile-data") != 0
     shrink = _jpeg_shrink(header, limits) if loader == "jpegload_source" else None
     return RasterPlan(path, limits, width * height, has_profile, shrink)
