@@ -47,15 +47,17 @@ def photo(width: int, height: int) -> object:
     return (gradient + texture + grain).cast("uchar").copy(interpretation="srgb")
 
 
-def make_all(directory: Path) -> dict[str, Path]:
-    """Write every input into ``directory``; format -> path."""
-    import av
+def make_all(directory: Path, formats: list[str] | None = None) -> dict[str, Path]:
+    """Write the inputs of ``formats`` (default: all) into ``directory``; format -> path."""
     import pillow_heif
     from PIL import Image
 
     directory.mkdir(parents=True, exist_ok=True)
-    paths = {name: directory / file for name, file in FILES.items()}
+    wanted = set(formats or FILES)
+    paths = {name: directory / file for name, file in FILES.items() if name in wanted}
     for name, (_, width, height) in IMAGES.items():
+        if name not in wanted:
+            continue
         image = photo(width, height)
         target = str(paths[name])
         if name == "jpeg":
@@ -76,12 +78,14 @@ def make_all(directory: Path) -> dict[str, Path]:
             Image.frombytes("RGB", (width, height), raw).save(
                 target, format="HEIF", quality=80, enc_params={"preset": "ultrafast"}
             )
-    _video(paths["video"], av)
-    _documents(directory, paths)
+    if "video" in wanted:
+        _video(paths["video"])
+    if wanted & {"pdf", "docx"}:
+        _documents(directory, paths)
     return paths
 
 
-def _video(path: Path, av: object) -> None:
+def _video(path: Path) -> None:
     import av as pyav
 
     width, height = VIDEO_SIZE
@@ -169,4 +173,6 @@ def _documents(directory: Path, paths: dict[str, Path]) -> None:
             capture_output=True,
             timeout=300,
         )
-    (directory / "memo.pdf").rename(paths["pdf"])
+    pdf = directory / "memo.pdf"
+    if "pdf" in paths:
+        pdf.rename(paths["pdf"])

@@ -233,7 +233,7 @@ def _median(reports: list[dict[str, object]], key: str) -> float:
 def compare(runs: int, repeats: int, formats: list[str]) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="thumbs-bench-") as tmp:
         directory = Path(tmp)
-        _make_inputs(directory)
+        _make_inputs(directory, formats)
         per_format: dict[str, dict[str, object]] = {}
         for name in formats:
             path = directory / FILES[name]
@@ -259,9 +259,17 @@ def compare(runs: int, repeats: int, formats: list[str]) -> dict[str, object]:
     return result
 
 
-def _make_inputs(directory: Path) -> None:
+def _make_inputs(directory: Path, formats: list[str]) -> None:
     subprocess.run(
-        [sys.executable, "-m", "bench.thumbs", "--make", str(directory)],
+        [
+            sys.executable,
+            "-m",
+            "bench.thumbs",
+            "--make",
+            str(directory),
+            "--formats",
+            ",".join(formats),
+        ],
         cwd=REPO,
         check=True,
         timeout=CHILD_TIMEOUT_S,
@@ -407,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.make:
         from bench.thumb_inputs import make_all
 
-        make_all(args.make)
+        make_all(args.make, args.formats.split(",") if args.formats else None)
         return 0
     if args.runs is not None and args.runs < 1:
         parser.error("--runs must be at least 1")
