@@ -24,7 +24,6 @@ matrix's rotation honoured; it is scaled by FFmpeg straight to thumbnail size an
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
@@ -71,17 +70,29 @@ _PROBE_BYTES = 8 << 20
 _PROBE_MICROSECONDS = 5_000_000
 
 
-@dataclass(frozen=True)
 class VideoPlan:
-    path: Path
-    container: str
-    limits: RenderLimits
-    pixels: int
+    """A movie opened and checked by ``plan``; ``render`` decodes from the same demuxer (opening
+    it again would run FFmpeg's stream probing, which decodes frames, twice)."""
+
+    def __init__(
+        self, file: BinaryIO, movie: av.container.InputContainer, limits: RenderLimits
+    ) -> None:
+        self._file, self._movie, self.limits = file, movie, limits
+        context = movie.streams.video[0].codec_context
+        self.pixels = context.width * context.height
+
+    def close(self) -> None:
+        self._movie.close()
+        self._file.close()
+
+    def __del__(self) -> None:
+        # A plan made only for its pixel count (probe_pixels) is dropped without a render.
+        self.close()
 
     def render(self) -> Rendered:
-        with self.path.open("rb") as f, _open(f, self.container) as movie:
-            stream = movie.streams.video[0]
-            frame = _first_frame(movie, stream, self.limits)
+        try:
+            stream = self._movie.streams.video[0]
+            frame = _first_frame(self._movie, stream, self.limits)
             width, height = _display_size(frame.width, frame.height, stream.sample_aspect_ratio)
             turns = _clockwise_turns(frame.rotation)
             box_w, box_h = (width, height) if turns % 2 == 0 else (height, width)
@@ -97,6 +108,8 @@ class VideoPlan:
             packed = b"".join(
                 data[y * plane.line_size : y * plane.line_size + row] for y in range(out_h)
             )
+        finally:
+            self.close()
         image = from_rgb(packed, out_w, out_h)
         if turns:
             image = image.rot(("d0", "d90", "d180", "d270")[turns])
@@ -109,28 +122,46 @@ def plan(path: Path, container: str, limits: RenderLimits) -> Plan:
         outside = _mov_outside_reference(path)
         if outside:
             return Settled(skipped("video refers to data outside the file; not decoded"))
-    with path.open("rb") as f, _open(f, container) as movie:
-        if not movie.streams.video:
-            return Settled(skipped("no video stream"))
-        stream = movie.streams.video[0]
-        decoder = stream.codec_context.name
-        if decoder not in _DECODERS:
-            return Settled(skipped(f"video codec {decoder} is not decoded"))
-        width, height = stream.codec_context.width, stream.codec_context.height
-        if width < 1 or height < 1:
-            raise RenderFailed("video header has no frame size")
-        over = over_limits(width, height, 1, limits)
-        if over is not None:
-            return Settled(over)
-        seconds = _duration_seconds(movie, stream)
-        if seconds is not None and seconds > limits.max_video_seconds:
-            return Settled(
-                skipped(
-                    f"video declares {seconds:.0f} s, over the limit of "
-                    f"{limits.max_video_seconds} s; not decoded"
-                )
-            )
-    return VideoPlan(path, container, limits, width * height)
+    f = path.open("rb")
+    try:
+        movie = _open(f, container)
+    except BaseException:
+        f.close()
+        raise
+    keep = False
+    try:
+        refusal = _refusal(movie, limits)
+        if refusal is not None:
+            return Settled(refusal)
+        keep = True
+        return VideoPlan(f, movie, limits)
+    finally:
+        if not keep:
+            movie.close()
+            f.close()
+
+
+def _refusal(movie: av.container.InputContainer, limits: RenderLimits) -> Rendered | None:
+    """Why the header forbids decoding, or None."""
+    if not movie.streams.video:
+        return skipped("no video stream")
+    stream = movie.streams.video[0]
+    decoder = stream.codec_context.name
+    if decoder not in _DECODERS:
+        return skipped(f"video codec {decoder} is not decoded")
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if width < 1 or height < 1:
+        raise RenderFailed("video header has no frame size")
+    over = over_limits(width, height, 1, limits)
+    if over is not None:
+        return over
+    seconds = _duration_seconds(movie, stream)
+    if seconds is not None and seconds > limits.max_video_seconds:
+        return skipped(
+            f"video declares {seconds:.0f} s, over the limit of "
+            f"{limits.max_video_seconds} s; not decoded"
+        )
+    return None
 
 
 def _open(f: BinaryIO, container: str) -> av.container.InputContainer:
