@@ -6,7 +6,6 @@ in reverse order) and live under typed AppKeys.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -14,9 +13,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from blobstore import layout
+from blobstore.backends import open_backend
 from blobstore.db import Database
-from blobstore.local import LocalBackend
-from blobstore.port import BlobBackend
+from blobstore.port import BlobBackend, Probe
 from blobstore.store import ContentStore, PutResult
 from filesvc import repo
 from filesvc.appkeys import (
@@ -72,11 +71,7 @@ def create_app(
         await db.close()
 
     async def store(app: web.Application) -> AsyncIterator[None]:
-        chosen: BlobBackend
-        if backend is not None:
-            chosen = backend
-        else:
-            chosen = await asyncio.to_thread(LocalBackend, layout.blobs_dir(settings.data_dir))
+        chosen = backend if backend is not None else await open_backend(settings.blob_location())
         app[STORE] = ContentStore(chosen)
         yield
         await chosen.close()
@@ -87,8 +82,11 @@ def create_app(
             box_height=settings.thumb_box[1],
             max_pixels=settings.thumb_max_pixels,
         )
+        # With several server processes only the first runs thumbnails (jobs have no lease
+        # yet); it also polls for the jobs the others commit.
+        active = settings.worker_index in (None, 0)
         own: ProcessRenderer | None = None
-        if renderer is None:
+        if renderer is None and active:
             if settings.office_converter is None:
                 log.warning("office documents: no converter (LibreOffice) found; no previews")
             else:
@@ -119,6 +117,8 @@ def create_app(
             max_input_bytes=limits.max_input_bytes,
             observer=observe,
             office=settings.office_converter is not None,
+            active=active,
+            poll=active and settings.workers > 1,
         )
         await runner.start()
         app[THUMBS] = runner
@@ -188,6 +188,11 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _health(request: web.Request) -> web.Response:
+    """Ready when the database answers and, for a blob store behind a network, the store does
+    (an unreachable store is a 503 with Retry-After, like the requests that need it)."""
     async with request.app[DATABASE].read() as conn:
         await conn.execute("SELECT 1")
+    backend = request.app[STORE].backend
+    if isinstance(backend, Probe):
+        await backend.check()
     return web.json_response({"status": "ok"})

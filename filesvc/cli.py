@@ -11,11 +11,13 @@ from pathlib import Path
 
 from aiohttp import web
 
+from blobstore.backends import describe
 from filesvc.app import create_app
 from filesvc.appkeys import INFLIGHT
 from filesvc.auth import mint
 from filesvc.connections import listen
-from filesvc.settings import Settings
+from filesvc.settings import ConfigError, Settings
+from filesvc.workers import Supervisor
 
 log = logging.getLogger("filesvc")
 
@@ -30,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (FILESVC_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (FILESVC_PORT, default 8080)")
     serve.add_argument("--data-dir", type=Path, help="data directory (FILESVC_DATA_DIR, ./data)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="server processes on the port (FILESVC_WORKERS, default 1); more than one runs a "
+        "supervisor that replaces a worker that dies",
+    )
     token = sub.add_parser("token", help="print a token signed with the server's secret")
     token.add_argument("--company", required=True, help="company id the token grants")
     who = token.add_mutually_exclusive_group()
@@ -43,6 +51,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``filesvc`` console script."""
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except ConfigError as exc:
+        print(f"filesvc: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "token":
         settings = Settings.from_env(data_dir=args.data_dir)
         print(
@@ -56,8 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = Settings.from_env(host=args.host, port=args.port, data_dir=args.data_dir)
-    asyncio.run(serve(settings))
+    settings = Settings.from_env(
+        host=args.host, port=args.port, data_dir=args.data_dir, workers=args.workers
+    )
+    if settings.workers > 1 and settings.worker_index is None:
+        asyncio.run(Supervisor(settings).run())
+    else:
+        asyncio.run(serve(settings))
     return 0
 
 
@@ -71,7 +92,11 @@ async def serve(settings: Settings) -> None:
     await runner.setup()
     listener = await listen(runner, settings)
     log.info(
-        "listening on http://%s:%d, data in %s", settings.host, settings.port, settings.data_dir
+        "listening on http://%s:%d, data in %s, blobs in %s",
+        settings.host,
+        settings.port,
+        settings.data_dir,
+        describe(settings.blob_location()),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from blobstore.backends import BadBlobUrl, BlobLocation, LocalLocation, parse_blob_url
+from blobstore.layout import blobs_dir
 from filesvc.thumbnails.limits import (
     DEFAULT_BOX_HEIGHT,
     DEFAULT_BOX_WIDTH,
@@ -73,7 +75,17 @@ DEFAULT_BODY_RATE_WINDOW = 30.0
 # Waiting time at the start of a body that is never judged (TCP slow start, a radio waking up);
 # the first window is measured after it.
 DEFAULT_BODY_RATE_GRACE = 10.0
+# Server processes `filesvc serve` runs on one port.  One: measured on this 2-core machine, a
+# second process on the same data directory added no throughput (they serialise on the SQLite
+# writer and the shared sync), see README.  Past 64 is a typo, not a machine.
+DEFAULT_WORKERS = 1
+MAX_WORKERS = 64
 SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name, not a secret
+
+
+class ConfigError(Exception):
+    """A setting cannot be used; the message is one line for the operator, with no secret.
+    ``filesvc serve`` prints it and exits with status 2."""
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:
@@ -136,6 +148,15 @@ class Settings:
     thumb_job_timeout: float = DEFAULT_THUMB_JOB_TIMEOUT
     # The LibreOffice program for office documents, resolved; None: not installed or turned off.
     office_converter: str | None = None
+    # Where blobs live (``FILESVC_BLOB_URL``); None: the data directory's ``blobs/``.
+    blob: BlobLocation | None = None
+    # Server processes on one port, and which one this is (None: not started by a supervisor).
+    workers: int = DEFAULT_WORKERS
+    worker_index: int | None = None
+
+    def blob_location(self) -> BlobLocation:
+        """The configured blob backend's location."""
+        return self.blob or LocalLocation(blobs_dir(self.data_dir))
 
     @classmethod
     def from_env(
@@ -145,11 +166,22 @@ class Settings:
         host: str | None = None,
         port: int | None = None,
         data_dir: Path | None = None,
+        workers: int | None = None,
     ) -> Settings:
         """Flags win over ``FILESVC_*`` variables, which win over defaults.  Resolves the JWT
-        secret: ``FILESVC_JWT_SECRET``, else a random one kept in the data directory (0600)."""
+        secret: ``FILESVC_JWT_SECRET``, else a random one kept in the data directory (0600).
+        Raises ConfigError for a ``FILESVC_BLOB_URL`` that cannot be used."""
         env = os.environ if env is None else env
         directory = (data_dir or Path(env.get("FILESVC_DATA_DIR") or "./data")).absolute()
+        try:
+            blob = parse_blob_url(env.get("FILESVC_BLOB_URL"), directory, env)
+        except BadBlobUrl as exc:
+            raise ConfigError(str(exc)) from None
+        count = workers if workers is not None else _int(env, "FILESVC_WORKERS", DEFAULT_WORKERS)
+        if not 1 <= count <= MAX_WORKERS:
+            raise ConfigError(f"FILESVC_WORKERS (--workers) must be 1 to {MAX_WORKERS}")
+        raw_index = env.get("FILESVC_WORKER_INDEX")
+        index = int(raw_index) if raw_index and raw_index.isdigit() else None
         secret = env.get("FILESVC_JWT_SECRET") or load_or_create_secret(directory)
         if len(secret.encode()) < MIN_SECRET_BYTES:
             raise SystemExit(f"FILESVC_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes long")
@@ -180,6 +212,9 @@ class Settings:
             body_min_rate=_int(env, "FILESVC_BODY_MIN_RATE", DEFAULT_BODY_MIN_RATE),
             body_rate_window=_float(env, "FILESVC_BODY_RATE_WINDOW", DEFAULT_BODY_RATE_WINDOW),
             body_rate_grace=_float(env, "FILESVC_BODY_RATE_GRACE", DEFAULT_BODY_RATE_GRACE),
+            blob=blob,
+            workers=count,
+            worker_index=index,
         )
         _check_slow_client_limits(settings)
         return settings
