@@ -73,12 +73,12 @@ def _cpu_s() -> float:
 
 
 def _filesvc(path: Path) -> Work:
-    from filesvc.settings import _converter
+    from filesvc.thumbnails.converter import resolve_converter
     from filesvc.thumbnails.limits import RenderLimits
     from filesvc.thumbnails.render import render_thumbnails
 
     limits = RenderLimits(box_width=BOX[0], box_height=BOX[1])
-    converter = _converter("soffice")
+    converter = resolve_converter("soffice")
 
     def work() -> str:
         outcome = render_thumbnails(path, limits, converter)

@@ -6,6 +6,7 @@ in reverse order) and live under typed AppKeys.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -36,6 +37,7 @@ from filesvc.routes import reads, uploads
 from filesvc.routes.common import PREFIX
 from filesvc.service import FileService
 from filesvc.settings import Settings
+from filesvc.thumbnails.converter import resolve_converter
 from filesvc.thumbnails.jobs import Renderer, ThumbnailRunner, no_thumbnails
 from filesvc.thumbnails.limits import RenderLimits
 from filesvc.thumbnails.pool import ProcessRenderer
@@ -86,17 +88,18 @@ def create_app(
         # yet); it also polls for the jobs the others commit.
         active = settings.worker_index in (None, 0)
         own: ProcessRenderer | None = None
+        converter = await asyncio.to_thread(resolve_converter, settings.office_converter)
         if renderer is None and active:
-            if settings.office_converter is None:
+            if converter is None:
                 log.warning("office documents: no converter (LibreOffice) found; no previews")
             else:
-                log.info("office documents: converted by %s", settings.office_converter)
+                log.info("office documents: converted by %s", converter)
             own = ProcessRenderer(
                 limits,
                 workers=settings.thumb_workers,
                 job_timeout=settings.thumb_job_timeout,
                 pixel_budget=settings.thumb_pixel_budget,
-                converter=settings.office_converter,
+                converter=converter,
             )
         metrics = app[METRICS]
 
@@ -116,7 +119,7 @@ def create_app(
             workers=settings.thumb_workers,
             max_input_bytes=limits.max_input_bytes,
             observer=observe,
-            office=settings.office_converter is not None,
+            office=converter is not None,
             active=active,
             poll=active and settings.workers > 1,
         )

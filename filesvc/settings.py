@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,7 +145,8 @@ class Settings:
     thumb_workers: int = DEFAULT_THUMB_WORKERS
     thumb_pixel_budget: int = DEFAULT_THUMB_PIXEL_BUDGET
     thumb_job_timeout: float = DEFAULT_THUMB_JOB_TIMEOUT
-    # The LibreOffice program for office documents, resolved; None: not installed or turned off.
+    # The LibreOffice program for office documents (a name on PATH or a path; resolved at start);
+    # None: turned off.
     office_converter: str | None = None
     # Where blobs live (``FILESVC_BLOB_URL``); None: the data directory's ``blobs/``.
     blob: BlobLocation | None = None
@@ -203,7 +203,7 @@ class Settings:
             thumb_workers=_int(env, "FILESVC_THUMB_WORKERS", DEFAULT_THUMB_WORKERS),
             thumb_pixel_budget=_int(env, "FILESVC_THUMB_PIXEL_BUDGET", DEFAULT_THUMB_PIXEL_BUDGET),
             thumb_job_timeout=_float(env, "FILESVC_THUMB_JOB_TIMEOUT", DEFAULT_THUMB_JOB_TIMEOUT),
-            office_converter=_converter(env.get("FILESVC_OFFICE_CONVERTER", "soffice")),
+            office_converter=env.get("FILESVC_OFFICE_CONVERTER", DEFAULT_OFFICE_CONVERTER) or None,
             max_uploads_per_caller=_int(
                 env, "FILESVC_MAX_UPLOADS_PER_CALLER", DEFAULT_MAX_UPLOADS_PER_CALLER
             ),
@@ -218,21 +218,6 @@ class Settings:
         )
         _check_slow_client_limits(settings)
         return settings
-
-
-def _converter(name: str) -> str | None:
-    """The LibreOffice program to run: ``soffice.bin`` beside the ``soffice`` found on PATH (or
-    at the path given); None when absent or turned off with an empty value."""
-    if not name:
-        return None
-    found = shutil.which(name)
-    if found is None:
-        return None
-    real = Path(found).resolve()
-    # Debian's soffice is a shell script starting a launcher starting soffice.bin; running
-    # soffice.bin directly keeps the process tree to the one process a worker can kill.
-    direct = real.with_name("soffice.bin")
-    return str(direct if direct.is_file() and os.access(direct, os.X_OK) else real)
 
 
 def load_or_create_secret(data_dir: Path) -> str:

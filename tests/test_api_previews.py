@@ -12,7 +12,8 @@ import pytest
 import pyvips
 
 from blobstore import layout
-from filesvc.settings import Settings, _converter
+from filesvc.settings import Settings
+from filesvc.thumbnails.converter import resolve_converter
 from tests.conftest import AppFactory
 from tests.helpers import Api, token
 from tests.office_media import text_document
@@ -35,9 +36,10 @@ async def test_video_gets_a_thumbnail_of_its_first_frame(api: Api) -> None:
 
 @pytest.fixture
 def with_converter(settings: Settings) -> Settings:
-    converter = _converter("soffice")
-    assert converter is not None, "LibreOffice is installed by the test command"
-    return dataclasses.replace(settings, office_converter=converter)
+    assert resolve_converter("soffice") is not None, "LibreOffice is installed by make test"
+    # A worker's first conversion starts LibreOffice cold and makes its template profile: on a
+    # loaded 2-core machine that can pass the default 10 s thumbnail_sync wait.
+    return dataclasses.replace(settings, office_converter="soffice", thumb_sync_timeout=120)
 
 
 async def test_office_document_gets_its_pages(

@@ -19,8 +19,8 @@ import psutil
 import pytest
 import pyvips
 
-from filesvc.settings import _converter
 from filesvc.thumbnails import office
+from filesvc.thumbnails.converter import resolve_converter
 from filesvc.thumbnails.limits import RenderLimits
 from filesvc.thumbnails.render import probe_pixels, render_thumbnails
 from filesvc.thumbnails.result import Rendered
@@ -39,7 +39,7 @@ KINDS = ["odt", "ods", "odp", *DERIVED, "txt", "csv"]
 
 @pytest.fixture(scope="module")
 def converter() -> str:
-    program = _converter("soffice")
+    program = resolve_converter("soffice")
     assert program is not None, "LibreOffice is installed by the test command (make test)"
     return program
 
