@@ -8,8 +8,10 @@ from blobstore.db import Database
 from blobstore.store import ContentStore
 from filesvc.inflight import InFlight, UploadSlots
 from filesvc.metrics import Metrics
+from filesvc.scope import DedupScopes
 from filesvc.service import FileService
 from filesvc.settings import Settings
+from filesvc.space import SpaceGuard
 from filesvc.thumbnails.jobs import ThumbnailRunner
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -20,3 +22,5 @@ SERVICE = web.AppKey("service", FileService)
 METRICS = web.AppKey("metrics", Metrics)
 INFLIGHT = web.AppKey("inflight", InFlight)
 UPLOADS = web.AppKey("uploads", UploadSlots)
+SPACE = web.AppKey("space", SpaceGuard)
+SCOPES = web.AppKey("scopes", DedupScopes)

@@ -22,7 +22,8 @@ from blobstore.errors import (
     StoreUnavailable,
 )
 from filesvc.appkeys import INFLIGHT, METRICS
-from filesvc.errors import ApiError
+from filesvc.errors import ApiError, BadRequest
+from filesvc.params import check_query_utf8
 
 log = logging.getLogger("filesvc.access")
 
@@ -85,6 +86,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return envelope(500, "internal error; it has been logged")
+
+
+@web.middleware
+async def target_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """400 for a request target with raw non-ASCII bytes (aiohttp's C parser refuses them
+    itself; its pure-Python fallback passes them on as U+FFFD) and for a query string whose
+    percent-decoded bytes are not UTF-8, on every route, before a lenient parse turns them into
+    U+FFFD."""
+    if not request.raw_path.isascii():
+        raise BadRequest("the request target is not a valid URL")
+    check_query_utf8(request.rel_url.raw_query_string)
+    return await handler(request)
 
 
 @web.middleware

@@ -50,6 +50,14 @@ DEFAULT_BODY_IDLE_TIMEOUT = 60.0
 # Uploads streaming at once before new ones are refused with 503: each holds up to two 1 MiB
 # write batches, a temp file and a socket, so 256 bound that to about half a GiB.
 DEFAULT_MAX_CONCURRENT_UPLOADS = 256
+# Below this much free space on the data directory's file system new uploads are refused (507)
+# before a byte is written, leaving room for the metadata writes (commits, deletes, thumbnails) of
+# what is already stored; a quarter GiB is far more than those need and little on any real disk.
+DEFAULT_MIN_FREE_BYTES = 256 << 20
+# Space preallocated in <data>/space-reserve and given back only when free space is exhausted, so
+# a DELETE can always commit.  A DELETE writes a few database pages (measured under 1 MiB on a full
+# disk, see tests/test_api_full_disk.py); 16 MiB covers that many times over, and a crash recovery.
+DEFAULT_DISK_RESERVE_BYTES = 16 << 20
 # Uploads one caller (a company and a user or application) may stream at once before its next one
 # is refused with 429: a quarter of the slots, so no fewer than four callers can take them all,
 # while an application importing in bulk keeps the 64 parallel uploads `bench` measures with (a
@@ -97,6 +105,13 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
         raise SystemExit(f"{key} must be an integer, got {raw!r}") from None
 
 
+def _size(env: Mapping[str, str], key: str, default: int) -> int:
+    value = _int(env, key, default)
+    if value < 0:
+        raise SystemExit(f"{key} must be a byte count of 0 or more, got {value}")
+    return value
+
+
 def _float(env: Mapping[str, str], key: str, default: float) -> float:
     raw = env.get(key)
     if raw is None or raw == "":
@@ -139,6 +154,10 @@ class Settings:
     body_rate_window: float = DEFAULT_BODY_RATE_WINDOW
     body_rate_grace: float = DEFAULT_BODY_RATE_GRACE
     sqlite_synchronous: str = "FULL"
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
+    disk_reserve_bytes: int = DEFAULT_DISK_RESERVE_BYTES
+    # When set, GET /metrics needs "Authorization: Bearer <this>" (scrapers only, never tenants).
+    metrics_token: str | None = field(default=None, repr=False)
     thumb_box: tuple[int, int] = DEFAULT_THUMB_BOX
     thumb_sync_timeout: float = DEFAULT_THUMB_SYNC_TIMEOUT
     thumb_max_pixels: int = DEFAULT_THUMB_MAX_PIXELS
@@ -196,6 +215,9 @@ class Settings:
                 env, "FILESVC_MAX_CONCURRENT_UPLOADS", DEFAULT_MAX_CONCURRENT_UPLOADS
             ),
             sqlite_synchronous=env.get("FILESVC_SQLITE_SYNCHRONOUS") or "FULL",
+            min_free_bytes=_size(env, "FILESVC_MIN_FREE_BYTES", DEFAULT_MIN_FREE_BYTES),
+            disk_reserve_bytes=_size(env, "FILESVC_DISK_RESERVE_BYTES", DEFAULT_DISK_RESERVE_BYTES),
+            metrics_token=env.get("FILESVC_METRICS_TOKEN") or None,
             thumb_sync_timeout=_float(
                 env, "FILESVC_THUMB_SYNC_TIMEOUT", DEFAULT_THUMB_SYNC_TIMEOUT
             ),

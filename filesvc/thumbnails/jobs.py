@@ -89,6 +89,7 @@ class ThumbnailRunner:
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         observer: Observer | None = None,
         office: bool = False,
+        scope_of: Callable[[str], str | None] = lambda _company: None,
         active: bool = True,
         poll: bool = False,
     ) -> None:
@@ -103,6 +104,9 @@ class ThumbnailRunner:
         self.work_dir = work_dir
         self.workers = workers
         self.max_input_bytes = max_input_bytes
+        # Thumbnails are put in their file's company scope: a thumbnail shared across companies
+        # would make thumbnail_sync's timing a dedup oracle.
+        self._scope_of = scope_of
         self._queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
         self._events: dict[tuple[str, int], asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -235,8 +239,10 @@ class ThumbnailRunner:
         async with self.db.read() as conn:
             current = await self._generation(conn, file_id)
             chunks = await manifests.entries(conn, file_id, "chunk")
-        if current != generation:
+            manifest = await manifests.head(conn, file_id)
+        if current != generation or manifest is None:
             return  # superseded or deleted
+        scope = self._scope_of(manifest.owner)
         # Most uploads are not previewable: a look at the first bytes settles them without a
         # copy, a worker process or a crash-counting write.
         head = await self._head(chunks)
@@ -247,7 +253,7 @@ class ThumbnailRunner:
         # nothing to decode, so only other files are held to the input limit.
         if video_container(head) is None and sum(e.size for e in chunks) > self.max_input_bytes:
             reason = f"file larger than {self.max_input_bytes} bytes; not decoded"
-            await self._finish(file_id, generation, Rendered("done", reason=reason))
+            await self._finish(file_id, generation, Rendered("done", reason=reason), scope)
             return
         async with self.db.write() as conn:
             await conn.execute(
@@ -265,7 +271,7 @@ class ThumbnailRunner:
             # The reason is ours (no path, no library text): safe to log as it is.
             level = logging.WARNING if rendered.status == "error" else logging.INFO
             log.log(level, "thumbnails of %s: %s: %s", file_id, rendered.status, rendered.reason)
-        await self._finish(file_id, generation, rendered)
+        await self._finish(file_id, generation, rendered, scope)
         if self.observer is not None:
             self.observer(rendered, time.monotonic() - started)
 
@@ -293,8 +299,10 @@ class ThumbnailRunner:
             await asyncio.to_thread(os.close, fd)
         return path, True
 
-    async def _finish(self, file_id: str, generation: int, rendered: Rendered) -> None:
-        puts = [await self.store.put_bytes(t.data) for t in rendered.thumbnails]
+    async def _finish(
+        self, file_id: str, generation: int, rendered: Rendered, scope: str | None = None
+    ) -> None:
+        puts = [await self.store.put_bytes(t.data, scope=scope) for t in rendered.thumbnails]
         async with self.db.write() as conn:
             if await self._generation(conn, file_id) != generation:
                 return
