@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
@@ -44,15 +45,19 @@ from filesvc.scope import DedupScopes
 from filesvc.service import FileService
 from filesvc.settings import Settings
 from filesvc.space import SpaceGuard
-from filesvc.thumbjobs import Renderer, ThumbnailRunner, no_thumbnails
+from filesvc.thumbnails.converter import resolve_converter
+from filesvc.thumbnails.jobs import Renderer, ThumbnailRunner, no_thumbnails
+from filesvc.thumbnails.limits import RenderLimits
 from filesvc.thumbnails.pool import ProcessRenderer
-from filesvc.thumbnails.render import RenderLimits
+from filesvc.thumbnails.result import Rendered
 from filesvc.tus import cors as tus_cors
 from filesvc.tus import routes as tus_routes
 from filesvc.tus import table as tus_table
 from filesvc.tus.store import TusStore
 
 THUMB_WORK_DIR = "thumb-work"
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -87,6 +92,8 @@ def create_app(
     async def database(app: web.Application) -> AsyncIterator[None]:
         db = Database(layout.db_path(settings.data_dir), synchronous=settings.sqlite_synchronous)
         await db.open((*repo.SCHEMA, *tus_table.SCHEMA))
+        async with db.write() as conn:
+            await repo.upgrade(conn)
         app[DATABASE] = db
         yield
         await db.close()
@@ -109,13 +116,29 @@ def create_app(
         # yet); it also polls for the jobs the others commit.
         active = settings.worker_index in (None, 0)
         own: ProcessRenderer | None = None
+        converter = await asyncio.to_thread(resolve_converter, settings.office_converter)
         if renderer is None and active:
+            if converter is None:
+                log.warning("office documents: no converter (LibreOffice) found; no previews")
+            else:
+                log.info("office documents: converted by %s", converter)
             own = ProcessRenderer(
                 limits,
                 workers=settings.thumb_workers,
                 job_timeout=settings.thumb_job_timeout,
                 pixel_budget=settings.thumb_pixel_budget,
+                converter=converter,
             )
+        metrics = app[METRICS]
+
+        def observe(rendered: Rendered, seconds: float) -> None:
+            if rendered.status == "error":
+                outcome = "error"
+            else:
+                outcome = "thumbnails" if rendered.thumbnails else "none"
+            metrics.thumbnail_jobs.labels(outcome).inc()
+            metrics.thumbnail_seconds.observe(seconds)
+
         runner = ThumbnailRunner(
             app[DATABASE],
             app[STORE],
@@ -123,6 +146,8 @@ def create_app(
             work_dir=settings.data_dir / THUMB_WORK_DIR,
             workers=settings.thumb_workers,
             max_input_bytes=limits.max_input_bytes,
+            observer=observe,
+            office=converter is not None,
             scope_of=scope_of,
             active=active,
             poll=active and settings.workers > 1,

@@ -27,7 +27,8 @@ SCHEMA: tuple[str, ...] = (
         created_at INTEGER NOT NULL,
         updated_at INTEGER NOT NULL,
         thumbnails_status TEXT NOT NULL DEFAULT 'waiting',
-        etag TEXT
+        etag TEXT,
+        thumbnails_error TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS files_company ON files(company_id)",
     """CREATE TABLE IF NOT EXISTS thumbnail_jobs (
@@ -38,6 +39,14 @@ SCHEMA: tuple[str, ...] = (
         updated_at INTEGER NOT NULL
     )""",
 )
+
+
+async def upgrade(conn: aiosqlite.Connection) -> None:
+    """Bring a database made by an earlier release up to SCHEMA (idempotent): add the columns
+    SCHEMA has and the table lacks."""
+    columns = {r[1] for r in await conn.execute_fetchall("PRAGMA table_info(files)")}
+    if "thumbnails_error" not in columns:
+        await conn.execute("ALTER TABLE files ADD COLUMN thumbnails_error TEXT")
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,8 @@ class FileRow:
     updated_at: int
     thumbnails_status: ThumbStatus
     etag: str | None
+    # Why making thumbnails failed (status "error"), in the renderer's words; else None.
+    thumbnails_error: str | None
     expected_chunks: int | None
     expected_size: int | None
     complete: bool
@@ -78,6 +89,7 @@ def _row(r: aiosqlite.Row) -> FileRow:
         updated_at=r["updated_at"],
         thumbnails_status=r["thumbnails_status"],
         etag=r["etag"],
+        thumbnails_error=r["thumbnails_error"],
         expected_chunks=r["expected_chunks"],
         expected_size=r["expected_size"],
         complete=bool(r["complete"]),
@@ -119,8 +131,8 @@ async def set_completed(conn: aiosqlite.Connection, file_id: str, *, etag: str, 
 
     In the same transaction as the manifest change, so a crash cannot lose the job."""
     await conn.execute(
-        "UPDATE files SET etag = ?, updated_at = ?, thumbnails_status = 'waiting'"
-        " WHERE file_id = ?",
+        "UPDATE files SET etag = ?, updated_at = ?, thumbnails_status = 'waiting',"
+        " thumbnails_error = NULL WHERE file_id = ?",
         (etag, now_ms, file_id),
     )
     async with conn.execute(
@@ -137,9 +149,10 @@ async def set_completed(conn: aiosqlite.Connection, file_id: str, *, etag: str, 
 
 
 async def set_thumbnail_status(
-    conn: aiosqlite.Connection, file_id: str, status: ThumbStatus
+    conn: aiosqlite.Connection, file_id: str, status: ThumbStatus, error: str | None = None
 ) -> None:
-    """Record the thumbnail outcome the resource reports."""
+    """Record the thumbnail outcome the resource reports, and why it failed if it did."""
     await conn.execute(
-        "UPDATE files SET thumbnails_status = ? WHERE file_id = ?", (status, file_id)
+        "UPDATE files SET thumbnails_status = ?, thumbnails_error = ? WHERE file_id = ?",
+        (status, error, file_id),
     )

@@ -33,8 +33,8 @@ from filesvc.errors import (
 )
 from filesvc.params import DEFAULT_MIME, UploadParams, guess_mime
 from filesvc.repo import FileRow
-from filesvc.thumbjobs import ThumbnailJobs
-from filesvc.thumbnails.sniff import SNIFF_BYTES, may_have_thumbnails
+from filesvc.thumbnails.jobs import ThumbnailJobs
+from filesvc.thumbnails.sniff import SNIFF_BYTES
 
 # An overwrite with no new chunk for this long may be taken over by another application.
 OVERWRITE_STALE_MS = 60 * 60 * 1000
@@ -58,6 +58,7 @@ def _row_of(new: NewFile) -> FileRow:
         updated_at=new.now_ms,
         thumbnails_status="done" if new.thumbnails_status == "done" else "waiting",
         etag=new.etag,
+        thumbnails_error=None,
         expected_chunks=new.expected_chunks,
         expected_size=new.expected_size,
         complete=new.complete,
@@ -183,7 +184,7 @@ class FileService:
         complete = put is not None and total_chunks == 1 and expected_size in (None, put.size)
         if complete and put is not None:
             expected_size = put.size
-        thumbable = complete and may_have_thumbnails(head)
+        thumbable = complete and self.thumbs.previewable(head)
         new = NewFile(
             file_id=file_id,
             company_id=company_id,

@@ -17,7 +17,7 @@ from blobstore.s3 import S3Location
 from filesvc.app import create_app
 from filesvc.auth import mint
 from filesvc.settings import Settings
-from filesvc.thumbjobs import Renderer
+from filesvc.thumbnails.jobs import Renderer
 from tests.helpers import SECRET, Api
 from tests.seaweedfs import KEY_ID, REGION, SECRET_KEY, SeaweedFS, start_seaweedfs
 

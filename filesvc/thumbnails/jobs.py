@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import aiosqlite
 
@@ -24,10 +24,14 @@ from blobstore.db import Database
 from blobstore.port import LocalFiles
 from blobstore.store import ContentStore
 from filesvc import repo
-from filesvc.thumbnails.sniff import SNIFF_BYTES, may_have_thumbnails
-
-# Larger files are not read for thumbnails (matches the renderer's own input limit).
-DEFAULT_MAX_INPUT_BYTES = 512 << 20
+from filesvc.thumbnails.limits import DEFAULT_MAX_INPUT_BYTES
+from filesvc.thumbnails.result import NOT_PREVIEWABLE, Rendered
+from filesvc.thumbnails.sniff import (
+    SNIFF_BYTES,
+    may_be_office,
+    may_have_thumbnails,
+    video_container,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,27 +50,14 @@ class ThumbnailJobs(Protocol):
         """Return when that job has finished or after ``limit`` seconds, whichever is first.
         Never raises on timeout: the caller answers with the status as it stands."""
 
-
-@dataclass(frozen=True)
-class Thumb:
-    """One rendered thumbnail."""
-
-    data: bytes
-    mime: str
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
-class Rendered:
-    """A renderer's answer for one file."""
-
-    status: Literal["done", "error"]
-    thumbnails: tuple[Thumb, ...] = field(default=())
-    reason: str | None = None
+    def previewable(self, head: bytes) -> bool:
+        """False when a file starting with ``head`` can have no thumbnails: it is then settled
+        at upload, without a job."""
 
 
 Renderer = Callable[[Path], Awaitable[Rendered]]
+# Told of every finished job: its result and how long it ran (seconds), for metrics.
+Observer = Callable[[Rendered, float], None]
 
 
 async def no_thumbnails(path: Path) -> Rendered:
@@ -96,11 +87,15 @@ class ThumbnailRunner:
         work_dir: Path,
         workers: int,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        observer: Observer | None = None,
+        office: bool = False,
         scope_of: Callable[[str], str | None] = lambda _company: None,
         active: bool = True,
         poll: bool = False,
     ) -> None:
         self.db = db
+        self.office = office
+        self.observer = observer
         self.active = active
         self.poll = poll
         self._known: set[tuple[str, int]] = set()
@@ -181,6 +176,14 @@ class ThumbnailRunner:
                 await task
         self._tasks = []
 
+    def previewable(self, head: bytes) -> bool:
+        if may_have_thumbnails(head, office=self.office):
+            return True
+        if may_be_office(head):
+            # The converter's absence was logged at start; say it per file too, quietly.
+            log.debug("office document or text: no converter installed, no thumbnails")
+        return False
+
     def notify(self, file_id: str, generation: int) -> None:
         if not self.active:
             return  # the process that runs thumbnails finds the job in the table
@@ -222,7 +225,9 @@ class ThumbnailRunner:
             except Exception:
                 log.exception("thumbnail job failed")
                 with contextlib.suppress(Exception):
-                    await self._finish(file_id, generation, Rendered("error", reason="internal"))
+                    await self._finish(
+                        file_id, generation, Rendered("error", reason="internal error")
+                    )
             finally:
                 self._known.discard((file_id, generation))
                 event = self._events.pop((file_id, generation), None)
@@ -230,20 +235,25 @@ class ThumbnailRunner:
                     event.set()
 
     async def _run(self, file_id: str, generation: int) -> None:
+        started = time.monotonic()
         async with self.db.read() as conn:
             current = await self._generation(conn, file_id)
             chunks = await manifests.entries(conn, file_id, "chunk")
-            head = await manifests.head(conn, file_id)
-        if current != generation or head is None:
+            manifest = await manifests.head(conn, file_id)
+        if current != generation or manifest is None:
             return  # superseded or deleted
-        scope = self._scope_of(head.owner)
-        # Most uploads are not images: a look at the first bytes settles them without a copy,
-        # a worker process or a crash-counting write.
-        if sum(e.size for e in chunks) > self.max_input_bytes:
-            await self._finish(file_id, generation, Rendered("done", reason="too large to read"))
+        scope = self._scope_of(manifest.owner)
+        # Most uploads are not previewable: a look at the first bytes settles them without a
+        # copy, a worker process or a crash-counting write.
+        head = await self._head(chunks)
+        if not self.previewable(head):
+            await self._finish(file_id, generation, Rendered("done", reason=NOT_PREVIEWABLE))
             return
-        if not may_have_thumbnails(await self._head(chunks)):
-            await self._finish(file_id, generation, Rendered("done", reason="not an image or PDF"))
+        # A video's first frame is near its start (or its index at the end): its size costs
+        # nothing to decode, so only other files are held to the input limit.
+        if video_container(head) is None and sum(e.size for e in chunks) > self.max_input_bytes:
+            reason = f"file larger than {self.max_input_bytes} bytes; not decoded"
+            await self._finish(file_id, generation, Rendered("done", reason=reason), scope)
             return
         async with self.db.write() as conn:
             await conn.execute(
@@ -257,7 +267,13 @@ class ThumbnailRunner:
         finally:
             if temporary:
                 await asyncio.to_thread(path.unlink, True)
+        if rendered.reason is not None:
+            # The reason is ours (no path, no library text): safe to log as it is.
+            level = logging.WARNING if rendered.status == "error" else logging.INFO
+            log.log(level, "thumbnails of %s: %s: %s", file_id, rendered.status, rendered.reason)
         await self._finish(file_id, generation, rendered, scope)
+        if self.observer is not None:
+            self.observer(rendered, time.monotonic() - started)
 
     async def _head(self, chunks: list[manifests.Entry]) -> bytes:
         head = b""
@@ -298,7 +314,8 @@ class ThumbnailRunner:
                     "height": thumb.height,
                 }
                 await manifests.put_entry(conn, file_id, "thumb", idx, put.ref, put.size, attrs)
-            await repo.set_thumbnail_status(conn, file_id, rendered.status)
+            error = rendered.reason if rendered.status == "error" else None
+            await repo.set_thumbnail_status(conn, file_id, rendered.status, error)
             await conn.execute(
                 "UPDATE thumbnail_jobs SET state = ? WHERE file_id = ?",
                 (rendered.status, file_id),
@@ -314,7 +331,9 @@ class ThumbnailRunner:
 
     @staticmethod
     async def _give_up(conn: aiosqlite.Connection, file_id: str) -> None:
-        await repo.set_thumbnail_status(conn, file_id, "error")
+        reason = f"the thumbnail worker crashed {MAX_ATTEMPTS} times on this file"
+        log.warning("thumbnails of %s: error: %s", file_id, reason)
+        await repo.set_thumbnail_status(conn, file_id, "error", reason)
         await conn.execute(
             "UPDATE thumbnail_jobs SET state = 'error' WHERE file_id = ?", (file_id,)
         )
