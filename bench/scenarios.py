@@ -768,7 +768,9 @@ async def scenario_sustained(ctx: Context) -> ScenarioResult:
 
 async def scenario_thumbnail(ctx: Context) -> ScenarioResult:
     """Delegates to `bench/thumbs.py` (written by the thumbnail engineer): `run(quick) -> dict`."""
-    res = ScenarioResult("thumbnail", "thumbnail of a 24 MP JPEG (filesvc vs Pillow)")
+    res = ScenarioResult(
+        "thumbnail", "thumbnails of every previewed format (filesvc vs Pillow, PyAV, soffice)"
+    )
     try:
         run = getattr(importlib.import_module("bench.thumbs"), "run")  # noqa: B009
         out = await asyncio.to_thread(run, ctx.quick)

@@ -1,26 +1,37 @@
-"""Thumbnail of a 24 MP JPEG: filesvc's renderer (pyvips) against a best-effort Pillow version.
+"""Thumbnails of every previewed format: filesvc's renderer against the usual tool for each.
 
-Run ``python -m bench.thumbs [--quick] [--runs N] [--json PATH]``; the benchmark harness calls
-``run(quick)``. One 6000x4000 JPEG with photo-like content (gradients, blurred texture, grain:
-about 6 MB at quality 90) is generated once; then each method makes a thumbnail fitting 600x400 in
-a fresh Python process, several times, the methods alternating so they share the machine's noise.
+Run ``python -m bench.thumbs [--quick] [--runs N] [--formats jpeg,png...] [--json PATH]``; the
+benchmark harness calls ``run(quick)``. The inputs (``bench/thumb_inputs.py``: photos of phone and
+camera sizes in JPEG, PNG, WebP, TIFF, GIF, AVIF and HEIC, a 10-page PDF, a 1080p H.264 video and
+a 10-page .docx) are generated once; then each method makes the thumbnails of one file in a fresh
+Python process, several times, the methods alternating so that they share the machine's noise.
 
-Each child process reports, for the thumbnail work alone, wall time and CPU time (libvips uses a
-thread pool, Pillow one thread, so both matter on two cores), and its own peak RSS
-(``ru_maxrss``): the total, and the part above the RSS it had after importing its libraries.
+* filesvc: ``filesvc.thumbnails.render.render_thumbnails``, exactly what a worker runs (content
+  sniffing, header checks, shrink-on-load, JPEG encode; all pages of the PDF and the .docx up to
+  10), with ``VIPS_CONCURRENCY=1`` as the service sets it for 2 workers on 2 cores.
+* Pillow, for the images: ``Image.draft`` (JPEG DCT scaling, the same trick libvips uses),
+  ``ImageOps.exif_transpose``, ``Image.thumbnail``, JPEG encode at the same quality with
+  optimised Huffman tables; pillow-heif's plugin for HEIC, Pillow's own AVIF plugin.
+* The video: the minimal direct PyAV decode (open, first frame, ``to_image``, thumbnail, JPEG):
+  what the ``ffmpeg`` command would do, without a CLI in PyAV's wheel.
+* The .docx: the plain ``soffice --headless --convert-to pdf`` command (conversion only: filesvc
+  also renders the pages).
+* The PDF has no Pillow reader and no peer.
 
-* pyvips: ``filesvc.thumbnails.render.render_thumbnails``, exactly what the service runs (content
-  sniffing, header check, shrink-on-load ``thumbnail_source``, JPEG encode).
-* Pillow: ``Image.draft`` (libjpeg DCT scaling to the smallest scale that still covers the box,
-  the same trick libvips uses), ``ImageOps.exif_transpose``, ``Image.thumbnail`` (default
-  bicubic, reducing_gap 2.0), JPEG encode at the same quality with optimised Huffman tables.
+Each child reports wall and CPU time of the work alone (median of the calls after its first, as
+in a long-lived worker; the first call is reported apart) and its memory increment: its peak RSS
+(``ru_maxrss``) minus the RSS it had after importing its libraries, or the peak of the processes
+it started (LibreOffice), whichever is larger.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -29,67 +40,63 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-WIDTH, HEIGHT = 6000, 4000
+from bench.thumb_inputs import FILES, IMAGES
+from bench.thumb_report import format_table, metrics, summary
+
 BOX = (600, 400)
-JPEG_QUALITY = 80  # the renderer's; the input is saved at 90 like a phone camera
-METHODS = ("pyvips", "pillow")
-RUNS_FULL = 7
-RUNS_QUICK = 3
-REPEATS_IN_PROCESS = 3  # thumbnails per child after its first
-CHILD_TIMEOUT_S = 120.0
+JPEG_QUALITY = 80  # the renderer's
+PEERS = {**dict.fromkeys(IMAGES, "pillow"), "pdf": None, "video": "pyav", "docx": "soffice"}
+RUNS_FULL = 3
+RUNS_QUICK = 1
+REPEATS = {"full": 3, "quick": 2}
+CHILD_TIMEOUT_S = 600.0
 REPO = Path(__file__).resolve().parents[1]
 
-
-def make_photo(path: Path) -> None:
-    """Write a 6000x4000 JPEG that compresses like a photo (flat black would be trivial)."""
-    import pyvips
-
-    xyz = pyvips.Image.xyz(WIDTH, HEIGHT)
-    x, y = xyz.extract_band(0), xyz.extract_band(1)
-    gradient = (x * (255 / WIDTH)).bandjoin(
-        [y * (255 / HEIGHT), (x + y) * (255 / (WIDTH + HEIGHT))]
-    )
-    # Blurred noise reads like foliage or fabric; fine grain like sensor noise.
-    texture = pyvips.Image.gaussnoise(WIDTH, HEIGHT, sigma=40, mean=0).gaussblur(2)
-    grain = pyvips.Image.gaussnoise(WIDTH, HEIGHT, sigma=6, mean=0)
-    photo = (gradient + texture + grain).cast("uchar").copy(interpretation="srgb")
-    photo.jpegsave(str(path), Q=90)
+Work = Callable[[], str]
 
 
-# --- children: one thumbnail each, in a fresh process --------------------------------------------
+# --- children: one file's thumbnails, timed, in a fresh process -----------------------------------
 
 
 def _rss_mib() -> float:
-    """Peak RSS of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _children_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
 def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _thumb_pyvips(path: Path) -> Callable[[], tuple[int, int, int]]:
-    from filesvc.thumbnails.render import RenderLimits, render_thumbnails
+def _filesvc(path: Path) -> Work:
+    from filesvc.thumbnails.converter import resolve_converter
+    from filesvc.thumbnails.limits import RenderLimits
+    from filesvc.thumbnails.render import render_thumbnails
 
     limits = RenderLimits(box_width=BOX[0], box_height=BOX[1])
+    converter = resolve_converter("soffice")
 
-    def work() -> tuple[int, int, int]:
-        outcome = render_thumbnails(path, limits)
-        if outcome.status != "done" or len(outcome.thumbnails) != 1:
+    def work() -> str:
+        outcome = render_thumbnails(path, limits, converter)
+        if outcome.status != "done" or not outcome.thumbnails:
             raise RuntimeError(f"render_thumbnails: {outcome.status} {outcome.reason}")
-        thumb = outcome.thumbnails[0]
-        return thumb.width, thumb.height, len(thumb.data)
+        first = outcome.thumbnails[0]
+        return f"{len(outcome.thumbnails)} x {first.width}x{first.height}"
 
     return work
 
 
-def _thumb_pillow(path: Path) -> Callable[[], tuple[int, int, int]]:
-    import io
-
+def _pillow(path: Path) -> Work:
+    import pillow_heif
     from PIL import Image, ImageOps
 
-    def work() -> tuple[int, int, int]:
+    pillow_heif.register_heif_opener()
+
+    def work() -> str:
         with Image.open(path) as image:
             # The box applies after orientation: ask the decoder for the rotated box when the
             # EXIF orientation swaps the sides (5-8).
@@ -97,71 +104,120 @@ def _thumb_pillow(path: Path) -> Callable[[], tuple[int, int, int]]:
             image.draft("RGB", (BOX[1], BOX[0]) if swapped else BOX)
             upright = ImageOps.exif_transpose(image)
             upright.thumbnail(BOX)
+            if upright.mode not in ("RGB", "L"):
+                upright = upright.convert("RGB")
             out = io.BytesIO()
             upright.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True)
-            return upright.width, upright.height, out.tell()
+            return f"1 x {upright.width}x{upright.height}"
 
     return work
 
 
-_CHILDREN: dict[str, Callable[[Path], Callable[[], tuple[int, int, int]]]] = {
-    "pyvips": _thumb_pyvips,
-    "pillow": _thumb_pillow,
+def _pyav(path: Path) -> Work:
+    import av
+
+    def work() -> str:
+        with av.open(str(path)) as movie:
+            frame = next(movie.decode(video=0))
+            image = frame.to_image()  # type: ignore[no-untyped-call]
+        image.thumbnail(BOX)
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True)
+        return f"1 x {image.width}x{image.height}"
+
+    return work
+
+
+def _soffice(path: Path) -> Work:
+    soffice = shutil.which("soffice")
+    if soffice is None:
+        raise RuntimeError("LibreOffice (soffice) is not installed")
+    work_dir = Path(tempfile.mkdtemp(prefix="thumbs-bench-soffice-"))
+    profile = (work_dir / "profile").as_uri()
+
+    def convert() -> str:
+        out = work_dir / "out"
+        subprocess.run(
+            [
+                soffice,
+                "--headless",
+                f"-env:UserInstallation={profile}",
+                "--convert-to",
+                "pdf",
+                "--outdir",
+                str(out),
+                str(path),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        return "pdf"
+
+    convert()  # the first start creates the profile: not timed, as filesvc's template is not
+    return convert
+
+
+_METHODS: dict[str, Callable[[Path], Work]] = {
+    "filesvc": _filesvc,
+    "pillow": _pillow,
+    "pyav": _pyav,
+    "soffice": _soffice,
 }
 
 
 def child_main(method: str, path: Path, repeats: int) -> dict[str, object]:
-    """Measure thumbnails in this process; the libraries are imported before the clock.
-
-    The first call is reported apart (a fresh worker pays one-time setup in it); ``ms`` and
-    ``cpu_ms`` are the medians of the ``repeats`` calls after it, as in a long-lived worker.
-    Peak RSS is taken after the first call and after all of them (malloc arenas of the decoder's
-    threads grow over the first few calls, then stay).
-    """
-    work = _CHILDREN[method](path)
+    """Measure one method on one file in this process; the libraries are imported first."""
+    work = _METHODS[method](path)
     baseline = _rss_mib()
+    kids_before = _children_rss_mib()
     walls: list[float] = []
     cpus: list[float] = []
-    first_peak = 0.0
+    result = ""
     for _ in range(1 + repeats):
         cpu0, wall0 = _cpu_s(), time.perf_counter()
-        width, height, size = work()
+        result = work()
         walls.append((time.perf_counter() - wall0) * 1000)
         cpus.append((_cpu_s() - cpu0) * 1000)
-        first_peak = first_peak or _rss_mib()
+    kids = _children_rss_mib()
+    increment = max(_rss_mib() - baseline, kids if kids > kids_before else 0.0)
     return {
         "method": method,
         "first_ms": walls[0],
         "ms": statistics.median(walls[1:] or walls),
         "cpu_ms": statistics.median(cpus[1:] or cpus),
-        "peak_rss_mib": _rss_mib(),
-        "first_peak_rss_mib": first_peak,
         "baseline_rss_mib": baseline,
-        "width": width,
-        "height": height,
-        "bytes": size,
+        "increment_mib": increment,
+        "result": result,
     }
 
 
-def _spawn(args: list[str]) -> str:
+def measure_once(method: str, path: Path, repeats: int) -> dict[str, object]:
+    env = {**os.environ}
+    if method == "filesvc":
+        env["VIPS_CONCURRENCY"] = "1"
     done = subprocess.run(
-        [sys.executable, "-m", "bench.thumbs", *args],
+        [
+            sys.executable,
+            "-m",
+            "bench.thumbs",
+            "--child",
+            method,
+            str(path),
+            "--repeats",
+            str(repeats),
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=CHILD_TIMEOUT_S,
         check=False,
+        env=env,
     )
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"child {args[:2]} exited {done.returncode}: {tail}")
-    return done.stdout
-
-
-def measure_once(method: str, path: Path) -> dict[str, object]:
-    """One thumbnail by ``method`` in a fresh interpreter; its report."""
-    args = ["--child", method, str(path), "--repeats", str(REPEATS_IN_PROCESS)]
-    report = json.loads(_spawn(args).strip().splitlines()[-1])
+        raise RuntimeError(f"child {method} {path.name} exited {done.returncode}: {tail}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
     if not isinstance(report, dict):
         raise RuntimeError(f"child {method} printed {report!r}")
     return report
@@ -170,134 +226,92 @@ def measure_once(method: str, path: Path) -> dict[str, object]:
 # --- the comparison ------------------------------------------------------------------------------
 
 
-def _floats(reports: list[dict[str, object]], key: str) -> list[float]:
-    values = []
-    for report in reports:
-        value = report[key]
-        if not isinstance(value, int | float):
-            raise RuntimeError(f"{key} is {value!r}")
-        values.append(float(value))
-    return values
+def _median(reports: list[dict[str, object]], key: str) -> float:
+    return statistics.median(float(str(r[key])) for r in reports)
 
 
-def _summary(reports: list[dict[str, object]]) -> dict[str, object]:
-    ms = _floats(reports, "ms")
-    peaks = _floats(reports, "peak_rss_mib")
-    last = reports[-1]
-    return {
-        "median_ms": statistics.median(ms),
-        "median_first_ms": statistics.median(_floats(reports, "first_ms")),
-        "median_cpu_ms": statistics.median(_floats(reports, "cpu_ms")),
-        "peak_rss_mib": max(peaks),
-        "median_peak_rss_mib": statistics.median(peaks),
-        "first_peak_rss_mib": max(_floats(reports, "first_peak_rss_mib")),
-        "baseline_rss_mib": statistics.median(_floats(reports, "baseline_rss_mib")),
-        "runs_ms": [round(value, 1) for value in ms],
-        "thumbnail": f"{last['width']}x{last['height']}, {last['bytes']} bytes",
-    }
-
-
-def run(quick: bool) -> dict[str, object]:
-    """Generate the photo, measure both methods, return figures (the harness's entry point).
-
-    The result holds, per method, median wall and CPU ms and peak RSS MiB, and a ``metrics``
-    list in the harness's shape (subject, kind, value, unit, note).
-    """
-    runs = RUNS_QUICK if quick else RUNS_FULL
-    return compare(runs)
-
-
-def compare(runs: int) -> dict[str, object]:
+def compare(runs: int, repeats: int, formats: list[str]) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="thumbs-bench-") as tmp:
-        photo = Path(tmp) / "photo-24mp.jpg"
-        _spawn(["--make", str(photo)])  # pyvips stays out of the caller's process
-        reports: dict[str, list[dict[str, object]]] = {method: [] for method in METHODS}
-        for _ in range(runs):
-            for method in METHODS:
-                reports[method].append(measure_once(method, photo))
-        size = photo.stat().st_size
-    summaries = {method: _summary(reports[method]) for method in METHODS}
-    result: dict[str, object] = {
-        "image": {"width": WIDTH, "height": HEIGHT, "bytes": size},
-        "box": list(BOX),
-        "runs": runs,
-        **summaries,
-    }
-    result["metrics"] = _metrics(summaries, runs)
+        directory = Path(tmp)
+        _make_inputs(directory, formats)
+        per_format: dict[str, dict[str, object]] = {}
+        for name in formats:
+            path = directory / FILES[name]
+            peer = PEERS[name]
+            methods = ["filesvc"] + ([peer] if peer else [])
+            reports: dict[str, list[dict[str, object]]] = {m: [] for m in methods}
+            for _ in range(runs):
+                for method in methods:
+                    reports[method].append(measure_once(method, path, repeats))
+            entry: dict[str, object] = {"bytes": path.stat().st_size, "peer": peer}
+            for method in methods:
+                entry[method] = {
+                    "ms": _median(reports[method], "ms"),
+                    "first_ms": _median(reports[method], "first_ms"),
+                    "cpu_ms": _median(reports[method], "cpu_ms"),
+                    "increment_mib": _median(reports[method], "increment_mib"),
+                    "result": reports[method][-1]["result"],
+                }
+            per_format[name] = entry
+    result: dict[str, object] = {"runs": runs, "repeats": repeats, "formats": per_format}
+    result["summary"] = summary(per_format)
+    result["metrics"] = metrics(per_format, result["summary"], BOX, runs)
     return result
 
 
-def _metrics(summaries: dict[str, dict[str, object]], runs: int) -> list[dict[str, object]]:
-    note = f"24 MP JPEG -> fit {BOX[0]}x{BOX[1]}, fresh process per run, {runs} runs"
-    names = {
-        "pyvips": ("filesvc thumbnail (pyvips)", "filesvc"),
-        "pillow": ("peer: Pillow draft+thumbnail", "peer"),
-    }
-    metrics: list[dict[str, object]] = []
-    for method, (subject, kind) in names.items():
-        summary = summaries[method]
-        for suffix, key, unit in (
-            ("time", "median_ms", "ms"),
-            ("first call in a fresh process", "median_first_ms", "ms"),
-            ("CPU time", "median_cpu_ms", "ms"),
-            ("peak RSS after one thumbnail", "first_peak_rss_mib", "MiB"),
-            ("peak RSS", "peak_rss_mib", "MiB"),
-        ):
-            metrics.append(
-                {
-                    "subject": f"{subject}, {suffix}",
-                    "kind": kind,
-                    "value": summary[key],
-                    "unit": unit,
-                    "note": note,
-                }
-            )
-    return metrics
-
-
-def format_table(result: dict[str, object]) -> str:
-    rows = [
-        f"{'method':<8} {'median ms':>10} {'first ms':>9} {'CPU ms':>7} {'RSS MiB: imports':>17} "
-        f"{'1st thumb':>9} {'peak':>6}  thumbnail"
-    ]
-    for method in METHODS:
-        summary = result[method]
-        assert isinstance(summary, dict)
-        rows.append(
-            f"{method:<8} {summary['median_ms']:>10.0f} {summary['median_first_ms']:>9.0f} "
-            f"{summary['median_cpu_ms']:>7.0f} {summary['baseline_rss_mib']:>17.1f} "
-            f"{summary['first_peak_rss_mib']:>9.1f} {summary['peak_rss_mib']:>6.1f}  "
-            f"{summary['thumbnail']}"
-        )
-    image = result["image"]
-    assert isinstance(image, dict)
-    rows.append(
-        f"input: {image['width']}x{image['height']} JPEG, {image['bytes'] / 1e6:.1f} MB; "
-        f"{result['runs']} fresh processes per method, each timing its first call, then "
-        f"{REPEATS_IN_PROCESS} more (median ms, CPU ms)"
+def _make_inputs(directory: Path, formats: list[str]) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.thumbs",
+            "--make",
+            str(directory),
+            "--formats",
+            ",".join(formats),
+        ],
+        cwd=REPO,
+        check=True,
+        timeout=CHILD_TIMEOUT_S,
     )
-    return "\n".join(rows)
+
+
+def run(quick: bool) -> dict[str, object]:
+    """The harness's entry point: every format, quick or full."""
+    return compare(
+        RUNS_QUICK if quick else RUNS_FULL, REPEATS["quick" if quick else "full"], list(PEERS)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.thumbs", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help=f"{RUNS_QUICK} runs, not {RUNS_FULL}")
-    parser.add_argument("--runs", type=int, help="runs per method (overrides --quick)")
+    parser.add_argument("--quick", action="store_true", help=f"{RUNS_QUICK} run, not {RUNS_FULL}")
+    parser.add_argument("--runs", type=int, help="fresh processes per method and format")
+    parser.add_argument(
+        "--formats", help=f"comma-separated subset of {','.join(PEERS)} (default: all)"
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
-    parser.add_argument("--child", nargs=2, metavar=("METHOD", "JPEG"), help=argparse.SUPPRESS)
-    parser.add_argument("--repeats", type=int, default=REPEATS_IN_PROCESS, help=argparse.SUPPRESS)
-    parser.add_argument("--make", type=Path, metavar="JPEG", help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=2, metavar=("METHOD", "FILE"), help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=REPEATS["full"], help=argparse.SUPPRESS)
+    parser.add_argument("--make", type=Path, metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         method, path = args.child
         print(json.dumps(child_main(method, Path(path), args.repeats)))
         return 0
     if args.make:
-        make_photo(args.make)
+        from bench.thumb_inputs import make_all
+
+        make_all(args.make, args.formats.split(",") if args.formats else None)
         return 0
     if args.runs is not None and args.runs < 1:
         parser.error("--runs must be at least 1")
-    result = compare(args.runs) if args.runs else run(args.quick)
+    formats = args.formats.split(",") if args.formats else list(PEERS)
+    unknown = sorted(set(formats) - set(PEERS))
+    if unknown:
+        parser.error(f"unknown formats: {', '.join(unknown)}")
+    runs = args.runs or (RUNS_QUICK if args.quick else RUNS_FULL)
+    result = compare(runs, REPEATS["quick" if args.quick else "full"], formats)
     print(format_table(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -50,9 +50,11 @@ from filesvc.scope import DedupScopes
 from filesvc.service import FileService
 from filesvc.settings import Settings
 from filesvc.space import SpaceGuard
-from filesvc.thumbjobs import Renderer, ThumbnailRunner, no_thumbnails
+from filesvc.thumbnails.converter import resolve_converter
+from filesvc.thumbnails.jobs import Renderer, ThumbnailRunner, no_thumbnails
+from filesvc.thumbnails.limits import RenderLimits
 from filesvc.thumbnails.pool import ProcessRenderer
-from filesvc.thumbnails.render import RenderLimits
+from filesvc.thumbnails.result import Rendered
 from filesvc.tus import cors as tus_cors
 from filesvc.tus import routes as tus_routes
 from filesvc.tus.store import TusStore
@@ -132,13 +134,29 @@ def create_app(
         # jobs, and so does any other instance sharing the database.
         active = settings.worker_index in (None, 0)
         own: ProcessRenderer | None = None
+        converter = await asyncio.to_thread(resolve_converter, settings.office_converter)
         if renderer is None and active:
+            if converter is None:
+                log.warning("office documents: no converter (LibreOffice) found; no previews")
+            else:
+                log.info("office documents: converted by %s", converter)
             own = ProcessRenderer(
                 limits,
                 workers=settings.thumb_workers,
                 job_timeout=settings.thumb_job_timeout,
                 pixel_budget=settings.thumb_pixel_budget,
+                converter=converter,
             )
+        metrics = app[METRICS]
+
+        def observe(rendered: Rendered, seconds: float) -> None:
+            if rendered.status == "error":
+                outcome = "error"
+            else:
+                outcome = "thumbnails" if rendered.thumbnails else "none"
+            metrics.thumbnail_jobs.labels(outcome).inc()
+            metrics.thumbnail_seconds.observe(seconds)
+
         runner = ThumbnailRunner(
             app[DATABASE],
             app[STORE],
@@ -148,6 +166,8 @@ def create_app(
             lease=settings.thumb_lease,
             ready=app[READY],
             max_input_bytes=limits.max_input_bytes,
+            observer=observe,
+            office=converter is not None,
             scope_of=scope_of,
             active=active,
         )

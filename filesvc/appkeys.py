@@ -14,7 +14,7 @@ from filesvc.scope import DedupScopes
 from filesvc.service import FileService
 from filesvc.settings import Settings
 from filesvc.space import SpaceGuard
-from filesvc.thumbjobs import ThumbnailRunner
+from filesvc.thumbnails.jobs import ThumbnailRunner
 from filesvc.tus.store import TusStore
 
 SETTINGS = web.AppKey("settings", Settings)

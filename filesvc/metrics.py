@@ -37,6 +37,19 @@ class Metrics:
             "Uploads whose bytes were already stored",
             registry=self.registry,
         )
+        self.thumbnail_jobs = Counter(
+            "filesvc_thumbnail_jobs",
+            "Thumbnail jobs finished, by outcome: thumbnails made, none (not previewable or"
+            " refused by a limit), error (the file could not be rendered)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.thumbnail_seconds = Histogram(
+            "filesvc_thumbnail_job_seconds",
+            "Time from a thumbnail job's start to its result",
+            registry=self.registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
         self.thumbnail_queue = Gauge(
             "filesvc_thumbnail_queue",
             "Thumbnail jobs not finished yet, in every process sharing the database",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from blobstore.engine.base import Row, Tx
+from blobstore.engine.migrate import Step
 
 ThumbStatus = Literal["waiting", "done", "error"]
 
@@ -50,6 +51,16 @@ TABLE_SQL = {
 }
 
 
+STEP_THUMBNAILS_ERROR = Step(
+    4,
+    "files.thumbnails_error: why making thumbnails failed",
+    {
+        "sqlite": ("ALTER TABLE files ADD COLUMN thumbnails_error TEXT",),
+        "postgresql": ("ALTER TABLE files ADD COLUMN IF NOT EXISTS thumbnails_error TEXT",),
+    },
+)
+
+
 @dataclass(frozen=True)
 class FileRow:
     """One row of ``files`` joined with its manifest head."""
@@ -64,6 +75,8 @@ class FileRow:
     updated_at: int
     thumbnails_status: ThumbStatus
     etag: str | None
+    # Why making thumbnails failed (status "error"), in the renderer's words; else None.
+    thumbnails_error: str | None
     expected_chunks: int | None
     expected_size: int | None
     complete: bool
@@ -87,7 +100,7 @@ class NewRow:
 
 _SELECT = (
     "SELECT f.file_id, f.company_id, f.user_id, f.application_id, f.name, f.mime,"
-    " f.created_at, f.updated_at, f.thumbnails_status, f.etag,"
+    " f.created_at, f.updated_at, f.thumbnails_status, f.etag, f.thumbnails_error,"
     " m.expected_chunks, m.expected_size, m.complete, m.damaged"
     " FROM files f JOIN manifests m ON m.file_id = f.file_id"
 )
@@ -105,6 +118,7 @@ def _row(r: Row) -> FileRow:
         updated_at=r["updated_at"],
         thumbnails_status=r["thumbnails_status"],
         etag=r["etag"],
+        thumbnails_error=r["thumbnails_error"],
         expected_chunks=r["expected_chunks"],
         expected_size=r["expected_size"],
         complete=bool(r["complete"]),
@@ -168,17 +182,24 @@ async def update_meta(
 async def set_completed(tx: Tx, file_id: str, *, etag: str, now_ms: int) -> None:
     """Record new complete content (its thumbnail job is queued in the same transaction)."""
     await tx.execute(
-        "UPDATE files SET etag = ?, updated_at = ?, thumbnails_status = 'waiting'"
-        " WHERE file_id = ?",
+        "UPDATE files SET etag = ?, updated_at = ?, thumbnails_status = 'waiting',"
+        " thumbnails_error = NULL WHERE file_id = ?",
         etag,
         now_ms,
         file_id,
     )
 
 
-async def set_thumbnail_status(tx: Tx, file_id: str, status: ThumbStatus) -> None:
-    """Record the thumbnail outcome the resource reports."""
-    await tx.execute("UPDATE files SET thumbnails_status = ? WHERE file_id = ?", status, file_id)
+async def set_thumbnail_status(
+    tx: Tx, file_id: str, status: ThumbStatus, error: str | None = None
+) -> None:
+    """Record the thumbnail outcome the resource reports, and why it failed if it did."""
+    await tx.execute(
+        "UPDATE files SET thumbnails_status = ?, thumbnails_error = ? WHERE file_id = ?",
+        status,
+        error,
+        file_id,
+    )
 
 
 async def count(tx: Tx) -> int:

@@ -54,6 +54,7 @@ def file_resource(view: FileView) -> dict[str, object]:
             "name": row.name,
             "mime": row.mime,
             "thumbnails_status": row.thumbnails_status,
+            "thumbnails_error": row.thumbnails_error,
         },
         "thumbnails": thumbnails,
         "upload_data": {

@@ -16,7 +16,9 @@ STEP_TABLES = Step(
     },
 )
 
-TRACK = Track("filesvc", (STEP_TABLES, jobqueue.STEP_LEASES, tus_table.STEP_TABLE))
+TRACK = Track(
+    "filesvc", (STEP_TABLES, jobqueue.STEP_LEASES, tus_table.STEP_TABLE, repo.STEP_THUMBNAILS_ERROR)
+)
 
 # In order: the service's tables reference the blob store's.
 TRACKS = (BLOBSTORE_TRACK, TRACK)

@@ -32,8 +32,8 @@ from filesvc.errors import (
 )
 from filesvc.params import DEFAULT_MIME, UploadParams, guess_mime
 from filesvc.repo import FileRow
-from filesvc.thumbjobs import ThumbnailJobs
-from filesvc.thumbnails.sniff import SNIFF_BYTES, may_have_thumbnails
+from filesvc.thumbnails.jobs import ThumbnailJobs
+from filesvc.thumbnails.sniff import SNIFF_BYTES
 
 
 def now_ms() -> int:
@@ -54,6 +54,7 @@ def _row_of(new: NewFile) -> FileRow:
         updated_at=new.now_ms,
         thumbnails_status="done" if new.thumbnails_status == "done" else "waiting",
         etag=new.etag,
+        thumbnails_error=None,
         expected_chunks=new.expected_chunks,
         expected_size=new.expected_size,
         complete=new.complete,
@@ -179,7 +180,7 @@ class FileService:
         complete = put is not None and total_chunks == 1 and expected_size in (None, put.size)
         if complete and put is not None:
             expected_size = put.size
-        thumbable = complete and may_have_thumbnails(head)
+        thumbable = complete and self.thumbs.previewable(head)
         new = NewFile(
             file_id=file_id,
             company_id=company_id,

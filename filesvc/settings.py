@@ -16,6 +16,11 @@ from blobstore.backends import BadBlobUrl, BlobLocation, LocalLocation, parse_bl
 from blobstore.engine import DbTarget, parse_db_url
 from blobstore.engine.base import BadDatabaseUrl
 from blobstore.layout import blobs_dir
+from filesvc.thumbnails.limits import (
+    DEFAULT_BOX_HEIGHT,
+    DEFAULT_BOX_WIDTH,
+    DEFAULT_MAX_PIXELS,
+)
 
 # Largest single upload (one request's file part or raw body).  Large enough for any video a
 # workplace shares, small enough that one client cannot fill the disk by accident.
@@ -23,21 +28,23 @@ DEFAULT_MAX_UPLOAD_BYTES = 16 << 30
 # resumable.js splits into 1 MiB+ chunks; 100k chunks is a 100 GiB file: far past any real use,
 # and it bounds the size of one manifest.
 MAX_TOTAL_CHUNKS = 100_000
-# API.md: thumbnails fit inside 600x400.
-DEFAULT_THUMB_BOX = (600, 400)
+DEFAULT_THUMB_BOX = (DEFAULT_BOX_WIDTH, DEFAULT_BOX_HEIGHT)
 # API.md: thumbnail_sync waits at most 10 seconds by default.
 DEFAULT_THUMB_SYNC_TIMEOUT = 10.0
-# About 100 MP: a 24 MP phone photo passes with room to spare; a decompression bomb does not.
-DEFAULT_THUMB_MAX_PIXELS = 100_000_000
+DEFAULT_THUMB_MAX_PIXELS = DEFAULT_MAX_PIXELS
 # Pixels being decoded at once across thumbnail jobs (a semaphore counted in pixels): two images
 # at the pixel limit, or many phone photos.  Decoded RGBA costs 4 bytes a pixel at worst.
 DEFAULT_THUMB_PIXEL_BUDGET = 200_000_000
 # Worker processes for thumbnails: one per core on the 2-core machines this runs on.
 DEFAULT_THUMB_WORKERS = 2
-# A thumbnail that takes longer than this is abandoned (status error): no image needs more.
+# A thumbnail job that takes longer than this is abandoned (status error) and its worker killed:
+# no image, video frame or office conversion (which stops itself at 30 s) needs more.
 DEFAULT_THUMB_JOB_TIMEOUT = 60.0
 # tus uploads not written to for this long expire (gc --abandon-after defaults to the same day).
 DEFAULT_TUS_EXPIRY = 24 * 60 * 60.0
+# The LibreOffice program that converts office documents, looked up on PATH; "" turns office
+# previews off.
+DEFAULT_OFFICE_CONVERTER = "soffice"
 # RFC 7518 3.2: an HS256 key must be at least as long as the hash output.
 MIN_SECRET_BYTES = 32
 # A body read that waits longer than this for the client fails the upload with 408: long enough
@@ -169,6 +176,9 @@ class Settings:
     thumb_workers: int = DEFAULT_THUMB_WORKERS
     thumb_pixel_budget: int = DEFAULT_THUMB_PIXEL_BUDGET
     thumb_job_timeout: float = DEFAULT_THUMB_JOB_TIMEOUT
+    # The LibreOffice program for office documents (a name on PATH or a path; resolved at start);
+    # None: turned off.
+    office_converter: str | None = None
     # Where blobs live (``FILESVC_BLOB_URL``); None: the data directory's ``blobs/``.
     blob: BlobLocation | None = None
     # Server processes on one port, and which one this is (None: not started by a supervisor).
@@ -248,6 +258,7 @@ class Settings:
             thumb_pixel_budget=_int(env, "FILESVC_THUMB_PIXEL_BUDGET", DEFAULT_THUMB_PIXEL_BUDGET),
             thumb_job_timeout=_float(env, "FILESVC_THUMB_JOB_TIMEOUT", DEFAULT_THUMB_JOB_TIMEOUT),
             db_url=db_url,
+            office_converter=env.get("FILESVC_OFFICE_CONVERTER", DEFAULT_OFFICE_CONVERTER) or None,
             max_uploads_per_caller=_int(
                 env, "FILESVC_MAX_UPLOADS_PER_CALLER", DEFAULT_MAX_UPLOADS_PER_CALLER
             ),

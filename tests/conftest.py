@@ -20,7 +20,7 @@ from filesvc.app import create_app
 from filesvc.appkeys import READY
 from filesvc.auth import mint
 from filesvc.settings import Settings
-from filesvc.thumbjobs import Renderer
+from filesvc.thumbnails.jobs import Renderer
 from tests.helpers import SECRET, Api
 from tests.seaweedfs import KEY_ID, REGION, SECRET_KEY, SeaweedFS, start_seaweedfs
 

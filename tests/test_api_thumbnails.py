@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from filesvc.app import create_app
 from filesvc.settings import Settings
-from filesvc.thumbjobs import Rendered
 from filesvc.thumbnails.pool import PixelBudget
+from filesvc.thumbnails.result import Rendered
 from filesvc.thumbnails.sniff import may_have_thumbnails
 from tests.conftest import AppFactory
 from tests.helpers import SECRET, Api, error_of, token
@@ -205,15 +205,24 @@ async def test_pixel_budget_bounds_concurrent_work() -> None:
     assert peak == 500
 
 
-def test_sniff_sends_only_possible_images_to_workers() -> None:
-    assert may_have_thumbnails(b"\xff\xd8\xff\xe0")
-    assert may_have_thumbnails(b"\x89PNG\r\n\x1a\n....")
-    assert may_have_thumbnails(b"II+\x00") and may_have_thumbnails(b"MM\x00+")  # BigTIFF
-    assert may_have_thumbnails(b"....ftypavif")
-    assert may_have_thumbnails(b"\xef\xbb\xbf  <svg>")
-    assert may_have_thumbnails(b"junk%PDF-1.7")
-    assert not may_have_thumbnails(b"hello world")
-    assert not may_have_thumbnails(b"PK\x03\x04 zip")
+@pytest.mark.parametrize("office", [False, True])
+def test_sniff_sends_only_possible_previews_to_workers(office: bool) -> None:
+    def sniff(head: bytes) -> bool:
+        return may_have_thumbnails(head, office=office)
+
+    assert sniff(b"\xff\xd8\xff\xe0")
+    assert sniff(b"\x89PNG\r\n\x1a\n....")
+    assert sniff(b"II+\x00") and sniff(b"MM\x00+")  # BigTIFF
+    assert sniff(b"....ftypavif") and sniff(b"\x00\x00\x00\x18ftypmp42")
+    assert sniff(b"\x1a\x45\xdf\xa3 webm") and sniff(b"RIFF....AVI LIST")
+    assert sniff(b"\xef\xbb\xbf  <svg>")
+    assert sniff(b"junk%PDF-1.7")
+    assert not sniff(bytes(range(256)))
+    # Office documents and plain text only when a converter is installed.
+    assert sniff(b"hello world") == office
+    assert sniff(b"PK\x03\x04 zip") == office
+    assert sniff(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1 doc") == office
+    assert sniff(b"{\\rtf1\\ansi hello}") == office
 
 
 async def test_overwrite_remakes_thumbnails(api: Api) -> None:

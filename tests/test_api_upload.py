@@ -19,6 +19,7 @@ async def test_single_request_upload_then_download(api: Api) -> None:
         "name": "report.pdf",
         "mime": "application/pdf",
         "thumbnails_status": res["metadata"]["thumbnails_status"],
+        "thumbnails_error": None,
     }
     assert res["metadata"]["thumbnails_status"] in ("waiting", "done")
     assert res["upload_data"]["size"] == len(data) and res["upload_data"]["chunks"] == 1

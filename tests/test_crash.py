@@ -234,3 +234,63 @@ async def test_kill_9_mid_upload_leaves_a_clean_store_and_keeps_every_answered_u
             await asyncio.to_thread(server.stop)
     assert len(ledger.done) >= len(MOMENTS)  # each round got at least one answer in
     assert ledger.cut  # and some uploads were cut
+
+
+def job_state(data_dir: Path, file_id: str) -> str | None:
+    uri = f"{layout.db_path(data_dir).as_uri()}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+        row = conn.execute(
+            "SELECT state FROM thumbnail_jobs WHERE file_id = ?", (file_id,)
+        ).fetchone()
+    return None if row is None else str(row[0])
+
+
+@pytest.mark.parametrize("kind", ["video", "office"])
+async def test_kill_9_during_a_preview_job_resumes_it_after_restart(
+    tmp_path: Path, kind: str
+) -> None:
+    from tests.office_media import text_document
+    from tests.thumbnail_media import make_video
+
+    data_dir = tmp_path / "data"
+    content = (
+        make_video("mp4", "libx264", 1920, 1080, frames=2)
+        if kind == "video"
+        else text_document("Minutes", pages=3)
+    )
+    env = {"FILESVC_THUMB_WORKERS": "1"}
+    async with aiohttp.ClientSession() as session:
+        server = await asyncio.to_thread(start_server, data_dir, env=env)
+        try:
+            with aiohttp.MultipartWriter("form-data") as form:
+                part = form.append(content, {"Content-Type": "application/octet-stream"})
+                part.set_content_disposition("form-data", name="file", filename="x.bin")
+                async with session.post(f"{server.url}{FILES}", data=form, headers=HEADERS) as resp:
+                    assert resp.status == 200, await resp.text()
+                    file_id = (await resp.json())["resource"]["id"]
+            # Kill while the job runs: its state says so from the moment it went to a worker
+            # (which starts, imports its libraries and decodes or converts for a while).
+            for _ in range(2000):
+                if await asyncio.to_thread(job_state, data_dir, file_id) != "pending":
+                    break
+                await asyncio.sleep(0.005)
+            assert await asyncio.to_thread(job_state, data_dir, file_id) == "running"
+        finally:
+            server.proc.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(server.proc.wait)
+
+        server = await asyncio.to_thread(start_server, data_dir, env=env)
+        try:
+            url = f"{server.url}{FILES}/{file_id}"
+            for _ in range(600):
+                async with session.get(url, headers=HEADERS) as resp:
+                    resource = (await resp.json())["resource"]
+                if resource["metadata"]["thumbnails_status"] != "waiting":
+                    break
+                await asyncio.sleep(0.1)
+            assert resource["metadata"]["thumbnails_status"] == "done", resource["metadata"]
+            assert len(resource["thumbnails"]) == (1 if kind == "video" else 3)
+            async with session.get(url + "/download", headers=HEADERS) as resp:
+                assert await resp.read() == content
+        finally:
+            await asyncio.to_thread(server.stop)

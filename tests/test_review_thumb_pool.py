@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from filesvc.thumbnails import pool
+from filesvc.thumbnails.limits import RenderLimits
 from filesvc.thumbnails.pool import ProcessRenderer
-from filesvc.thumbnails.render import RenderLimits
 
 
 def _run_worker(prelude: str, requests: list[dict[str, object]]) -> list[bytes]:
@@ -39,7 +39,7 @@ def test_what_a_decoder_prints_never_enters_the_answer_channel() -> None:
         """
         import os
         from filesvc.thumbnails import worker
-        def probe(path, limits):
+        def probe(path, limits, converter=None):
             os.write(1, b'{"pixels": 1}\\n')  # what a library could print mid-decode
             return 5
         worker.probe_pixels = probe

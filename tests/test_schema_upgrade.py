@@ -168,7 +168,7 @@ async def test_a_release_0_1_0_data_dir_is_migrated_and_serves_its_files(
     db = Database(layout.db_path(data_dir))
     await db.open()
     try:
-        assert [await current(db, t.component) for t in TRACKS] == [2, 3]
+        assert [await current(db, t.component) for t in TRACKS] == [2, 4]
         assert await migrate(db, TRACKS) == []  # idempotent
     finally:
         await db.close()
@@ -190,13 +190,14 @@ async def test_migrations_apply_once_on_each_engine(tmp_path: Path, engine: str 
             ("filesvc", 1),
             ("filesvc", 2),
             ("filesvc", 3),
+            ("filesvc", 4),
         ]
         again = await asyncio.gather(migrate(db, TRACKS), migrate(db, TRACKS))
         assert list(again) == [[], []]
         async with db.write() as tx:  # a newer release migrated this database
             await tx.execute(
                 "INSERT INTO schema_version (component, step, description, applied_at)"
-                " VALUES ('filesvc', 4, 'from the future', 0)"
+                " VALUES ('filesvc', 5, 'from the future', 0)"
             )
         with pytest.raises(SchemaTooNew, match="upgrade filesvc"):
             await migrate(db, TRACKS)

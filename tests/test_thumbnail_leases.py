@@ -18,7 +18,8 @@ from blobstore.manifest_model import NewManifest
 from blobstore.memory import MemoryBackend
 from blobstore.store import ContentStore
 from filesvc import jobqueue, repo
-from filesvc.thumbjobs import Rendered, ThumbnailRunner
+from filesvc.thumbnails.jobs import ThumbnailRunner
+from filesvc.thumbnails.result import Rendered
 from tests.engines import migrated
 
 JPEG_HEAD = b"\xff\xd8\xff\xe0" + b"\x00" * 60

@@ -1,1 +1,3 @@
-"""Thumbnails: the blocking renderer (``render``) that turns one stored file into thumbnails."""
+"""Previews (thumbnails) of images, PDFs, videos and office documents: the job table and its
+runner (``jobs``), the worker processes (``pool``, ``worker``), the choice by content
+(``sniff``, ``render``) and one renderer module per format family."""

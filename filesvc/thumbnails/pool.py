@@ -1,11 +1,12 @@
 """Running the renderer: worker processes, a time limit, and memory admitted in pixels.
 
-libvips and PDFium run in a few long-lived worker processes (``filesvc.thumbnails.worker``,
-started fresh with ``python -m``: MEASURED.md says a forked pool hangs once libvips has run),
-which keeps their memory out of the server process and lets a job that overruns its time limit
-be killed and its worker replaced: a libvips call cannot be interrupted from inside.  Before a
-render, its cost in pixels is read from the headers (``probe_pixels``) and admitted by a
-semaphore counted in pixels, so N concurrent large images cannot exhaust memory.
+libvips, PDFium, FFmpeg and LibreOffice run in a few long-lived worker processes
+(``filesvc.thumbnails.worker``, started fresh with ``python -m``: MEASURED.md says a forked pool
+hangs once libvips has run), which keeps their memory out of the server process and lets a job
+that overruns its time limit be killed and its worker replaced: a libvips call cannot be
+interrupted from inside.  Before a render, its cost in pixels is read from the headers
+(``probe_pixels``) and admitted by a semaphore counted in pixels, so N concurrent large images
+cannot exhaust memory.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ import logging
 import os
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import fields
 from pathlib import Path
 
-from filesvc.thumbjobs import Rendered, Thumb
-from filesvc.thumbnails.render import RenderLimits
+from filesvc.thumbnails.limits import RenderLimits
+from filesvc.thumbnails.result import Rendered, Thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +118,9 @@ class _Worker:
 
 
 class ProcessRenderer:
-    """The production renderer (a :data:`filesvc.thumbjobs.Renderer`): jobs go to a few
-    long-lived worker processes; one that overruns the time limit is killed and replaced."""
+    """The production renderer (a :data:`filesvc.thumbnails.jobs.Renderer`): jobs go to a few
+    long-lived worker processes; one that overruns the time limit is killed and replaced.
+    ``converter`` is the LibreOffice program for office documents (None: not installed)."""
 
     def __init__(
         self,
@@ -128,8 +129,10 @@ class ProcessRenderer:
         workers: int,
         job_timeout: float,
         pixel_budget: int,
+        converter: str | None = None,
     ) -> None:
         self.limits = limits
+        self.converter = converter
         self.workers = workers
         self.job_timeout = job_timeout
         self.budget = PixelBudget(pixel_budget)
@@ -139,7 +142,7 @@ class ProcessRenderer:
         self._busy: set[_Worker] = set()
         self._closed = False
         self._slots = asyncio.Semaphore(workers)
-        self._limits_json = {f.name: getattr(limits, f.name) for f in fields(RenderLimits)}
+        self._limits_json = limits.to_json()
         # libvips runs a thread pool per call (one thread per core by default): with several
         # worker processes that oversubscribes the cores.
         cores = os.cpu_count() or 1
@@ -168,7 +171,10 @@ class ProcessRenderer:
                 if self._closed:  # closed while this worker was starting
                     raise WorkerFailed("the renderer is closed")
                 answer = await asyncio.wait_for(
-                    worker.ask({**request, "limits": self._limits_json}), self.job_timeout
+                    worker.ask(
+                        {**request, "limits": self._limits_json, "converter": self.converter}
+                    ),
+                    self.job_timeout,
                 )
             except TimeoutError:
                 await worker.stop(kill=True)
@@ -220,7 +226,9 @@ def _rendered(head: dict[str, object], data: bytes) -> Rendered:
     for t in raw if isinstance(raw, list) else []:
         size = int(t["size"])
         thumbs.append(
-            Thumb(data[offset : offset + size], str(t["mime"]), int(t["width"]), int(t["height"]))
+            Thumbnail(
+                data[offset : offset + size], str(t["mime"]), int(t["width"]), int(t["height"])
+            )
         )
         offset += size
     reason = head.get("reason")

@@ -1,9 +1,10 @@
 """A thumbnail worker process: ``python -m filesvc.thumbnails.worker``.
 
 Reads one request per line on stdin, answers on stdout, until stdin closes.  A request is JSON
-``{"op": "probe" | "render", "path": "...", "limits": {...}}``.  An answer is one JSON line
-(``{"pixels": N}`` for probe; ``{"status", "reason", "thumbnails": [{"mime", "width",
-"height", "size"}]}`` for render) followed, for render, by the thumbnails' bytes back to back.
+``{"op": "probe" | "render", "path": "...", "limits": {...}, "converter": "..." | null, "id": N}``.
+An answer is one JSON line echoing ``id`` (``{"pixels": N}`` for probe; ``{"status", "reason",
+"thumbnails": [{"mime", "width", "height", "size"}]}`` for render) followed, for render, by the
+thumbnails' bytes back to back.
 
 Plain pipes to a child process the service starts and may kill: a libvips call cannot be
 interrupted from inside, and killing a ``ProcessPoolExecutor`` worker was seen to close a
@@ -16,30 +17,25 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import BinaryIO
 
-from filesvc.thumbnails.render import RenderLimits, probe_pixels, render_thumbnails
-
-
-def limits_from(raw: dict[str, int]) -> RenderLimits:
-    """RenderLimits from the request's JSON (unknown keys ignored)."""
-    known = {f.name for f in fields(RenderLimits)}
-    return RenderLimits(**{k: int(v) for k, v in raw.items() if k in known})
+from filesvc.thumbnails.limits import RenderLimits
+from filesvc.thumbnails.render import probe_pixels, render_thumbnails
 
 
 def answer(request: dict[str, object], out: BinaryIO) -> None:
     """Run one request and write its answer (which echoes the request's ``id``)."""
     path = Path(str(request["path"]))
-    raw_limits = request.get("limits")
-    limits = limits_from(raw_limits if isinstance(raw_limits, dict) else {})
+    limits = RenderLimits.from_json(request.get("limits"))
+    converter = request.get("converter")
+    program = converter if isinstance(converter, str) and converter else None
     number = request.get("id")
     if request.get("op") == "probe":
-        pixels = probe_pixels(path, limits)
+        pixels = probe_pixels(path, limits, program)
         out.write(json.dumps({"id": number, "pixels": pixels}).encode() + b"\n")
         return
-    outcome = render_thumbnails(path, limits)
+    outcome = render_thumbnails(path, limits, program)
     head = {
         "id": number,
         "status": outcome.status,

@@ -26,7 +26,6 @@ from filesvc.creates import NewFile, insert_files
 from filesvc.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
 from filesvc.params import guess_mime
 from filesvc.service import FileService, HeadSniffer, content_etag, now_ms
-from filesvc.thumbnails.sniff import may_have_thumbnails
 from filesvc.tus import table
 from filesvc.tus.headers import Gone
 
@@ -146,7 +145,7 @@ class TusStore:
             sniffer = HeadSniffer(body if body is not None else _nothing())
             entry, head = await self.put(company_id, sniffer.stream(), length), sniffer.head
         complete = length is not None and length == (entry.size if entry else 0)
-        thumbable = complete and not partial and may_have_thumbnails(head)
+        thumbable = complete and not partial and self.service.thumbs.previewable(head)
         new = NewFile(
             file_id=file_id,
             company_id=company_id,

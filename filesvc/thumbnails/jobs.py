@@ -12,19 +12,22 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 from blobstore import confirmations, manifests
 from blobstore.engine.base import DatabaseUnavailable, Engine
 from blobstore.port import LocalFiles
 from blobstore.store import ContentStore
 from filesvc import jobqueue, repo
-from filesvc.thumbnails.sniff import SNIFF_BYTES, may_have_thumbnails
-
-# Larger files are not read for thumbnails (matches the renderer's own input limit).
-DEFAULT_MAX_INPUT_BYTES = 512 << 20
+from filesvc.thumbnails.limits import DEFAULT_MAX_INPUT_BYTES
+from filesvc.thumbnails.result import NOT_PREVIEWABLE, Rendered
+from filesvc.thumbnails.sniff import (
+    SNIFF_BYTES,
+    may_be_office,
+    may_have_thumbnails,
+    video_container,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,27 +52,14 @@ class ThumbnailJobs(Protocol):
         """Return when that job has finished or after ``limit`` seconds, whichever is first.
         Never raises on timeout: the caller answers with the status as it stands."""
 
-
-@dataclass(frozen=True)
-class Thumb:
-    """One rendered thumbnail."""
-
-    data: bytes
-    mime: str
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
-class Rendered:
-    """A renderer's answer for one file."""
-
-    status: Literal["done", "error"]
-    thumbnails: tuple[Thumb, ...] = field(default=())
-    reason: str | None = None
+    def previewable(self, head: bytes) -> bool:
+        """False when a file starting with ``head`` can have no thumbnails: it is then settled
+        at upload, without a job."""
 
 
 Renderer = Callable[[Path], Awaitable[Rendered]]
+# Told of every finished job: its result and how long it ran (seconds), for metrics.
+Observer = Callable[[Rendered, float], None]
 
 
 async def no_thumbnails(path: Path) -> Rendered:
@@ -95,10 +85,14 @@ class ThumbnailRunner:
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         poll: float = POLL_SECONDS,
         ready: asyncio.Event | None = None,
+        observer: Observer | None = None,
+        office: bool = False,
         active: bool = True,
         scope_of: Callable[[str], str | None] = lambda _company: None,
     ) -> None:
         self.db = db
+        self.office = office
+        self.observer = observer
         self.store = store
         self.renderer = renderer
         self.work_dir = work_dir
@@ -168,6 +162,14 @@ class ThumbnailRunner:
                     await jobqueue.release(tx, owner)
         self._reaped = True
 
+    def previewable(self, head: bytes) -> bool:
+        if may_have_thumbnails(head, office=self.office):
+            return True
+        if may_be_office(head):
+            # The converter's absence was logged at start; say it per file too, quietly.
+            log.debug("office document or text: no converter installed, no thumbnails")
+        return False
+
     def notify(self, file_id: str, generation: int) -> None:
         self._wake.set()
 
@@ -232,34 +234,37 @@ class ThumbnailRunner:
                 log.exception("thumbnail job failed")
                 with contextlib.suppress(Exception):
                     await self._finish(
-                        job.file_id, job.generation, Rendered("error", reason="internal")
+                        job.file_id, job.generation, Rendered("error", reason="internal error")
                     )
             finally:
                 self._done(job.file_id, job.generation)
 
     async def _run(self, job: jobqueue.Claimed) -> None:
+        started = time.monotonic()
         file_id, generation = job.file_id, job.generation
         if job.attempts > MAX_ATTEMPTS:
-            await self._finish(file_id, generation, Rendered("error", reason="gave up"))
+            reason = f"the thumbnail worker crashed {MAX_ATTEMPTS} times on this file"
+            log.warning("thumbnails of %s: error: %s", file_id, reason)
+            await self._finish(file_id, generation, Rendered("error", reason=reason))
             return
         async with self.db.read() as tx:
             current = await jobqueue.generation(tx, file_id)
             chunks = await manifests.entries(tx, file_id, "chunk")
-            head = await manifests.head(tx, file_id)
-        if current != generation or head is None:
+            manifest = await manifests.head(tx, file_id)
+        if current != generation or manifest is None:
             return  # superseded or deleted
-        scope = self._scope_of(head.owner)
-        # Most uploads are not images: a look at the first bytes settles them without a copy
-        # or a worker process.
-        if sum(e.size for e in chunks) > self.max_input_bytes:
-            await self._finish(
-                file_id, generation, Rendered("done", reason="too large to read"), scope
-            )
+        scope = self._scope_of(manifest.owner)
+        # Most uploads are not previewable: a look at the first bytes settles them without a
+        # copy or a worker process.
+        head = await self._head(chunks)
+        if not self.previewable(head):
+            await self._finish(file_id, generation, Rendered("done", reason=NOT_PREVIEWABLE), scope)
             return
-        if not may_have_thumbnails(await self._head(chunks)):
-            await self._finish(
-                file_id, generation, Rendered("done", reason="not an image or PDF"), scope
-            )
+        # A video's first frame is near its start (or its index at the end): its size costs
+        # nothing to decode, so only other files are held to the input limit.
+        if video_container(head) is None and sum(e.size for e in chunks) > self.max_input_bytes:
+            reason = f"file larger than {self.max_input_bytes} bytes; not decoded"
+            await self._finish(file_id, generation, Rendered("done", reason=reason), scope)
             return
         path, temporary = await self._materialize(chunks)
         try:
@@ -267,7 +272,13 @@ class ThumbnailRunner:
         finally:
             if temporary:
                 await asyncio.to_thread(path.unlink, True)
+        if rendered.reason is not None:
+            # The reason is ours (no path, no library text): safe to log as it is.
+            level = logging.WARNING if rendered.status == "error" else logging.INFO
+            log.log(level, "thumbnails of %s: %s: %s", file_id, rendered.status, rendered.reason)
         await self._finish(file_id, generation, rendered, scope)
+        if self.observer is not None:
+            self.observer(rendered, time.monotonic() - started)
 
     async def _head(self, chunks: list[manifests.Entry]) -> bytes:
         head = b""
@@ -314,7 +325,8 @@ class ThumbnailRunner:
                     "height": thumb.height,
                 }
                 await manifests.put_entry(tx, file_id, "thumb", idx, put.ref, put.size, attrs)
-            await repo.set_thumbnail_status(tx, file_id, rendered.status)
+            error = rendered.reason if rendered.status == "error" else None
+            await repo.set_thumbnail_status(tx, file_id, rendered.status, error)
             await jobqueue.finish(tx, file_id, generation, rendered.status)
 
 
