@@ -17,7 +17,7 @@ from blobstore.db import Database
 from blobstore.local import LocalBackend
 from blobstore.port import BlobBackend
 from blobstore.store import ContentStore, PutResult
-from filesvc import repo
+from filesvc import health, repo
 from filesvc.appkeys import (
     DATABASE,
     INFLIGHT,
@@ -154,7 +154,10 @@ def _routes(app: web.Application) -> None:
             else:
                 app.router.add_route(method, variant, handler)
     app.router.add_get("/metrics", _metrics)
-    app.router.add_get("/health", _health)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    # The first name this route had; kept so existing probes keep working.
+    app.router.add_get("/health", health.healthz)
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -162,9 +165,3 @@ async def _metrics(request: web.Request) -> web.Response:
     metrics.thumbnail_queue.set(request.app[THUMBS].queued)
     body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-async def _health(request: web.Request) -> web.Response:
-    async with request.app[DATABASE].read() as conn:
-        await conn.execute("SELECT 1")
-    return web.json_response({"status": "ok"})

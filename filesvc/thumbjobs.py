@@ -102,6 +102,11 @@ class ThumbnailRunner:
         """Jobs waiting for a worker."""
         return self._queue.qsize()
 
+    @property
+    def alive(self) -> bool:
+        """Every worker task is running (a task that ended took its share of the jobs with it)."""
+        return bool(self._tasks) and not any(task.done() for task in self._tasks)
+
     async def start(self) -> None:
         """Take up every unfinished job, then start the workers."""
         await asyncio.to_thread(self._clear_work_dir)

@@ -46,7 +46,7 @@ class ServerProcess:
 def start_server(
     data_dir: Path, *, port: int | None = None, env: dict[str, str] | None = None
 ) -> ServerProcess:
-    """Start ``filesvc serve`` on a free port and wait until /health answers."""
+    """Start ``filesvc serve`` on a free port and wait until /readyz answers."""
     port = port or free_port()
     log = data_dir.parent / f"server-{port}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -73,7 +73,7 @@ def start_server(
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
         try:
-            with urllib.request.urlopen(f"{server.url}/health", timeout=1) as resp:  # noqa: S310
+            with urllib.request.urlopen(f"{server.url}/readyz", timeout=1) as resp:  # noqa: S310
                 if resp.status == 200:
                     return server
         except OSError:
