@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import IO, NoReturn
 
@@ -112,6 +113,9 @@ def parse_percent(text: str) -> float:
 
 def build_parser(default_dir: Path = Path("data")) -> argparse.ArgumentParser:
     parser = _Parser(prog="blobstore", description="Check, collect and inspect a filesvc store.")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {metadata.version('filesvc')}"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -562,3 +566,7 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, BlobNotFound):
         return f"no such blob: {exc}"
     return str(exc) or type(exc).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())
