@@ -18,7 +18,9 @@ from blobstore.local import LocalBackend
 from blobstore.port import BlobBackend
 from blobstore.store import ContentStore, PutResult
 from filesvc import health, repo
+from filesvc.accesslog import AccessLog, add_request_id
 from filesvc.appkeys import (
+    ACCESS_LOG,
     DATABASE,
     INFLIGHT,
     METRICS,
@@ -57,6 +59,8 @@ def create_app(
     app[METRICS] = Metrics()
     app[INFLIGHT] = InFlight()
     app[UPLOADS] = UploadSlots(settings.max_concurrent_uploads)
+    app[ACCESS_LOG] = AccessLog(settings.access_log, probes=settings.access_log_probes)
+    app.on_response_prepare.append(add_request_id)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         db = Database(layout.db_path(settings.data_dir), synchronous=settings.sqlite_synchronous)
@@ -96,7 +100,9 @@ def create_app(
             work_dir=settings.data_dir / THUMB_WORK_DIR,
             workers=settings.thumb_workers,
             max_input_bytes=limits.max_input_bytes,
+            on_job=app[METRICS].thumbnail_job,
         )
+        app[METRICS].watch_queue(lambda: runner.queued)
         await runner.start()
         app[THUMBS] = runner
         yield
@@ -161,7 +167,6 @@ def _routes(app: web.Application) -> None:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    metrics = request.app[METRICS]
-    metrics.thumbnail_queue.set(request.app[THUMBS].queued)
-    body = generate_latest(metrics.registry)
+    # Off the loop: the process collector reads /proc.
+    body = await asyncio.to_thread(generate_latest, request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from filesvc import accesslog
 from filesvc.app import create_app
 from filesvc.appkeys import INFLIGHT
 from filesvc.auth import mint
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"filesvc: {exc}", file=sys.stderr)
         return EXIT_USAGE
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    accesslog.configure()
     try:
         asyncio.run(serve(settings))
     except StartFailure as exc:

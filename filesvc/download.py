@@ -16,6 +16,7 @@ from aiohttp import web
 from blobstore.local import open_for_reading
 from blobstore.manifests import Entry
 from blobstore.port import BlobReader, LocalFiles
+from filesvc.accesslog import count_sent
 
 # ASCII digits only: \d would admit any Unicode digit, which int() then accepts.
 _RANGE_RE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
@@ -111,10 +112,12 @@ async def stream(
     for entry, start, end in pieces:
         if use_sendfile and isinstance(reader, LocalFiles):
             if await _sendfile(request, response, reader.local_path(entry.ref), start, end):
+                count_sent(request, end - start)
                 continue
             use_sendfile = False
         async for data in reader.read(entry.ref, start, end):
             await response.write(data)
+            count_sent(request, len(data))
 
 
 async def _sendfile(

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 # A job that failed this many times (a crash mid-render counts) is given up as an error, so a
 # poisonous file cannot crash-loop the service.
 MAX_ATTEMPTS = 3
+# The outcome of a job whose file was overwritten or deleted before it finished.
+SUPERSEDED = "superseded"
 
 
 class ThumbnailJobs(Protocol):
@@ -86,6 +89,7 @@ class ThumbnailRunner:
         work_dir: Path,
         workers: int,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        on_job: Callable[[str, float], None] | None = None,
     ) -> None:
         self.db = db
         self.store = store
@@ -93,6 +97,7 @@ class ThumbnailRunner:
         self.work_dir = work_dir
         self.workers = workers
         self.max_input_bytes = max_input_bytes
+        self.on_job = on_job  # (outcome, seconds) of each finished job, for metrics
         self._queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
         self._events: dict[tuple[str, int], asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -152,8 +157,10 @@ class ThumbnailRunner:
     async def _worker(self) -> None:
         while True:
             file_id, generation = await self._queue.get()
+            started = time.perf_counter()
+            outcome = "error"
             try:
-                await self._run(file_id, generation)
+                outcome = await self._run(file_id, generation)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -164,21 +171,26 @@ class ThumbnailRunner:
                 event = self._events.pop((file_id, generation), None)
                 if event is not None:
                     event.set()
+            if self.on_job is not None:
+                self.on_job(outcome, time.perf_counter() - started)
 
-    async def _run(self, file_id: str, generation: int) -> None:
+    async def _run(self, file_id: str, generation: int) -> str:
+        """Run one job; its outcome: the status stored, or ``superseded``."""
         async with self.db.read() as conn:
             current = await self._generation(conn, file_id)
             chunks = await manifests.entries(conn, file_id, "chunk")
         if current != generation:
-            return  # superseded or deleted
+            return SUPERSEDED  # overwritten or deleted meanwhile
         # Most uploads are not images: a look at the first bytes settles them without a copy,
         # a worker process or a crash-counting write.
         if sum(e.size for e in chunks) > self.max_input_bytes:
-            await self._finish(file_id, generation, Rendered("done", reason="too large to read"))
-            return
+            return await self._finish(
+                file_id, generation, Rendered("done", reason="too large to read")
+            )
         if not may_have_thumbnails(await self._head(chunks)):
-            await self._finish(file_id, generation, Rendered("done", reason="not an image or PDF"))
-            return
+            return await self._finish(
+                file_id, generation, Rendered("done", reason="not an image or PDF")
+            )
         async with self.db.write() as conn:
             await conn.execute(
                 "UPDATE thumbnail_jobs SET state = 'running', attempts = attempts + 1"
@@ -191,7 +203,7 @@ class ThumbnailRunner:
         finally:
             if temporary:
                 await asyncio.to_thread(path.unlink, True)
-        await self._finish(file_id, generation, rendered)
+        return await self._finish(file_id, generation, rendered)
 
     async def _head(self, chunks: list[manifests.Entry]) -> bytes:
         head = b""
@@ -217,11 +229,11 @@ class ThumbnailRunner:
             await asyncio.to_thread(os.close, fd)
         return path, True
 
-    async def _finish(self, file_id: str, generation: int, rendered: Rendered) -> None:
+    async def _finish(self, file_id: str, generation: int, rendered: Rendered) -> str:
         puts = [await self.store.put_bytes(t.data) for t in rendered.thumbnails]
         async with self.db.write() as conn:
             if await self._generation(conn, file_id) != generation:
-                return
+                return SUPERSEDED
             await manifests.clear(conn, file_id, "thumb")
             for idx, (thumb, put) in enumerate(zip(rendered.thumbnails, puts, strict=True)):
                 attrs: dict[str, object] = {
@@ -235,6 +247,7 @@ class ThumbnailRunner:
                 "UPDATE thumbnail_jobs SET state = ? WHERE file_id = ?",
                 (rendered.status, file_id),
             )
+        return rendered.status
 
     @staticmethod
     async def _generation(conn: aiosqlite.Connection, file_id: str) -> int | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import HttpVersion11, hdrs, web
 
+from filesvc.accesslog import FILE_ID
 from filesvc.appkeys import SERVICE, SETTINGS, UPLOADS
 from filesvc.body import UploadBody, check_declared_size, has_body, open_body
 from filesvc.errors import ApiError, BadRequest
@@ -28,6 +29,7 @@ async def _open(request: web.Request) -> UploadBody:
 
 
 def _answer(request: web.Request, view: FileView) -> web.Response:
+    request[FILE_ID] = view.row.file_id
     return web.json_response({"resource": file_resource(view)})
 
 
