@@ -17,8 +17,9 @@ from blobstore.db import Database
 from blobstore.local import LocalBackend
 from blobstore.port import BlobBackend
 from blobstore.store import ContentStore, PutResult
-from filesvc import health, repo
+from filesvc import apidocs, health, repo
 from filesvc.accesslog import AccessLog, add_request_id
+from filesvc.apidocs import ASSET_CACHE, AssetCache
 from filesvc.appkeys import (
     ACCESS_LOG,
     DATABASE,
@@ -151,19 +152,25 @@ def _routes(app: web.Application) -> None:
         ("GET", "/{company_id}/files/{file_id}", reads.get_file),
     ]
     for method, path, handler in table:
-        # API.md: a trailing slash is accepted on every path.
+        # docs/api.md: a trailing slash is accepted on every path.
         for variant in (PREFIX + path, PREFIX + path + "/"):
             if method == "GET":
-                app.router.add_get(variant, handler, allow_head=True)
+                # HEAD where the contract offers it: on the routes that return bytes.
+                with_head = path.endswith(("/download", "/thumbnails/{index}"))
+                app.router.add_get(variant, handler, allow_head=with_head)
             elif method == "POST":
                 app.router.add_post(variant, handler, expect_handler=uploads.expect_continue)
             else:
                 app.router.add_route(method, variant, handler)
-    app.router.add_get("/metrics", _metrics)
-    app.router.add_get("/healthz", health.healthz)
-    app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/metrics", _metrics, allow_head=False)
+    app.router.add_get("/healthz", health.healthz, allow_head=False)
+    app.router.add_get("/readyz", health.readyz, allow_head=False)
     # The first name this route had; kept so existing probes keep working.
-    app.router.add_get("/health", health.healthz)
+    app.router.add_get("/health", health.healthz, allow_head=False)
+    app[ASSET_CACHE] = AssetCache()
+    app.router.add_get("/openapi.json", apidocs.openapi_json, allow_head=False)
+    app.router.add_get("/docs", apidocs.page, allow_head=False)
+    app.router.add_get("/docs/{asset}", apidocs.asset, allow_head=False)
 
 
 async def _metrics(request: web.Request) -> web.Response:

@@ -19,7 +19,7 @@ from tests.test_blobstore_fsck import SHARED, blob_path, build
 
 def orphan_blobs(data_dir: Path, count: int) -> list[str]:
     """``count`` blobs no manifest references, two hours old."""
-    refs = []
+    refs: list[str] = []
     for n in range(count):
         ref = make_ref(f"{n:032x}")
         path = blob_path(data_dir, ref)
@@ -92,7 +92,7 @@ def test_show_refuses_what_is_not_a_stored_file(
 def test_every_json_flag_has_help() -> None:
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
-    assert commands is not None
+    assert isinstance(commands, dict)
     seen = 0
     for name, sub in commands.items():
         for action in sub._actions:
