@@ -35,7 +35,7 @@ _HTTP_MESSAGES = {
 
 
 def envelope(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    """The error body of API.md."""
+    """The error body of docs/api.md."""
     return web.json_response(
         {"statusCode": status, "error": HTTPStatus(status).phrase, "message": message},
         status=status,

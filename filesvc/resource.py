@@ -1,5 +1,5 @@
-"""The file resource of API.md, built from a FileView.  Nothing secret goes in: no path, no blob
-ref (another tenant may share the blob), no token."""
+"""The file resource of docs/api.md, built from a FileView.  Nothing secret goes in: no path,
+no blob ref (another tenant may share the blob), no token."""
 
 from __future__ import annotations
 

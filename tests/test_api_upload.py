@@ -1,4 +1,4 @@
-"""Upload flows of API.md: single request, chunked in any order and in parallel, resume."""
+"""Upload flows of docs/api.md: single request, chunked in any order and in parallel, resume."""
 
 from __future__ import annotations
 

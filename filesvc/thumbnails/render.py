@@ -47,7 +47,7 @@ Hardening
 ---------
 Every raster's header is read first and the file is refused, undecoded, when width x height exceeds
 ``max_pixels`` or the page/frame count exceeds ``max_frames``; libvips itself does not bound the
-cost of a decompression bomb (MEASURED.md). Only the loaders above are ever used: a file that
+cost of a decompression bomb (docs/measured.md). Only the loaders above are ever used: a file that
 libvips would open with another loader (its matrix or CSV text formats, its native format) is "not
 an image". libvips' untrusted loaders are blocked, its operation cache is off (a worker must not
 keep decoded images alive between jobs). A truncated image is an error, not a half-grey thumbnail.
@@ -56,7 +56,7 @@ Time limits and memory admission belong to the caller: ``probe_pixels`` reads he
 says how many pixels a render will decode, for a semaphore counted in pixels.
 
 Processes and threads: both public functions are top-level and take and return plain frozen
-dataclasses, so they work with a ``spawn`` ``ProcessPoolExecutor`` (the method MEASURED.md
+dataclasses, so they work with a ``spawn`` ``ProcessPoolExecutor`` (the method docs/measured.md
 requires once libvips has run) or a thread pool. The only module state is a lock and a one-time
 libvips configuration that each process performs on first use. Each libvips call also runs its
 own thread pool (``VIPS_CONCURRENCY``, default one thread per core); size worker pools with that
@@ -95,7 +95,7 @@ __all__ = [
 
 # --- limits ------------------------------------------------------------------------------------
 
-# API.md: every thumbnail fits inside 600x400.
+# docs/api.md: every thumbnail fits inside 600x400.
 DEFAULT_BOX_WIDTH = 600
 DEFAULT_BOX_HEIGHT = 400
 # About 100 MP: a 24 MP phone photo or a 50 MP camera raw export passes with room to spare; a
@@ -104,7 +104,7 @@ DEFAULT_MAX_PIXELS = 100_000_000
 # Pages or frames a header may declare. Only the first is decoded, but some loaders (GIF) walk
 # every frame to count them, and a 100k-frame GIF is a denial of service, not a picture.
 DEFAULT_MAX_FRAMES = 1000
-# API.md: one thumbnail per PDF page, up to 10 pages.
+# docs/api.md: one thumbnail per PDF page, up to 10 pages.
 DEFAULT_MAX_PDF_PAGES = 10
 # Bytes a file may have for us to look at it. The pixel limit bounds memory, not reading time:
 # decoders are linear in their input, and input that carries no pixels (PNG ancillary chunks,
@@ -144,7 +144,7 @@ _AV1_BRANDS = frozenset({b"avif", b"avis"})
 
 @dataclass(frozen=True)
 class RenderLimits:
-    """What one render may cost. Defaults follow API.md; each is explained at its constant."""
+    """What one render may cost. Defaults follow docs/api.md; each is explained at its constant."""
 
     box_width: int = DEFAULT_BOX_WIDTH
     box_height: int = DEFAULT_BOX_HEIGHT
@@ -458,8 +458,8 @@ def _render_raster(path: Path, plan: _RasterPlan, limits: RenderLimits) -> Rende
 
 # --- HEIC --------------------------------------------------------------------------------------
 #
-# The pyvips-binary wheel's libvips links a libheif without an HEVC decoder (MEASURED.md), so it
-# reads an HEIC's header but cannot decode its pixels. pillow-heif's wheel bundles libheif with
+# The pyvips-binary wheel's libvips links a libheif without an HEVC decoder (docs/measured.md), so
+# it reads an HEIC's header but cannot decode its pixels. pillow-heif's wheel bundles libheif with
 # libde265, an HEVC decoder, and installs with pip alone. It decodes; libvips still shrinks,
 # converts colour and encodes, so the output is made exactly as for every other raster.
 
