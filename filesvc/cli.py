@@ -35,6 +35,8 @@ log = logging.getLogger("filesvc")
 MAX_TOKEN_TTL = 366 * 86_400
 # Caller ids end up in logs and in the database: bounded and printable.
 MAX_CALLER_ID = 256
+# After the drain deadline, what the connections still get to close before the process ends.
+AFTER_DRAIN_SECONDS = 1.0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
@@ -208,7 +210,11 @@ async def serve(settings: Settings) -> None:
     finish.  A failure while starting cleans up what did start (worker processes included) and
     raises StartFailure, so the process ends instead of living on, listening on nothing."""
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # Our own drain (below) is the wait for requests in flight; aiohttp's shutdown would wait up
+    # to another 60 s by default for handlers still running after the drain deadline.
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=AFTER_DRAIN_SECONDS
+    )
     try:
         await runner.setup()
     except Exception as exc:
