@@ -4,7 +4,6 @@ valid token; no server error and no answer that the OpenAPI document does not al
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import urllib.request
@@ -86,7 +85,6 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(tmp_path:
             text=True,
             timeout=400,
             cwd=tmp_path,
-            env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"},
         )
         summary = json.loads(report.read_text())
         print("schemathesis:", summary["test_cases"], round(summary["running_time"], 1), "s")
