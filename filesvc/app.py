@@ -59,7 +59,7 @@ def create_app(
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[INFLIGHT] = InFlight()
-    app[UPLOADS] = UploadSlots(settings.max_concurrent_uploads)
+    app[UPLOADS] = UploadSlots(settings.max_concurrent_uploads, settings.max_uploads_per_caller)
     app[ACCESS_LOG] = AccessLog(settings.access_log, probes=settings.access_log_probes)
     app.on_response_prepare.append(add_request_id)
 

@@ -8,6 +8,7 @@ exceptions.  Nothing here reads a whole body into memory.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -28,7 +29,12 @@ from filesvc.errors import (
     UnsupportedMediaType,
 )
 from filesvc.params import UploadParams, clean_mime, clean_name
-from filesvc.settings import DEFAULT_BODY_IDLE_TIMEOUT
+from filesvc.settings import (
+    DEFAULT_BODY_IDLE_TIMEOUT,
+    DEFAULT_BODY_MIN_RATE,
+    DEFAULT_BODY_RATE_GRACE,
+    DEFAULT_BODY_RATE_WINDOW,
+)
 
 # Bytes asked of a multipart part per read.  Larger reads cut per-call overhead in aiohttp's
 # boundary search (docs/measured.md: read_chunk(64K) tops out near 0.9 GB/s).
@@ -46,12 +52,21 @@ DECODED_CONTENT_CODINGS = frozenset({"", "identity", "gzip", "deflate", "br", "z
 IDENTITY_TRANSFER_ENCODINGS = frozenset({"binary", "7bit", "8bit"})
 
 
-class BodyIdle(Exception):
-    """No byte of the body arrived for the idle limit (set on the stream by the watchdog)."""
+class BodyStalled(TimeoutError):
+    """The client sent the body too slowly or not at all (set on the stream by the watchdog).
+
+    A TimeoutError because it also reaches aiohttp's own read of the rest of the body after the
+    408 has been sent ("lingering close"): aiohttp ends that read quietly and closes the
+    connection on a TimeoutError, where any other exception is logged with a traceback (which a
+    client could then provoke at will)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 _READ_ERRORS = (
-    BodyIdle,
+    BodyStalled,
     web.RequestPayloadError,
     ClientError,
     HttpProcessingError,
@@ -66,8 +81,8 @@ def _read_error(exc: BaseException) -> ApiError:
     """One switch for everything reading a body can raise.  A transport that lost bytes (a
     reset, or PayloadEncodingError for a body shorter than its Content-Length) is ClientAborted;
     a fault of the multipart framing itself (boundary, part headers) is BadRequest."""
-    if isinstance(exc, BodyIdle):
-        return RequestTimeout("no bytes of the upload arrived for too long; send it again")
+    if isinstance(exc, BodyStalled):
+        return RequestTimeout(exc.message)
     if isinstance(exc, web.RequestPayloadError) and isinstance(exc.__cause__, ContentEncodingError):
         return BadRequest("the request body could not be decoded as its Content-Encoding says")
     framing = isinstance(exc, (ValueError, RuntimeError)) or (
@@ -78,28 +93,56 @@ def _read_error(exc: BaseException) -> ApiError:
     return ClientAborted("the upload body ended before it was complete")
 
 
+@dataclass(frozen=True)
+class BodyPace:
+    """How slowly a client may send a body before the upload is cut off with 408."""
+
+    idle_timeout: float = DEFAULT_BODY_IDLE_TIMEOUT
+    min_rate: int = DEFAULT_BODY_MIN_RATE  # bytes a second; 0 turns the rate rule off
+    window: float = DEFAULT_BODY_RATE_WINDOW
+    grace: float = DEFAULT_BODY_RATE_GRACE
+
+
 class _Watchdog:
-    """Fails the request's body stream when a read has waited longer than ``seconds``.
+    """Fails the request's body stream when the client stops sending or sends too slowly.
 
-    A stalled client (slow-loris) or a chunked body whose framing broke mid-way would otherwise
-    hold its handler and staging file for ever.  Only time spent *waiting for the client* counts:
-    a slow disk on our side is not the client's idleness.  A read costs two attribute writes; the
-    timer runs only while a read waits."""
+    Idle: one read has waited ``idle_timeout`` for the client.  Too slow: past the first
+    ``grace`` seconds, fewer than ``min_rate`` bytes a second arrived over the last ``window``
+    seconds.  A stalled client, a chunked body whose framing broke mid-way, or a slow-loris
+    trickling a byte a second (which the idle rule alone never catches) would otherwise hold its
+    handler, upload slot and staging file for as long as it likes.
 
-    def __init__(self, request: web.Request, seconds: float) -> None:
+    Both rules run on one clock that advances only while a read waits for the client: time our
+    side spends on the disk or the database is not the client's slowness, and bytes that
+    arrived meanwhile count in its favour.  A read costs two clock reads and a few attribute
+    writes; the timer runs only while a read waits, and ticks ``CHECKS_PER_WINDOW`` times a
+    window to sample (clock, bytes received) into the sliding window."""
+
+    CHECKS_PER_WINDOW = 4
+
+    def __init__(self, request: web.Request, pace: BodyPace) -> None:
         self._stream = request.content
-        self._seconds = seconds
+        self._pace = pace
+        rated = pace.min_rate > 0
+        self._step = pace.window / self.CHECKS_PER_WINDOW if rated else pace.idle_timeout
         self._loop = asyncio.get_running_loop()
-        self._since: float | None = None
+        self._since: float | None = None  # when the read now waiting began
+        self._waited = 0.0  # seconds spent waiting for the client before that
+        # (clock, bytes received) samples: the oldest is the newest one at least a window old.
+        self._marks: deque[tuple[float, int]] = deque()
         self._timer: asyncio.TimerHandle | None = None
 
     def waiting(self) -> None:
         self._since = self._loop.time()
         if self._timer is None:
-            self._timer = self._loop.call_later(self._seconds, self._check)
+            self._timer = self._loop.call_later(
+                min(self._pace.idle_timeout, self._step), self._check
+            )
 
     def arrived(self) -> None:
-        self._since = None
+        if self._since is not None:
+            self._waited += self._loop.time() - self._since
+            self._since = None
 
     async def part_chunk(self, part: BodyPartReader) -> bytes:
         """The next piece of a multipart part, watched."""
@@ -111,13 +154,36 @@ class _Watchdog:
 
     def _check(self) -> None:
         self._timer = None
-        if self._since is None:
+        since = self._since
+        if since is None:
             return  # not waiting now: the next wait starts a new timer
-        left = self._since + self._seconds - self._loop.time()
-        if left <= 0:
-            self._stream.set_exception(BodyIdle())
+        now = self._loop.time()
+        idle_left = since + self._pace.idle_timeout - now
+        if idle_left <= 0:
+            self._fail("no bytes of the upload arrived for too long; send it again")
+        elif self._pace.min_rate > 0 and self._too_slow(self._waited + now - since):
+            self._fail(
+                f"the upload arrived slower than {self._pace.min_rate} bytes a second;"
+                " send it again over a faster connection"
+            )
         else:
-            self._timer = self._loop.call_later(left, self._check)
+            self._timer = self._loop.call_later(min(idle_left, self._step), self._check)
+
+    def _too_slow(self, clock: float) -> bool:
+        """Sample the window at ``clock`` (seconds waited so far) and judge it."""
+        if clock < self._pace.grace:
+            return False
+        received = self._stream.total_raw_bytes
+        marks = self._marks
+        marks.append((clock, received))
+        while len(marks) > 1 and marks[1][0] <= clock - self._pace.window:
+            marks.popleft()
+        base_clock, base_received = marks[0]
+        span = clock - base_clock
+        return span >= self._pace.window and received - base_received < self._pace.min_rate * span
+
+    def _fail(self, message: str) -> None:
+        self._stream.set_exception(BodyStalled(message))
 
 
 @dataclass
@@ -146,7 +212,7 @@ def check_declared_size(request: web.Request, max_bytes: int) -> None:
 
 
 async def open_body(
-    request: web.Request, max_bytes: int, idle_timeout: float = DEFAULT_BODY_IDLE_TIMEOUT
+    request: web.Request, max_bytes: int, pace: BodyPace | None = None
 ) -> UploadBody:
     """The upload carried by ``request``: a multipart/form-data file part or a raw body."""
     check_declared_size(request, max_bytes)
@@ -158,7 +224,7 @@ async def open_body(
             " or gzip"
         )
     ctype = request.content_type
-    watchdog = _Watchdog(request, idle_timeout)
+    watchdog = _Watchdog(request, pace or BodyPace())
     if ctype == "multipart/form-data":
         return await _multipart(request, watchdog)
     if ctype == "application/octet-stream":

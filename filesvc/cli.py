@@ -25,6 +25,7 @@ from filesvc import accesslog
 from filesvc.app import create_app
 from filesvc.appkeys import INFLIGHT
 from filesvc.auth import mint
+from filesvc.connections import listen
 from filesvc.errors import BadRequest
 from filesvc.params import parse_company_id
 from filesvc.settings import SECRET_FILE, ConfigError, Settings, default_of, resolve, specs
@@ -206,24 +207,21 @@ async def serve(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT, then stop listening, drain in-flight requests, clean up.
 
     aiohttp's own shutdown stops reading request bodies at once (docs/measured.md), which would
-    fail uploads in flight; so the site stops accepting first and the handlers get time to
+    fail uploads in flight; so the listener stops accepting first and the handlers get time to
     finish.  A failure while starting cleans up what did start (worker processes included) and
     raises StartFailure, so the process ends instead of living on, listening on nothing."""
     app = create_app(settings)
     # Our own drain (below) is the wait for requests in flight; aiohttp's shutdown would wait up
     # to another 60 s by default for handlers still running after the drain deadline.
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=AFTER_DRAIN_SECONDS
-    )
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=AFTER_DRAIN_SECONDS)
     try:
         await runner.setup()
     except Exception as exc:
         await runner.cleanup()
         log.debug("start failed", exc_info=True)
         raise StartFailure(_one_line(exc)) from None
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
     try:
-        await site.start()
+        listener = await listen(runner, settings)
     except OSError as exc:
         await runner.cleanup()
         raise StartFailure(f"{settings.host}:{settings.port}: {_one_line(exc)}") from None
@@ -236,9 +234,7 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping: draining requests in flight")
-    srv = site._server  # aiohttp offers no public way to stop accepting only
-    if srv is not None:
-        srv.close()
+    listener.close()  # stop accepting; connections in flight go on
     try:
         await asyncio.wait_for(app[INFLIGHT].drained(), settings.drain_timeout)
     except TimeoutError:

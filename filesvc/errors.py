@@ -8,6 +8,8 @@ class ApiError(Exception):
     ``message`` must be something a person can act on, with no path or internal detail."""
 
     status = 500
+    # True when the connection cannot serve another request after this answer.
+    closes_connection = False
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -37,7 +39,11 @@ class NotFound(ApiError):
 
 
 class RequestTimeout(ApiError):
+    """The client sent its body too slowly.  The rest of that body will not be read, so the
+    connection is closed after the answer (``Connection: close``)."""
+
     status = 408
+    closes_connection = True
 
 
 class Conflict(ApiError):
@@ -54,6 +60,16 @@ class UnsupportedMediaType(ApiError):
 
 class RangeNotSatisfiable(ApiError):
     status = 416
+
+
+class TooManyRequests(ApiError):
+    """One caller asks for more at once than its share: unlike 503, the limit is the caller's
+    own, and other callers are still served.  Retry-After tells when to retry."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
 class ServiceUnavailable(ApiError):

@@ -62,7 +62,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return envelope(exc.status, exc.message, exc.headers)
+        response = envelope(exc.status, exc.message, exc.headers)
+        if exc.closes_connection:
+            response.force_close()
+        return response
     except BlobStoreError as exc:
         return _store_error(exc)
     except web.HTTPException as exc:

@@ -33,13 +33,16 @@ _ERRORS = {
     401: "The token is missing, malformed, wrongly signed or expired.",
     403: "The caller does not belong to the path's company, or may not overwrite this file.",
     404: "No such file in this company, or no route matches the path.",
-    408: "The client sent nothing for FILESVC_BODY_IDLE_TIMEOUT while sending the body.",
+    408: "The body stalled for FILESVC_BODY_IDLE_TIMEOUT or arrived slower than"
+    " FILESVC_BODY_MIN_RATE; the connection is closed.",
     409: "The upload is incomplete, or another overwrite is in progress.",
     413: "The body is larger than FILESVC_MAX_UPLOAD_BYTES.",
     415: "The body is neither multipart/form-data nor application/octet-stream, or its"
     " Content-Encoding is not supported.",
     416: "The Range lies outside the file.",
     417: "An Expect header other than 100-continue.",
+    429: "This caller already streams FILESVC_MAX_UPLOADS_PER_CALLER uploads; retry after"
+    " Retry-After.",
     500: "A genuine fault, or content that fsck found damaged; never wrong bytes.",
     503: "The server sheds load (too many uploads at once); retry after Retry-After.",
     507: "The store is full; nothing was saved.",
@@ -53,7 +56,7 @@ def _error(status: int) -> Json:
             "description": "Always `Bearer`.",
             "schema": {"type": "string"},
         }
-    if status == 503:
+    if status in (429, 503):
         headers["Retry-After"] = {"description": "Seconds.", "schema": {"type": "string"}}
     if status == 416:
         headers["Content-Range"] = {
@@ -275,7 +278,7 @@ def _operations() -> dict[str, Json]:
             **_errors(400, 401, 403, 404, 500, 503),
         },
     }
-    upload_errors = _errors(400, 401, 403, 404, 408, 409, 413, 415, 417, 500, 503, 507)
+    upload_errors = _errors(400, 401, 403, 404, 408, 409, 413, 415, 417, 429, 500, 503, 507)
     return {
         files: {
             "parameters": [_COMPANY],

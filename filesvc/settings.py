@@ -50,6 +50,30 @@ DEFAULT_MAX_CONCURRENT_UPLOADS = 256
 # On SIGTERM, requests in flight get this long to finish: a 1 GiB upload at LAN speed takes about
 # 10 s; orchestrators wait 30 s (Kubernetes' terminationGracePeriodSeconds) before SIGKILL.
 DEFAULT_DRAIN_TIMEOUT = 25.0
+# Uploads one caller (a company and a user or application) may stream at once before its next one
+# is refused with 429: a quarter of the slots, so no fewer than four callers can take them all,
+# while an application importing in bulk keeps the 64 parallel uploads `bench` measures with (a
+# browser never opens more than 6 connections to a host).
+DEFAULT_MAX_UPLOADS_PER_CALLER = 64
+# A request's line and headers must have arrived this long after its first byte (after the
+# connection opened, for a connection's first request), or the connection is closed: a real head
+# is one packet, and 20 s covers a phone's retransmissions on a bad link (Apache's default is
+# 20-40 s) while a client trickling header bytes holds its socket no longer.
+DEFAULT_HEAD_TIMEOUT = 20.0
+# A keep-alive connection with no request in progress is closed after this long: above the 60 s
+# idle timeout of nginx's upstream keepalive and of common load balancers, so a proxy never reuses
+# a connection the moment we close it, and far below aiohttp's own default of an hour.
+DEFAULT_KEEPALIVE_TIMEOUT = 75.0
+# Slowest body accepted, in bytes a second over the window below: a few times below the uplink of
+# the slowest mobile data still in use (GPRS, a few KB/s), yet holding an upload slot now costs a
+# client real bandwidth instead of one byte a second.
+DEFAULT_BODY_MIN_RATE = 1024
+# The body rate is measured over this much time spent waiting for the client, so a stall of up to
+# about 25 s inside an otherwise working upload passes.
+DEFAULT_BODY_RATE_WINDOW = 30.0
+# Waiting time at the start of a body that is never judged (TCP slow start, a radio waking up);
+# the first window is measured after it.
+DEFAULT_BODY_RATE_GRACE = 10.0
 SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name, not a secret
 ENV_PREFIX = "FILESVC_"
 
@@ -105,16 +129,18 @@ def integer(low: int, high: int = 2**63 - 1) -> Parser:
     return parse
 
 
-def seconds(low: float, high: float = 86_400.0) -> Parser:
-    """A duration in seconds, in (low, high]."""
+def seconds(low: float, high: float = 86_400.0, *, inclusive: bool = False) -> Parser:
+    """A duration in seconds, in (low, high], or [low, high] when ``inclusive``."""
 
     def parse(raw: object) -> float:
         try:
             value = float(_text(raw).strip())
         except ValueError:
             raise ValueError(f"must be a number of seconds, got {_text(raw)[:40]!r}") from None
-        if not low < value <= high:  # also refuses nan and inf
-            raise ValueError(f"must be more than {low:g} and at most {high:g} seconds, got {raw}")
+        above = low <= value if inclusive else low < value
+        if not (above and value <= high):  # also refuses nan and inf
+            bound = "at least" if inclusive else "more than"
+            raise ValueError(f"must be {bound} {low:g} and at most {high:g} seconds, got {raw}")
         return value
 
     return parse
@@ -201,6 +227,42 @@ class Settings:
         "FILESVC_MAX_CONCURRENT_UPLOADS",
         integer(1, 1_000_000),
         "uploads streaming at once; past it 503 with Retry-After",
+    )
+    max_uploads_per_caller: int = setting(
+        DEFAULT_MAX_UPLOADS_PER_CALLER,
+        "FILESVC_MAX_UPLOADS_PER_CALLER",
+        integer(1, 1_000_000),
+        "uploads one caller (company and user or app) may stream at once; past it 429",
+    )
+    head_timeout: float = setting(
+        DEFAULT_HEAD_TIMEOUT,
+        "FILESVC_HEAD_TIMEOUT",
+        seconds(0.1, inclusive=True),
+        "seconds a request's line and headers may take to arrive",
+    )
+    keepalive_timeout: float = setting(
+        DEFAULT_KEEPALIVE_TIMEOUT,
+        "FILESVC_KEEPALIVE_TIMEOUT",
+        seconds(0.1, inclusive=True),
+        "seconds an idle keep-alive connection stays open",
+    )
+    body_min_rate: int = setting(
+        DEFAULT_BODY_MIN_RATE,
+        "FILESVC_BODY_MIN_RATE",
+        integer(0),
+        "slowest body accepted, bytes a second over the window (0: no rate rule); 408 below",
+    )
+    body_rate_window: float = setting(
+        DEFAULT_BODY_RATE_WINDOW,
+        "FILESVC_BODY_RATE_WINDOW",
+        seconds(0.1, inclusive=True),
+        "seconds of waiting for the client the body rate is measured over",
+    )
+    body_rate_grace: float = setting(
+        DEFAULT_BODY_RATE_GRACE,
+        "FILESVC_BODY_RATE_GRACE",
+        seconds(0, inclusive=True),
+        "seconds of waiting at the start of a body that are never judged",
     )
     sqlite_synchronous: str = setting(
         "FULL",

@@ -113,6 +113,38 @@ def test_flags_win_over_environment(tmp_path: Path) -> None:
             {"FILESVC_HOST": "a b"},
             "FILESVC_HOST (environment) must be a host name or address, got 'a b'",
         ),
+        (
+            {"FILESVC_JWT_SECRET": SECRET, "FILESVC_HEAD_TIMEOUT": "0"},
+            "FILESVC_HEAD_TIMEOUT (environment) must be at least 0.1 and at most 86400 seconds,"
+            " got 0",
+        ),
+        (
+            {"FILESVC_JWT_SECRET": SECRET, "FILESVC_KEEPALIVE_TIMEOUT": "-5"},
+            "FILESVC_KEEPALIVE_TIMEOUT (environment) must be at least 0.1 and at most 86400"
+            " seconds, got -5",
+        ),
+        (
+            {"FILESVC_JWT_SECRET": SECRET, "FILESVC_BODY_RATE_WINDOW": "0"},
+            "FILESVC_BODY_RATE_WINDOW (environment) must be at least 0.1 and at most 86400"
+            " seconds, got 0",
+        ),
+        (
+            {"FILESVC_JWT_SECRET": SECRET, "FILESVC_BODY_MIN_RATE": "-1"},
+            "FILESVC_BODY_MIN_RATE (environment) must be from 0 to 9223372036854775807, got -1",
+        ),
+        (
+            {"FILESVC_JWT_SECRET": SECRET, "FILESVC_BODY_RATE_GRACE": "-1"},
+            "FILESVC_BODY_RATE_GRACE (environment) must be at least 0 and at most 86400 seconds,"
+            " got -1",
+        ),
+        (
+            {"FILESVC_JWT_SECRET": SECRET, "FILESVC_MAX_UPLOADS_PER_CALLER": "0"},
+            "FILESVC_MAX_UPLOADS_PER_CALLER (environment) must be from 1 to 1000000, got 0",
+        ),
+        (
+            {"FILESVC_JWT_SECRET": SECRET, "FILESVC_BODY_MIN_RATE": "fast"},
+            "FILESVC_BODY_MIN_RATE (environment) must be a whole number, got 'fast'",
+        ),
     ],
 )
 def test_bad_configuration_stops_with_a_message(
@@ -121,6 +153,27 @@ def test_bad_configuration_stops_with_a_message(
     with pytest.raises(ConfigError) as exc:
         Settings.from_env({"FILESVC_JWT_SECRET": SECRET, **env}, data_dir=tmp_path)
     assert str(exc.value) == message
+
+
+def test_slow_client_limits_come_from_the_environment(tmp_path: Path) -> None:
+    env = {
+        "FILESVC_JWT_SECRET": SECRET,
+        "FILESVC_HEAD_TIMEOUT": "5",
+        "FILESVC_KEEPALIVE_TIMEOUT": "30",
+        "FILESVC_BODY_MIN_RATE": "0",
+        "FILESVC_BODY_RATE_WINDOW": "12.5",
+        "FILESVC_BODY_RATE_GRACE": "0",
+        "FILESVC_MAX_UPLOADS_PER_CALLER": "3",
+    }
+    s = Settings.from_env(env, data_dir=tmp_path)
+    assert (
+        s.head_timeout,
+        s.keepalive_timeout,
+        s.body_min_rate,
+        s.body_rate_window,
+        s.body_rate_grace,
+        s.max_uploads_per_caller,
+    ) == (5.0, 30.0, 0, 12.5, 0.0, 3)
 
 
 def test_console_script_prints_a_token(tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ from aiohttp import HttpVersion11, hdrs, web
 
 from filesvc.accesslog import FILE_ID
 from filesvc.appkeys import SERVICE, SETTINGS, UPLOADS
-from filesvc.body import UploadBody, check_declared_size, has_body, open_body
+from filesvc.body import BodyPace, UploadBody, check_declared_size, has_body, open_body
 from filesvc.errors import ApiError, BadRequest
+from filesvc.inflight import caller_key
 from filesvc.middleware import envelope
 from filesvc.params import UploadParams
 from filesvc.resource import file_resource
@@ -25,7 +26,13 @@ def _says_octet_stream(request: web.Request) -> bool:
 
 async def _open(request: web.Request) -> UploadBody:
     settings = request.app[SETTINGS]
-    return await open_body(request, settings.max_upload_bytes, settings.body_idle_timeout)
+    pace = BodyPace(
+        idle_timeout=settings.body_idle_timeout,
+        min_rate=settings.body_min_rate,
+        window=settings.body_rate_window,
+        grace=settings.body_rate_grace,
+    )
+    return await open_body(request, settings.max_upload_bytes, pace)
 
 
 def _answer(request: web.Request, view: FileView) -> web.Response:
@@ -41,7 +48,7 @@ async def create_file(request: web.Request) -> web.Response:
     if not has_body(request):
         view = await request.app[SERVICE].create(caller, company, params, None)
         return _answer(request, view)
-    with request.app[UPLOADS].slot():
+    with request.app[UPLOADS].slot(caller_key(caller, company)):
         body = await _open(request)
         if body.fields:
             params = UploadParams.parse(request.query, body.fields)
@@ -58,7 +65,7 @@ async def upload_chunk(request: web.Request) -> web.Response:
     if not has_body(request) and not _says_octet_stream(request):
         # An explicit octet-stream with no bytes is an empty chunk; no body at all is a mistake.
         raise BadRequest("the chunk's bytes are missing: send them as part 'file' or raw body")
-    with request.app[UPLOADS].slot():
+    with request.app[UPLOADS].slot(caller_key(caller, company)):
         body = await _open(request)
         if body.fields:
             params = UploadParams.parse(request.query, body.fields)
