@@ -69,12 +69,7 @@ def schemas() -> Json:
             },
         },
     }
-    check = {
-        "type": "object",
-        "required": ["ok"],
-        "properties": {"ok": {"type": "boolean"}, "reason": {"type": "string"}},
-        "additionalProperties": False,
-    }
+    check = {"type": "string", "description": "`ok`, or why the check fails."}
     return {
         "Error": {
             "type": "object",
