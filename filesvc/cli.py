@@ -225,9 +225,9 @@ async def serve(settings: Settings) -> None:
     except OSError as exc:
         await runner.cleanup()
         raise StartFailure(f"{settings.host}:{settings.port}: {_one_line(exc)}") from None
-    log.info(
-        "listening on http://%s:%d, data in %s", settings.host, settings.port, settings.data_dir
-    )
+    # The port actually bound: with FILESVC_PORT=0 the kernel chose it.
+    port = listener.sockets[0].getsockname()[1] if listener.sockets else settings.port
+    log.info("listening on http://%s:%d, data in %s", settings.host, port, settings.data_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
