@@ -37,9 +37,10 @@ from rich.progress import (
 )
 
 from blobstore import fsck, gc, layout, manifests, repair, stats
+from blobstore.backends import BadBlobUrl, BlobLocation, LocalLocation, open_backend, parse_blob_url
 from blobstore.db import Database
 from blobstore.errors import BlobNotFound, BlobStoreError
-from blobstore.local import LocalBackend
+from blobstore.port import BlobBackend
 from blobstore.refs import InvalidRef, parse_ref
 
 # Hints of one kind printed one by one before the rest are only counted (a crash can leave
@@ -77,7 +78,7 @@ def exit_code(result: Outcome | BaseException) -> ExitCode:
             return ExitCode.OK
         case Outcome.DAMAGE | BlobNotFound():
             return ExitCode.DAMAGE
-        case UsageError() | InvalidRef() | StoreUnavailable() | sqlite3.Error():
+        case UsageError() | InvalidRef() | StoreUnavailable() | BadBlobUrl() | sqlite3.Error():
             return ExitCode.USAGE
         case BlobStoreError() | OSError():
             return ExitCode.USAGE  # the store cannot be read: not a verdict on its content
@@ -113,7 +114,9 @@ def parse_percent(text: str) -> float:
     return value
 
 
-def build_parser(default_dir: Path = Path("data")) -> argparse.ArgumentParser:
+def build_parser(
+    default_dir: Path = Path("data"), default_blob_url: str | None = None
+) -> argparse.ArgumentParser:
     parser = _Parser(prog="blobstore", description="Check, collect and inspect a filesvc store.")
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {metadata.version('filesvc')}"
@@ -127,6 +130,14 @@ def build_parser(default_dir: Path = Path("data")) -> argparse.ArgumentParser:
             type=Path,
             default=default_dir,
             help="the service's data directory (default: FILESVC_DATA_DIR, else ./data)",
+        )
+        p.add_argument(
+            "--blob-url",
+            default=default_blob_url,
+            metavar="URL",
+            help="where the blobs are, as the service's FILESVC_BLOB_URL (default: that "
+            "variable, else the data directory); s3:// URLs sign with AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY",
         )
         return p
 
@@ -192,24 +203,26 @@ def build_parser(default_dir: Path = Path("data")) -> argparse.ArgumentParser:
     return parser
 
 
-def _check_layout(data_dir: Path) -> None:
-    db_file, blobs = layout.db_path(data_dir), layout.blobs_dir(data_dir)
+def _check_layout(data_dir: Path, blobs: Path | None) -> None:
+    db_file = layout.db_path(data_dir)
     if not data_dir.is_dir():
         raise StoreUnavailable(f"{data_dir}: no such directory")
     if not db_file.is_file():
         raise StoreUnavailable(f"{db_file}: no database (is this the service's --data-dir?)")
-    if not blobs.is_dir():
+    if blobs is not None and not blobs.is_dir():
         raise StoreUnavailable(f"{blobs}: no blob directory")
 
 
 @asynccontextmanager
 async def open_store(
-    data_dir: Path, *, writable: bool
-) -> AsyncIterator[tuple[Database, LocalBackend]]:
-    """The data directory's database and blob backend, or StoreUnavailable.  Read-only opening
-    changes nothing on disk (fsck right after a crash must not disturb the evidence)."""
-    db_file, blobs = layout.db_path(data_dir), layout.blobs_dir(data_dir)
-    await asyncio.to_thread(_check_layout, data_dir)
+    data_dir: Path, blobs: BlobLocation, *, writable: bool
+) -> AsyncIterator[tuple[Database, BlobBackend]]:
+    """The data directory's database and the configured blob backend, or StoreUnavailable.
+    Read-only opening changes nothing on disk (fsck right after a crash must not disturb the
+    evidence)."""
+    db_file = layout.db_path(data_dir)
+    local_root = blobs.root if isinstance(blobs, LocalLocation) else None
+    await asyncio.to_thread(_check_layout, data_dir, local_root)
     db = Database(db_file)
     try:
         if writable:
@@ -221,7 +234,7 @@ async def open_store(
     except (sqlite3.Error, OSError) as exc:
         await db.close()
         raise StoreUnavailable(f"{db_file}: cannot open the database: {exc}") from None
-    backend = await asyncio.to_thread(LocalBackend, blobs)
+    backend = await open_backend(blobs)
     try:
         yield db, backend
     finally:
@@ -312,8 +325,16 @@ def _finding_line(f: fsck.Finding) -> str:
     return f"{f.severity.value:<6} {f.kind.value} {subject}: {f.message}{tail}"
 
 
+def _store_args(args: argparse.Namespace) -> list[str]:
+    """The options that name the store, for the commands we print."""
+    out = ["--data-dir", str(args.data_dir)]
+    if args.blob_url:
+        out += ["--blob-url", args.blob_url]
+    return out
+
+
 def _repair_argv(args: argparse.Namespace, seed: int | None) -> list[str]:
-    argv = ["blobstore", "fsck", "--data-dir", str(args.data_dir)]
+    argv = ["blobstore", "fsck", *_store_args(args)]
     if args.full:
         argv.append("--full")
     elif args.sample is not None:
@@ -336,7 +357,7 @@ async def cmd_fsck(args: argparse.Namespace, out: _Out) -> Outcome:
     started = time.monotonic()
     keep: list[fsck.Finding] = []  # damage and temp files: what a repair acts on
     hints_shown: dict[fsck.Kind, int] = {}
-    async with open_store(args.data_dir, writable=args.repair) as (db, backend):
+    async with open_store(args.data_dir, args.blobs, writable=args.repair) as (db, backend):
         bar = BarProgress(out.console) if _show_progress(args, out.console.file) else None
         checker = fsck.Checker(db, backend, rehash=selector, progress=bar)
         live: AbstractContextManager[object] = bar.bar if bar is not None else nullcontext()
@@ -374,7 +395,7 @@ async def cmd_fsck(args: argparse.Namespace, out: _Out) -> Outcome:
     fixable = [f for f in keep if repair.repairable(f, temp_min_age=args.temp_min_age)]
     outcome = Outcome.DAMAGE if damage else Outcome.CLEAN
     repair_cmd = shlex.join(_repair_argv(args, seed)) if fixable and not args.repair else None
-    gc_cmd = shlex.join(["blobstore", "gc", "--data-dir", str(args.data_dir)])
+    gc_cmd = shlex.join(["blobstore", "gc", *_store_args(args)])
     by_kind = {k.value: n for k, n in sorted(counts.by_kind.items())}
     if out.as_json:
         summary: dict[str, object] = {
@@ -458,7 +479,7 @@ def _print_repair(out: _Out, report: repair.RepairReport) -> None:
 
 
 async def cmd_gc(args: argparse.Namespace, out: _Out) -> Outcome:
-    async with open_store(args.data_dir, writable=not args.dry_run) as (db, backend):
+    async with open_store(args.data_dir, args.blobs, writable=not args.dry_run) as (db, backend):
         r = await gc.collect(
             db,
             backend,
@@ -518,7 +539,7 @@ async def cmd_gc(args: argparse.Namespace, out: _Out) -> Outcome:
 
 
 async def cmd_stat(args: argparse.Namespace, out: _Out) -> Outcome:
-    async with open_store(args.data_dir, writable=False) as (db, backend):
+    async with open_store(args.data_dir, args.blobs, writable=False) as (db, backend):
         s = await stats.gather(db, backend)
     if out.as_json:
         out.record(s.to_json())
@@ -545,7 +566,7 @@ async def cmd_show(args: argparse.Namespace, out: _Out) -> Outcome:
     file_id = args.file_id.strip()
     if not 0 < len(file_id) <= MAX_FILE_ID or not file_id.isprintable():
         raise UsageError(f"FILE_ID must be 1-{MAX_FILE_ID} printable characters")
-    async with open_store(args.data_dir, writable=False) as (db, backend):
+    async with open_store(args.data_dir, args.blobs, writable=False) as (db, backend):
         async with db.read() as conn:
             head = await manifests.head(conn, file_id)
             if head is None:
@@ -606,7 +627,7 @@ async def cmd_show(args: argparse.Namespace, out: _Out) -> Outcome:
 
 async def cmd_cat(args: argparse.Namespace, out: IO[bytes]) -> Outcome:
     ref = parse_ref(args.ref)
-    async with open_store(args.data_dir, writable=False) as (_, backend):
+    async with open_store(args.data_dir, args.blobs, writable=False) as (_, backend):
         async for piece in backend.read(ref):
             await asyncio.to_thread(out.write, piece)
         await asyncio.to_thread(out.flush)
@@ -636,8 +657,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Same default as ``filesvc serve``, read here at the edge and nowhere deeper.
         default_dir = Path(os.environ.get("FILESVC_DATA_DIR") or "data")
-        args = build_parser(default_dir).parse_args(argv)
+        args = build_parser(default_dir, os.environ.get("FILESVC_BLOB_URL")).parse_args(argv)
         args.data_dir = args.data_dir.resolve()  # the printed commands work from anywhere
+        args.blobs = parse_blob_url(args.blob_url, args.data_dir, os.environ)
         outcome = asyncio.run(_run(args))
     except SystemExit as exc:  # --help
         return int(exc.code or 0)

@@ -19,6 +19,15 @@ class StorageFailure(BlobStoreError):
     """The backend failed in a way the caller cannot fix (I/O error, permission, lost device)."""
 
 
+class StoreUnavailable(StorageFailure):
+    """The backend cannot be reached or says it is overloaded (connection refused, timeout,
+    5xx).  Nothing was stored; retrying after ``retry_after`` seconds may succeed."""
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class TooLarge(BlobStoreError):
     """The stream passed the size limit the caller set; nothing was stored."""
 

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from blobstore.errors import BlobNotFound, StorageFailure, StoreFull
 from blobstore.port import BlobInfo
 from blobstore.refs import BlobRef, is_ref, ref_digest
+from blobstore.streams import read_opened
 
 T = TypeVar("T")
 
@@ -138,23 +139,6 @@ def _load_syncfs() -> Callable[[int], int] | None:
     except (OSError, AttributeError):
         return None
     return fn
-
-
-async def open_for_reading(path: Path, executor: ThreadPoolExecutor | None = None) -> int:
-    """Open ``path`` read-only off the loop and return the fd.  If the caller is cancelled
-    while the open runs, the fd is closed when it arrives, so no descriptor leaks."""
-    loop = asyncio.get_running_loop()
-    fut = loop.run_in_executor(executor, os.open, path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return await asyncio.shield(fut)
-    except asyncio.CancelledError:
-        fut.add_done_callback(_close_if_opened)
-        raise
-
-
-def _close_if_opened(fut: asyncio.Future[int]) -> None:
-    if not fut.cancelled() and fut.exception() is None:
-        os.close(fut.result())
 
 
 class LocalStaging:
@@ -309,6 +293,73 @@ class LocalStaging:
         self._path.unlink(missing_ok=True)
 
 
+def _open_sized(path: Path) -> tuple[int, int]:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return fd, os.fstat(fd).st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _close_sized_if_opened(fut: asyncio.Future[tuple[int, int]]) -> None:
+    if not fut.cancelled() and fut.exception() is None:
+        os.close(fut.result()[0])
+
+
+class LocalBlobStream:
+    """A range of one blob file, held open: read in ``READ_SIZE`` pieces by the store's
+    threads, or handed whole to sendfile (:class:`~blobstore.port.FileRange`)."""
+
+    def __init__(self, backend: LocalBackend, fd: int, start: int, end: int) -> None:
+        self._backend = backend
+        self._fd: int | None = fd
+        self._start = start
+        self._end = end
+        # A pread in flight keeps running when its reader is cancelled; the fd is closed only
+        # after it, or the number could be reused under it.
+        self._pending: asyncio.Future[bytes] | None = None
+
+    @property
+    def length(self) -> int:
+        return self._end - self._start
+
+    def file_range(self) -> tuple[int, int, int]:
+        if self._fd is None:
+            raise ValueError("stream is closed")
+        return self._fd, self._start, self._end - self._start
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        pos = self._start
+        try:
+            while pos < self._end and self._fd is not None:
+                self._pending = asyncio.ensure_future(
+                    self._backend.run(os.pread, self._fd, min(READ_SIZE, self._end - pos), pos)
+                )
+                data = await asyncio.shield(self._pending)
+                self._pending = None
+                if not data:
+                    break
+                pos += len(data)
+                yield data
+        except OSError as exc:
+            raise translate_oserror(exc) from None
+
+    async def aclose(self) -> None:
+        fd, self._fd = self._fd, None
+        pending, self._pending = self._pending, None
+        if pending is not None and fd is not None:
+            try:
+                await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                pending.add_done_callback(lambda _: os.close(fd))
+                raise
+            except Exception:  # noqa: S110 - the read's own caller saw it; we only close
+                pass
+        if fd is not None:
+            os.close(fd)  # closing a read-only fd never waits on the disk
+
+
 class LocalBackend:
     """Blobs as files under ``root``."""
 
@@ -350,28 +401,24 @@ class LocalBackend:
             raise translate_oserror(exc) from None
         return st.st_size
 
-    async def read(
-        self, ref: BlobRef, start: int = 0, end: int | None = None
-    ) -> AsyncIterator[bytes]:
+    async def open(self, ref: BlobRef, start: int = 0, end: int | None = None) -> LocalBlobStream:
+        loop = asyncio.get_running_loop()
+        # One hand-off opens the file and learns its size (to clip the range).
+        fut = loop.run_in_executor(self._pool, _open_sized, self.local_path(ref))
         try:
-            fd = await open_for_reading(self.local_path(ref), self._pool)
+            fd, size = await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            fut.add_done_callback(_close_sized_if_opened)
+            raise
         except FileNotFoundError:
             raise BlobNotFound(ref) from None
         except OSError as exc:
             raise translate_oserror(exc) from None
-        try:
-            pos = start
-            while end is None or pos < end:
-                want = READ_SIZE if end is None else min(READ_SIZE, end - pos)
-                data = await self.run(os.pread, fd, want, pos)
-                if not data:
-                    break
-                pos += len(data)
-                yield data
-        except OSError as exc:
-            raise translate_oserror(exc) from None
-        finally:
-            os.close(fd)  # closing a read-only fd never waits on the disk
+        stop = size if end is None else min(end, size)
+        return LocalBlobStream(self, fd, min(start, stop), stop)
+
+    def read(self, ref: BlobRef, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        return read_opened(self.open(ref, start, end))
 
     async def touch(self, ref: BlobRef) -> bool:
         try:

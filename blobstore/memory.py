@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from blobstore.errors import BlobNotFound
 from blobstore.port import BlobInfo
 from blobstore.refs import BlobRef
+from blobstore.streams import BytesStream, read_opened
 
 
 class MemoryStaging:
@@ -50,15 +51,14 @@ class MemoryBackend:
         stored = self.blobs.get(ref)
         return None if stored is None else len(stored[0])
 
-    async def read(
-        self, ref: BlobRef, start: int = 0, end: int | None = None
-    ) -> AsyncIterator[bytes]:
+    async def open(self, ref: BlobRef, start: int = 0, end: int | None = None) -> BytesStream:
         stored = self.blobs.get(ref)
         if stored is None:
             raise BlobNotFound(ref)
-        data = stored[0][start:end]
-        if data:
-            yield data
+        return BytesStream(stored[0][start:end])
+
+    def read(self, ref: BlobRef, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        return read_opened(self.open(ref, start, end))
 
     async def touch(self, ref: BlobRef) -> bool:
         stored = self.blobs.get(ref)

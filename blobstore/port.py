@@ -1,7 +1,14 @@
-"""The storage port: what a blob backend must do, with each edge case stated.
+"""The storage port: what a blob backend must do, in role-sized protocols, each edge case stated.
 
 Backends only move bytes.  Hashing, size caps and dedup decisions live in one verifying choke
 point, :class:`blobstore.store.ContentStore`, so a backend trusts the ref it is handed.
+
+Roles: a download needs a :class:`BlobReader`; an upload a :class:`BlobWriter`; fsck and gc a
+:class:`BlobLister` and :class:`BlobRemover`.  :class:`BlobBackend` is all of them.  Special powers
+of one backend are optional capabilities that callers test for with ``isinstance``:
+:class:`FileRange` (an opened blob is a range of a local file, so it can go out by sendfile),
+:class:`LocalFiles` and :class:`TempFiles` (the local backend's files, for fsck and repair),
+:class:`Probe` (a backend behind a network can be asked whether it answers: the health route).
 """
 
 from __future__ import annotations
@@ -47,29 +54,83 @@ class Staging(Protocol):
         """Drop the staged bytes.  Idempotent, and safe after publish (then it does nothing)."""
 
 
+class BlobStream(Protocol):
+    """An opened byte range of one blob, read as an async stream of pieces.
+
+    Memory stays bounded whatever the blob's size: each piece is at most a backend-chosen size
+    (about a MiB), and nothing is read ahead beyond the piece being yielded."""
+
+    @property
+    def length(self) -> int:
+        """How many bytes the stream yields in total (the range, clipped to the blob)."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """The bytes, in order, in non-empty pieces.  Iterate once.  Raises BlobNotFound if
+        the blob vanished after :meth:`BlobReader.open` (gc), StorageFailure if the backend
+        fails mid-way; a caller that has sent some bytes already must then cut its output,
+        never fill the gap."""
+
+    async def aclose(self) -> None:
+        """Release what the stream holds (a descriptor, a connection).  Idempotent; call it
+        whether or not the stream was read to the end."""
+
+
+@runtime_checkable
+class FileRange(Protocol):
+    """Optional ability of a :class:`BlobStream`: its bytes are a range of a local file, so a
+    caller may send them with the kernel's sendfile instead of iterating."""
+
+    def file_range(self) -> tuple[int, int, int]:
+        """``(fd, offset, count)``: the stream's bytes are ``count`` bytes of the open file
+        ``fd`` from ``offset``.  The fd stays owned by the stream (closed by ``aclose``); the
+        caller must not close it, and must not also iterate the stream."""
+
+
 class BlobReader(Protocol):
-    """The read side, all a download needs."""
+    """The read role: all a download, fsck's re-hash or ``blobstore cat`` needs."""
 
     async def stat(self, ref: BlobRef) -> int | None:
         """The blob's size, or None when it is not stored."""
 
+    async def open(self, ref: BlobRef, start: int = 0, end: int | None = None) -> BlobStream:
+        """Open the bytes ``[start, end)`` of the blob (``end`` None or past the end: to the
+        end; ``start`` at or past the end: an empty stream).  Raises BlobNotFound at once, before
+        any byte, when the blob is not stored, so a caller can still answer an error instead of
+        a cut body.  The caller must ``aclose`` the stream."""
+
     def read(self, ref: BlobRef, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        """Yield the bytes ``[start, end)`` of the blob (``end`` None: to the end), in pieces.
-        Raises BlobNotFound when the blob is not stored."""
+        """Shorthand for :meth:`open` then iterate then close: yield the bytes ``[start, end)``
+        in pieces.  Raises BlobNotFound (when first iterated) when the blob is not stored."""
 
 
-class BlobBackend(BlobReader, Protocol):
-    """A place that keeps blobs."""
+class BlobWriter(Protocol):
+    """The write role: what :class:`~blobstore.store.ContentStore` needs to put a blob."""
 
     async def stage(self) -> Staging:
-        """Start writing a new blob."""
+        """Start writing a new blob.  Nothing is visible to readers before ``publish``."""
+
+
+class BlobLister(Protocol):
+    """The listing role, for fsck, gc and stats."""
+
+    def scan(self) -> AsyncIterator[BlobInfo]:
+        """Yield every stored blob once, in no particular order.  Staged (temporary) bytes are
+        not blobs.  A blob published or deleted during the scan may or may not be seen."""
+
+
+class BlobRemover(Protocol):
+    """The removal role, for gc and repair."""
+
+    async def delete(self, ref: BlobRef) -> None:
+        """Remove the blob.  Removing a missing blob is not an error."""
+
+
+class BlobBackend(BlobReader, BlobWriter, BlobLister, BlobRemover, Protocol):
+    """A place that keeps blobs: every role, plus the gc guard and closing."""
 
     async def touch(self, ref: BlobRef) -> bool:
         """Mark the blob as just used (a dedup hit), so gc treats it as young.  False when the
         blob is gone (gc took it), in which case the caller must publish its own copy."""
-
-    async def delete(self, ref: BlobRef) -> None:
-        """Remove the blob.  Removing a missing blob is not an error."""
 
     async def delete_if_untouched(self, ref: BlobRef, since: float) -> bool:
         """Remove the blob unless it was written or touched at or after ``since``; return True
@@ -77,16 +138,23 @@ class BlobBackend(BlobReader, Protocol):
         or fails (the toucher publishes its own copy): gc can never take a blob a racing
         upload deduplicated against."""
 
-    def scan(self) -> AsyncIterator[BlobInfo]:
-        """Yield every stored blob once, in no particular order.  Temporary files are not blobs."""
-
     async def close(self) -> None:
         """Release resources.  Idempotent."""
 
 
 @runtime_checkable
+class Probe(Protocol):
+    """Optional ability: a backend behind a network can be asked whether it answers."""
+
+    async def check(self) -> None:
+        """Return when the backend answers a cheap request; raise StoreUnavailable when it
+        cannot be reached, StorageFailure when it refuses (credentials, bucket)."""
+
+
+@runtime_checkable
 class LocalFiles(Protocol):
-    """Optional ability: the blob is a local file, so it can be sent with sendfile."""
+    """Optional ability: each blob is a local file, for tools that want a path (the thumbnail
+    worker's input, fsck's re-hash in threads, repair's quarantine)."""
 
     def local_path(self, ref: BlobRef) -> Path:
         """Where the blob lives on disk (it may have been removed since)."""

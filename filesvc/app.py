@@ -13,8 +13,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from blobstore import layout
+from blobstore.backends import open_backend
 from blobstore.db import Database
-from blobstore.local import LocalBackend
 from blobstore.port import BlobBackend
 from blobstore.store import ContentStore, PutResult
 from filesvc import apidocs, health, repo
@@ -71,11 +71,7 @@ def create_app(
         await db.close()
 
     async def store(app: web.Application) -> AsyncIterator[None]:
-        chosen: BlobBackend
-        if backend is not None:
-            chosen = backend
-        else:
-            chosen = await asyncio.to_thread(LocalBackend, layout.blobs_dir(settings.data_dir))
+        chosen = backend if backend is not None else await open_backend(settings.blob_location())
         app[STORE] = ContentStore(chosen)
         yield
         await chosen.close()
@@ -86,8 +82,11 @@ def create_app(
             box_height=settings.thumb_box[1],
             max_pixels=settings.thumb_max_pixels,
         )
+        # With several server processes only the first runs thumbnails (jobs have no lease
+        # yet); it also polls for the jobs the others commit.
+        active = settings.worker_index in (None, 0)
         own: ProcessRenderer | None = None
-        if renderer is None:
+        if renderer is None and active:
             own = ProcessRenderer(
                 limits,
                 workers=settings.thumb_workers,
@@ -102,6 +101,8 @@ def create_app(
             workers=settings.thumb_workers,
             max_input_bytes=limits.max_input_bytes,
             on_job=app[METRICS].thumbnail_job,
+            active=active,
+            poll=active and settings.workers > 1,
         )
         app[METRICS].watch_queue(lambda: runner.queued)
         await runner.start()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from blobstore.backends import describe
 from filesvc import accesslog
 from filesvc.app import create_app
 from filesvc.appkeys import INFLIGHT
@@ -29,6 +30,7 @@ from filesvc.connections import listen
 from filesvc.errors import BadRequest
 from filesvc.params import parse_company_id
 from filesvc.settings import SECRET_FILE, ConfigError, Settings, default_of, resolve, specs
+from filesvc.workers import Supervisor
 
 log = logging.getLogger("filesvc")
 
@@ -46,6 +48,10 @@ class StartFailure(Exception):
     """The server could not start; the message is one line."""
 
 
+def _shown(default: object) -> object:
+    return "unset" if default is None else default
+
+
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
@@ -59,7 +65,7 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
                 spec.flag_name,
                 dest=f.name,
                 metavar=spec.env.removeprefix("FILESVC_"),
-                help=f"{spec.help} ({spec.env}; default: {default_of(f)})",
+                help=f"{spec.help} ({spec.env}; default: {_shown(default_of(f))})",
             )
     hidden = [spec for _, spec in specs() if not spec.flag]
     parser.epilog = (
@@ -96,6 +102,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def serve_args(argv: list[str] | None) -> list[str]:
+    """The arguments after ``serve`` on this command line."""
+    given = sys.argv[1:] if argv is None else argv
+    return given[given.index("serve") + 1 :] if "serve" in given else []
+
+
 def _config_file(args: argparse.Namespace, env: Mapping[str, str]) -> Path | None:
     if args.config is not None:
         return Path(args.config)
@@ -123,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     accesslog.configure()
     try:
-        asyncio.run(serve(settings))
+        if settings.workers > 1 and settings.worker_index is None:
+            # Each worker is this same command again (same flags, same environment and file).
+            asyncio.run(Supervisor(settings, serve_args=serve_args(argv)).run())
+        else:
+            asyncio.run(serve(settings))
     except StartFailure as exc:
         print(f"filesvc: cannot start: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -227,7 +243,13 @@ async def serve(settings: Settings) -> None:
         raise StartFailure(f"{settings.host}:{settings.port}: {_one_line(exc)}") from None
     # The port actually bound: with FILESVC_PORT=0 the kernel chose it.
     port = listener.sockets[0].getsockname()[1] if listener.sockets else settings.port
-    log.info("listening on http://%s:%d, data in %s", settings.host, port, settings.data_dir)
+    log.info(
+        "listening on http://%s:%d, data in %s, blobs in %s",
+        settings.host,
+        port,
+        settings.data_dir,
+        describe(settings.blob_location()),
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

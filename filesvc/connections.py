@@ -115,5 +115,11 @@ async def listen(runner: web.AppRunner, settings: Settings) -> asyncio.Server:
         )
 
     return await loop.create_server(
-        protocol, settings.host, settings.port, reuse_address=True, backlog=LISTEN_BACKLOG
+        protocol,
+        settings.host,
+        settings.port,
+        reuse_address=True,
+        # A supervised worker shares the port with its siblings (``--workers``).
+        reuse_port=settings.worker_index is not None or None,
+        backlog=LISTEN_BACKLOG,
     )

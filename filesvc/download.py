@@ -1,5 +1,6 @@
 """Download mechanics: byte ranges, conditional requests, Content-Disposition, and streaming a
-file's chunks in order, with sendfile where a blob is a local file."""
+file's chunks in order through the blob port's reader role, with sendfile where an opened blob
+offers it (:class:`~blobstore.port.FileRange`, the local backend's)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,12 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import quote
 
 from aiohttp import web
 
-from blobstore.local import open_for_reading
 from blobstore.manifests import Entry
-from blobstore.port import BlobReader, LocalFiles
+from blobstore.port import BlobReader, BlobStream, FileRange
 from filesvc.accesslog import count_sent
 
 # ASCII digits only: \d would admit any Unicode digit, which int() then accepts.
@@ -95,42 +94,56 @@ def segments(entries: Sequence[Entry], byte_range: ByteRange) -> list[tuple[Entr
     return out
 
 
+async def open_first(reader: BlobReader, pieces: list[tuple[Entry, int, int]]) -> BlobStream | None:
+    """Open the first piece before the response is prepared, so that a missing blob or an
+    engine that is down is still answered with an error status, not a cut body."""
+    if not pieces:
+        return None
+    entry, start, end = pieces[0]
+    return await reader.open(entry.ref, start, end)
+
+
 async def stream(
     request: web.Request,
     response: web.StreamResponse,
     reader: BlobReader,
     pieces: list[tuple[Entry, int, int]],
+    first: BlobStream | None = None,
 ) -> None:
-    """Write the pieces to a prepared response, zero-copy where the blob is a local file."""
+    """Write the pieces to a prepared response, zero-copy where the opened blob is a range of a
+    local file and the transport can take it (plain TCP, no compression).  ``first``, when
+    given, is the first piece already opened (:func:`open_first`); it is closed here."""
     transport = request.transport
     use_sendfile = (
-        isinstance(reader, LocalFiles)
-        and transport is not None
+        transport is not None
         and transport.get_extra_info("sslcontext") is None
         and not response.compression
     )
-    for entry, start, end in pieces:
-        if use_sendfile and isinstance(reader, LocalFiles):
-            if await _sendfile(request, response, reader.local_path(entry.ref), start, end):
-                count_sent(request, end - start)
-                continue
-            use_sendfile = False
-        async for data in reader.read(entry.ref, start, end):
-            await response.write(data)
-            count_sent(request, len(data))
-
-
-async def _sendfile(
-    request: web.Request, response: web.StreamResponse, path: Path, start: int, end: int
-) -> bool:
-    """Send ``path[start:end]`` with the kernel's sendfile; False when the loop can't."""
-    loop = asyncio.get_running_loop()
-    with os.fdopen(await open_for_reading(path), "rb", buffering=0) as f:
-        transport = request.transport
-        if transport is None:
-            raise ConnectionResetError("connection lost")
+    for i, (entry, start, end) in enumerate(pieces):
+        blob = first if i == 0 and first is not None else await reader.open(entry.ref, start, end)
         try:
-            await loop.sendfile(transport, f, start, end - start)
+            if use_sendfile and isinstance(blob, FileRange):
+                if await _sendfile(request, response, blob):
+                    count_sent(request, end - start)
+                    continue
+                use_sendfile = False
+            async for data in blob:
+                await response.write(data)
+                count_sent(request, len(data))
+        finally:
+            await blob.aclose()
+
+
+async def _sendfile(request: web.Request, response: web.StreamResponse, blob: FileRange) -> bool:
+    """Send the blob's file range with the kernel's sendfile; False when the loop can't."""
+    fd, offset, count = blob.file_range()
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("connection lost")
+    # The stream owns the fd: this file object only lends it to loop.sendfile.
+    with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
+        try:
+            await asyncio.get_running_loop().sendfile(transport, f, offset, count)
         except NotImplementedError:
             return False
-        return True
+    return True

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from blobstore.errors import StoreUnavailable
+from blobstore.port import Probe
 from blobstore.refs import make_ref
 from filesvc.appkeys import DATABASE, SETTINGS, STORE, THUMBS
 
@@ -37,7 +39,14 @@ async def _database(app: web.Application) -> str | None:
 
 
 async def _blob_store(app: web.Application) -> str | None:
-    await app[STORE].backend.stat(_PROBE_REF)
+    backend = app[STORE].backend
+    try:
+        if isinstance(backend, Probe):  # a store behind a network: one cheap request
+            await backend.check()
+        else:
+            await backend.stat(_PROBE_REF)
+    except StoreUnavailable:
+        return "the blob store does not answer"
     return None
 
 

@@ -15,7 +15,13 @@ from http import HTTPStatus
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from blobstore.errors import BlobNotFound, BlobStoreError, CollisionLimit, StoreFull
+from blobstore.errors import (
+    BlobNotFound,
+    BlobStoreError,
+    CollisionLimit,
+    StoreFull,
+    StoreUnavailable,
+)
 from filesvc import accesslog
 from filesvc.appkeys import ACCESS_LOG, INFLIGHT, METRICS
 from filesvc.errors import ApiError
@@ -46,6 +52,13 @@ def envelope(status: int, message: str, headers: dict[str, str] | None = None) -
 def _store_error(exc: BlobStoreError) -> web.Response:
     if isinstance(exc, StoreFull):
         return envelope(507, "the file store is full: nothing was saved; retry once space is freed")
+    if isinstance(exc, StoreUnavailable):
+        log.warning("blob store unavailable: %s", exc)
+        return envelope(
+            503,
+            "the file store is unavailable; retry later",
+            {"Retry-After": str(exc.retry_after)},
+        )
     if isinstance(exc, CollisionLimit):
         log.error("hash collision limit reached: %s", exc)
         return envelope(500, "the file store refused this content; nothing was saved")

@@ -19,6 +19,9 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from blobstore.backends import BadBlobUrl, BlobLocation, LocalLocation, parse_blob_url
+from blobstore.layout import blobs_dir
+
 # Largest single upload (one request's file part or raw body).  Large enough for any video a
 # workplace shares, small enough that one client cannot fill the disk by accident.
 DEFAULT_MAX_UPLOAD_BYTES = 16 << 30
@@ -74,6 +77,11 @@ DEFAULT_BODY_RATE_WINDOW = 30.0
 # Waiting time at the start of a body that is never judged (TCP slow start, a radio waking up);
 # the first window is measured after it.
 DEFAULT_BODY_RATE_GRACE = 10.0
+# Server processes `filesvc serve` runs on one port.  One: measured on this 2-core machine, a
+# second process on the same data directory added no throughput (they serialise on the SQLite
+# writer and the shared sync), see README.  Past 64 is a typo, not a machine.
+DEFAULT_WORKERS = 1
+MAX_WORKERS = 64
 SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name, not a secret
 ENV_PREFIX = "FILESVC_"
 
@@ -82,7 +90,8 @@ Parser = Callable[[object], Any]
 
 
 class ConfigError(Exception):
-    """A setting has an invalid value; the message is one line naming it and its source."""
+    """A setting cannot be used; the message is one line naming it and its source, with no
+    secret.  ``filesvc serve`` prints it and exits with status 2."""
 
 
 @dataclass(frozen=True)
@@ -180,6 +189,12 @@ def directory(raw: object) -> Path:
     if not text.strip() or "\x00" in text:
         raise ValueError(f"must be a directory path, got {text[:40]!r}")
     return Path(text).absolute()
+
+
+def text(raw: object) -> str | None:
+    """Free text, checked by whoever uses it; empty is unset."""
+    value = _text(raw).strip()
+    return value or None
 
 
 def jwt_secret(raw: object) -> str:
@@ -318,7 +333,28 @@ class Settings:
         seconds(0),
         "seconds before a thumbnail job's worker is killed (status error)",
     )
+    blob_url: str | None = setting(
+        None,
+        "FILESVC_BLOB_URL",
+        text,
+        "where blobs live: s3://BUCKET?endpoint=http://HOST:PORT&region=R (credentials from"
+        " AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY); unset: <data dir>/blobs",
+    )
+    workers: int = setting(
+        DEFAULT_WORKERS,
+        "FILESVC_WORKERS",
+        integer(1, MAX_WORKERS),
+        "server processes on the port; more than one runs a supervisor that replaces a dead one",
+    )
     thumb_box: tuple[int, int] = DEFAULT_THUMB_BOX
+    # Where blobs live, parsed from blob_url; None: the data directory's ``blobs/``.
+    blob: BlobLocation | None = None
+    # Which worker this process is (set by the supervisor); None: not started by one.
+    worker_index: int | None = None
+
+    def blob_location(self) -> BlobLocation:
+        """The configured blob backend's location."""
+        return self.blob or LocalLocation(blobs_dir(self.data_dir))
 
     @classmethod
     def load(
@@ -331,7 +367,14 @@ class Settings:
     ) -> Settings:
         """Validate every source and build the settings (see :func:`resolve`).  Without a
         configured secret, the one kept in the data directory is used, created when asked."""
+        env = os.environ if env is None else env
         values = {name: value for name, (value, _) in resolve(env, flags, config_file).items()}
+        try:
+            values["blob"] = parse_blob_url(values["blob_url"], values["data_dir"], env)
+        except BadBlobUrl as exc:
+            raise ConfigError(str(exc)) from None
+        raw_index = env.get("FILESVC_WORKER_INDEX", "")  # set by the supervisor, not by people
+        values["worker_index"] = int(raw_index) if raw_index.isdigit() else None
         if not values["jwt_secret"]:
             values["jwt_secret"] = secret_from_data_dir(values["data_dir"], create=create_secret)
         return cls(**values)
@@ -344,9 +387,10 @@ class Settings:
         host: str | None = None,
         port: int | None = None,
         data_dir: Path | None = None,
+        workers: int | None = None,
     ) -> Settings:
         """The environment with a few flags over it (what the tests and scripts need)."""
-        flags = {"host": host, "port": port, "data_dir": data_dir}
+        flags = {"host": host, "port": port, "data_dir": data_dir, "workers": workers}
         return cls.load(env, flags={k: v for k, v in flags.items() if v is not None})
 
 

@@ -77,8 +77,18 @@ async def no_thumbnails(path: Path) -> Rendered:
     return Rendered("done")
 
 
+# With several server processes, how often the one that runs thumbnails looks for jobs the
+# others committed, and how often the others look whether a job they wait on is over.
+POLL_INTERVAL = 0.25
+
+
 class ThumbnailRunner:
-    """Runs jobs with ``workers`` concurrent tasks, fed by a queue and by the table on start."""
+    """Runs jobs with ``workers`` concurrent tasks, fed by a queue and by the table on start.
+
+    With several server processes on one database (``filesvc serve --workers N``) only one runs
+    jobs until jobs are claimed with a lease: it also polls the table for jobs the others
+    committed (``poll``), and the others are passive (``active=False``): they run nothing and
+    answer :meth:`wait` by polling the job's state."""
 
     def __init__(
         self,
@@ -90,8 +100,13 @@ class ThumbnailRunner:
         workers: int,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         on_job: Callable[[str, float], None] | None = None,
+        active: bool = True,
+        poll: bool = False,
     ) -> None:
         self.db = db
+        self.active = active
+        self.poll = poll
+        self._known: set[tuple[str, int]] = set()
         self.store = store
         self.renderer = renderer
         self.work_dir = work_dir
@@ -109,24 +124,56 @@ class ThumbnailRunner:
 
     @property
     def alive(self) -> bool:
-        """Every worker task is running (a task that ended took its share of the jobs with it)."""
+        """Every worker task is running (a task that ended took its share of the jobs with it);
+        a passive runner has none by design and is always alive."""
+        if not self.active:
+            return True
         return bool(self._tasks) and not any(task.done() for task in self._tasks)
 
     async def start(self) -> None:
-        """Take up every unfinished job, then start the workers."""
+        """Take up every unfinished job, then start the workers (a passive runner: nothing)."""
+        if not self.active:
+            return
         await asyncio.to_thread(self._clear_work_dir)
-        async with self.db.write() as conn:
-            async with conn.execute(
-                "SELECT file_id, generation, attempts FROM thumbnail_jobs"
-                " WHERE state IN ('pending', 'running')"
-            ) as cur:
-                pending = [(r[0], r[1], r[2]) for r in await cur.fetchall()]
-            for file_id, generation, attempts in pending:
-                if attempts >= MAX_ATTEMPTS:
-                    await self._give_up(conn, file_id)
-                else:
-                    self.notify(file_id, generation)
+        await self._take_up(running_too=True)
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
+        if self.poll:
+            self._tasks.append(asyncio.create_task(self._poller()))
+
+    async def _take_up(self, *, running_too: bool) -> None:
+        """Queue the table's unfinished jobs this runner does not hold yet.  At start a
+        'running' job is one a crash interrupted; later it is one of ours."""
+        async with (
+            self.db.read() as conn,
+            conn.execute(
+                "SELECT file_id, generation, attempts FROM thumbnail_jobs"
+                " WHERE state = 'pending' OR (state = 'running' AND ?)",
+                (running_too,),
+            ) as cur,
+        ):
+            pending = [(r[0], r[1], r[2]) for r in await cur.fetchall()]
+        spent = []
+        for file_id, generation, attempts in pending:
+            if (file_id, generation) in self._known:
+                continue
+            if attempts >= MAX_ATTEMPTS:
+                spent.append(file_id)
+            else:
+                self.notify(file_id, generation)
+        if spent:
+            async with self.db.write() as conn:
+                for file_id in spent:
+                    await self._give_up(conn, file_id)
+
+    async def _poller(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            try:
+                await self._take_up(running_too=False)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("looking for thumbnail jobs failed")
 
     def _clear_work_dir(self) -> None:
         """Temp copies of a crashed run are never needed again."""
@@ -144,15 +191,35 @@ class ThumbnailRunner:
         self._tasks = []
 
     def notify(self, file_id: str, generation: int) -> None:
+        if not self.active:
+            return  # the process that runs thumbnails finds the job in the table
+        self._known.add((file_id, generation))
         self._events.setdefault((file_id, generation), asyncio.Event())
         self._queue.put_nowait((file_id, generation))
 
     async def wait(self, file_id: str, generation: int, limit: float) -> None:
+        if not self.active:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poll_finished(file_id, generation), limit)
+            return
         event = self._events.get((file_id, generation))
         if event is None:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), limit)
+
+    async def _poll_finished(self, file_id: str, generation: int) -> None:
+        while True:
+            async with (
+                self.db.read() as conn,
+                conn.execute(
+                    "SELECT generation, state FROM thumbnail_jobs WHERE file_id = ?", (file_id,)
+                ) as cur,
+            ):
+                row = await cur.fetchone()
+            if row is None or row[0] != generation or row[1] not in ("pending", "running"):
+                return
+            await asyncio.sleep(POLL_INTERVAL)
 
     async def _worker(self) -> None:
         while True:
@@ -168,6 +235,7 @@ class ThumbnailRunner:
                 with contextlib.suppress(Exception):
                     await self._finish(file_id, generation, Rendered("error", reason="internal"))
             finally:
+                self._known.discard((file_id, generation))
                 event = self._events.pop((file_id, generation), None)
                 if event is not None:
                     event.set()

@@ -44,7 +44,11 @@ class ServerProcess:
 
 
 def start_server(
-    data_dir: Path, *, port: int | None = None, env: dict[str, str] | None = None
+    data_dir: Path,
+    *,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
 ) -> ServerProcess:
     """Start ``filesvc serve`` on a free port and wait until /readyz answers."""
     port = port or free_port()
@@ -62,6 +66,7 @@ def start_server(
                 str(port),
                 "--data-dir",
                 str(data_dir),
+                *args,
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -283,6 +283,7 @@ async def count_files(api: Api) -> int:
     return int(row[0])
 
 
+@pytest.mark.local_blobs
 async def test_disk_full_is_507_and_leaves_nothing(
     api: Api, monkeypatch: pytest.MonkeyPatch, settings: Settings
 ) -> None:
@@ -305,6 +306,7 @@ async def test_disk_full_is_507_and_leaves_nothing(
     assert [p for p in await _listdir(tmp)] == []
 
 
+@pytest.mark.local_blobs
 async def test_storage_failure_is_never_200(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(self: LocalStaging, data: bytes) -> None:
         raise OSError(errno.EIO, "Input/output error")

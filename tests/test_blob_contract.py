@@ -1,4 +1,5 @@
-"""One contract suite, run against every blob backend (memory and local filesystem)."""
+"""One contract suite, run against every blob backend (memory, local filesystem, and S3 on a
+real SeaweedFS)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,17 @@ from blobstore.local import LocalBackend
 from blobstore.memory import MemoryBackend
 from blobstore.port import BlobBackend, LocalFiles, TempFiles
 from blobstore.refs import BlobRef, is_ref, ref_digest
+from blobstore.s3 import S3Backend
 from blobstore.store import ContentStore
 
 
-@pytest.fixture(params=["memory", "local"])
+@pytest.fixture(params=["memory", "local", "s3"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobBackend]:
     chosen: BlobBackend
     if request.param == "memory":
         chosen = MemoryBackend()
+    elif request.param == "s3":
+        chosen = S3Backend(request.getfixturevalue("s3_location"))
     else:
         chosen = await asyncio.to_thread(LocalBackend, tmp_path / "blobs")
     yield chosen

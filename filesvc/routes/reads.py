@@ -14,6 +14,7 @@ from filesvc.download import (
     Unsatisfiable,
     content_disposition,
     etag_matches,
+    open_first,
     parse_range,
     segments,
     stream,
@@ -74,9 +75,9 @@ async def download(request: web.Request) -> web.StreamResponse:
     response.content_length = chosen.end - chosen.start
     if byte_range is not None:
         response.headers["Content-Range"] = f"bytes {chosen.start}-{chosen.end - 1}/{size}"
-    await response.prepare(request)
-    if request.method != "HEAD" and chosen.end > chosen.start:
-        await _send(request, response, segments(view.chunks, chosen))
+    pieces = segments(view.chunks, chosen) if request.method != "HEAD" else []
+    await _send(request, response, pieces)
+    if pieces:
         request.app[METRICS].download_bytes.inc(chosen.end - chosen.start)
     await response.write_eof()
     return response
@@ -100,8 +101,20 @@ def _requested_range(
 async def _send(
     request: web.Request, response: web.StreamResponse, pieces: list[tuple[Entry, int, int]]
 ) -> None:
+    """Prepare the response and send the pieces.  The first blob is opened before the headers
+    go out, so a missing blob or an unreachable store is still an error status."""
+    reader = request.app[STORE].backend
+    first = await open_first(reader, pieces)
     try:
-        await stream(request, response, request.app[STORE].backend, pieces)
+        await response.prepare(request)
+    except BaseException:
+        if first is not None:
+            await first.aclose()
+        raise
+    if not pieces:
+        return
+    try:
+        await stream(request, response, reader, pieces, first)
     except (ConnectionError, asyncio.CancelledError):
         raise
     except Exception:
@@ -138,8 +151,6 @@ async def thumbnail(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers=headers)
     response.content_type = str((entry.attrs or {}).get("type") or "application/octet-stream")
     response.content_length = entry.size
-    await response.prepare(request)
-    if request.method != "HEAD":
-        await _send(request, response, [(entry, 0, entry.size)])
+    await _send(request, response, [(entry, 0, entry.size)] if request.method != "HEAD" else [])
     await response.write_eof()
     return response

