@@ -10,6 +10,7 @@ the ``blobstore`` command and the tests all go through :func:`parse_blob_url` an
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -123,11 +124,15 @@ def describe(location: BlobLocation) -> str:
     return f"s3://{location.bucket}/{location.prefix} at {location.endpoint}"
 
 
-async def open_backend(location: BlobLocation) -> BlobBackend:
+async def open_backend(location: BlobLocation, *, min_free_bytes: int = 0) -> BlobBackend:
     """The backend for ``location``; the caller closes it.  Opening an S3 backend sends no
-    request (an engine down at start shows as StoreUnavailable on first use)."""
+    request (an engine down at start shows as StoreUnavailable on first use).
+    ``min_free_bytes`` is the local backend's free-space floor (see LocalBackend); an S3 engine
+    manages its own space."""
     if isinstance(location, LocalLocation):
-        return await asyncio.to_thread(LocalBackend, location.root)
+        return await asyncio.to_thread(
+            functools.partial(LocalBackend, location.root, min_free_bytes=min_free_bytes)
+        )
     # Imported here: the S3 client library costs a few MiB of memory to load, which the
     # embedded default does not need.
     from blobstore.s3 import S3Backend

@@ -8,11 +8,14 @@ reader see the last commit while a write is in progress.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
+
+from blobstore.errors import StoreFull
 
 # FULL: a commit is on disk before the caller is answered, so an acknowledged upload survives
 # power loss as well as kill -9 (its blobs are fsynced too).  NORMAL is offered for benchmarks.
@@ -23,6 +26,23 @@ BUSY_TIMEOUT_MS = 10_000
 # the writer (WAL).  A few suffice on 2 cores; each costs a thread and a file descriptor.
 READERS = 4
 _SYNC_MODES = {"OFF", "NORMAL", "FULL", "EXTRA"}
+
+
+def is_full(exc: BaseException) -> bool:
+    """True when SQLite failed for lack of space: ``SQLITE_FULL`` ("database or disk is full",
+    also what ``max_page_count`` gives), or an I/O error whose cause was ENOSPC."""
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+        return True
+    return "disk is full" in str(exc)
+
+
+def _translate(exc: BaseException) -> BaseException:
+    if is_full(exc):
+        return StoreFull("no space left for the metadata database")
+    return exc
 
 
 class Database:
@@ -98,20 +118,28 @@ class Database:
             # connection's thread runs it anyway), so the rollback must follow it; a rollback
             # with no transaction open does nothing.  Statements run in order on the
             # connection's thread, so the rollback always comes after the BEGIN.
+            # Lack of space surfaces as the store's own StoreFull, so callers (and the HTTP
+            # layer's one error switch) treat a full database like a full blob store.
             try:
                 await conn.execute("BEGIN IMMEDIATE")
                 yield conn
-            except BaseException:
+            except BaseException as exc:
                 await asyncio.shield(conn.rollback())
-                raise
+                translated = _translate(exc)
+                if translated is exc:
+                    raise
+                raise translated from exc
             try:
                 await asyncio.shield(conn.commit())
-            except BaseException:
+            except BaseException as exc:
                 # A failed COMMIT (SQLITE_FULL, IOERR, a deferred constraint) may leave the
                 # transaction open, and then every later BEGIN would fail.  After a cancelled
                 # (still running) commit this is a no-op: it runs after the commit.
                 await asyncio.shield(conn.rollback())
-                raise
+                translated = _translate(exc)
+                if translated is exc:
+                    raise
+                raise translated from exc
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[aiosqlite.Connection]:

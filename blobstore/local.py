@@ -170,6 +170,7 @@ class LocalStaging:
         fd = self._open()
         if self._held is not None:
             data, self._held = self._held + data, None
+        self._backend.check_floor(fd, len(data))
         view = memoryview(data)
         while view:
             n = os.write(fd, view)
@@ -361,10 +362,16 @@ class LocalBlobStream:
 
 
 class LocalBackend:
-    """Blobs as files under ``root``."""
+    """Blobs as files under ``root``.
 
-    def __init__(self, root: Path) -> None:
+    ``min_free_bytes`` is a floor: a write that would leave the file system with less free space
+    fails with StoreFull before a byte is written, so blobs never take the room the metadata
+    database needs to record (and delete) what is stored.  Checked per write batch (1 MiB), so
+    concurrent uploads can overshoot it by at most a batch each."""
+
+    def __init__(self, root: Path, *, min_free_bytes: int = 0) -> None:
         self.root = root
+        self.min_free_bytes = min_free_bytes
         self.tmp = root / TEMP_DIR
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="blobstore")
@@ -372,6 +379,15 @@ class LocalBackend:
         self._tmp_prefix = uuid.uuid4().hex
         self._tmp_counter = itertools.count()
         self._known_dirs: set[Path] = set()
+
+    def check_floor(self, fd: int, adding: int) -> None:
+        """Raise ENOSPC (StoreFull) when writing ``adding`` bytes would go below the floor.
+        One ``fstatvfs``, about a microsecond, in the writing thread."""
+        if self.min_free_bytes <= 0:
+            return
+        st = os.fstatvfs(fd)
+        if st.f_bavail * st.f_frsize - adding < self.min_free_bytes:
+            raise OSError(errno.ENOSPC, "below the blob store's free-space floor")
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)

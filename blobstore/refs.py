@@ -3,6 +3,12 @@
 A ref is ``xxh3_128-<32 hex>``.  xxh3 is not collision-resistant, so when two *different* contents
 hash alike the second is stored under ``xxh3_128-<32 hex>-<n>`` (n = 1, 2, ...): the base hash still
 names the content's hash, and the suffix keeps different contents apart (DESIGN invariant 4).
+
+A ref may also carry a dedup scope, ``xxh3_128-<32 hex>-s<32 hex>[-<n>]``: content is shared only
+between puts of one scope.  The scope is opaque here (the service derives it from a tenant with a
+keyed hash, so no name on disk is built from client input); the digest is still the content's
+own hash, so fsck re-hashes scoped blobs exactly like unscoped ones.  Refs without a scope (made
+before scopes existed) stay valid.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ ALGORITHM = "xxh3_128"
 
 BlobRef = NewType("BlobRef", str)
 
-_REF_RE = re.compile(r"^xxh3_128-([0-9a-f]{32})(?:-([1-9][0-9]{0,5}))?$")
+_REF_RE = re.compile(r"^xxh3_128-([0-9a-f]{32})(?:-s([0-9a-f]{32}))?(?:-([1-9][0-9]{0,5}))?$")
+_SCOPE_RE = re.compile(r"^[0-9a-f]{32}$")
 
 # How many different contents may share one fast hash before we give up; reaching even 2 by
 # accident needs a 2^64 birthday event, so anything above a handful means a planted collision.
@@ -56,9 +63,26 @@ def is_ref(text: str) -> bool:
     return _REF_RE.match(text) is not None
 
 
-def make_ref(hexdigest: str, variant: int = 0) -> BlobRef:
-    """The ref of content whose hash is ``hexdigest``; ``variant`` > 0 only after a collision."""
-    return BlobRef(f"{ALGORITHM}-{hexdigest}" + (f"-{variant}" if variant else ""))
+def check_scope(scope: str) -> str:
+    """Validate a dedup scope (32 lowercase hex digits); raise :class:`InvalidRef` otherwise."""
+    if not _SCOPE_RE.match(scope):
+        raise InvalidRef(f"not a dedup scope: {scope[:80]!r}")
+    return scope
+
+
+def make_ref(hexdigest: str, variant: int = 0, scope: str | None = None) -> BlobRef:
+    """The ref of content whose hash is ``hexdigest`` in dedup ``scope`` (None: unscoped);
+    ``variant`` > 0 only after a collision."""
+    scoped = "" if scope is None else f"-s{check_scope(scope)}"
+    return BlobRef(f"{ALGORITHM}-{hexdigest}{scoped}" + (f"-{variant}" if variant else ""))
+
+
+def ref_scope(ref: BlobRef) -> str | None:
+    """The dedup scope the ref belongs to, or None for an unscoped ref."""
+    m = _REF_RE.match(ref)
+    if m is None:
+        raise InvalidRef(f"not a blob ref: {ref[:80]!r}")
+    return m.group(2)
 
 
 def ref_digest(ref: BlobRef) -> str:
@@ -69,6 +93,7 @@ def ref_digest(ref: BlobRef) -> str:
     return m.group(1)
 
 
-def ref_candidates(hexdigest: str) -> list[BlobRef]:
-    """Every ref that content with this digest may live under, in the order put tries them."""
-    return [make_ref(hexdigest, n) for n in range(MAX_COLLISION_VARIANTS)]
+def ref_candidates(hexdigest: str, scope: str | None = None) -> list[BlobRef]:
+    """Every ref that content with this digest may live under in ``scope``, in the order put
+    tries them."""
+    return [make_ref(hexdigest, n, scope) for n in range(MAX_COLLISION_VARIANTS)]

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 from blobstore.errors import CollisionLimit, TooLarge
 from blobstore.port import BlobBackend, Staging
-from blobstore.refs import BlobRef, HasherFactory, default_hasher, ref_candidates
+from blobstore.refs import (
+    BlobRef,
+    HasherFactory,
+    check_scope,
+    default_hasher,
+    ref_candidates,
+)
 
 # Bytes handed to the backend per write.  Larger batches amortise the thread hand-off that a
 # per-64KiB write costs (docs/measured.md: it halved throughput); 1 MiB keeps two buffers cheap.
@@ -35,11 +41,21 @@ class ContentStore:
         self.backend = backend
         self._hasher = hasher
 
-    async def put(self, stream: AsyncIterable[bytes], *, max_size: int | None = None) -> PutResult:
-        """Store the stream's bytes and return their ref.
+    async def put(
+        self,
+        stream: AsyncIterable[bytes],
+        *,
+        max_size: int | None = None,
+        scope: str | None = None,
+    ) -> PutResult:
+        """Store the stream's bytes and return their ref.  Content is deduplicated only against
+        blobs of the same ``scope`` (None: the unscoped refs); a put into another scope writes
+        the bytes anew, exactly as for content never seen.
 
         Raises TooLarge (nothing stored) when the stream passes ``max_size`` bytes.  If the
         stream raises, the staged bytes are dropped and the error propagates unchanged."""
+        if scope is not None:
+            check_scope(scope)
         staging = await self.backend.stage()
         try:
             hasher = self._hasher()
@@ -61,21 +77,24 @@ class ContentStore:
                     pending_len = 0
             if pending:
                 await staging.write(b"".join(pending))
-            ref, created = await self._publish(staging, hasher.hexdigest())
+            ref, created = await self._publish(staging, hasher.hexdigest(), scope)
             return PutResult(ref, size, created)
         finally:
             await asyncio.shield(staging.discard())
 
-    async def put_bytes(self, data: bytes) -> PutResult:
+    async def put_bytes(self, data: bytes, *, scope: str | None = None) -> PutResult:
         """Store a small in-memory value (a thumbnail, a test fixture)."""
 
         async def one() -> AsyncIterable[bytes]:
             yield data
 
-        return await self.put(one())
+        return await self.put(one(), scope=scope)
 
-    async def _publish(self, staging: Staging, digest: str) -> tuple[BlobRef, bool]:
-        for ref in ref_candidates(digest):
+    async def _publish(
+        self, staging: Staging, digest: str, scope: str | None
+    ) -> tuple[BlobRef, bool]:
+        candidates = ref_candidates(digest, scope)
+        for ref in candidates:
             if await staging.publish(ref):
                 return ref, True
             # A blob already has this name: trust it only if its bytes are ours.
@@ -84,4 +103,4 @@ class ContentStore:
             # Gone meanwhile (gc) — publish takes the name on the next round; else a collision.
             if await staging.publish(ref):
                 return ref, True
-        raise CollisionLimit(f"more than {len(ref_candidates(digest))} contents share {digest}")
+        raise CollisionLimit(f"more than {len(candidates)} contents share {digest}")

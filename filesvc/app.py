@@ -7,6 +7,7 @@ in reverse order) and live under typed AppKeys.
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
@@ -25,20 +26,25 @@ from filesvc.appkeys import (
     DATABASE,
     INFLIGHT,
     METRICS,
+    SCOPES,
     SERVICE,
     SETTINGS,
+    SPACE,
     STORE,
     THUMBS,
     UPLOADS,
 )
 from filesvc.creates import CreateBatcher
+from filesvc.errors import Unauthorized
 from filesvc.inflight import InFlight, UploadSlots
 from filesvc.metrics import Metrics
-from filesvc.middleware import error_middleware, metrics_middleware
+from filesvc.middleware import error_middleware, metrics_middleware, target_middleware
 from filesvc.routes import reads, uploads
 from filesvc.routes.common import PREFIX
+from filesvc.scope import DedupScopes
 from filesvc.service import FileService
 from filesvc.settings import Settings
+from filesvc.space import SpaceGuard
 from filesvc.thumbjobs import Renderer, ThumbnailRunner, no_thumbnails
 from filesvc.thumbnails.pool import ProcessRenderer
 from filesvc.thumbnails.render import RenderLimits
@@ -55,13 +61,27 @@ def create_app(
     renderer: Renderer | None = None,
 ) -> web.Application:
     """The aiohttp application.  Tests pass a backend (memory) or a renderer (fake)."""
-    app = web.Application(middlewares=[metrics_middleware, error_middleware])
+    app = web.Application(middlewares=[metrics_middleware, error_middleware, target_middleware])
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[INFLIGHT] = InFlight()
     app[UPLOADS] = UploadSlots(settings.max_concurrent_uploads, settings.max_uploads_per_caller)
     app[ACCESS_LOG] = AccessLog(settings.access_log, probes=settings.access_log_probes)
     app.on_response_prepare.append(add_request_id)
+    app[SCOPES] = DedupScopes(settings.jwt_secret)
+    scope_of = app[SCOPES].of
+
+    async def space(app: web.Application) -> AsyncIterator[None]:
+        guard = SpaceGuard(
+            settings.data_dir,
+            min_free_bytes=settings.min_free_bytes,
+            reserve_bytes=settings.disk_reserve_bytes,
+        )
+        await asyncio.to_thread(settings.data_dir.mkdir, parents=True, exist_ok=True)
+        await guard.start()
+        app[SPACE] = guard
+        yield
+        await guard.stop()
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         db = Database(layout.db_path(settings.data_dir), synchronous=settings.sqlite_synchronous)
@@ -71,7 +91,9 @@ def create_app(
         await db.close()
 
     async def store(app: web.Application) -> AsyncIterator[None]:
-        chosen = backend if backend is not None else await open_backend(settings.blob_location())
+        chosen = backend or await open_backend(
+            settings.blob_location(), min_free_bytes=settings.min_free_bytes
+        )
         app[STORE] = ContentStore(chosen)
         yield
         await chosen.close()
@@ -101,6 +123,7 @@ def create_app(
             workers=settings.thumb_workers,
             max_input_bytes=limits.max_input_bytes,
             on_job=app[METRICS].thumbnail_job,
+            scope_of=scope_of,
             active=active,
             poll=active and settings.workers > 1,
         )
@@ -130,12 +153,13 @@ def create_app(
             creates,
             max_upload_bytes=settings.max_upload_bytes,
             thumb_sync_timeout=settings.thumb_sync_timeout,
+            scope_of=scope_of,
             on_stored=stored,
         )
         yield
         await creates.stop()
 
-    app.cleanup_ctx.extend([database, store, thumbnails, service])
+    app.cleanup_ctx.extend([space, database, store, thumbnails, service])
     _routes(app)
     return app
 
@@ -175,6 +199,15 @@ def _routes(app: web.Application) -> None:
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    """Aggregate counters only (no company label; dedup is per company, see docs/security.md).
+    With a metrics token set, only a scraper holding it may read them."""
+    expected = request.app[SETTINGS].metrics_token
+    if expected is not None:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(
+            given.encode("utf-8", "surrogateescape"), f"Bearer {expected}".encode()
+        ):
+            raise Unauthorized("the metrics need 'Authorization: Bearer <metrics token>'")
     # Off the loop: the process collector reads /proc.
     body = await asyncio.to_thread(generate_latest, request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -9,8 +9,10 @@ from blobstore.store import ContentStore
 from filesvc.accesslog import AccessLog
 from filesvc.inflight import InFlight, UploadSlots
 from filesvc.metrics import Metrics
+from filesvc.scope import DedupScopes
 from filesvc.service import FileService
 from filesvc.settings import Settings
+from filesvc.space import SpaceGuard
 from filesvc.thumbjobs import ThumbnailRunner
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -22,3 +24,5 @@ METRICS = web.AppKey("metrics", Metrics)
 INFLIGHT = web.AppKey("inflight", InFlight)
 UPLOADS = web.AppKey("uploads", UploadSlots)
 ACCESS_LOG = web.AppKey("access_log", AccessLog)
+SPACE = web.AppKey("space", SpaceGuard)
+SCOPES = web.AppKey("scopes", DedupScopes)

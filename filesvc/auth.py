@@ -79,13 +79,27 @@ def _caller(claims: dict[str, object]) -> Caller:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub:
         raise Unauthorized("the token's 'sub' claim must be a non-empty string")
+    _check_text("sub", sub)
     companies = claims.get("companies", [])
     if not isinstance(companies, list) or not all(isinstance(c, str) for c in companies):
         raise Unauthorized("the token's 'companies' claim must be a list of strings")
+    for company in companies:
+        _check_text("companies", company)
     app = claims.get("application_id")
     if app is not None and (not isinstance(app, str) or not app):
         raise Unauthorized("the token's 'application_id' claim must be a non-empty string")
+    if app is not None:
+        _check_text("application_id", app)
     return Caller(sub, frozenset(str(c) for c in companies), app)
+
+
+def _check_text(claim: str, value: str) -> None:
+    """JSON may encode a lone surrogate (``"\\ud800"``); such an id can be neither stored nor
+    compared as text, so the token is refused."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Unauthorized(f"the token's '{claim}' claim is not valid Unicode text") from None
 
 
 def mint(

@@ -8,9 +8,11 @@ exceptions.  Nothing here reads a whole body into memory.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from urllib.parse import unquote_to_bytes
 
 from aiohttp import BodyPartReader, ClientError, MultipartReader, hdrs, web
 from aiohttp.http_exceptions import (
@@ -44,9 +46,12 @@ MAX_FORM_FIELD_BYTES = 64 << 10
 # Parts looked at before giving up on finding a file part.
 MAX_PARTS = 32
 
-# Content codings aiohttp's parser decodes before the handler sees the body.  Any other one
-# would be stored still encoded: refused instead.
-DECODED_CONTENT_CODINGS = frozenset({"", "identity", "gzip", "deflate", "br", "zstd"})
+# Content codings accepted: aiohttp's parser decodes them before the handler sees the body, and
+# the decoded bytes count against the upload limit as they stream.  Any other one would be stored
+# still encoded: refused with 415.  br and zstd are refused too: their decoders are optional
+# packages, and without them aiohttp's parser refuses the request itself (answered with the same
+# 415 by filesvc.protocol), so refusing them here keeps one answer whether or not they are there.
+DECODED_CONTENT_CODINGS = frozenset({"", "identity", "gzip", "deflate"})
 # RFC 2045 codings that leave a part's bytes as they are; base64, quoted-printable and the
 # like are deprecated in form-data (RFC 7578 4.7) and aiohttp's read_chunk does not undo them.
 IDENTITY_TRANSFER_ENCODINGS = frozenset({"binary", "7bit", "8bit"})
@@ -263,6 +268,7 @@ async def _multipart(request: web.Request, watchdog: _Watchdog) -> UploadBody:
                 break
             if isinstance(part, MultipartReader):
                 raise BadRequest("nested multipart bodies are not supported")
+            _check_extended_filename(part)
             if part.filename is not None or part.name == "file":
                 _check_transfer_encoding(part)
                 return UploadBody(
@@ -295,6 +301,29 @@ def _keep_field(fields: dict[str, str], name: str | None, value: bytes) -> None:
         fields[name] = value.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest(f"form field '{name}' is not UTF-8 text") from None
+
+
+# ``filename*=charset'lang'percent-encoded`` (RFC 6266 / RFC 8187).
+_EXTENDED_FILENAME = re.compile(r"""(?:^|;)\s*filename\*\s*=\s*([^;]*)""", re.IGNORECASE)
+
+
+def _check_extended_filename(part: BodyPartReader) -> None:
+    """400 for a ``filename*`` that does not decode: aiohttp drops it with a warning, and the
+    file would be stored with no name (or the plain ``filename`` fallback) instead."""
+    header = part.headers.get(hdrs.CONTENT_DISPOSITION) or ""
+    found = _EXTENDED_FILENAME.search(header)
+    if found is None:
+        return
+    charset, quote, encoded = found.group(1).strip().strip('"').partition("'")
+    _, _, encoded = encoded.partition("'")
+    try:
+        if not quote:
+            raise ValueError("no charset")
+        unquote_to_bytes(encoded).decode(charset or "utf-8")
+    except (ValueError, LookupError):
+        raise BadRequest(
+            "the file part's filename* is not valid: send charset''percent-encoded UTF-8"
+        ) from None
 
 
 def _check_transfer_encoding(part: BodyPartReader) -> None:

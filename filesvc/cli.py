@@ -191,15 +191,12 @@ def _config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     rows: dict[str, dict[str, object]] = {}
     for f, spec in specs():
         value, source = values[f.name]
-        if spec.secret:
-            if value:
-                value = "<redacted>"
-            else:
-                kept = values["data_dir"][0] / SECRET_FILE
-                value, source = (
-                    "<redacted>",
-                    f"{kept} ({'exists' if kept.exists() else 'created at first start'})",
-                )
+        if spec.secret and value:
+            value = "<redacted>"
+        elif f.name == "jwt_secret":
+            kept = values["data_dir"][0] / SECRET_FILE
+            state = "exists" if kept.exists() else "created at first start"
+            value, source = "<redacted>", f"{kept} ({state})"
         rows[spec.env] = {
             "value": str(value) if isinstance(value, Path) else value,
             "source": source,

@@ -33,14 +33,16 @@ from typing import Any
 from aiohttp import web
 from aiohttp.streams import StreamReader
 
+from filesvc.protocol import EnvelopeRequestHandler
 from filesvc.settings import Settings
 
 # Pending connections the kernel queues before accept (aiohttp's TCPSite default).
 LISTEN_BACKLOG = 128
 
 
-class HeadDeadlineHandler(web.RequestHandler):
-    """aiohttp's HTTP/1 protocol, with a deadline on receiving each request's head."""
+class HeadDeadlineHandler(EnvelopeRequestHandler):
+    """aiohttp's HTTP/1 protocol, with a deadline on receiving each request's head (and, from
+    :class:`EnvelopeRequestHandler`, the parser's own errors in the envelope)."""
 
     __slots__ = ("_head_loop", "_head_parsed", "_head_timeout", "_head_timer", "_last_body")
 

@@ -62,6 +62,12 @@ class RangeNotSatisfiable(ApiError):
     status = 416
 
 
+class InsufficientStorage(ApiError):
+    """Free space is below the floor: new uploads are refused before anything is written."""
+
+    status = 507
+
+
 class TooManyRequests(ApiError):
     """One caller asks for more at once than its share: unlike 503, the limit is the caller's
     own, and other callers are still served.  Retry-After tells when to retry."""

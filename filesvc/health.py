@@ -19,7 +19,7 @@ from aiohttp import web
 from blobstore.errors import StoreUnavailable
 from blobstore.port import Probe
 from blobstore.refs import make_ref
-from filesvc.appkeys import DATABASE, SETTINGS, STORE, THUMBS
+from filesvc.appkeys import DATABASE, SETTINGS, SPACE, STORE, THUMBS
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,11 @@ async def _data_dir(app: web.Application) -> str | None:
     return None
 
 
+async def _disk(app: web.Application) -> str | None:
+    """Free space is above the floor and the space reserve is held (filesvc/space.py)."""
+    return app[SPACE].problem()
+
+
 async def _thumbnail_workers(app: web.Application) -> str | None:
     if not app[THUMBS].alive:
         return "the thumbnail workers are not running"
@@ -76,6 +81,7 @@ CHECKS: list[tuple[str, Check]] = [
     ("database", _database),
     ("blob_store", _blob_store),
     ("data_dir_writable", _data_dir),
+    ("disk", _disk),
     ("thumbnail_workers", _thumbnail_workers),
 ]
 
@@ -93,12 +99,11 @@ async def _run(name: str, check: Check, app: web.Application) -> str | None:
 
 async def readyz(request: web.Request) -> web.Response:
     """200 ``{"status": "ready", "checks": {...}}`` when every check passes, else 503 with the
-    same shape and ``"status": "not ready"``; each check reads ``"ok"`` or the reason it fails."""
+    same shape and ``"status": "not ready"``; each check reads ``{"ok": bool[, "reason": str]}``."""
     results = await asyncio.gather(*(_run(n, c, request.app) for n, c in CHECKS))
-    checks = {
-        name: "ok" if reason is None else reason
-        for (name, _), reason in zip(CHECKS, results, strict=True)
-    }
+    checks: dict[str, dict[str, object]] = {}
+    for (name, _), reason in zip(CHECKS, results, strict=True):
+        checks[name] = {"ok": True} if reason is None else {"ok": False, "reason": reason}
     ready = all(reason is None for reason in results)
     return web.json_response(
         {"status": "ready" if ready else "not ready", "checks": checks},

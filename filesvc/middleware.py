@@ -24,8 +24,8 @@ from blobstore.errors import (
 )
 from filesvc import accesslog
 from filesvc.appkeys import ACCESS_LOG, INFLIGHT, METRICS
-from filesvc.errors import ApiError
-from filesvc.params import parse_company_id, parse_file_id
+from filesvc.errors import ApiError, BadRequest
+from filesvc.params import check_query_utf8, parse_company_id, parse_file_id
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,18 @@ def _valid(parse: Callable[[str], str], raw: str | None) -> str | None:
         return parse(raw)
     except ApiError:
         return None
+
+
+@web.middleware
+async def target_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """400 for a request target with raw non-ASCII bytes (aiohttp's C parser refuses them
+    itself; its pure-Python fallback passes them on as U+FFFD) and for a query string whose
+    percent-decoded bytes are not UTF-8, on every route, before a lenient parse turns them into
+    U+FFFD."""
+    if not request.raw_path.isascii():
+        raise BadRequest("the request target is not a valid URL")
+    check_query_utf8(request.rel_url.raw_query_string)
+    return await handler(request)
 
 
 @web.middleware

@@ -358,7 +358,8 @@ def _service_paths() -> dict[str, Json]:
                 "200": {
                     "description": "Prometheus text format.",
                     "content": {"text/plain": {"schema": {"type": "string"}}},
-                }
+                },
+                "401": _error(401),
             },
         ),
         "/openapi.json": _probe(

@@ -69,7 +69,12 @@ def schemas() -> Json:
             },
         },
     }
-    check = {"type": "string", "description": "`ok`, or why the check fails."}
+    check = {
+        "type": "object",
+        "required": ["ok"],
+        "properties": {"ok": {"type": "boolean"}, "reason": {"type": "string"}},
+        "additionalProperties": False,
+    }
     return {
         "Error": {
             "type": "object",

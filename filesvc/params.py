@@ -11,6 +11,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 from filesvc.errors import BadRequest
 from filesvc.settings import MAX_TOTAL_CHUNKS
@@ -72,11 +73,41 @@ def clean_name(raw: str | None, source: str) -> str | None:
     """A file name as metadata (never a path): no control characters, bounded length."""
     if raw is None:
         return None
+    if not is_utf8_text(raw):
+        raise BadRequest(f"{source} is not valid UTF-8")
     if _CONTROL_RE.search(raw):
         raise BadRequest(f"{source} must not contain control characters")
     if len(raw) > MAX_NAME_LENGTH:
         raise BadRequest(f"{source} is longer than {MAX_NAME_LENGTH} characters")
     return raw
+
+
+def is_utf8_text(text: str) -> bool:
+    """False when ``text`` holds a lone surrogate: what invalid UTF-8 bytes of a header become
+    (surrogateescape), or an encoded surrogate in JSON.  Such text cannot be stored or shown."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_query_utf8(raw_query: str) -> None:
+    """400 when a percent-decoded query parameter is not UTF-8 (``?filename=%ff%fe.txt``):
+    the parsed query would silently hold U+FFFD instead, and store a name nobody sent."""
+    if "%" not in raw_query:
+        return
+    for pair in raw_query.split("&"):
+        key, _, value = pair.partition("=")
+        try:
+            name = unquote_to_bytes(key.replace("+", " ")).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("a query parameter name is not valid UTF-8") from None
+        try:
+            unquote_to_bytes(value.replace("+", " ")).decode("utf-8")
+        except UnicodeDecodeError:
+            shown = name[:40] if name.isprintable() else "?"
+            raise BadRequest(f"query parameter '{shown}' is not valid UTF-8") from None
 
 
 def clean_mime(raw: str | None, source: str) -> str | None:

@@ -109,6 +109,7 @@ class FileService:
         *,
         max_upload_bytes: int,
         thumb_sync_timeout: float,
+        scope_of: Callable[[str], str | None] = lambda _company: None,
         on_stored: Callable[[PutResult], None] | None = None,
     ) -> None:
         self.db = db
@@ -117,6 +118,7 @@ class FileService:
         self.creates = creates
         self.max_upload_bytes = max_upload_bytes
         self.thumb_sync_timeout = thumb_sync_timeout
+        self._scope_of = scope_of
         self._on_stored = on_stored
 
     # -- reads ---------------------------------------------------------------------------------
@@ -174,7 +176,7 @@ class FileService:
         head = b""
         if body is not None:
             sniffer = HeadSniffer(body.chunks)
-            put = await self._put(sniffer.stream(), params.total_size, number)
+            put = await self._put(sniffer.stream(), params.total_size, number, company_id)
             head = sniffer.head
         entries = [] if put is None else [Entry(number, put.ref, put.size)]
         expected_size = params.total_size
@@ -236,7 +238,7 @@ class FileService:
             budget = size - others
             if budget < 0:
                 raise BadRequest(self._too_big_message(size))
-        put = await self._put(body.chunks, budget, number)
+        put = await self._put(body.chunks, budget, number, company_id)
         generation = None
         async with self.db.write() as conn:
             ts = now_ms()
@@ -340,11 +342,11 @@ class FileService:
         return f"this chunk would make the file larger than its total size of {size} bytes"
 
     async def _put(
-        self, chunks: AsyncIterator[bytes], budget: int | None, number: int
+        self, chunks: AsyncIterator[bytes], budget: int | None, number: int, company_id: str
     ) -> PutResult:
         cap = self.max_upload_bytes if budget is None else min(budget, self.max_upload_bytes)
         try:
-            put = await self.store.put(chunks, max_size=cap)
+            put = await self.store.put(chunks, max_size=cap, scope=self._scope_of(company_id))
         except TooLarge:
             if budget is not None and budget < self.max_upload_bytes:
                 raise BadRequest(

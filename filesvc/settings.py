@@ -53,6 +53,14 @@ DEFAULT_MAX_CONCURRENT_UPLOADS = 256
 # On SIGTERM, requests in flight get this long to finish: a 1 GiB upload at LAN speed takes about
 # 10 s; orchestrators wait 30 s (Kubernetes' terminationGracePeriodSeconds) before SIGKILL.
 DEFAULT_DRAIN_TIMEOUT = 25.0
+# Below this much free space on the data directory's file system new uploads are refused (507)
+# before a byte is written, leaving room for the metadata writes (commits, deletes, thumbnails) of
+# what is already stored; a quarter GiB is far more than those need and little on any real disk.
+DEFAULT_MIN_FREE_BYTES = 256 << 20
+# Space preallocated in <data>/space-reserve and given back only when free space is exhausted, so
+# a DELETE can always commit.  A DELETE writes a few database pages (measured under 1 MiB on a full
+# disk, see tests/test_api_full_disk.py); 16 MiB covers that many times over, and a crash recovery.
+DEFAULT_DISK_RESERVE_BYTES = 16 << 20
 # Uploads one caller (a company and a user or application) may stream at once before its next one
 # is refused with 429: a quarter of the slots, so no fewer than four callers can take them all,
 # while an application importing in bulk keeps the 64 parallel uploads `bench` measures with (a
@@ -284,6 +292,26 @@ class Settings:
         "FILESVC_SQLITE_SYNCHRONOUS",
         choice("OFF", "NORMAL", "FULL", "EXTRA"),
         "SQLite durability (NORMAL survives kill -9, not power loss)",
+    )
+    min_free_bytes: int = setting(
+        DEFAULT_MIN_FREE_BYTES,
+        "FILESVC_MIN_FREE_BYTES",
+        integer(0),
+        "free bytes below which new uploads are refused with 507 (room for metadata writes)",
+    )
+    disk_reserve_bytes: int = setting(
+        DEFAULT_DISK_RESERVE_BYTES,
+        "FILESVC_DISK_RESERVE_BYTES",
+        integer(0),
+        "bytes held in <data dir>/space-reserve and given back when the disk is full",
+    )
+    metrics_token: str | None = setting(
+        None,
+        "FILESVC_METRICS_TOKEN",
+        text,
+        "when set, GET /metrics needs 'Authorization: Bearer <this>' (scrapers, never tenants)",
+        secret=True,
+        flag=False,
     )
     drain_timeout: float = setting(
         DEFAULT_DRAIN_TIMEOUT,

@@ -100,6 +100,7 @@ class ThumbnailRunner:
         workers: int,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         on_job: Callable[[str, float], None] | None = None,
+        scope_of: Callable[[str], str | None] = lambda _company: None,
         active: bool = True,
         poll: bool = False,
     ) -> None:
@@ -113,6 +114,9 @@ class ThumbnailRunner:
         self.workers = workers
         self.max_input_bytes = max_input_bytes
         self.on_job = on_job  # (outcome, seconds) of each finished job, for metrics
+        # Thumbnails are put in their file's company scope: a thumbnail shared across companies
+        # would make thumbnail_sync's timing a dedup oracle.
+        self._scope_of = scope_of
         self._queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
         self._events: dict[tuple[str, int], asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -247,8 +251,10 @@ class ThumbnailRunner:
         async with self.db.read() as conn:
             current = await self._generation(conn, file_id)
             chunks = await manifests.entries(conn, file_id, "chunk")
-        if current != generation:
+            head = await manifests.head(conn, file_id)
+        if current != generation or head is None:
             return SUPERSEDED  # overwritten or deleted meanwhile
+        scope = self._scope_of(head.owner)
         # Most uploads are not images: a look at the first bytes settles them without a copy,
         # a worker process or a crash-counting write.
         if sum(e.size for e in chunks) > self.max_input_bytes:
@@ -271,7 +277,7 @@ class ThumbnailRunner:
         finally:
             if temporary:
                 await asyncio.to_thread(path.unlink, True)
-        return await self._finish(file_id, generation, rendered)
+        return await self._finish(file_id, generation, rendered, scope)
 
     async def _head(self, chunks: list[manifests.Entry]) -> bytes:
         head = b""
@@ -297,8 +303,10 @@ class ThumbnailRunner:
             await asyncio.to_thread(os.close, fd)
         return path, True
 
-    async def _finish(self, file_id: str, generation: int, rendered: Rendered) -> str:
-        puts = [await self.store.put_bytes(t.data) for t in rendered.thumbnails]
+    async def _finish(
+        self, file_id: str, generation: int, rendered: Rendered, scope: str | None = None
+    ) -> str:
+        puts = [await self.store.put_bytes(t.data, scope=scope) for t in rendered.thumbnails]
         async with self.db.write() as conn:
             if await self._generation(conn, file_id) != generation:
                 return SUPERSEDED

@@ -91,6 +91,8 @@ def settings(tmp_path: Path, blob_kind: str, request: pytest.FixtureRequest) -> 
         jwt_secret=SECRET,
         max_upload_bytes=64 << 20,
         body_idle_timeout=1.0,
+        # No preallocated reserve in each of the many test apps (the full-disk tests set one).
+        disk_reserve_bytes=0,
         blob=blob,
     )
 

@@ -75,7 +75,10 @@ async def test_engine_lost_then_back(
     assert await count_files(api) == 2  # nothing half-committed
     ready = await api.client.get("/readyz")
     assert ready.status == 503
-    assert (await ready.json())["checks"]["blob_store"] == "the blob store does not answer"
+    assert (await ready.json())["checks"]["blob_store"] == {
+        "ok": False,
+        "reason": "the blob store does not answer",
+    }
 
     engine.start()
     assert (await api.client.get("/readyz")).status == 200

@@ -12,7 +12,7 @@ from filesvc.settings import Settings
 from tests.conftest import AppFactory
 from tests.helpers import Api
 
-CHECK_NAMES = {"database", "blob_store", "data_dir_writable", "thumbnail_workers"}
+CHECK_NAMES = {"database", "blob_store", "data_dir_writable", "disk", "thumbnail_workers"}
 
 
 class UnreachableStore(MemoryBackend):
@@ -32,7 +32,7 @@ async def test_readyz_lists_every_check_when_ready(api: Api) -> None:
     resp = await api.client.get("/readyz")
     body = await resp.json()
     assert resp.status == 200, body
-    assert body == {"status": "ready", "checks": dict.fromkeys(CHECK_NAMES, "ok")}
+    assert body == {"status": "ready", "checks": {name: {"ok": True} for name in CHECK_NAMES}}
 
 
 async def test_readyz_is_503_when_the_data_directory_cannot_be_written(
@@ -47,8 +47,11 @@ async def test_readyz_is_503_when_the_data_directory_cannot_be_written(
         (tmp_path / "moved").rename(settings.data_dir)
     assert resp.status == 503
     assert body["status"] == "not ready"
-    assert body["checks"]["data_dir_writable"] == "failed; the server log says why"
-    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["data_dir_writable"] == {
+        "ok": False,
+        "reason": "failed; the server log says why",
+    }
+    assert body["checks"]["database"] == {"ok": True}
     assert str(tmp_path) not in await resp.text()
 
 
@@ -57,7 +60,10 @@ async def test_readyz_is_503_when_the_blob_store_fails(make_api: AppFactory) -> 
     resp = await api.client.get("/readyz")
     text = await resp.text()
     assert resp.status == 503
-    assert (await resp.json())["checks"]["blob_store"] == "failed; the server log says why"
+    assert (await resp.json())["checks"]["blob_store"] == {
+        "ok": False,
+        "reason": "failed; the server log says why",
+    }
     assert "/secret/place" not in text
 
 
@@ -67,9 +73,10 @@ async def test_readyz_is_503_when_thumbnail_workers_stopped(api: Api) -> None:
     await app[THUMBS].stop()
     resp = await api.client.get("/readyz")
     assert resp.status == 503
-    assert (await resp.json())["checks"]["thumbnail_workers"] == (
-        "the thumbnail workers are not running"
-    )
+    assert (await resp.json())["checks"]["thumbnail_workers"] == {
+        "ok": False,
+        "reason": "the thumbnail workers are not running",
+    }
 
 
 async def test_readyz_is_503_when_the_database_is_closed(api: Api) -> None:
@@ -79,6 +86,6 @@ async def test_readyz_is_503_when_the_database_is_closed(api: Api) -> None:
     resp = await api.client.get("/readyz")
     assert resp.status == 503
     body = await resp.json()
-    assert body["checks"]["database"] == "failed; the server log says why"
+    assert body["checks"]["database"]["ok"] is False
     # /healthz consults nothing: the process still answers.
     assert (await api.client.get("/healthz")).status == 200

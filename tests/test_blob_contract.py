@@ -16,7 +16,7 @@ from blobstore.errors import BlobNotFound, TooLarge
 from blobstore.local import LocalBackend
 from blobstore.memory import MemoryBackend
 from blobstore.port import BlobBackend, LocalFiles, TempFiles
-from blobstore.refs import BlobRef, is_ref, ref_digest
+from blobstore.refs import BlobRef, is_ref, make_ref, ref_digest, ref_scope
 from blobstore.s3 import S3Backend
 from blobstore.store import ContentStore
 
@@ -118,6 +118,32 @@ async def test_hash_collision_never_aliases_different_content(backend: BlobBacke
     assert a2.ref == a.ref and not a2.created
     assert await read_all(backend, a.ref) == b"tenant A's bytes"
     assert await read_all(backend, b.ref) == b"tenant B's different bytes"
+
+
+SCOPE_A, SCOPE_B = "a" * 32, "b" * 32
+
+
+async def test_scopes_never_share_content_even_under_forced_collisions(
+    backend: BlobBackend,
+) -> None:
+    store = ContentStore(backend, hasher=ConstantHash)
+    a = await store.put(chunks(b"same bytes"), scope=SCOPE_A)
+    b = await store.put(chunks(b"same bytes"), scope=SCOPE_B)
+    # The same content in another scope is written anew, exactly like content never seen.
+    assert a.created and b.created and a.ref != b.ref
+    assert (ref_scope(a.ref), ref_scope(b.ref)) == (SCOPE_A, SCOPE_B)
+    assert ref_digest(a.ref) == ref_digest(b.ref) == "0" * 32
+    # Within a scope: dedup after a byte comparison; a planted collision gets a variant.
+    again = await store.put(chunks(b"same bytes"), scope=SCOPE_A)
+    other = await store.put(chunks(b"different bytes"), scope=SCOPE_A)
+    assert again.ref == a.ref and not again.created
+    assert other.created and other.ref == make_ref("0" * 32, 1, SCOPE_A)
+    # Unscoped refs (made before scopes existed) are a scope of their own, still valid.
+    old = await store.put(chunks(b"same bytes"))
+    assert old.created and ref_scope(old.ref) is None and is_ref(old.ref)
+    for put, data in ((a, b"same bytes"), (b, b"same bytes"), (other, b"different bytes")):
+        assert await read_all(backend, put.ref) == data
+    assert await refs(backend) == {a.ref, b.ref, other.ref, old.ref}
 
 
 async def test_size_limit_stores_nothing(backend: BlobBackend) -> None:

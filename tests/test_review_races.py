@@ -25,9 +25,11 @@ async def test_user_chunk_overtaken_by_completion_is_409(
     entered = asyncio.Event()
     release = asyncio.Event()
 
-    async def put(stream: AsyncIterator[bytes], *, max_size: int | None = None) -> PutResult:
+    async def put(
+        stream: AsyncIterator[bytes], *, max_size: int | None = None, scope: str | None = None
+    ) -> PutResult:
         entered.set()
-        return await real_put(stream, max_size=max_size)
+        return await real_put(stream, max_size=max_size, scope=scope)
 
     monkeypatch.setattr(store, "put", put)
     fid = (await api.create({"filename": "x", "total_chunks": "1", "total_size": "5"}))["id"]

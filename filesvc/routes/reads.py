@@ -7,8 +7,9 @@ import logging
 
 from aiohttp import web
 
+from blobstore.errors import StoreFull
 from blobstore.manifests import Entry
-from filesvc.appkeys import METRICS, SERVICE, STORE
+from filesvc.appkeys import METRICS, SERVICE, SPACE, STORE
 from filesvc.download import (
     ByteRange,
     Unsatisfiable,
@@ -48,7 +49,16 @@ async def get_file(request: web.Request) -> web.Response:
 async def delete_file(request: web.Request) -> web.Response:
     """DELETE: the file's metadata goes now; gc reclaims unshared blobs."""
     authenticate(request)
-    await request.app[SERVICE].delete(company_id(request), file_id(request))
+    company, fid = company_id(request), file_id(request)
+    space = request.app[SPACE]
+    await space.before_delete()
+    try:
+        await request.app[SERVICE].delete(company, fid)
+    except StoreFull:
+        # The disk filled since the last sample: give the reserve back and commit with it.
+        if not await space.release():
+            raise
+        await request.app[SERVICE].delete(company, fid)
     return web.json_response({"status": "success"})
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import HttpVersion11, hdrs, web
 
 from filesvc.accesslog import FILE_ID
-from filesvc.appkeys import SERVICE, SETTINGS, UPLOADS
+from filesvc.appkeys import SERVICE, SETTINGS, SPACE, UPLOADS
 from filesvc.body import BodyPace, UploadBody, check_declared_size, has_body, open_body
 from filesvc.errors import ApiError, BadRequest
 from filesvc.inflight import caller_key
@@ -45,6 +45,7 @@ async def create_file(request: web.Request) -> web.Response:
     caller = authenticate(request)
     company = company_id(request)
     params = UploadParams.parse(request.query)
+    request.app[SPACE].admit()
     if not has_body(request):
         view = await request.app[SERVICE].create(caller, company, params, None)
         return _answer(request, view)
@@ -65,6 +66,7 @@ async def upload_chunk(request: web.Request) -> web.Response:
     if not has_body(request) and not _says_octet_stream(request):
         # An explicit octet-stream with no bytes is an empty chunk; no body at all is a mistake.
         raise BadRequest("the chunk's bytes are missing: send them as part 'file' or raw body")
+    request.app[SPACE].admit()
     with request.app[UPLOADS].slot(caller_key(caller, company)):
         body = await _open(request)
         if body.fields:
