@@ -72,6 +72,7 @@ def test_config_command_prints_effective_settings_with_secrets_redacted(
     monkeypatch.setenv("FILESVC_JWT_SECRET", SECRET)
     monkeypatch.setenv("FILESVC_PORT", "9123")
     monkeypatch.setenv("FILESVC_CONFIG", str(config))
+    monkeypatch.setenv("FILESVC_METRICS_TOKEN", "scraper-only-token")
     assert main(["config", "--host", "127.0.0.3", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert set(rows) == {spec.env for _, spec in specs()}
@@ -79,9 +80,10 @@ def test_config_command_prints_effective_settings_with_secrets_redacted(
     assert rows["FILESVC_HOST"] == {"value": "127.0.0.3", "source": "flag --host"}
     assert rows["FILESVC_THUMB_WORKERS"] == {"value": 4, "source": f"config file {config}"}
     assert rows["FILESVC_JWT_SECRET"] == {"value": "<redacted>", "source": "environment"}
+    assert rows["FILESVC_METRICS_TOKEN"] == {"value": "<redacted>", "source": "environment"}
     assert main(["config"]) == 0
     text = capsys.readouterr().out
-    assert SECRET not in text
+    assert SECRET not in text and "scraper-only-token" not in text
     assert "FILESVC_PORT = 9123  # environment\n" in text
 
 
