@@ -330,7 +330,9 @@ class Checker:
                 age = max(0.0, self._clock() - blob.mtime)
                 yield Finding(
                     Kind.ORPHAN_BLOB,
-                    "no manifest references this blob (gc reclaims it)",
+                    "no manifest references this blob; gc reclaims it once it is older than"
+                    " gc's grace period (--grace, 1h by default), since an upload may be about"
+                    " to commit it",
                     ref=blob.ref,
                     size=blob.size,
                     age=age,

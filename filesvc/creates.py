@@ -3,7 +3,7 @@
 Every single-request upload (and every create without a body) is one new file with at most one
 entry.  Concurrent ones are gathered and written in one transaction with one ``executemany`` per
 table, so the database costs a handful of thread hand-offs and one commit (one fsync) per batch,
-not per file (MEASURED.md: each aiosqlite call costs ~80 us; batches of 100 rows reach 150k+
+not per file (docs/measured.md: each aiosqlite call costs ~80 us; batches of 100 rows reach 150k+
 rows/s).  A batch that fails is retried one file per transaction, so one bad row fails alone.
 """
 
