@@ -4,22 +4,31 @@
 PY ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Two stamps: serving needs only the runtime dependencies (quick first start); tests and the
+# benchmark need the extras too.  Installing everything also satisfies serving.
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 # tus-js-client for the real-client tests, installed from the committed lock file.
 JS_STAMP := tests/js/node_modules/.installed
 
 .PHONY: run test lint install system-packages js-deps bench clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "need Python 3.11+"; exit 2; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP)
 
 install: $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/filesvc serve
 
 lint: $(STAMP)

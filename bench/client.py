@@ -1,4 +1,4 @@
-"""aiohttp client workloads against the filesvc HTTP contract (API.md) and its ceiling.
+"""aiohttp client workloads against the filesvc HTTP contract (docs/api.md) and its ceiling.
 
 Bodies are streamed from `bench.data` generators with an exact Content-Length, never held whole
 in memory. Many-request workloads run in worker processes (`run_many`), because one Python client
@@ -30,7 +30,7 @@ class WorkloadError(RuntimeError):
 
 
 def mint_token(secret: str, company: str, user: str = "bench", ttl_s: int = 6 * 3600) -> str:
-    """An HS256 token with the claims API.md asks for."""
+    """An HS256 token with the claims docs/api.md asks for."""
     now = int(time.time())
     claims = {"sub": user, "exp": now + ttl_s, "iat": now, "companies": [company]}
     return jwt.encode(claims, secret, algorithm="HS256")

@@ -1,4 +1,4 @@
-"""A minimal stand-in for `filesvc serve` that speaks the subset of API.md the bench uses.
+"""A minimal stand-in for `filesvc serve` that speaks the subset of docs/api.md the bench uses.
 
 It exists so the harness can be tested end to end without the real service (`python -m bench
 --target fake`), and it doubles as a yardstick: the plainest durable aiohttp upload path (stream

@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import IO, NoReturn
 
@@ -51,6 +52,8 @@ from blobstore.schema import TRACK
 # Hints of one kind printed one by one before the rest are only counted (a crash can leave
 # thousands of orphans; the operator needs the count, not the list).
 HINTS_SHOWN = 20
+# File ids are the service's (UUIDs today); anything longer is not one.
+MAX_FILE_ID = 128
 
 
 class ExitCode(enum.IntEnum):
@@ -130,6 +133,9 @@ def build_parser(
     default_db: str | None = None,
 ) -> argparse.ArgumentParser:
     parser = _Parser(prog="blobstore", description="Check, collect and inspect a filesvc store.")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {metadata.version('filesvc')}"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -163,7 +169,9 @@ def build_parser(
         "--sample", type=parse_percent, metavar="PERCENT", help="re-hash this share of blobs"
     )
     p.add_argument("--seed", type=int, help="which sample (default: random, printed)")
-    p.add_argument("--json", action="store_true", help="JSON lines: findings, then a summary")
+    p.add_argument(
+        "--json", action="store_true", help="JSON lines: one per finding, then a summary"
+    )
     p.add_argument(
         "--repair",
         action="store_true",
@@ -196,10 +204,20 @@ def build_parser(
         metavar="DURATION",
         help="expire incomplete uploads idle this long (default 1d)",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object: counts, and every blob planned for deletion by ref",
+    )
 
     p = add("stat", "blobs, bytes stored and referenced, dedup ratio, files, pending uploads")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object with every count")
+
+    p = add("show", "a file's manifest: owner, state, and each chunk's and thumbnail's blob")
+    p.add_argument("file_id", metavar="FILE_ID", help="the file's id, as the API gives it")
+    p.add_argument(
+        "--json", action="store_true", help="one JSON object: the header and every entry"
+    )
 
     p = add("cat", "write a blob's bytes to stdout")
     p.add_argument("ref", help="xxh3_128-<32 hex>[-n]")
@@ -501,7 +519,10 @@ async def cmd_fsck(args: argparse.Namespace, out: _Out) -> Outcome:
             " answers an error for them); restore their blobs from a backup, or delete the files"
         )
     if counts.by_kind.get(fsck.Kind.ORPHAN_BLOB):
-        out.line(f"orphan blobs are reclaimed by: {gc_cmd}")
+        out.line(
+            f"orphan blobs older than gc's grace period (--grace, default"
+            f" {human_age(gc.DEFAULT_GRACE)}) are reclaimed by: {gc_cmd}"
+        )
     return outcome
 
 
@@ -548,6 +569,7 @@ async def cmd_gc(args: argparse.Namespace, out: _Out) -> Outcome:
                 ],
                 "planned_blobs": len(plan.delete),
                 "planned_bytes": plan.delete_bytes,
+                "planned": [{"ref": b.ref, "size": b.size} for b in plan.delete],
                 "kept_young_blobs": plan.kept_young,
                 "kept_young_bytes": plan.kept_young_bytes,
                 "freed_blobs": r.freed,
@@ -568,6 +590,10 @@ async def cmd_gc(args: argparse.Namespace, out: _Out) -> Outcome:
     )
     if r.dry_run:
         out.line(f"would free {len(plan.delete)} blobs, {human_bytes(plan.delete_bytes)}")
+        for b in plan.delete[:HINTS_SHOWN]:
+            out.line(f"    would delete {b.ref} ({human_bytes(b.size)})")
+        if len(plan.delete) > HINTS_SHOWN:
+            out.line(f"    ... and {len(plan.delete) - HINTS_SHOWN} more (--json lists them all)")
     else:
         out.line(f"freed {r.freed} blobs, {human_bytes(r.freed_bytes)}")
         if r.kept_rereferenced or r.kept_confirmed:
@@ -605,6 +631,69 @@ async def cmd_stat(args: argparse.Namespace, out: _Out) -> Outcome:
     return Outcome.CLEAN
 
 
+async def cmd_show(args: argparse.Namespace, out: _Out) -> Outcome:
+    file_id = args.file_id.strip()
+    if not 0 < len(file_id) <= MAX_FILE_ID or not file_id.isprintable():
+        raise UsageError(f"FILE_ID must be 1-{MAX_FILE_ID} printable characters")
+    async with open_store(args.data_dir, args.blobs, writable=False) as (db, backend):
+        async with db.read() as conn:
+            head = await manifests.head(conn, file_id)
+            if head is None:
+                raise UsageError(f"no manifest for file {file_id}")
+            slots = {
+                slot: await manifests.entries(conn, file_id, slot)
+                for slot in ("chunk", "staged", "thumb")
+            }
+        present = {
+            entry.ref: await backend.stat(entry.ref)
+            for entries in slots.values()
+            for entry in entries
+        }
+    if out.as_json:
+        out.record(
+            {
+                "file_id": head.file_id,
+                "owner": head.owner,
+                "expected_chunks": head.expected_chunks,
+                "expected_size": head.expected_size,
+                "complete": head.complete,
+                "damaged": head.damaged,
+                "updated_at": head.updated_at,
+                **{
+                    slot: [
+                        {
+                            "index": e.idx,
+                            "ref": e.ref,
+                            "size": e.size,
+                            "stored_size": present[e.ref],
+                        }
+                        for e in entries
+                    ]
+                    for slot, entries in slots.items()
+                },
+            }
+        )
+        return Outcome.CLEAN
+    state = "complete" if head.complete else "incomplete"
+    out.line(
+        f"file {head.file_id} (owner {head.owner}), {state}" + (", DAMAGED" if head.damaged else "")
+    )
+    expected = head.expected_size if head.expected_size is not None else "?"
+    out.line(f"expected {head.expected_chunks or '?'} chunks, {expected} bytes")
+    for slot, entries in slots.items():
+        if not entries and slot != "chunk":
+            continue
+        total = sum(e.size for e in entries)
+        out.line(f"{slot}: {len(entries)} ({human_bytes(total)})")
+        for e in entries:
+            stored = present[e.ref]
+            note = (
+                "" if stored == e.size else " MISSING" if stored is None else f" stored {stored} B"
+            )
+            out.line(f"    {e.idx:>6}  {e.ref}  {e.size} B{note}")
+    return Outcome.CLEAN
+
+
 async def cmd_cat(args: argparse.Namespace, out: IO[bytes]) -> Outcome:
     ref = parse_ref(args.ref)
     async with open_store(args.data_dir, args.blobs, writable=False, db_url=args.db_url) as (
@@ -630,6 +719,8 @@ async def _run(args: argparse.Namespace) -> Outcome:
             return await cmd_gc(args, out)
         case "stat":
             return await cmd_stat(args, out)
+        case "show":
+            return await cmd_show(args, out)
     raise UsageError(f"unknown command {args.command!r}")
 
 
@@ -663,3 +754,7 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, BlobNotFound):
         return f"no such blob: {exc}"
     return str(exc) or type(exc).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -327,7 +327,9 @@ class Checker:
             if claim is None:
                 yield Finding(
                     Kind.ORPHAN_BLOB,
-                    "no manifest references this blob (gc reclaims it once its grace is over)",
+                    "no manifest references this blob; gc reclaims it once it is older than"
+                    " gc's grace period (--grace, 1h by default), since an upload may be about"
+                    " to commit it",
                     ref=blob.ref,
                     size=blob.size,
                 )

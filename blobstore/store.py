@@ -21,7 +21,7 @@ from blobstore.refs import (
 )
 
 # Bytes handed to the backend per write.  Larger batches amortise the thread hand-off that a
-# per-64KiB write costs (MEASURED.md: it halved throughput); 1 MiB keeps two buffers cheap.
+# per-64KiB write costs (docs/measured.md: it halved throughput); 1 MiB keeps two buffers cheap.
 WRITE_BATCH = 1 << 20
 
 

@@ -21,9 +21,13 @@ from blobstore.engine.base import DatabaseUnavailable, Engine
 from blobstore.engine.migrate import migrate
 from blobstore.engine.postgres import PostgresEngine
 from blobstore.engine.sqlite import Database
-from blobstore.port import BlobBackend, Probe
+from blobstore.port import BlobBackend
 from blobstore.store import ContentStore, PutResult
+from filesvc import apidocs, health
+from filesvc.accesslog import AccessLog, add_request_id
+from filesvc.apidocs import ASSET_CACHE, AssetCache
 from filesvc.appkeys import (
+    ACCESS_LOG,
     DATABASE,
     INFLIGHT,
     METRICS,
@@ -42,7 +46,6 @@ from filesvc.errors import Unauthorized
 from filesvc.inflight import InFlight, UploadSlots
 from filesvc.metrics import Metrics
 from filesvc.middleware import error_middleware, metrics_middleware, target_middleware
-from filesvc.ready import readyz
 from filesvc.routes import reads, uploads
 from filesvc.routes.common import PREFIX
 from filesvc.schema import TRACKS
@@ -80,6 +83,8 @@ def create_app(
     app[METRICS] = Metrics()
     app[INFLIGHT] = InFlight()
     app[UPLOADS] = UploadSlots(settings.max_concurrent_uploads, settings.max_uploads_per_caller)
+    app[ACCESS_LOG] = AccessLog(settings.access_log, probes=settings.access_log_probes)
+    app.on_response_prepare.append(add_request_id)
     app[SCOPES] = DedupScopes(settings.jwt_secret)
     scope_of = app[SCOPES].of
 
@@ -150,12 +155,7 @@ def create_app(
         metrics = app[METRICS]
 
         def observe(rendered: Rendered, seconds: float) -> None:
-            if rendered.status == "error":
-                outcome = "error"
-            else:
-                outcome = "thumbnails" if rendered.thumbnails else "none"
-            metrics.thumbnail_jobs.labels(outcome).inc()
-            metrics.thumbnail_seconds.observe(seconds)
+            metrics.thumbnail_job(rendered.status, seconds)
 
         runner = ThumbnailRunner(
             app[DATABASE],
@@ -223,19 +223,27 @@ def _routes(app: web.Application) -> None:
         ("GET", "/{company_id}/files/{file_id}", reads.get_file),
     ]
     for method, path, handler in table:
-        # API.md: a trailing slash is accepted on every path.
+        # docs/api.md: a trailing slash is accepted on every path.
         for variant in (PREFIX + path, PREFIX + path + "/"):
             if method == "GET":
-                app.router.add_get(variant, handler, allow_head=True)
+                # HEAD where the contract offers it: on the routes that return bytes.
+                with_head = path.endswith(("/download", "/thumbnails/{index}"))
+                app.router.add_get(variant, handler, allow_head=with_head)
             elif method == "POST":
                 app.router.add_post(variant, handler, expect_handler=uploads.expect_continue)
             else:
                 app.router.add_route(method, variant, handler)
     tus_routes.add_routes(app, uploads.expect_continue)
     app.on_response_prepare.append(tus_cors.on_prepare)
-    app.router.add_get("/metrics", _metrics)
-    app.router.add_get("/health", _health)
-    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", _metrics, allow_head=False)
+    app.router.add_get("/healthz", health.healthz, allow_head=False)
+    app.router.add_get("/readyz", health.readyz, allow_head=False)
+    # The first name this route had; kept so existing probes keep working.
+    app.router.add_get("/health", health.healthz, allow_head=False)
+    app[ASSET_CACHE] = AssetCache()
+    app.router.add_get("/openapi.json", apidocs.openapi_json, allow_head=False)
+    app.router.add_get("/docs", apidocs.page, allow_head=False)
+    app.router.add_get("/docs/{asset}", apidocs.asset, allow_head=False)
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -251,18 +259,9 @@ async def _metrics(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     with contextlib.suppress(DatabaseUnavailable):  # the last value stands meanwhile
         metrics.thumbnail_queue.set(await request.app[THUMBS].open_jobs())
-    body = generate_latest(metrics.registry)
+    # Off the loop: the process collector reads /proc.
+    body = await asyncio.to_thread(generate_latest, metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-async def _health(request: web.Request) -> web.Response:
-    """Alive when the database answers and, for a blob store behind a network, the store does
-    (an unreachable store is a 503 with Retry-After, like the requests that need it)."""
-    await request.app[DATABASE].ping()
-    backend = request.app[STORE].backend
-    if isinstance(backend, Probe):
-        await backend.check()
-    return web.json_response({"status": "ok"})
 
 
 async def _connect(engine: Engine, ready: asyncio.Event) -> None:

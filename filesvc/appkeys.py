@@ -8,6 +8,7 @@ from aiohttp import web
 
 from blobstore.engine.base import Engine
 from blobstore.store import ContentStore
+from filesvc.accesslog import AccessLog
 from filesvc.inflight import InFlight, UploadSlots
 from filesvc.metrics import Metrics
 from filesvc.scope import DedupScopes
@@ -26,6 +27,7 @@ SERVICE = web.AppKey("service", FileService)
 METRICS = web.AppKey("metrics", Metrics)
 INFLIGHT = web.AppKey("inflight", InFlight)
 UPLOADS = web.AppKey("uploads", UploadSlots)
+ACCESS_LOG = web.AppKey("access_log", AccessLog)
 SPACE = web.AppKey("space", SpaceGuard)
 SCOPES = web.AppKey("scopes", DedupScopes)
 TUS = web.AppKey("tus", TusStore)

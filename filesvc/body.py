@@ -39,7 +39,7 @@ from filesvc.settings import (
 )
 
 # Bytes asked of a multipart part per read.  Larger reads cut per-call overhead in aiohttp's
-# boundary search (MEASURED.md: read_chunk(64K) tops out near 0.9 GB/s).
+# boundary search (docs/measured.md: read_chunk(64K) tops out near 0.9 GB/s).
 PART_READ_SIZE = 1 << 20
 # Non-file form fields before the file part are skipped, but only this many bytes of them.
 MAX_FORM_FIELD_BYTES = 64 << 10

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from blobstore.manifests import Entry
 from blobstore.port import BlobReader, BlobStream, FileRange
+from filesvc.accesslog import count_sent
 
 # ASCII digits only: \d would admit any Unicode digit, which int() then accepts.
 _RANGE_RE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
@@ -123,10 +124,12 @@ async def stream(
         try:
             if use_sendfile and isinstance(blob, FileRange):
                 if await _sendfile(request, response, blob):
+                    count_sent(request, end - start)
                     continue
                 use_sendfile = False
             async for data in blob:
                 await response.write(data)
+                count_sent(request, len(data))
         finally:
             await blob.aclose()
 

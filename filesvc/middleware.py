@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 
 from aiohttp import web
@@ -23,12 +24,17 @@ from blobstore.errors import (
     StoreFull,
     StoreUnavailable,
 )
-from filesvc.appkeys import INFLIGHT, METRICS, READY
+from filesvc import accesslog
+from filesvc.appkeys import ACCESS_LOG, INFLIGHT, METRICS, READY
 from filesvc.errors import ApiError, BadRequest
-from filesvc.params import check_query_utf8
+from filesvc.params import check_query_utf8, parse_company_id, parse_file_id
 from filesvc.routes.common import PREFIX
 
-log = logging.getLogger("filesvc.access")
+log = logging.getLogger(__name__)
+
+# The status logged and counted for a request whose client went away before the answer (nginx's
+# convention): no answer was sent, and it was not the server's fault.
+CLIENT_CLOSED = 499
 
 # Seconds a client is told to wait when the metadata database is unreachable: long enough for a
 # failover or restart, short enough that clients come back soon after.
@@ -46,7 +52,7 @@ _EXTRA_PHRASES = {460: "Checksum Mismatch"}
 
 
 def envelope(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    """The error body of API.md."""
+    """The error body of docs/api.md."""
     phrase = _EXTRA_PHRASES.get(status) or HTTPStatus(status).phrase
     return web.json_response(
         {"statusCode": status, "error": phrase, "message": message},
@@ -117,6 +123,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return envelope(500, "internal error; it has been logged")
 
 
+def _valid(parse: Callable[[str], str], raw: str | None) -> str | None:
+    """A path id fit for a log line, or None: a hostile value never reaches the log."""
+    if raw is None:
+        return None
+    try:
+        return parse(raw)
+    except ApiError:
+        return None
+
+
 @web.middleware
 async def target_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """400 for a request target with raw non-ASCII bytes (aiohttp's C parser refuses them
@@ -131,21 +147,41 @@ async def target_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count and time every request by route pattern (never by raw path: ids are unbounded)."""
+    """Count, time and log every request by route pattern (never by raw path: ids are
+    unbounded, and a query string may hold a token)."""
     inflight = request.app[INFLIGHT]
     inflight.enter()
     start = time.perf_counter()
     status = 500
+    response: web.StreamResponse | None = None
     try:
         response = await handler(request)
         status = response.status
         return response
+    except (asyncio.CancelledError, ConnectionError):
+        status = CLIENT_CLOSED
+        raise
     finally:
         inflight.leave()
         info = request.match_info
         route = info.route.resource.canonical if info.route.resource is not None else "unmatched"
         metrics = request.app[METRICS]
         elapsed = time.perf_counter() - start
+        sent = accesslog.bytes_sent(request, response)
         metrics.requests.labels(route, request.method, str(status)).inc()
         metrics.latency.labels(route, request.method).observe(elapsed)
-        log.info("%s %s %d %.1fms", request.method, route, status, elapsed * 1000)
+        metrics.received_bytes.inc(request.content.total_bytes)
+        metrics.sent_bytes.inc(sent)
+        access = request.app[ACCESS_LOG]
+        if access.wanted(request.path):
+            access.write(
+                accesslog.record(
+                    request,
+                    route=route,
+                    status=status,
+                    bytes_out=sent,
+                    seconds=elapsed,
+                    company=_valid(parse_company_id, info.get("company_id")),
+                    file_id=_valid(parse_file_id, info.get("file_id")),
+                )
+            )

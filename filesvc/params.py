@@ -1,4 +1,4 @@
-"""Query parameters of the upload routes, in the three spellings API.md accepts.
+"""Query parameters of the upload routes, in the three spellings docs/api.md accepts.
 
 When several spellings are given, the first in each tuple wins: resumable.js, snake_case, camel.
 A malformed value is a 400 naming the parameter; never a 500, never a silent default.

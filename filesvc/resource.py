@@ -1,5 +1,5 @@
-"""The file resource of API.md, built from a FileView.  Nothing secret goes in: no path, no blob
-ref (another tenant may share the blob), no token."""
+"""The file resource of docs/api.md, built from a FileView.  Nothing secret goes in: no path,
+no blob ref (another tenant may share the blob), no token."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ PREFIX = "/internal/services/files/v1"
 _THUMB_NS = uuid.UUID("6f1b7a52-4c1e-4a51-9a77-3d1c7f1b2c10")
 
 
-def thumbnail_url(company_id: str, file_id: str, index: int, version: str) -> str:
-    """Where thumbnail ``index`` of the file is served.  ``?v=`` names this content (the
-    thumbnail's id), so the URL in a resource may be cached for ever: an overwrite makes new
-    thumbnails, new ids and so new URLs, while the bare path always serves the current one."""
-    return f"{PREFIX}/companies/{company_id}/files/{file_id}/thumbnails/{index}?v={version}"
+def thumbnail_url(company_id: str, file_id: str, index: int) -> str:
+    """Where thumbnail ``index`` of the file is served: exactly this path, no query string,
+    because clients of the reference API append ``?token=...`` to it.  The same URL serves new
+    bytes after an overwrite, so it is served ``no-cache`` with an ETag (the thumbnail's id):
+    a client revalidates each time and gets a 304 while nothing changed."""
+    return f"{PREFIX}/companies/{company_id}/files/{file_id}/thumbnails/{index}"
 
 
 def thumbnail_id(file_id: str, entry: Entry) -> str:
@@ -39,7 +40,7 @@ def file_resource(view: FileView) -> dict[str, object]:
                 "size": entry.size,
                 "width": attrs.get("width"),
                 "height": attrs.get("height"),
-                "url": thumbnail_url(row.company_id, row.file_id, entry.idx, thumb_id),
+                "url": thumbnail_url(row.company_id, row.file_id, entry.idx),
             }
         )
     uploaded = sum(e.size for e in view.chunks)

@@ -1,16 +1,23 @@
-"""Settings: one frozen object, built once from flags and ``FILESVC_*`` environment variables.
+"""Settings: one frozen object, built once from flags, ``FILESVC_*`` variables and a TOML file.
 
-Nothing else in the service reads the environment.  Every limit is a named constant with the
-reason for its value.
+Every setting is declared once, as a field of :class:`Settings` made with :func:`setting`: its
+variable name (also its key in the TOML file), its parser, which validates, and its help text.
+The command-line flags, ``filesvc serve --help``, ``filesvc config`` and the validation all come
+from those declarations, so adding a setting is one field.  Precedence, highest first: a
+command-line flag, the environment, the ``--config`` file, the default.  Nothing else in the
+service reads the environment, and every invalid value stops the start with one line naming the
+setting and where the value came from.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
+from typing import Any, TypeVar
 
 from blobstore.backends import BadBlobUrl, BlobLocation, LocalLocation, parse_blob_url
 from blobstore.engine import DbTarget, parse_db_url
@@ -28,8 +35,9 @@ DEFAULT_MAX_UPLOAD_BYTES = 16 << 30
 # resumable.js splits into 1 MiB+ chunks; 100k chunks is a 100 GiB file: far past any real use,
 # and it bounds the size of one manifest.
 MAX_TOTAL_CHUNKS = 100_000
+# docs/api.md: thumbnails fit inside 600x400 (the limit is defined in filesvc.thumbnails.limits).
 DEFAULT_THUMB_BOX = (DEFAULT_BOX_WIDTH, DEFAULT_BOX_HEIGHT)
-# API.md: thumbnail_sync waits at most 10 seconds by default.
+# docs/api.md: thumbnail_sync waits at most 10 seconds by default.
 DEFAULT_THUMB_SYNC_TIMEOUT = 10.0
 DEFAULT_THUMB_MAX_PIXELS = DEFAULT_MAX_PIXELS
 # Pixels being decoded at once across thumbnail jobs (a semaphore counted in pixels): two images
@@ -42,8 +50,7 @@ DEFAULT_THUMB_WORKERS = 2
 DEFAULT_THUMB_JOB_TIMEOUT = 60.0
 # tus uploads not written to for this long expire (gc --abandon-after defaults to the same day).
 DEFAULT_TUS_EXPIRY = 24 * 60 * 60.0
-# The LibreOffice program that converts office documents, looked up on PATH; "" turns office
-# previews off.
+# The LibreOffice program that converts office documents, looked up on PATH.
 DEFAULT_OFFICE_CONVERTER = "soffice"
 # RFC 7518 3.2: an HS256 key must be at least as long as the hash output.
 MIN_SECRET_BYTES = 32
@@ -54,6 +61,9 @@ DEFAULT_BODY_IDLE_TIMEOUT = 60.0
 # Uploads streaming at once before new ones are refused with 503: each holds up to two 1 MiB
 # write batches, a temp file and a socket, so 256 bound that to about half a GiB.
 DEFAULT_MAX_CONCURRENT_UPLOADS = 256
+# On SIGTERM, requests in flight get this long to finish: a 1 GiB upload at LAN speed takes about
+# 10 s; orchestrators wait 30 s (Kubernetes' terminationGracePeriodSeconds) before SIGKILL.
+DEFAULT_DRAIN_TIMEOUT = 25.0
 # A thumbnail job's lease outlives its time limit by this much, so a live claimer always finishes
 # (or is killed at the limit) before another process may take the job over.
 THUMB_LEASE_MARGIN = 30.0
@@ -95,104 +105,347 @@ DEFAULT_BODY_RATE_GRACE = 10.0
 DEFAULT_WORKERS = 1
 MAX_WORKERS = 64
 SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name, not a secret
+ENV_PREFIX = "FILESVC_"
+
+T = TypeVar("T")
+Parser = Callable[[object], Any]
 
 
 class ConfigError(Exception):
-    """A setting cannot be used; the message is one line for the operator, with no secret.
-    ``filesvc serve`` prints it and exits with status 2."""
+    """A setting cannot be used; the message is one line naming it and its source, with no
+    secret.  ``filesvc serve`` prints it and exits with status 2."""
 
 
-def _int(env: Mapping[str, str], key: str, default: int) -> int:
-    raw = env.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SystemExit(f"{key} must be an integer, got {raw!r}") from None
+@dataclass(frozen=True)
+class Spec:
+    """How one setting is read: its variable name, parser, help and whether it is secret."""
+
+    env: str
+    parse: Parser
+    help: str
+    secret: bool = False
+    flag: bool = True  # secrets get no flag: a command line is visible to every local user
+    # The default when settings are resolved from flags, environment and file, where it differs
+    # from the field's default (what code building Settings directly gets).
+    configured_default: object = None
+
+    @property
+    def flag_name(self) -> str:
+        return "--" + self.env.removeprefix(ENV_PREFIX).lower().replace("_", "-")
 
 
-def _size(env: Mapping[str, str], key: str, default: int) -> int:
-    value = _int(env, key, default)
-    if value < 0:
-        raise SystemExit(f"{key} must be a byte count of 0 or more, got {value}")
+def setting(default: T, env: str, parse: Parser, help: str, **extra: Any) -> T:
+    """A field of :class:`Settings` that is a setting."""
+    spec = Spec(env, parse, help, **extra)
+    return field(default=default, repr=not spec.secret, metadata={"spec": spec})
+
+
+def _text(raw: object) -> str:
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    return str(raw)
+
+
+def integer(low: int, high: int = 2**63 - 1) -> Parser:
+    """A whole number in [low, high]; a TOML integer or a string of digits."""
+
+    def parse(raw: object) -> int:
+        text = _text(raw).strip().replace("_", "")
+        if isinstance(raw, bool) or not text.lstrip("-").isdigit() or not text.isascii():
+            raise ValueError(f"must be a whole number, got {_text(raw)[:40]!r}")
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError(f"must be from {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
+def seconds(low: float, high: float = 86_400.0, *, inclusive: bool = False) -> Parser:
+    """A duration in seconds, in (low, high], or [low, high] when ``inclusive``."""
+
+    def parse(raw: object) -> float:
+        try:
+            value = float(_text(raw).strip())
+        except ValueError:
+            raise ValueError(f"must be a number of seconds, got {_text(raw)[:40]!r}") from None
+        above = low <= value if inclusive else low < value
+        if not (above and value <= high):  # also refuses nan and inf
+            bound = "at least" if inclusive else "more than"
+            raise ValueError(f"must be {bound} {low:g} and at most {high:g} seconds, got {raw}")
+        return value
+
+    return parse
+
+
+def choice(*allowed: str) -> Parser:
+    """One of ``allowed``, case-insensitive; the canonical spelling is returned."""
+
+    def parse(raw: object) -> str:
+        text = _text(raw).strip()
+        for option in allowed:
+            if text.lower() == option.lower():
+                return option
+        raise ValueError(f"must be one of {', '.join(allowed)}, got {text[:40]!r}")
+
+    return parse
+
+
+def boolean(raw: object) -> bool:
+    text = _text(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"must be true or false, got {text[:40]!r}")
+
+
+def host(raw: object) -> str:
+    text = _text(raw).strip()
+    if not text or len(text) > 253 or any(c.isspace() or not c.isprintable() for c in text):
+        raise ValueError(f"must be a host name or address, got {text[:40]!r}")
+    return text
+
+
+def directory(raw: object) -> Path:
+    text = _text(raw)
+    if not text.strip() or "\x00" in text:
+        raise ValueError(f"must be a directory path, got {text[:40]!r}")
+    return Path(text).absolute()
+
+
+def text(raw: object) -> str | None:
+    """Free text, checked by whoever uses it; empty is unset."""
+    value = _text(raw).strip()
+    return value or None
+
+
+def converter(raw: object) -> str | None:
+    """A program name or path; ``off`` turns office previews off."""
+    value = _text(raw).strip()
+    if value.lower() in ("off", "none"):
+        return None
+    if not value or "\x00" in value:
+        raise ValueError(f"must be a program name or path, or off, got {value[:40]!r}")
     return value
 
 
-def _float(env: Mapping[str, str], key: str, default: float) -> float:
-    raw = env.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SystemExit(f"{key} must be a number, got {raw!r}") from None
+def origins(raw: object) -> tuple[str, ...]:
+    """Comma-separated origins (``https://app.example``) or ``*``."""
+    found = tuple(o.strip().rstrip("/") for o in _text(raw).split(",") if o.strip())
+    for origin in found:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ValueError(f"must be http(s) origins or *, got {origin[:40]!r}")
+    return found
 
 
-def _origins(raw: str) -> tuple[str, ...]:
-    """``FILESVC_CORS_ORIGINS``: comma-separated origins (``https://app.example``) or ``*``."""
-    return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
-
-
-def _check_slow_client_limits(settings: Settings) -> None:
-    """A zero deadline or window would close every connection or divide by zero."""
-    for key, value, low in (
-        ("FILESVC_MAX_UPLOADS_PER_CALLER", settings.max_uploads_per_caller, 1),
-        ("FILESVC_HEAD_TIMEOUT", settings.head_timeout, 0.1),
-        ("FILESVC_KEEPALIVE_TIMEOUT", settings.keepalive_timeout, 0.1),
-        ("FILESVC_BODY_MIN_RATE", settings.body_min_rate, 0),  # 0 turns the rate rule off
-        ("FILESVC_BODY_RATE_WINDOW", settings.body_rate_window, 0.1),
-        ("FILESVC_BODY_RATE_GRACE", settings.body_rate_grace, 0),
-    ):
-        if value < low:
-            raise SystemExit(f"{key} must be at least {low:g}, got {value:g}")
+def jwt_secret(raw: object) -> str:
+    text = _text(raw)
+    if len(text.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes long")
+    return text
 
 
 @dataclass(frozen=True)
 class Settings:
     """Everything the service is configured with."""
 
-    data_dir: Path
-    jwt_secret: str = field(repr=False)
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
-    body_idle_timeout: float = DEFAULT_BODY_IDLE_TIMEOUT
-    max_concurrent_uploads: int = DEFAULT_MAX_CONCURRENT_UPLOADS
-    max_uploads_per_caller: int = DEFAULT_MAX_UPLOADS_PER_CALLER
-    head_timeout: float = DEFAULT_HEAD_TIMEOUT
-    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
-    body_min_rate: int = DEFAULT_BODY_MIN_RATE
-    body_rate_window: float = DEFAULT_BODY_RATE_WINDOW
-    body_rate_grace: float = DEFAULT_BODY_RATE_GRACE
-    sqlite_synchronous: str = "FULL"
-    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
-    disk_reserve_bytes: int = DEFAULT_DISK_RESERVE_BYTES
-    # When set, GET /metrics needs "Authorization: Bearer <this>" (scrapers only, never tenants).
-    metrics_token: str | None = field(default=None, repr=False)
+    data_dir: Path = setting(
+        Path("data"),
+        "FILESVC_DATA_DIR",
+        directory,
+        "blobs (blobs/), database (meta.sqlite3) and the generated secret",
+    )
+    jwt_secret: str = setting(
+        "",
+        "FILESVC_JWT_SECRET",
+        jwt_secret,
+        f"HS256 token secret, at least {MIN_SECRET_BYTES} bytes; unset: a random one kept in "
+        "<data dir>/jwt-secret (0600)",
+        secret=True,
+        flag=False,
+    )
+    host: str = setting("127.0.0.1", "FILESVC_HOST", host, "address to bind")
+    port: int = setting(8080, "FILESVC_PORT", integer(0, 65535), "TCP port (0: any free one)")
+    max_upload_bytes: int = setting(
+        DEFAULT_MAX_UPLOAD_BYTES,
+        "FILESVC_MAX_UPLOAD_BYTES",
+        integer(1),
+        "largest request body in bytes (413 past it)",
+    )
+    body_idle_timeout: float = setting(
+        DEFAULT_BODY_IDLE_TIMEOUT,
+        "FILESVC_BODY_IDLE_TIMEOUT",
+        seconds(0),
+        "seconds a body read waits for the client before 408",
+    )
+    max_concurrent_uploads: int = setting(
+        DEFAULT_MAX_CONCURRENT_UPLOADS,
+        "FILESVC_MAX_CONCURRENT_UPLOADS",
+        integer(1, 1_000_000),
+        "uploads streaming at once; past it 503 with Retry-After",
+    )
+    max_uploads_per_caller: int = setting(
+        DEFAULT_MAX_UPLOADS_PER_CALLER,
+        "FILESVC_MAX_UPLOADS_PER_CALLER",
+        integer(1, 1_000_000),
+        "uploads one caller (company and user or app) may stream at once; past it 429",
+    )
+    head_timeout: float = setting(
+        DEFAULT_HEAD_TIMEOUT,
+        "FILESVC_HEAD_TIMEOUT",
+        seconds(0.1, inclusive=True),
+        "seconds a request's line and headers may take to arrive",
+    )
+    keepalive_timeout: float = setting(
+        DEFAULT_KEEPALIVE_TIMEOUT,
+        "FILESVC_KEEPALIVE_TIMEOUT",
+        seconds(0.1, inclusive=True),
+        "seconds an idle keep-alive connection stays open",
+    )
+    body_min_rate: int = setting(
+        DEFAULT_BODY_MIN_RATE,
+        "FILESVC_BODY_MIN_RATE",
+        integer(0),
+        "slowest body accepted, bytes a second over the window (0: no rate rule); 408 below",
+    )
+    body_rate_window: float = setting(
+        DEFAULT_BODY_RATE_WINDOW,
+        "FILESVC_BODY_RATE_WINDOW",
+        seconds(0.1, inclusive=True),
+        "seconds of waiting for the client the body rate is measured over",
+    )
+    body_rate_grace: float = setting(
+        DEFAULT_BODY_RATE_GRACE,
+        "FILESVC_BODY_RATE_GRACE",
+        seconds(0, inclusive=True),
+        "seconds of waiting at the start of a body that are never judged",
+    )
+    sqlite_synchronous: str = setting(
+        "FULL",
+        "FILESVC_SQLITE_SYNCHRONOUS",
+        choice("OFF", "NORMAL", "FULL", "EXTRA"),
+        "SQLite durability (NORMAL survives kill -9, not power loss)",
+    )
+    min_free_bytes: int = setting(
+        DEFAULT_MIN_FREE_BYTES,
+        "FILESVC_MIN_FREE_BYTES",
+        integer(0),
+        "free bytes below which new uploads are refused with 507 (room for metadata writes)",
+    )
+    disk_reserve_bytes: int = setting(
+        DEFAULT_DISK_RESERVE_BYTES,
+        "FILESVC_DISK_RESERVE_BYTES",
+        integer(0),
+        "bytes held in <data dir>/space-reserve and given back when the disk is full",
+    )
+    metrics_token: str | None = setting(
+        None,
+        "FILESVC_METRICS_TOKEN",
+        text,
+        "when set, GET /metrics needs 'Authorization: Bearer <this>' (scrapers, never tenants)",
+        secret=True,
+        flag=False,
+    )
+    drain_timeout: float = setting(
+        DEFAULT_DRAIN_TIMEOUT,
+        "FILESVC_DRAIN_TIMEOUT",
+        seconds(0, 3600),
+        "on SIGTERM, seconds requests in flight get to finish",
+    )
+    access_log: str = setting(
+        "text",
+        "FILESVC_ACCESS_LOG",
+        choice("text", "json", "off"),
+        "one line per request: key=value text, JSON, or off",
+    )
+    access_log_probes: bool = setting(
+        False,
+        "FILESVC_ACCESS_LOG_PROBES",
+        boolean,
+        "also log /healthz, /readyz and /metrics requests",
+    )
+    thumb_sync_timeout: float = setting(
+        DEFAULT_THUMB_SYNC_TIMEOUT,
+        "FILESVC_THUMB_SYNC_TIMEOUT",
+        seconds(0, 600),
+        "longest thumbnail_sync=1 wait, seconds",
+    )
+    thumb_max_pixels: int = setting(
+        DEFAULT_THUMB_MAX_PIXELS,
+        "FILESVC_THUMB_MAX_PIXELS",
+        integer(1),
+        "images declaring more pixels are not decoded",
+    )
+    thumb_workers: int = setting(
+        DEFAULT_THUMB_WORKERS,
+        "FILESVC_THUMB_WORKERS",
+        integer(1, 256),
+        "thumbnail worker processes (concurrent jobs)",
+    )
+    thumb_pixel_budget: int = setting(
+        DEFAULT_THUMB_PIXEL_BUDGET,
+        "FILESVC_THUMB_PIXEL_BUDGET",
+        integer(1),
+        "pixels decoded at once across thumbnail jobs",
+    )
+    thumb_job_timeout: float = setting(
+        DEFAULT_THUMB_JOB_TIMEOUT,
+        "FILESVC_THUMB_JOB_TIMEOUT",
+        seconds(0),
+        "seconds before a thumbnail job's worker is killed (status error)",
+    )
+    # Settings built in code (tests) convert no office documents unless they say so; the
+    # configured service's default is DEFAULT_OFFICE_CONVERTER (see ``configured_default``).
+    office_converter: str | None = setting(
+        None,
+        "FILESVC_OFFICE_CONVERTER",
+        converter,
+        "LibreOffice program for office previews, looked up on PATH; off turns them off",
+        configured_default=DEFAULT_OFFICE_CONVERTER,
+    )
+    tus_expiry: float = setting(
+        DEFAULT_TUS_EXPIRY,
+        "FILESVC_TUS_EXPIRY",
+        seconds(0, 365 * 86_400.0),
+        "seconds after its last write an incomplete tus upload expires (keep gc's"
+        " --abandon-after the same)",
+    )
+    cors_origins: tuple[str, ...] = setting(
+        (),
+        "FILESVC_CORS_ORIGINS",
+        origins,
+        "origins browsers may call the tus endpoint from, comma-separated, or *",
+    )
+    db_url: str | None = setting(
+        None,
+        "FILESVC_DB_URL",
+        text,
+        "metadata database: postgresql://USER[:PASSWORD]@HOST:PORT/DB; unset: SQLite in the"
+        " data directory",
+        secret=True,
+        flag=False,
+    )
+    blob_url: str | None = setting(
+        None,
+        "FILESVC_BLOB_URL",
+        text,
+        "where blobs live: s3://BUCKET?endpoint=http://HOST:PORT&region=R (credentials from"
+        " AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY); unset: <data dir>/blobs",
+    )
+    workers: int = setting(
+        DEFAULT_WORKERS,
+        "FILESVC_WORKERS",
+        integer(1, MAX_WORKERS),
+        "server processes on the port; more than one runs a supervisor that replaces a dead one",
+    )
     thumb_box: tuple[int, int] = DEFAULT_THUMB_BOX
-    thumb_sync_timeout: float = DEFAULT_THUMB_SYNC_TIMEOUT
-    thumb_max_pixels: int = DEFAULT_THUMB_MAX_PIXELS
-    thumb_workers: int = DEFAULT_THUMB_WORKERS
-    thumb_pixel_budget: int = DEFAULT_THUMB_PIXEL_BUDGET
-    thumb_job_timeout: float = DEFAULT_THUMB_JOB_TIMEOUT
-    # The LibreOffice program for office documents (a name on PATH or a path; resolved at start);
-    # None: turned off.
-    office_converter: str | None = None
-    # Where blobs live (``FILESVC_BLOB_URL``); None: the data directory's ``blobs/``.
+    # Where blobs live, parsed from blob_url; None: the data directory's ``blobs/``.
     blob: BlobLocation | None = None
-    # Server processes on one port, and which one this is (None: not started by a supervisor).
-    workers: int = DEFAULT_WORKERS
+    # Which worker this process is (set by the supervisor); None: not started by one.
     worker_index: int | None = None
-    tus_expiry: float = DEFAULT_TUS_EXPIRY
-    cors_origins: tuple[str, ...] = ()
-
-    def blob_location(self) -> BlobLocation:
-        """The configured blob backend's location."""
-        return self.blob or LocalLocation(blobs_dir(self.data_dir))
-
-    # FILESVC_DB_URL; None: SQLite in the data directory.
-    db_url: str | None = field(default=None, repr=False)
 
     @property
     def db_target(self) -> DbTarget:
@@ -204,6 +457,37 @@ class Settings:
         """How long a claimed thumbnail job is this process's before others may take it."""
         return self.thumb_job_timeout + THUMB_LEASE_MARGIN
 
+    def blob_location(self) -> BlobLocation:
+        """The configured blob backend's location."""
+        return self.blob or LocalLocation(blobs_dir(self.data_dir))
+
+    @classmethod
+    def load(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        flags: Mapping[str, object] | None = None,
+        config_file: Path | None = None,
+        create_secret: bool = True,
+    ) -> Settings:
+        """Validate every source and build the settings (see :func:`resolve`).  Without a
+        configured secret, the one kept in the data directory is used, created when asked."""
+        env = os.environ if env is None else env
+        values = {name: value for name, (value, _) in resolve(env, flags, config_file).items()}
+        try:  # a bad URL fails here, before anything is created
+            parse_db_url(values["db_url"], values["data_dir"])
+        except BadDatabaseUrl as exc:
+            raise ConfigError(str(exc)) from None
+        try:
+            values["blob"] = parse_blob_url(values["blob_url"], values["data_dir"], env)
+        except BadBlobUrl as exc:
+            raise ConfigError(str(exc)) from None
+        raw_index = env.get("FILESVC_WORKER_INDEX", "")  # set by the supervisor, not by people
+        values["worker_index"] = int(raw_index) if raw_index.isdigit() else None
+        if not values["jwt_secret"]:
+            values["jwt_secret"] = secret_from_data_dir(values["data_dir"], create=create_secret)
+        return cls(**values)
+
     @classmethod
     def from_env(
         cls,
@@ -214,67 +498,89 @@ class Settings:
         data_dir: Path | None = None,
         workers: int | None = None,
     ) -> Settings:
-        """Flags win over ``FILESVC_*`` variables, which win over defaults.  Resolves the JWT
-        secret: ``FILESVC_JWT_SECRET``, else a random one kept in the data directory (0600).
-        Raises ConfigError for a ``FILESVC_BLOB_URL`` that cannot be used."""
-        env = os.environ if env is None else env
-        directory = (data_dir or Path(env.get("FILESVC_DATA_DIR") or "./data")).absolute()
-        db_url = env.get("FILESVC_DB_URL") or None
-        try:  # a bad URL fails here, before anything is created
-            parse_db_url(db_url, directory)
-        except BadDatabaseUrl as exc:
-            raise ConfigError(str(exc)) from None
+        """The environment with a few flags over it (what the tests and scripts need)."""
+        flags = {"host": host, "port": port, "data_dir": data_dir, "workers": workers}
+        return cls.load(env, flags={k: v for k, v in flags.items() if v is not None})
+
+
+def specs() -> Iterator[tuple[Field[Any], Spec]]:
+    """Every setting's field and spec, in declaration order."""
+    for f in fields(Settings):
+        spec = f.metadata.get("spec")
+        if isinstance(spec, Spec):
+            yield f, spec
+
+
+def default_of(f: Field[Any]) -> object:
+    spec = f.metadata.get("spec")
+    if isinstance(spec, Spec) and spec.configured_default is not None:
+        return spec.configured_default
+    return None if f.default is MISSING else f.default
+
+
+def read_config_file(path: Path) -> dict[str, object]:
+    """The ``FILESVC_*`` keys of a TOML file; an unknown key is an error (a typo would
+    otherwise be silently ignored)."""
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    known = {spec.env for _, spec in specs()}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"config file {path}: unknown setting {key!r}")
+    return data
+
+
+def resolve(
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, object] | None = None,
+    config_file: Path | None = None,
+) -> dict[str, tuple[Any, str]]:
+    """Each setting's validated value and where it came from: ``flag --x``, ``environment``,
+    ``config file``, or ``default``.  An empty environment variable counts as unset."""
+    env = os.environ if env is None else env
+    flags = flags or {}
+    from_file = read_config_file(config_file) if config_file is not None else {}
+    out: dict[str, tuple[Any, str]] = {}
+    for f, spec in specs():
+        raw: object
+        if flags.get(f.name) is not None:
+            raw, source = flags[f.name], f"flag {spec.flag_name}"
+        elif env.get(spec.env):
+            raw, source = env[spec.env], "environment"
+        elif spec.env in from_file:
+            raw, source = from_file[spec.env], f"config file {config_file}"
+        else:
+            default = default_of(f)
+            # A relative default means relative to where the process starts, once and for all.
+            out[f.name] = (default.absolute() if isinstance(default, Path) else default, "default")
+            continue
         try:
-            blob = parse_blob_url(env.get("FILESVC_BLOB_URL"), directory, env)
-        except BadBlobUrl as exc:
-            raise ConfigError(str(exc)) from None
-        count = workers if workers is not None else _int(env, "FILESVC_WORKERS", DEFAULT_WORKERS)
-        if not 1 <= count <= MAX_WORKERS:
-            raise ConfigError(f"FILESVC_WORKERS (--workers) must be 1 to {MAX_WORKERS}")
-        raw_index = env.get("FILESVC_WORKER_INDEX")
-        index = int(raw_index) if raw_index and raw_index.isdigit() else None
-        secret = env.get("FILESVC_JWT_SECRET") or load_or_create_secret(directory)
-        if len(secret.encode()) < MIN_SECRET_BYTES:
-            raise SystemExit(f"FILESVC_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes long")
-        settings = cls(
-            data_dir=directory,
-            jwt_secret=secret,
-            host=host or env.get("FILESVC_HOST") or "127.0.0.1",
-            port=port if port is not None else _int(env, "FILESVC_PORT", 8080),
-            max_upload_bytes=_int(env, "FILESVC_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES),
-            body_idle_timeout=_float(env, "FILESVC_BODY_IDLE_TIMEOUT", DEFAULT_BODY_IDLE_TIMEOUT),
-            max_concurrent_uploads=_int(
-                env, "FILESVC_MAX_CONCURRENT_UPLOADS", DEFAULT_MAX_CONCURRENT_UPLOADS
-            ),
-            sqlite_synchronous=env.get("FILESVC_SQLITE_SYNCHRONOUS") or "FULL",
-            min_free_bytes=_size(env, "FILESVC_MIN_FREE_BYTES", DEFAULT_MIN_FREE_BYTES),
-            disk_reserve_bytes=_size(env, "FILESVC_DISK_RESERVE_BYTES", DEFAULT_DISK_RESERVE_BYTES),
-            metrics_token=env.get("FILESVC_METRICS_TOKEN") or None,
-            thumb_sync_timeout=_float(
-                env, "FILESVC_THUMB_SYNC_TIMEOUT", DEFAULT_THUMB_SYNC_TIMEOUT
-            ),
-            thumb_max_pixels=_int(env, "FILESVC_THUMB_MAX_PIXELS", DEFAULT_THUMB_MAX_PIXELS),
-            thumb_workers=_int(env, "FILESVC_THUMB_WORKERS", DEFAULT_THUMB_WORKERS),
-            thumb_pixel_budget=_int(env, "FILESVC_THUMB_PIXEL_BUDGET", DEFAULT_THUMB_PIXEL_BUDGET),
-            thumb_job_timeout=_float(env, "FILESVC_THUMB_JOB_TIMEOUT", DEFAULT_THUMB_JOB_TIMEOUT),
-            db_url=db_url,
-            office_converter=env.get("FILESVC_OFFICE_CONVERTER", DEFAULT_OFFICE_CONVERTER) or None,
-            max_uploads_per_caller=_int(
-                env, "FILESVC_MAX_UPLOADS_PER_CALLER", DEFAULT_MAX_UPLOADS_PER_CALLER
-            ),
-            head_timeout=_float(env, "FILESVC_HEAD_TIMEOUT", DEFAULT_HEAD_TIMEOUT),
-            keepalive_timeout=_float(env, "FILESVC_KEEPALIVE_TIMEOUT", DEFAULT_KEEPALIVE_TIMEOUT),
-            body_min_rate=_int(env, "FILESVC_BODY_MIN_RATE", DEFAULT_BODY_MIN_RATE),
-            body_rate_window=_float(env, "FILESVC_BODY_RATE_WINDOW", DEFAULT_BODY_RATE_WINDOW),
-            body_rate_grace=_float(env, "FILESVC_BODY_RATE_GRACE", DEFAULT_BODY_RATE_GRACE),
-            tus_expiry=_float(env, "FILESVC_TUS_EXPIRY", DEFAULT_TUS_EXPIRY),
-            cors_origins=_origins(env.get("FILESVC_CORS_ORIGINS", "")),
-            blob=blob,
-            workers=count,
-            worker_index=index,
-        )
-        _check_slow_client_limits(settings)
-        return settings
+            out[f.name] = (spec.parse(raw), source)
+        except ValueError as exc:
+            raise ConfigError(f"{spec.env} ({source}) {exc}") from None
+    return out
+
+
+def secret_from_data_dir(data_dir: Path, *, create: bool) -> str:
+    """The secret kept in ``data_dir``; created (random, mode 0600) only when ``create``."""
+    path = data_dir / SECRET_FILE
+    try:
+        return jwt_secret(path.read_text().strip())
+    except FileNotFoundError:
+        if not create:
+            raise ConfigError(
+                f"no token secret: FILESVC_JWT_SECRET is unset and {path} does not exist"
+            ) from None
+    except ValueError as exc:
+        raise ConfigError(f"the secret in {path} {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the secret in {path}: {exc.strerror}") from None
+    return load_or_create_secret(data_dir)
 
 
 def load_or_create_secret(data_dir: Path) -> str:

@@ -29,8 +29,8 @@ FIRST_RESTART_DELAY_S = 0.2
 MAX_RESTART_DELAY_S = 10.0
 # Worker 0 creates the schema; the others start once it listens (or after this long anyway).
 FIRST_WORKER_READY_S = 30.0
-# Longer than a worker's own drain (filesvc.cli.DRAIN_SECONDS), so a draining worker is not cut.
-STOP_GRACE_S = 40.0
+# Beyond a worker's own drain (FILESVC_DRAIN_TIMEOUT), so a draining worker is not cut.
+STOP_GRACE_AFTER_DRAIN_S = 15.0
 
 
 @dataclass
@@ -43,27 +43,21 @@ class _Worker:
 class Supervisor:
     """Keeps ``settings.workers`` server processes running until told to stop."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, serve_args: list[str] | None = None) -> None:
         self.settings = settings
+        self.serve_args = serve_args
         self.workers = [_Worker(i) for i in range(settings.workers)]
         self._stopping = asyncio.Event()
 
     def _argv(self) -> list[str]:
+        """A worker is ``filesvc serve`` with the supervisor's own arguments (so every flag and
+        ``--config`` reach it), or, without them, the settings that locate it."""
         s = self.settings
-        return [
-            sys.executable,
-            "-m",
-            "filesvc.cli",
-            "serve",
-            "--host",
-            s.host,
-            "--port",
-            str(s.port),
-            "--data-dir",
-            str(s.data_dir),
-            "--workers",
-            str(s.workers),
-        ]
+        args = self.serve_args
+        if args is None:
+            args = ["--host", s.host, "--port", str(s.port), "--data-dir", str(s.data_dir)]
+            args += ["--workers", str(s.workers)]
+        return [sys.executable, "-m", "filesvc.cli", "serve", *args]
 
     async def _spawn(self, worker: _Worker) -> asyncio.subprocess.Process:
         env = {**os.environ, "FILESVC_WORKER_INDEX": str(worker.index)}
@@ -129,7 +123,9 @@ class Supervisor:
                 proc.send_signal(signal.SIGTERM)
         for proc in running:
             try:
-                await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
+                await asyncio.wait_for(
+                    proc.wait(), self.settings.drain_timeout + STOP_GRACE_AFTER_DRAIN_S
+                )
             except TimeoutError:
                 log.warning("worker pid %d did not stop in time; killing it", proc.pid)
                 proc.kill()

@@ -51,7 +51,7 @@ def start_server(
     wait: bool = True,
     args: tuple[str, ...] = (),
 ) -> ServerProcess:
-    """Start ``filesvc serve`` on a free port and (``wait``) until /health answers."""
+    """Start ``filesvc serve`` on a free port and wait until /healthz answers (it may not be ready: a full disk, an engine down)."""
     port = port or free_port()
     log = data_dir.parent / f"server-{port}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -81,7 +81,7 @@ def start_server(
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
         try:
-            with urllib.request.urlopen(f"{server.url}/health", timeout=1) as resp:  # noqa: S310
+            with urllib.request.urlopen(f"{server.url}/healthz", timeout=1) as resp:  # noqa: S310
                 if resp.status == 200:
                     return server
         except OSError:

@@ -182,7 +182,10 @@ async def test_full_disk_refuses_with_507_deletes_and_recovers_without_restart(
             c = Client(session, server.url)
             assert (await c.wait_ready(200))["checks"] == {
                 "database": {"ok": True},
+                "blob_store": {"ok": True},
+                "data_dir_writable": {"ok": True},
                 "disk": {"ok": True},
+                "thumbnail_workers": {"ok": True},
             }
             assert (data / RESERVE_FILE).stat().st_size == RESERVE
             note("start, reserve held, /readyz 200")

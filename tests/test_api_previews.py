@@ -78,8 +78,8 @@ async def test_a_failure_is_stored_logged_and_counted(
     await api.upload(good, filename="ok.webm", params=SYNC)
     text = await (await api.client.get("/metrics")).text()
     assert 'filesvc_thumbnail_jobs_total{outcome="error"} 1.0' in text
-    assert 'filesvc_thumbnail_jobs_total{outcome="thumbnails"} 1.0' in text
-    assert "filesvc_thumbnail_job_seconds_count 2.0" in text
+    assert 'filesvc_thumbnail_jobs_total{outcome="done"} 1.0' in text
+    assert 'filesvc_thumbnail_job_duration_seconds_count{outcome="error"} 1.0' in text
 
     # New content clears the old failure.
     resp = await api.chunk(res["id"], good, {**SYNC}, tok=token(app="bot"), raw=False)

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from blobstore.errors import StoreFull
 from filesvc.app import create_app
 from filesvc.appkeys import SERVICE, SPACE
-from filesvc.settings import Settings
+from filesvc.settings import ConfigError, Settings
 from filesvc.space import RESERVE_FILE
 from tests.helpers import SECRET, Api, error_of
 
@@ -22,7 +22,13 @@ async def test_ready_without_a_token(api: Api) -> None:
     assert resp.status == 200
     assert await resp.json() == {
         "status": "ready",
-        "checks": {"database": {"ok": True}, "disk": {"ok": True}},
+        "checks": {
+            "database": {"ok": True},
+            "blob_store": {"ok": True},
+            "data_dir_writable": {"ok": True},
+            "disk": {"ok": True},
+            "thumbnail_workers": {"ok": True},
+        },
     }
     assert (await api.client.get("/health")).status == 200
 
@@ -65,7 +71,10 @@ def test_space_settings_from_environment(tmp_path: Path) -> None:
     assert defaults.min_free_bytes == 256 << 20 and defaults.disk_reserve_bytes == 16 << 20
     assert defaults.metrics_token is None
     for key in ("FILESVC_MIN_FREE_BYTES", "FILESVC_DISK_RESERVE_BYTES"):
-        with pytest.raises(SystemExit, match=f"{key} must be a byte count of 0 or more, got -1"):
+        with pytest.raises(
+            ConfigError,
+            match=f"{key} \\(environment\\) must be from 0 to 9223372036854775807, got -1",
+        ):
             Settings.from_env({"FILESVC_JWT_SECRET": SECRET, key: "-1"}, data_dir=tmp_path)
 
 

@@ -56,16 +56,15 @@ async def test_jpeg_thumbnail_made_and_served(api: Api) -> None:
     assert len(data) == thumb["size"]
     decoded = pyvips.Image.new_from_buffer(data, "")
     assert (decoded.width, decoded.height) == (533, 400)
-    # The resource's URL pins this content (?v=): immutable.  The bare path: revalidate.
-    assert thumb["url"].endswith(f"/thumbnails/0?v={thumb['id']}")
-    assert resp.headers["Cache-Control"] == "private, max-age=31536000, immutable"
-    bare = await api.client.get(thumb["url"].split("?")[0], headers=api.headers())
-    assert bare.headers["Cache-Control"] == "private, no-cache" and await bare.read() == data
+    # Exactly the contract's path: clients of the reference append ?token= to it.
+    assert thumb["url"] == f"{api.files()}/{res['id']}/thumbnails/0"
+    assert resp.headers["Cache-Control"] == "private, no-cache"
     etag = resp.headers["ETag"]
+    assert etag == f'"{thumb["id"]}"'
     again = await api.client.get(thumb["url"], headers=api.headers(**{"If-None-Match": etag}))
-    assert again.status == 304
-    by_query = await api.client.get(thumb["url"], params={"token": api.token})
-    assert by_query.status == 200
+    assert again.status == 304 and again.headers["ETag"] == etag
+    by_query = await api.client.get(thumb["url"] + "?token=" + api.token)
+    assert by_query.status == 200 and await by_query.read() == data
     meta = await (await api.meta(res["id"])).json()
     assert meta["resource"]["thumbnails"] == res["thumbnails"]
 
@@ -233,16 +232,21 @@ async def test_overwrite_remakes_thumbnails(api: Api) -> None:
     body = (await resp.json())["resource"]
     assert body["metadata"]["thumbnails_status"] == "done"
     assert (body["thumbnails"][0]["width"], body["thumbnails"][0]["height"]) == (200, 400)
-    old = await api.client.get(res["thumbnails"][0]["url"], headers=api.headers())
-    assert old.status == 200  # same URL, new content, new ETag
-    assert old.headers["ETag"] != f'"{res["thumbnails"][0]["id"]}"'
+    assert body["thumbnails"][0]["url"] == res["thumbnails"][0]["url"]
+    # A client revalidating its cached copy of the old thumbnail gets the new one, never a 304.
+    old_etag = f'"{res["thumbnails"][0]["id"]}"'
+    fresh = await api.client.get(
+        res["thumbnails"][0]["url"], headers=api.headers(**{"If-None-Match": old_etag})
+    )
+    assert fresh.status == 200 and fresh.headers["Cache-Control"] == "private, no-cache"
+    assert fresh.headers["ETag"] == f'"{body["thumbnails"][0]["id"]}"' != old_etag
+    image = pyvips.Image.new_from_buffer(await fresh.read(), "")
+    assert (image.width, image.height) == (200, 400)
 
 
 async def test_thumbnail_of_unknown_index_is_404(api: Api) -> None:
     res = await api.upload(jpeg(300, 200), params=SYNC)
-    resp = await api.client.get(
-        res["thumbnails"][0]["url"].split("?")[0][:-1] + "5", headers=api.headers()
-    )
+    resp = await api.client.get(res["thumbnails"][0]["url"][:-1] + "5", headers=api.headers())
     assert await error_of(resp) == (404, "this file has no thumbnail with that index")
 
 

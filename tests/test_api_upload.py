@@ -1,4 +1,4 @@
-"""Upload flows of API.md: single request, chunked in any order and in parallel, resume."""
+"""Upload flows of docs/api.md: single request, chunked in any order and in parallel, resume."""
 
 from __future__ import annotations
 
@@ -228,16 +228,6 @@ async def test_dedup_shares_one_blob_between_files(api: Api) -> None:
     assert a["id"] != b["id"]
     await api.client.delete(f"{api.files()}/{a['id']}", headers=api.headers())
     assert await api.content(b["id"]) == b"same content"
-
-
-async def test_metrics_and_health(api: Api) -> None:
-    await api.upload(b"counted")
-    resp = await api.client.get("/metrics")
-    text = await resp.text()
-    assert resp.status == 200 and "filesvc_uploads_total 1.0" in text
-    assert "filesvc_thumbnail_queue" in text
-    resp = await api.client.get("/health")
-    assert await resp.json() == {"status": "ok"}
 
 
 async def test_resumable_js_multipart_mode_reads_parameters_from_form_fields(api: Api) -> None:

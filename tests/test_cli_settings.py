@@ -13,7 +13,7 @@ import pytest
 
 from filesvc.auth import verify
 from filesvc.cli import main
-from filesvc.settings import Settings
+from filesvc.settings import ConfigError, Settings
 from tests.helpers import SECRET
 
 
@@ -65,46 +65,93 @@ def test_flags_win_over_environment(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"FILESVC_JWT_SECRET": "short"}, "FILESVC_JWT_SECRET must be at least 32 bytes long"),
         (
-            {"FILESVC_JWT_SECRET": SECRET, "FILESVC_PORT": "http"},
-            "FILESVC_PORT must be an integer, got 'http'",
+            {"FILESVC_JWT_SECRET": "short"},
+            "FILESVC_JWT_SECRET (environment) must be at least 32 bytes long",
+        ),
+        (
+            {"FILESVC_PORT": "http"},
+            "FILESVC_PORT (environment) must be a whole number, got 'http'",
+        ),
+        (
+            {"FILESVC_PORT": "70000"},
+            "FILESVC_PORT (environment) must be from 0 to 65535, got 70000",
+        ),
+        ({"FILESVC_PORT": "-1"}, "FILESVC_PORT (environment) must be from 0 to 65535, got -1"),
+        (
+            {"FILESVC_PORT": "\uff18\uff10"},  # fullwidth digits: isdigit() says yes
+            "FILESVC_PORT (environment) must be a whole number, got '\uff18\uff10'",
+        ),
+        (
+            {"FILESVC_SQLITE_SYNCHRONOUS": "bogus"},
+            "FILESVC_SQLITE_SYNCHRONOUS (environment) must be one of OFF, NORMAL, FULL, EXTRA,"
+            " got 'bogus'",
+        ),
+        (
+            {"FILESVC_DRAIN_TIMEOUT": "nan"},
+            "FILESVC_DRAIN_TIMEOUT (environment) must be more than 0 and at most 3600 seconds,"
+            " got nan",
+        ),
+        (
+            {"FILESVC_BODY_IDLE_TIMEOUT": "0"},
+            "FILESVC_BODY_IDLE_TIMEOUT (environment) must be more than 0 and at most 86400"
+            " seconds, got 0",
+        ),
+        (
+            {"FILESVC_MAX_UPLOAD_BYTES": "0"},
+            "FILESVC_MAX_UPLOAD_BYTES (environment) must be from 1 to 9223372036854775807, got 0",
+        ),
+        (
+            {"FILESVC_ACCESS_LOG": "xml"},
+            "FILESVC_ACCESS_LOG (environment) must be one of text, json, off, got 'xml'",
+        ),
+        (
+            {"FILESVC_ACCESS_LOG_PROBES": "maybe"},
+            "FILESVC_ACCESS_LOG_PROBES (environment) must be true or false, got 'maybe'",
+        ),
+        (
+            {"FILESVC_HOST": "a b"},
+            "FILESVC_HOST (environment) must be a host name or address, got 'a b'",
         ),
         (
             {"FILESVC_JWT_SECRET": SECRET, "FILESVC_HEAD_TIMEOUT": "0"},
-            "FILESVC_HEAD_TIMEOUT must be at least 0.1, got 0",
+            "FILESVC_HEAD_TIMEOUT (environment) must be at least 0.1 and at most 86400 seconds,"
+            " got 0",
         ),
         (
             {"FILESVC_JWT_SECRET": SECRET, "FILESVC_KEEPALIVE_TIMEOUT": "-5"},
-            "FILESVC_KEEPALIVE_TIMEOUT must be at least 0.1, got -5",
+            "FILESVC_KEEPALIVE_TIMEOUT (environment) must be at least 0.1 and at most 86400"
+            " seconds, got -5",
         ),
         (
             {"FILESVC_JWT_SECRET": SECRET, "FILESVC_BODY_RATE_WINDOW": "0"},
-            "FILESVC_BODY_RATE_WINDOW must be at least 0.1, got 0",
+            "FILESVC_BODY_RATE_WINDOW (environment) must be at least 0.1 and at most 86400"
+            " seconds, got 0",
         ),
         (
             {"FILESVC_JWT_SECRET": SECRET, "FILESVC_BODY_MIN_RATE": "-1"},
-            "FILESVC_BODY_MIN_RATE must be at least 0, got -1",
+            "FILESVC_BODY_MIN_RATE (environment) must be from 0 to 9223372036854775807, got -1",
         ),
         (
             {"FILESVC_JWT_SECRET": SECRET, "FILESVC_BODY_RATE_GRACE": "-1"},
-            "FILESVC_BODY_RATE_GRACE must be at least 0, got -1",
+            "FILESVC_BODY_RATE_GRACE (environment) must be at least 0 and at most 86400 seconds,"
+            " got -1",
         ),
         (
             {"FILESVC_JWT_SECRET": SECRET, "FILESVC_MAX_UPLOADS_PER_CALLER": "0"},
-            "FILESVC_MAX_UPLOADS_PER_CALLER must be at least 1, got 0",
+            "FILESVC_MAX_UPLOADS_PER_CALLER (environment) must be from 1 to 1000000, got 0",
         ),
         (
             {"FILESVC_JWT_SECRET": SECRET, "FILESVC_BODY_MIN_RATE": "fast"},
-            "FILESVC_BODY_MIN_RATE must be an integer, got 'fast'",
+            "FILESVC_BODY_MIN_RATE (environment) must be a whole number, got 'fast'",
         ),
     ],
 )
 def test_bad_configuration_stops_with_a_message(
     env: dict[str, str], message: str, tmp_path: Path
 ) -> None:
-    with pytest.raises(SystemExit) as exc:
-        Settings.from_env(env, data_dir=tmp_path)
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({"FILESVC_JWT_SECRET": SECRET, **env}, data_dir=tmp_path)
     assert str(exc.value) == message
 
 
@@ -140,6 +187,7 @@ def test_console_script_prints_a_token(tmp_path: Path) -> None:
             "c1",
             "--data-dir",
             str(tmp_path),
+            "--create-secret",
         ],
         capture_output=True,
         text=True,

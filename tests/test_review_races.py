@@ -18,7 +18,7 @@ async def test_user_chunk_overtaken_by_completion_is_409(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A resumable.js retry of the last chunk, still streaming while the first copy completes
-    the file: API.md lists the overwrite race as a 409 (the code's own comment says "conflict"),
+    the file: docs/api.md lists the overwrite race as a 409 (the code's own comment says "conflict"),
     not the 403 a user gets for deliberately overwriting a complete file."""
     store = api.client.app[SERVICE].store
     real_put = store.put

@@ -183,7 +183,9 @@ def test_worker_counts_out_of_range_are_refused(value: str, tmp_path: Path) -> N
     env = {"FILESVC_JWT_SECRET": "s" * 40, "FILESVC_WORKERS": value}
     with pytest.raises(ConfigError) as err:
         Settings.from_env(env, data_dir=tmp_path)
-    assert str(err.value) == "FILESVC_WORKERS (--workers) must be 1 to 64"
+    assert str(err.value) == (
+        f"FILESVC_WORKERS (environment) must be from 1 to 64, got {int(value)}"
+    )
 
 
 def test_serve_with_zero_workers_exits_2(tmp_path: Path) -> None:
@@ -202,4 +204,6 @@ def test_serve_with_zero_workers_exits_2(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 2
-    assert done.stderr == "filesvc: FILESVC_WORKERS (--workers) must be 1 to 64\n"
+    assert done.stderr == (
+        "filesvc: FILESVC_WORKERS (flag --workers) must be from 1 to 64, got 0\n"
+    )

@@ -82,7 +82,7 @@ def test_png_bomb_is_refused_from_its_header(bomb: Path) -> None:
     reason = skipped(render_thumbnails(bomb, LIMITS))
     elapsed = time.perf_counter() - started
     assert "50000x50000" in reason
-    # A decode costs 0.8-2.9 s of CPU (MEASURED.md); reading the header costs milliseconds.
+    # A decode costs 0.8-2.9 s of CPU (docs/measured.md); reading the header costs milliseconds.
     assert elapsed < 0.5
     assert probe_pixels(bomb, LIMITS) == 0
 

@@ -27,11 +27,9 @@ from filesvc.routes.common import authenticate, company_id, file_id
 
 log = logging.getLogger(__name__)
 
-# Thumbnails are immutable per URL+ETag content; clients may keep them a day, then revalidate.
-# A thumbnail URL carrying its content's version (?v=, as the resource gives it) names bytes that
-# never change: cache them for a year.  The bare URL serves whatever is current: revalidate.
-THUMBNAIL_IMMUTABLE = "private, max-age=31536000, immutable"
-THUMBNAIL_CURRENT = "private, no-cache"
+# A thumbnail's URL is fixed by the contract and an overwrite puts new bytes behind it: caches
+# must revalidate every time (cheap: the ETag is the thumbnail's id, so an unchanged one is 304).
+THUMBNAIL_CACHE_CONTROL = "private, no-cache"
 
 
 async def get_file(request: web.Request) -> web.Response:
@@ -144,7 +142,7 @@ async def _send(
 
 
 async def thumbnail(request: web.Request) -> web.StreamResponse:
-    """Thumbnail ``index`` of a file: immutable bytes for a given ETag."""
+    """Thumbnail ``index`` of a file; its ETag names its content, so revalidation is a 304."""
     authenticate(request, allow_query_token=True)
     company, fid = company_id(request), file_id(request)
     raw_index = request.match_info["index"]
@@ -158,10 +156,9 @@ async def thumbnail(request: web.Request) -> web.StreamResponse:
         raise NotFound("this file has no thumbnail with that index")
     version = thumbnail_id(fid, entry)
     etag = f'"{version}"'
-    pinned = request.query.get("v") == version
     headers = {
         "ETag": etag,
-        "Cache-Control": THUMBNAIL_IMMUTABLE if pinned else THUMBNAIL_CURRENT,
+        "Cache-Control": THUMBNAIL_CACHE_CONTROL,
         "X-Content-Type-Options": "nosniff",
     }
     if etag_matches(request.headers.get("If-None-Match"), etag):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import HttpVersion11, hdrs, web
 
+from filesvc.accesslog import FILE_ID
 from filesvc.appkeys import SERVICE, SETTINGS, SPACE, UPLOADS
 from filesvc.body import BodyPace, UploadBody, check_declared_size, has_body, open_body
 from filesvc.errors import ApiError, BadRequest
@@ -35,6 +36,7 @@ async def _open(request: web.Request) -> UploadBody:
 
 
 def _answer(request: web.Request, view: FileView) -> web.Response:
+    request[FILE_ID] = view.row.file_id
     return web.json_response({"resource": file_resource(view)})
 
 

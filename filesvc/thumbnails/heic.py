@@ -1,14 +1,13 @@
 """HEIC (HEVC-coded HEIF, what phones produce), through pillow-heif.
 
-The pyvips-binary wheel's libheif has an AV1 decoder but no HEVC decoder (MEASURED.md), so libvips
-reads an HEIC's header but cannot decode its pixels. When the ``ftyp`` brands say HEVC the file
-comes here instead: pillow-heif's wheel bundles its own libheif with libde265 (pip alone, no
-system package). Same header checks first; then the primary image only is decoded at full size
-(HEVC has no shrink-on-load: a 12 MP photo is 36 MB of RGB), with the container's irot/imir
-orientation applied, and shrunk and encoded by libvips like any other raster. Any other HEIF
-(AVIF) stays with libvips. libheif decodes with up to ``pillow_heif.options.DECODE_THREADS``
-threads (4 by default).
-"""
+The pyvips-binary wheel's libheif has an AV1 decoder but no HEVC decoder (docs/measured.md), so
+libvips reads an HEIC's header but cannot decode its pixels. When the ``ftyp`` brands say HEVC
+the file comes here instead: pillow-heif's wheel bundles its own libheif with libde265 (pip
+alone, no system package). Same header checks first; then the primary image only is decoded at
+full size (HEVC has no shrink-on-load: a 12 MP photo is 36 MB of RGB), with the container's
+irot/imir orientation applied, and shrunk and encoded by libvips like any other raster. Any
+other HEIF (AVIF) stays with libvips. libheif decodes with up to
+``pillow_heif.options.DECODE_THREADS`` threads (4 by default)."""
 
 from __future__ import annotations
 

@@ -162,6 +162,14 @@ class ThumbnailRunner:
                     await jobqueue.release(tx, owner)
         self._reaped = True
 
+    @property
+    def alive(self) -> bool:
+        """Every worker task is running (a task that ended took its share of the jobs with it);
+        a passive runner has none by design and is always alive."""
+        if not self.active:
+            return True
+        return bool(self._tasks) and not any(task.done() for task in self._tasks)
+
     def previewable(self, head: bytes) -> bool:
         if may_have_thumbnails(head, office=self.office):
             return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-# API.md: every thumbnail fits inside 600x400.
+# docs/api.md: every thumbnail fits inside 600x400.
 DEFAULT_BOX_WIDTH = 600
 DEFAULT_BOX_HEIGHT = 400
 # About 100 MP: a 24 MP phone photo or a 50 MP camera raw export passes with room to spare; a
@@ -15,7 +15,8 @@ DEFAULT_MAX_PIXELS = 100_000_000
 # Pages or frames a header may declare. Only the first is decoded, but some loaders (GIF) walk
 # every frame to count them, and a 100k-frame GIF is a denial of service, not a picture.
 DEFAULT_MAX_FRAMES = 1000
-# API.md: one thumbnail per PDF page, up to 10 pages (office documents go through the same path).
+# docs/api.md: one thumbnail per PDF page, up to 10 pages (office documents go through the same
+# path).
 DEFAULT_MAX_PDF_PAGES = 10
 # Bytes a file may have for us to look at it. The pixel limit bounds memory, not reading time:
 # decoders are linear in their input, and input that carries no pixels (PNG ancillary chunks,
@@ -38,7 +39,7 @@ DEFAULT_MAX_VIDEO_PACKETS = 2000
 # the document, and a 64 MiB .docx is already mostly embedded media.
 DEFAULT_MAX_OFFICE_BYTES = 64 << 20
 # Seconds one LibreOffice conversion may run before its process is killed. A 3-page document
-# converts in about a second here (MEASURED.md); 30 s leaves room for a long spreadsheet and
+# converts in about a second here (docs/measured.md); 30 s leaves room for a long spreadsheet and
 # stays below the job's own limit (FILESVC_THUMB_JOB_TIMEOUT, 60 s), so the converter is killed
 # by the worker, which then reports why, rather than with it.
 DEFAULT_OFFICE_SECONDS = 30
@@ -49,7 +50,7 @@ DEFAULT_OFFICE_MEMORY_BYTES = 2 << 30
 
 @dataclass(frozen=True)
 class RenderLimits:
-    """What one render may cost. Defaults follow API.md; each is explained at its constant."""
+    """What one render may cost. Defaults follow docs/api.md; each is explained at its constant."""
 
     box_width: int = DEFAULT_BOX_WIDTH
     box_height: int = DEFAULT_BOX_HEIGHT

@@ -6,7 +6,7 @@ the OLE2 stream names, the RTF signature, or text that decodes as UTF-8 without 
 LibreOffice is optional: without it (``converter`` is None) such files are ``done`` without
 thumbnails, with that reason.
 
-Hardening (LibreOffice by default FETCHED an http:// image linked from an .odt, MEASURED.md):
+Hardening (LibreOffice by default FETCHED an http:// image linked from an .odt, docs/measured.md):
 
 * Each conversion gets its own LibreOffice process and profile directory (copied from a template
   this process made once), in a scratch directory of its own that is removed afterwards. The

@@ -1,8 +1,8 @@
 """Running the renderer: worker processes, a time limit, and memory admitted in pixels.
 
 libvips, PDFium, FFmpeg and LibreOffice run in a few long-lived worker processes
-(``filesvc.thumbnails.worker``, started fresh with ``python -m``: MEASURED.md says a forked pool
-hangs once libvips has run), which keeps their memory out of the server process and lets a job
+(``filesvc.thumbnails.worker``, started fresh with ``python -m``: docs/measured.md says a forked
+pool hangs once libvips has run), which keeps their memory out of the server process and lets a job
 that overruns its time limit be killed and its worker replaced: a libvips call cannot be
 interrupted from inside.  Before a render, its cost in pixels is read from the headers
 (``probe_pixels``) and admitted by a semaphore counted in pixels, so N concurrent large images
