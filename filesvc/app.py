@@ -258,7 +258,7 @@ async def _metrics(request: web.Request) -> web.Response:
             raise Unauthorized("the metrics need 'Authorization: Bearer <metrics token>'")
     metrics = request.app[METRICS]
     with contextlib.suppress(DatabaseUnavailable):  # the last value stands meanwhile
-        metrics.thumbnail_queue.set(await request.app[THUMBS].open_jobs())
+        metrics.thumbnail_queue.set(await request.app[THUMBS].waiting_jobs())
     # Off the loop: the process collector reads /proc.
     body = await asyncio.to_thread(generate_latest, metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

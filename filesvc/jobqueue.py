@@ -160,6 +160,12 @@ async def open_jobs(tx: Tx) -> int:
     return int(row[0]) if row is not None else 0
 
 
+async def waiting_jobs(tx: Tx) -> int:
+    """Jobs waiting for a worker (not claimed yet), in every process."""
+    row = await tx.fetchrow("SELECT COUNT(*) FROM thumbnail_jobs WHERE state = 'pending'")
+    return int(row[0]) if row is not None else 0
+
+
 async def release(tx: Tx, owner: str) -> int:
     """End every lease ``owner`` holds (it stopped, or it is known dead): its jobs are open to
     any claimer at once.  Returns how many."""

@@ -120,6 +120,11 @@ class ThumbnailRunner:
         async with self.db.read() as tx:
             return await jobqueue.open_jobs(tx)
 
+    async def waiting_jobs(self) -> int:
+        """Jobs waiting for a worker, in every process sharing the database."""
+        async with self.db.read() as tx:
+            return await jobqueue.waiting_jobs(tx)
+
     async def start(self) -> None:
         """Start the workers (they wait for the database if it is not reachable yet)."""
         if not self.active:
