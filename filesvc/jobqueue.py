@@ -152,14 +152,6 @@ async def finish(tx: Tx, file_id: str, gen: int, outcome: str) -> None:
     )
 
 
-async def open_jobs(tx: Tx) -> int:
-    """Jobs not finished yet (pending or running), in every process."""
-    row = await tx.fetchrow(
-        "SELECT COUNT(*) FROM thumbnail_jobs WHERE state IN ('pending', 'running')"
-    )
-    return int(row[0]) if row is not None else 0
-
-
 async def waiting_jobs(tx: Tx) -> int:
     """Jobs waiting for a worker (not claimed yet), in every process."""
     row = await tx.fetchrow("SELECT COUNT(*) FROM thumbnail_jobs WHERE state = 'pending'")

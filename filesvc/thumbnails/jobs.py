@@ -115,11 +115,6 @@ class ThumbnailRunner:
         self._events: dict[tuple[str, int], asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def open_jobs(self) -> int:
-        """Jobs not finished yet, in every process sharing the database."""
-        async with self.db.read() as tx:
-            return await jobqueue.open_jobs(tx)
-
     async def waiting_jobs(self) -> int:
         """Jobs waiting for a worker, in every process sharing the database."""
         async with self.db.read() as tx:
