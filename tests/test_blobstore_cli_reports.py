@@ -36,7 +36,7 @@ def test_gc_dry_run_names_the_blobs_it_would_delete(
 ) -> None:
     build(tmp_path)
     refs = orphan_blobs(tmp_path, HINTS_SHOWN + 5)
-    argv = ["gc", "--data-dir", str(tmp_path), "--dry-run"]
+    argv = ["gc", "--data-dir", str(tmp_path), "--dry-run", "--grace", "0s"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert f"would free {len(refs)} blobs" in out

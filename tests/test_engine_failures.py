@@ -110,7 +110,9 @@ def test_postgres_unreachable_at_start_is_waited_for_while_not_ready(
             "ok": False,
             "reason": "still connecting to the metadata database",
         }
-        status, body, headers = _get(f"{server.url}/health")
+        # The API answers 503 meanwhile (the liveness probe /healthz stays 200).
+        files = "/internal/services/files/v1/companies/acme/files/"
+        status, body, headers = _get(f"{server.url}{files}00000000-0000-4000-8000-000000000000")
         assert status == 503 and headers["Retry-After"] == "5"
         assert body == {
             "statusCode": 503,
