@@ -48,12 +48,25 @@ def _name(process: psutil.Process) -> str | None:
         return None
 
 
+async def settled(before: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The counts once closing has finished: a closed aiosqlite connection's thread, or a
+    worker process already told to exit, may still be on its way out for a moment after the
+    awaited close returns. Anything still there after five seconds is a leak."""
+    deadline = asyncio.get_running_loop().time() + 5.0
+    while True:
+        now = await asyncio.to_thread(counts)
+        leaked = now[0] > before[0] or now[1] > before[1] or now[2] > 0
+        if not leaked or asyncio.get_running_loop().time() > deadline:
+            return now
+        await asyncio.sleep(0.1)
+
+
 async def test_nothing_outlives_the_app(tmp_path: Path) -> None:
     await one_lifetime(tmp_path / "warm")  # the loop's default executor threads start here
     before = await asyncio.to_thread(counts)
     for i in range(3):
         await one_lifetime(tmp_path / f"run{i}")
-    after = await asyncio.to_thread(counts)
+    after = await settled(before)
     assert after[0] <= before[0], f"file descriptors {before[0]} -> {after[0]}"
     assert after[1] <= before[1], f"threads {before[1]} -> {after[1]}: {threading.enumerate()}"
     assert after[2] == 0, "a thumbnail worker process outlived the app"
