@@ -169,9 +169,16 @@ def _serve_discard() -> None:
         await resp.write_eof()
         return resp
 
+    document = {"resource": {"id": "bare", "name": "constant.bin", "size": 4096}}
+
+    async def constant_json(request: web.Request) -> web.Response:
+        """The least a JSON GET costs in aiohttp: the reference for metadata reads."""
+        return web.json_response(document)
+
     async def main() -> None:
         app = web.Application()
         app.router.add_route("GET", "/bytes/{n:[0-9]+}", send)
+        app.router.add_route("GET", "/json", constant_json)
         app.router.add_route("POST", "/{tail:.*}", discard)
         app.router.add_route("PUT", "/{tail:.*}", discard)
         runner = web.AppRunner(app, access_log=None)

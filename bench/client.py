@@ -233,7 +233,18 @@ async def timed_many(
 
 # --- Small requests from several processes -------------------------------------------------
 
-SmallKind = Literal["files-raw", "files-multipart", "discard", "s3-put", "tus-post", "files-get"]
+SmallKind = Literal[
+    "files-raw",
+    "files-multipart",
+    "discard",
+    "s3-put",
+    "tus-post",
+    "files-get",
+    "files-download",
+    "files-range",
+    "s3-get",
+    "url-get",
+]
 
 
 @dataclass(frozen=True)
@@ -245,7 +256,8 @@ class SmallSpec:
     headers: tuple[tuple[str, str], ...] = ()
     size: int = 4096
     s3: tuple[str, str, str] | None = None  # (bucket, access key, secret key)
-    ids: tuple[str, ...] = ()  # for files-get: file ids to fetch metadata of
+    ids: tuple[str, ...] = ()  # for files-get/-download/-range, s3-get: ids (keys) to read
+    span: int = 0  # for files-range: the file's size (ranges of `size` bytes fall inside it)
 
 
 async def _small_one(session: aiohttp.ClientSession, spec: SmallSpec, seed: int) -> None:
@@ -254,6 +266,9 @@ async def _small_one(session: aiohttp.ClientSession, spec: SmallSpec, seed: int)
         url = f"{spec.url}/{spec.ids[seed % len(spec.ids)]}"
         async with session.get(url, headers=hdrs) as resp:
             await _check(resp, "GET metadata")
+        return
+    if spec.kind in ("files-download", "files-range", "s3-get", "url-get"):
+        await _read_one(session, spec, seed, hdrs)
         return
     body = small_body(seed, spec.size)
     if spec.kind == "files-raw" or spec.kind == "discard":
@@ -279,6 +294,37 @@ async def _small_one(session: aiohttp.ClientSession, spec: SmallSpec, seed: int)
         await tus_post_with_body(session, spec.url, body, hdrs)
     else:  # pragma: no cover - exhaustive
         raise AssertionError(spec.kind)
+
+
+async def _read_one(
+    session: aiohttp.ClientSession, spec: SmallSpec, seed: int, hdrs: dict[str, str]
+) -> None:
+    """One read of a read workload; the byte count is checked, so an error page never counts."""
+    if spec.kind == "files-download":
+        n = await download(session, f"{spec.url}/{spec.ids[seed % len(spec.ids)]}/download", hdrs)
+    elif spec.kind == "files-range":
+        start = (seed * 7919 * 4096) % (spec.span - spec.size)
+        url = f"{spec.url}/{spec.ids[0]}/download"
+        n = await download(session, url, hdrs, (start, start + spec.size - 1))
+    elif spec.kind == "s3-get":
+        from bench.peers import S3Client
+
+        assert spec.s3 is not None
+        bucket, key_id, secret = spec.s3
+        s3 = S3Client(spec.url, key_id, secret)
+        key = spec.ids[seed % len(spec.ids)]
+        if spec.span:
+            start = (seed * 7919 * 4096) % (spec.span - spec.size)
+            n = await s3.get(session, bucket, key, (start, start + spec.size - 1))
+        else:
+            n = await s3.get(session, bucket, key)
+    else:
+        async with session.get(spec.url, headers=hdrs) as resp:
+            if resp.status != 200:
+                raise WorkloadError(f"GET {spec.url}: HTTP {resp.status}")
+            n = len(await resp.read())
+    if spec.size and n != spec.size:
+        raise WorkloadError(f"{spec.kind}: read {n} bytes, not {spec.size}")
 
 
 async def _small_batch(spec: SmallSpec, seeds: list[int], concurrency: int) -> list[float]:
