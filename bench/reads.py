@@ -139,7 +139,8 @@ async def _references(ctx: sc.Context, res: ScenarioResult) -> None:
     sz = ctx.sizes
     with ceilings.DiscardServer() as bare:
         spec = client.SmallSpec("url-get", f"{bare.url}/json", size=0)
-        await sc.rate(res, BARE_JSON, "reference", sz.small_requests, _many(spec, sz.small_requests))
+        n = sz.small_requests
+        await sc.rate(res, BARE_JSON, "reference", n, _many(spec, n))
         async with sc.session() as s:
 
             async def mem_get() -> float:
@@ -209,10 +210,11 @@ async def _filesvc_reads(ctx: sc.Context, res: ScenarioResult, config: Config) -
         await asyncio.to_thread(_wait_ready, api.base_url)
         ids, big_id = await _fill(ctx, api, config)
         headers = tuple(api.auth.items())
+        n = sz.small_requests
         small = client.SmallSpec("files-download", api.files_url, headers, SMALL, ids=ids)
-        await sc.rate(res, subjects[0], "filesvc", sz.small_requests, _many(small, sz.small_requests))
+        await sc.rate(res, subjects[0], "filesvc", n, _many(small, n))
         meta = client.SmallSpec("files-get", api.files_url, headers, 0, ids=ids)
-        await sc.rate(res, subjects[1], "filesvc", sz.small_requests, _many(meta, sz.small_requests))
+        await sc.rate(res, subjects[1], "filesvc", n, _many(meta, n))
         if big_id is not None:
             await _large_reads(ctx, res, config, api, big_id)
         if server.sampler is not None:

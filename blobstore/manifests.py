@@ -100,8 +100,12 @@ def _head(row: Row) -> Head:
 
 
 def _entry(row: Row) -> Entry:
-    attrs = json.loads(row["attrs"]) if row["attrs"] else None
-    return Entry(row["idx"], BlobRef(row["ref"]), row["size"], attrs)
+    return decode_entry(row["idx"], row["ref"], row["size"], row["attrs"])
+
+
+def decode_entry(idx: int, ref: str, size: int, attrs: str | None) -> Entry:
+    """An entry from its stored columns (for a reader that joins ``manifest_entries``)."""
+    return Entry(idx, BlobRef(ref), size, json.loads(attrs) if attrs else None)
 
 
 async def create(
@@ -274,17 +278,6 @@ async def entries(tx: Tx, file_id: str, slot: Slot) -> list[Entry]:
         slot,
     )
     return [_entry(r) for r in rows]
-
-
-async def has_entry(tx: Tx, file_id: str, slot: Slot, idx: int) -> bool:
-    """True when entry ``idx`` of ``slot`` is stored."""
-    row = await tx.fetchrow(
-        "SELECT 1 FROM manifest_entries WHERE file_id = ? AND slot = ? AND idx = ?",
-        file_id,
-        slot,
-        idx,
-    )
-    return row is not None
 
 
 async def clear(tx: Tx, file_id: str, slot: Slot) -> None:

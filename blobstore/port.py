@@ -6,7 +6,7 @@ point, :class:`blobstore.store.ContentStore`, so a backend trusts the ref it is 
 Roles: a download needs a :class:`BlobReader`; an upload a :class:`BlobWriter`; fsck and gc a
 :class:`BlobLister` and :class:`BlobRemover`.  :class:`BlobBackend` is all of them.  Special powers
 of one backend are optional capabilities that callers test for with ``isinstance``:
-:class:`FileRange` (an opened blob is a range of a local file, so it can go out by sendfile),
+:class:`ReadNow` (a reader whose small reads are cheaper on the caller's thread than a hand-off),
 :class:`LocalFiles` and :class:`TempFiles` (the local backend's files, for fsck and repair),
 :class:`Probe` (a backend behind a network can be asked whether it answers: the health route).
 """
@@ -58,7 +58,7 @@ class BlobStream(Protocol):
     """An opened byte range of one blob, read as an async stream of pieces.
 
     Memory stays bounded whatever the blob's size: each piece is at most a backend-chosen size
-    (about a MiB), and nothing is read ahead beyond the piece being yielded."""
+    (about a MiB), and at most one piece is read ahead of the piece being yielded."""
 
     @property
     def length(self) -> int:
@@ -76,14 +76,19 @@ class BlobStream(Protocol):
 
 
 @runtime_checkable
-class FileRange(Protocol):
-    """Optional ability of a :class:`BlobStream`: its bytes are a range of a local file, so a
-    caller may send them with the kernel's sendfile instead of iterating."""
+class ReadNow(Protocol):
+    """Optional ability of a :class:`BlobReader`: read a small range synchronously.
 
-    def file_range(self) -> tuple[int, int, int]:
-        """``(fd, offset, count)``: the stream's bytes are ``count`` bytes of the open file
-        ``fd`` from ``offset``.  The fd stays owned by the stream (closed by ``aclose``); the
-        caller must not close it, and must not also iterate the stream."""
+    For a local file in the page cache, open + pread + close costs a few microseconds, less than
+    handing the read to a thread and back; a caller reads up to a few dozen KiB this way on the
+    event loop, and a larger whole body in one hand-off.  A reader that must wait on a network
+    (S3), or whose bytes need more work than a copy, does not offer it: callers then use
+    :meth:`BlobReader.open`.  A wrapping reader offers it only if what it wraps does."""
+
+    def read_now(self, ref: BlobRef, start: int, end: int) -> bytes:
+        """The bytes ``[start, end)`` of the blob (fewer when the blob is shorter).  Blocks the
+        calling thread.  Raises BlobNotFound when the blob is not stored, StorageFailure (or
+        StoreFull's kin) when the read fails."""
 
 
 class BlobReader(Protocol):

@@ -38,14 +38,16 @@ from filesvc.appkeys import (
     SPACE,
     STORE,
     THUMBS,
+    TOKENS,
     TUS,
     UPLOADS,
 )
+from filesvc.auth import VerifiedTokens
 from filesvc.creates import CreateBatcher
 from filesvc.errors import Unauthorized
 from filesvc.inflight import InFlight, UploadSlots
 from filesvc.metrics import Metrics
-from filesvc.middleware import error_middleware, metrics_middleware, target_middleware
+from filesvc.middleware import request_middleware
 from filesvc.routes import reads, uploads
 from filesvc.routes.common import PREFIX
 from filesvc.schema import TRACKS
@@ -78,8 +80,9 @@ def create_app(
     renderer: Renderer | None = None,
 ) -> web.Application:
     """The aiohttp application.  Tests pass a backend (memory) or a renderer (fake)."""
-    app = web.Application(middlewares=[metrics_middleware, error_middleware, target_middleware])
+    app = web.Application(middlewares=[request_middleware])
     app[SETTINGS] = settings
+    app[TOKENS] = VerifiedTokens(settings.jwt_secret)
     app[METRICS] = Metrics()
     app[INFLIGHT] = InFlight()
     app[UPLOADS] = UploadSlots(settings.max_concurrent_uploads, settings.max_uploads_per_caller)

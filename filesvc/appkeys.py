@@ -9,6 +9,7 @@ from aiohttp import web
 from blobstore.engine.base import Engine
 from blobstore.store import ContentStore
 from filesvc.accesslog import AccessLog
+from filesvc.auth import VerifiedTokens
 from filesvc.inflight import InFlight, UploadSlots
 from filesvc.metrics import Metrics
 from filesvc.scope import DedupScopes
@@ -31,3 +32,4 @@ ACCESS_LOG = web.AppKey("access_log", AccessLog)
 SPACE = web.AppKey("space", SpaceGuard)
 SCOPES = web.AppKey("scopes", DedupScopes)
 TUS = web.AppKey("tus", TusStore)
+TOKENS = web.AppKey("tokens", VerifiedTokens)

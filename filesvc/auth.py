@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jwt
@@ -12,6 +14,9 @@ from filesvc.errors import Forbidden, Unauthorized
 ALGORITHM = "HS256"
 # Longest token accepted.  Real tokens are a few hundred bytes; this bounds the work on garbage.
 MAX_TOKEN_LENGTH = 4096
+# Verified tokens remembered per process: the callers active in the last minutes of a busy
+# instance, at a few hundred bytes each (about 2 MiB at most).
+TOKEN_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,11 @@ def bearer_from_header(header: str | None) -> str | None:
 
 def verify(token: str, secret: str) -> Caller:
     """Verify signature, algorithm and expiry; return the caller.  Any defect is a 401."""
+    return verify_until(token, secret)[0]
+
+
+def verify_until(token: str, secret: str) -> tuple[Caller, float]:
+    """:func:`verify`, also returning the token's expiry (seconds since the epoch)."""
     if len(token) > MAX_TOKEN_LENGTH:
         raise Unauthorized("the token is too long")
     try:
@@ -63,7 +73,47 @@ def verify(token: str, secret: str) -> Caller:
         raise Unauthorized(f"the token lacks the '{exc.claim}' claim") from None
     except jwt.PyJWTError:
         raise Unauthorized("the token is invalid") from None
-    return _caller(claims)
+    caller = _caller(claims)
+    exp = claims["exp"]  # required above, and a number (_caller checked it)
+    assert isinstance(exp, int | float)
+    return caller, float(exp)
+
+
+class VerifiedTokens:
+    """A bounded LRU of verified tokens, keyed by their exact text, each valid until its expiry.
+
+    Verifying an HS256 token costs base64, JSON and an HMAC on every request, while clients send
+    the same token for an hour.  Only tokens that verified are kept, so a forged or altered token
+    (other bytes) always goes through PyJWT; an entry is dropped, and the token verified again
+    (and refused as expired), once its ``exp`` is reached.  Per process: nothing is shared
+    between workers or instances, and a token needs no revocation the signature does not give."""
+
+    def __init__(
+        self, secret: str, *, size: int = TOKEN_CACHE_SIZE, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._secret = secret
+        self._size = size
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[Caller, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def verify(self, token: str) -> Caller:
+        """The caller of a valid token (as :func:`verify`); 401 for any defect."""
+        hit = self._entries.get(token)
+        if hit is not None:
+            caller, exp = hit
+            # PyJWT refuses a token once now >= exp (no leeway): the same bound here.
+            if self._clock() < exp:
+                self._entries.move_to_end(token)
+                return caller
+            del self._entries[token]
+        caller, exp = verify_until(token, self._secret)
+        self._entries[token] = (caller, exp)
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+        return caller
 
 
 # RFC 7519 2: NumericDate claims are JSON numbers.  PyJWT runs int() on them, so without this

@@ -27,6 +27,8 @@ REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 # Thumbnail job buckets, seconds: a header-only refusal takes milliseconds, a 10-page PDF or a
 # large PNG seconds, and a job is killed at FILESVC_THUMB_JOB_TIMEOUT (60 s by default).
 THUMBNAIL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Request series whose children are kept looked up (routes x methods x statuses in use).
+REQUEST_SERIES_KEPT = 1024
 
 
 class Metrics:
@@ -37,6 +39,7 @@ class Metrics:
         # auto_describe off: it would read /proc on the event loop to learn the process
         # collector's names at registration.
         self.registry = CollectorRegistry(auto_describe=False)
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         ProcessCollector(registry=self.registry)
         self.requests = Counter(
             "filesvc_http_requests_total",
@@ -93,6 +96,21 @@ class Metrics:
             registry=self.registry,
             buckets=THUMBNAIL_BUCKETS,
         )
+
+    def request_series(self, route: str, method: str, status: int) -> tuple[Counter, Histogram]:
+        """The request counter and latency children of one (route, method, status), looked up
+        once: ``labels()`` takes a lock and builds its key on every call.  Routes and statuses
+        are few; past REQUEST_SERIES_KEPT combinations (odd methods) they are not kept."""
+        key = (route, method, status)
+        series = self._series.get(key)
+        if series is None:
+            series = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route, method),
+            )
+            if len(self._series) < REQUEST_SERIES_KEPT:
+                self._series[key] = series
+        return series
 
     def watch_queue(self, depth: Callable[[], float]) -> None:
         """Read the thumbnail queue's depth at each scrape."""

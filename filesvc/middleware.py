@@ -96,31 +96,26 @@ def _store_error(exc: BlobStoreError) -> web.Response:
     return envelope(500, "the file store failed: nothing was saved; retry later")
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map typed errors to the envelope, exactly once."""
-    try:
-        if not request.app[READY].is_set() and request.path.startswith(PREFIX):
-            raise DatabaseUnavailable("not ready: still connecting to the metadata database")
-        return await handler(request)
-    except ApiError as exc:
+def _render(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The envelope for an error, exactly once; re-raises what is not an answer (a client gone,
+    a redirect)."""
+    if isinstance(exc, ApiError):
         response = envelope(exc.status, exc.message, exc.headers)
         if exc.closes_connection:
             response.force_close()
         return response
-    except BlobStoreError as exc:
+    if isinstance(exc, BlobStoreError):
         return _store_error(exc)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow",)}
         message = _HTTP_MESSAGES.get(exc.status, HTTPStatus(exc.status).phrase)
         return envelope(exc.status, message, headers)
-    except (asyncio.CancelledError, ConnectionError):
-        raise
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return envelope(500, "internal error; it has been logged")
+    if isinstance(exc, ConnectionError):
+        raise exc
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return envelope(500, "internal error; it has been logged")
 
 
 def _valid(parse: Callable[[str], str], raw: str | None) -> str | None:
@@ -133,29 +128,38 @@ def _valid(parse: Callable[[str], str], raw: str | None) -> str | None:
         return None
 
 
-@web.middleware
-async def target_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """400 for a request target with raw non-ASCII bytes (aiohttp's C parser refuses them
-    itself; its pure-Python fallback passes them on as U+FFFD) and for a query string whose
-    percent-decoded bytes are not UTF-8, on every route, before a lenient parse turns them into
-    U+FFFD."""
+def _check(request: web.Request) -> None:
+    """What every request passes before its handler: the service is ready (the files API
+    answers 503 while PostgreSQL is still being connected to), and the request target is clean:
+    400 for raw non-ASCII bytes (aiohttp's C parser refuses them itself; its pure-Python fallback
+    passes them on as U+FFFD) and for a query string whose percent-decoded bytes are not UTF-8,
+    on every route, before a lenient parse turns them into U+FFFD."""
+    if not request.app[READY].is_set() and request.path.startswith(PREFIX):
+        raise DatabaseUnavailable("not ready: still connecting to the metadata database")
     if not request.raw_path.isascii():
         raise BadRequest("the request target is not a valid URL")
-    check_query_utf8(request.rel_url.raw_query_string)
-    return await handler(request)
+    query = request.rel_url.raw_query_string
+    if query:
+        check_query_utf8(query)
 
 
 @web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count, time and log every request by route pattern (never by raw path: ids are
-    unbounded, and a query string may hold a token)."""
-    inflight = request.app[INFLIGHT]
+async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one middleware layer (each layer costs a call chain per request): check the request,
+    map errors to the envelope, count, time and log it by route pattern (never by raw path: ids
+    are unbounded, and a query string may hold a token)."""
+    app = request.app
+    inflight = app[INFLIGHT]
     inflight.enter()
     start = time.perf_counter()
     status = 500
     response: web.StreamResponse | None = None
     try:
-        response = await handler(request)
+        try:
+            _check(request)
+            response = await handler(request)
+        except Exception as exc:  # CancelledError is a BaseException: it passes
+            response = _render(request, exc)
         status = response.status
         return response
     except (asyncio.CancelledError, ConnectionError):
@@ -164,15 +168,17 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         inflight.leave()
         info = request.match_info
-        route = info.route.resource.canonical if info.route.resource is not None else "unmatched"
-        metrics = request.app[METRICS]
+        resource = info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
         elapsed = time.perf_counter() - start
         sent = accesslog.bytes_sent(request, response)
-        metrics.requests.labels(route, request.method, str(status)).inc()
-        metrics.latency.labels(route, request.method).observe(elapsed)
+        metrics = app[METRICS]
+        count, latency = metrics.request_series(route, request.method, status)
+        count.inc()
+        latency.observe(elapsed)
         metrics.received_bytes.inc(request.content.total_bytes)
         metrics.sent_bytes.inc(sent)
-        access = request.app[ACCESS_LOG]
+        access = app[ACCESS_LOG]
         if access.wanted(request.path):
             access.write(
                 accesslog.record(

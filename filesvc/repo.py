@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from blobstore.engine.base import Row, Tx
+from blobstore import manifests
+from blobstore.engine.base import Engine, Row, Tx
 from blobstore.engine.migrate import Step
+from blobstore.manifests import Entry
 
 ThumbStatus = Literal["waiting", "done", "error"]
 
@@ -132,6 +134,51 @@ async def get(tx: Tx, company_id: str, file_id: str) -> FileRow | None:
         _SELECT + " WHERE f.file_id = ? AND f.company_id = ?", file_id, company_id
     )
     return _row(row) if row is not None else None
+
+
+# The file with its chunk and thumbnail entries in one statement (one snapshot, one round trip):
+# a file with no entry yet still gives its one row, with NULL entry columns.
+_VIEW = (
+    _SELECT.replace(
+        " FROM files f",
+        ", e.slot AS e_slot, e.idx AS e_idx, e.ref AS e_ref,"
+        " e.size AS e_size, e.attrs AS e_attrs FROM files f",
+    )
+    + " LEFT JOIN manifest_entries e ON e.file_id = f.file_id AND e.slot IN ('chunk', 'thumb')"
+    " WHERE f.file_id = ? AND f.company_id = ? ORDER BY e.slot, e.idx"
+)
+
+
+async def get_view(
+    db: Engine, company_id: str, file_id: str
+) -> tuple[FileRow, list[Entry], list[Entry]] | None:
+    """The file with its chunk and thumbnail entries (each in index order), or None when it is
+    not in this company."""
+    rows = await db.query(_VIEW, file_id, company_id)
+    if not rows:
+        return None
+    chunks: list[Entry] = []
+    thumbs: list[Entry] = []
+    for r in rows:
+        slot = r["e_slot"]
+        if slot is not None:
+            entry = manifests.decode_entry(r["e_idx"], r["e_ref"], r["e_size"], r["e_attrs"])
+            (chunks if slot == "chunk" else thumbs).append(entry)
+    return _row(rows[0]), chunks, thumbs
+
+
+async def chunk_stored(db: Engine, company_id: str, file_id: str, number: int) -> bool | None:
+    """Whether chunk ``number`` of the file is stored; None when the file is not in this
+    company.  One statement: one round trip."""
+    rows = await db.query(
+        "SELECT EXISTS (SELECT 1 FROM manifest_entries e WHERE e.file_id = f.file_id"
+        " AND e.slot = 'chunk' AND e.idx = ?)"
+        " FROM files f WHERE f.file_id = ? AND f.company_id = ?",
+        number,
+        file_id,
+        company_id,
+    )
+    return bool(rows[0][0]) if rows else None
 
 
 async def insert_many(tx: Tx, batch: Sequence[NewRow]) -> None:

@@ -121,22 +121,20 @@ class FileService:
     # -- reads ---------------------------------------------------------------------------------
 
     async def view(self, company_id: str, file_id: str) -> FileView:
-        """The file and its entries, or NotFound."""
-        async with self.db.read() as conn:
-            row = await repo.get(conn, company_id, file_id)
-            if row is None:
-                raise NotFound("no such file in this company")
-            chunks = await manifests.entries(conn, file_id, "chunk")
-            thumbs = await manifests.entries(conn, file_id, "thumb")
-        return FileView(row, chunks, thumbs)
+        """The file and its entries, or NotFound: one statement, one database round trip.  No
+        cache: every read sees the last commit, so nothing is stale after a 2xx overwrite or
+        delete, on any process or instance (docs/design.md, reads)."""
+        found = await repo.get_view(self.db, company_id, file_id)
+        if found is None:
+            raise NotFound("no such file in this company")
+        return FileView(*found)
 
     async def chunk_stored(self, company_id: str, file_id: str, number: int) -> bool:
         """resumable.js testChunks: is chunk ``number`` stored?"""
-        async with self.db.read() as conn:
-            row = await repo.get(conn, company_id, file_id)
-            if row is None:
-                raise NotFound("no such file in this company")
-            return await manifests.has_entry(conn, file_id, "chunk", number)
+        stored = await repo.chunk_stored(self.db, company_id, file_id, number)
+        if stored is None:
+            raise NotFound("no such file in this company")
+        return stored
 
     async def content(self, company_id: str, file_id: str) -> FileView:
         """A complete, undamaged file's view for download; 409 while incomplete."""

@@ -17,9 +17,9 @@ OWNERS = {
     "thumbnail_jobs": "filesvc/jobqueue.py",
     "tus_uploads": "filesvc/tus/table.py",
 }
-# Reads of another owner's table, by design: the file row joined with its manifest head (one
-# round trip per metadata GET and download).
-JOINS = {("filesvc/repo.py", "manifests")}
+# Reads of another owner's table, by design: the file row joined with its manifest head and
+# entries (one round trip per metadata GET, download and testChunks).
+JOINS = {("filesvc/repo.py", "manifests"), ("filesvc/repo.py", "manifest_entries")}
 WRITE = re.compile(
     r"\b(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM|ALTER\s+TABLE|CREATE\s+TABLE(?:\s+IF\s+NOT\s+EXISTS)?"
     r"|CREATE\s+INDEX(?:\s+IF\s+NOT\s+EXISTS)?\s+\w+\s+ON)\s+(\w+)",

@@ -235,6 +235,18 @@ class PostgresEngine:
     def write(self) -> AbstractAsyncContextManager[PostgresTx]:
         return self._transaction()
 
+    async def query(self, sql: str, *args: object) -> list[Row]:
+        pool = self._pool
+        if pool is None:
+            raise DatabaseUnavailable("the metadata database is not connected yet")
+        # Autocommit: the statement is its own snapshot, one round trip instead of BEGIN,
+        # the statement and COMMIT.  The pool gives the connection back even when cancelled.
+        try:
+            async with pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
+                return cast(list[Row], await conn.fetch(translate(sql), *args))
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
+
     async def ping(self) -> None:
         async with self.read() as tx:
             await tx.fetch("SELECT 1")

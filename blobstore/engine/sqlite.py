@@ -203,6 +203,18 @@ class Database:
         finally:
             self._idle.put_nowait(conn)
 
+    async def query(self, sql: str, *args: object) -> list[Row]:
+        if not self._readers:
+            raise RuntimeError("database is not open")
+        conn = await self._idle.get()
+        try:
+            # Reader connections are in autocommit (isolation_level None): the statement is its
+            # own transaction.  A caller cancelled here leaves it running on the connection's
+            # thread; the next user of the connection queues behind it there.
+            return cast(list[Row], list(await conn.execute_fetchall(sql, args)))
+        finally:
+            self._idle.put_nowait(conn)
+
     async def ping(self) -> None:
         async with self.read() as tx:
             await tx.fetch("SELECT 1")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from filesvc.appkeys import SETTINGS
-from filesvc.auth import Caller, bearer_from_header, verify
+from filesvc.appkeys import TOKENS
+from filesvc.auth import Caller, bearer_from_header
 from filesvc.errors import Unauthorized
 from filesvc.params import parse_company_id, parse_file_id
 
@@ -19,7 +19,7 @@ def authenticate(request: web.Request, *, allow_query_token: bool = False) -> Ca
         token = request.query.get("token") or None
     if token is None:
         raise Unauthorized("authentication required: send 'Authorization: Bearer <token>'")
-    caller = verify(token, request.app[SETTINGS].jwt_secret)
+    caller = request.app[TOKENS].verify(token)
     caller.require_company(request.match_info["company_id"])
     return caller
 

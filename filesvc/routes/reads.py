@@ -8,15 +8,17 @@ import logging
 from aiohttp import web
 
 from blobstore.errors import StoreFull
-from blobstore.manifests import Entry
-from filesvc.appkeys import METRICS, SERVICE, SPACE, STORE
+from filesvc.appkeys import METRICS, SERVICE, SETTINGS, SPACE, STORE
 from filesvc.download import (
+    WHOLE_BODY,
     ByteRange,
+    Piece,
     Unsatisfiable,
     content_disposition,
     etag_matches,
     open_first,
     parse_range,
+    read_whole,
     segments,
     stream,
 )
@@ -84,17 +86,15 @@ async def download(request: web.Request) -> web.StreamResponse:
     if etag_matches(request.headers.get("If-None-Match"), etag):
         return web.Response(status=304, headers=headers)
     byte_range = _requested_range(request, etag, size, headers)
-    response = web.StreamResponse(status=200 if byte_range is None else 206, headers=headers)
-    response.content_type = row.mime
     chosen = byte_range or ByteRange(0, size)
-    response.content_length = chosen.end - chosen.start
+    length = chosen.end - chosen.start
     if byte_range is not None:
-        response.headers["Content-Range"] = f"bytes {chosen.start}-{chosen.end - 1}/{size}"
+        headers["Content-Range"] = f"bytes {chosen.start}-{chosen.end - 1}/{size}"
     pieces = segments(view.chunks, chosen) if request.method != "HEAD" else []
-    await _send(request, response, pieces)
+    status = 200 if byte_range is None else 206
+    response = await _answer(request, status, headers, row.mime, length, pieces)
     if pieces:
-        request.app[METRICS].download_bytes.inc(chosen.end - chosen.start)
-    await response.write_eof()
+        request.app[METRICS].download_bytes.inc(length)
     return response
 
 
@@ -113,9 +113,30 @@ def _requested_range(
         ) from None
 
 
-async def _send(
-    request: web.Request, response: web.StreamResponse, pieces: list[tuple[Entry, int, int]]
-) -> None:
+async def _answer(
+    request: web.Request,
+    status: int,
+    headers: dict[str, str],
+    content_type: str,
+    length: int,
+    pieces: list[Piece],
+) -> web.StreamResponse:
+    """The response carrying ``pieces`` (``length`` bytes; none for HEAD): a body up to
+    WHOLE_BODY read whole and answered in one go, a larger one streamed."""
+    if pieces and length <= WHOLE_BODY:
+        body = await read_whole(request.app[STORE].backend, pieces)
+        whole = web.Response(status=status, headers=headers, body=body)
+        whole.content_type = content_type
+        return whole
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_type = content_type
+    response.content_length = length
+    await _send(request, response, pieces)
+    await response.write_eof()
+    return response
+
+
+async def _send(request: web.Request, response: web.StreamResponse, pieces: list[Piece]) -> None:
     """Prepare the response and send the pieces.  The first blob is opened before the headers
     go out, so a missing blob or an unreachable store is still an error status."""
     reader = request.app[STORE].backend
@@ -129,7 +150,8 @@ async def _send(
     if not pieces:
         return
     try:
-        await stream(request, response, reader, pieces, first)
+        stall = request.app[SETTINGS].send_stall_timeout
+        await stream(request, response, reader, pieces, first, stall_timeout=stall)
     except (ConnectionError, asyncio.CancelledError):
         raise
     except Exception:
@@ -163,9 +185,6 @@ async def thumbnail(request: web.Request) -> web.StreamResponse:
     }
     if etag_matches(request.headers.get("If-None-Match"), etag):
         return web.Response(status=304, headers=headers)
-    response = web.StreamResponse(headers=headers)
-    response.content_type = str((entry.attrs or {}).get("type") or "application/octet-stream")
-    response.content_length = entry.size
-    await _send(request, response, [(entry, 0, entry.size)] if request.method != "HEAD" else [])
-    await response.write_eof()
-    return response
+    content_type = str((entry.attrs or {}).get("type") or "application/octet-stream")
+    pieces = [(entry, 0, entry.size)] if request.method != "HEAD" and entry.size else []
+    return await _answer(request, 200, headers, content_type, entry.size, pieces)
