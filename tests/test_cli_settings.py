@@ -142,6 +142,15 @@ def test_flags_win_over_environment(tmp_path: Path) -> None:
             "FILESVC_MAX_UPLOADS_PER_CALLER (environment) must be from 1 to 1000000, got 0",
         ),
         (
+            {"FILESVC_SEND_STALL_TIMEOUT": "0"},
+            "FILESVC_SEND_STALL_TIMEOUT (environment) must be at least 0.1 and at most 86400"
+            " seconds, got 0",
+        ),
+        (
+            {"FILESVC_UVLOOP": "perhaps"},
+            "FILESVC_UVLOOP (environment) must be true or false, got 'perhaps'",
+        ),
+        (
             {"FILESVC_JWT_SECRET": SECRET, "FILESVC_BODY_MIN_RATE": "fast"},
             "FILESVC_BODY_MIN_RATE (environment) must be a whole number, got 'fast'",
         ),
