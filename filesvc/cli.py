@@ -251,15 +251,16 @@ async def serve(settings: Settings) -> None:
         raise StartFailure(f"{settings.host}:{settings.port}: {_one_line(exc)}") from None
     # The port actually bound: with FILESVC_PORT=0 the kernel chose it.
     port = listener.sockets[0].getsockname()[1] if listener.sockets else settings.port
+    loop = asyncio.get_running_loop()
     log.info(
-        "listening on http://%s:%d, data in %s, blobs in %s",
+        "listening on http://%s:%d, data in %s, blobs in %s, event loop %s",
         settings.host,
         port,
         settings.data_dir,
         describe(settings.blob_location()),
+        type(loop).__module__.split(".")[0],
     )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()

@@ -51,6 +51,17 @@ class RssSampler:
         self._thread.join()
 
 
+@pytest.mark.parametrize(("setting", "loop"), [(None, "uvloop"), ("false", "asyncio")])
+def test_the_server_runs_on_uvloop_unless_turned_off(
+    tmp_path: Path, setting: str | None, loop: str
+) -> None:
+    srv = start_server(tmp_path / "data", env={"FILESVC_UVLOOP": setting} if setting else None)
+    try:
+        assert f"event loop {loop}\n" in srv.log.read_text()
+    finally:
+        srv.stop()
+
+
 @pytest.mark.slow
 async def test_one_gib_upload_and_download_keep_rss_flat(server: ServerProcess) -> None:
     block = os.urandom(MiB)
