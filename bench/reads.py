@@ -1,15 +1,16 @@
 """The read scenario: what most traffic of a file service is.  Each filesvc figure is measured
-with the same client, in the same run, beside the reference it is judged against:
+with the same client, right beside the reference it is judged against (this machine's load
+moves within minutes, so a reference measured at another moment would not compare):
 
 - 4 KiB downloads against SeaweedFS S3 GETs of the same objects;
 - metadata GETs against a bare aiohttp handler answering a constant JSON document;
-- random 1 MiB ranges of a large file (SeaweedFS range GETs of a large object beside them);
-- one large download against an aiohttp client reading the same size from an aiohttp server's
-  memory.
+- random 1 MiB ranges of a large file against SeaweedFS range GETs of a large object;
+- a large download against an aiohttp client reading the same size from an aiohttp server's
+  memory (repetitions interleaved).
 
 filesvc is measured in three configurations: the embedded default (SQLite, local disk), the
-same with two server processes (``--workers 2``), and PostgreSQL + S3 (the SeaweedFS that is also
-the peer, another key prefix of its bucket).
+same with two server processes (``--workers 2``, per-request figures only), and PostgreSQL + S3
+(the SeaweedFS that is also the peer, under another key prefix of its bucket).
 """
 
 from __future__ import annotations
@@ -35,11 +36,7 @@ RANGE_CONCURRENCY = 8
 SMALL = 4096
 # The peer's large object for range GETs: ranges fall anywhere inside it.
 PEER_BIG = 64 * MiB
-
-SW_SMALL = "peer: SeaweedFS S3 GET 4 KiB"
-SW_RANGE = "peer: SeaweedFS S3 range GET 1 MiB"
-BARE_JSON = "reference: bare aiohttp JSON handler"
-MEM_BIG = "reference: aiohttp download from an aiohttp server's memory"
+PG_S3 = "PostgreSQL + S3"
 
 Many = Callable[[], Awaitable[tuple[float, list[float]]]]
 
@@ -56,10 +53,22 @@ class Config:
     def subject(self, what: str) -> str:
         return f"filesvc {what} [{self.label}]"
 
+    def peer(self, what: str) -> str:
+        return f"{what} [beside {self.label}]"
 
-LOCAL = Config("local")
-WORKERS = Config("local, 2 workers", {"FILESVC_WORKERS": "2"}, small_only=True)
-PG_S3 = "PostgreSQL + S3"
+
+@dataclass(frozen=True)
+class Peers:
+    """The references, running for the whole scenario."""
+
+    bare_url: str
+    s3: peers.S3Client | None
+
+
+SW_SMALL = "peer: SeaweedFS S3 GET 4 KiB"
+SW_RANGE = "peer: SeaweedFS S3 range GET 1 MiB"
+BARE_JSON = "reference: bare aiohttp JSON handler"
+MEM_BIG = "reference: aiohttp download from an aiohttp server's memory"
 
 
 def _many(spec: client.SmallSpec, count: int, conc: int = CONCURRENCY) -> Many:
@@ -73,102 +82,55 @@ async def scenario_reads(ctx: sc.Context) -> ScenarioResult:
         "reads",
         f"{total} GETs of {FILES} files of 4 KiB and {total} metadata GETs ({CONCURRENCY} "
         f"connections, {sc.CLIENT_PROCESSES} client processes); {sz.range_reads} random 1 MiB "
-        f"ranges ({RANGE_CONCURRENCY} connections); a {sz.big / GiB:g} GiB download",
+        f"ranges ({RANGE_CONCURRENCY} connections); a {sz.big / GiB:g} GiB download; each beside "
+        "its reference",
     )
-    await _references(ctx, res)
-    configs = [LOCAL, WORKERS]
+    configs = [Config("local"), Config("local, 2 workers", {"FILESVC_WORKERS": "2"}, True)]
     async with contextlib.AsyncExitStack() as stack:
+        bare = stack.enter_context(ceilings.DiscardServer())
         s3: peers.S3Client | None = None
         try:
             s3 = await stack.enter_async_context(sc.seaweed(ctx, res))
-            await _peer_reads(ctx, res, s3)
+            await _fill_peer(ctx, s3)
         except Exception as e:
-            sc.unavailable(res, [SW_SMALL, SW_RANGE], "peer", "req/s", sc._why(e))
+            s3 = None
+            res.notes.append(f"SeaweedFS not measured: {sc._why(e)}")
         if s3 is not None:
             try:
                 url = await stack.enter_async_context(_postgres())
-                configs.append(
-                    Config(
-                        PG_S3,
-                        {
-                            "FILESVC_DB_URL": url,
-                            "FILESVC_BLOB_URL": f"s3://{peers.S3_BUCKET}/filesvc?endpoint="
-                            f"{s3.endpoint}&region={s3.region}",
-                            "AWS_ACCESS_KEY_ID": s3.key_id,
-                            "AWS_SECRET_ACCESS_KEY": s3.secret,
-                        },
-                    )
-                )
+                configs.append(Config(PG_S3, _pg_s3_env(url, s3)))
             except Exception as e:
                 res.notes.append(f"PostgreSQL + S3 not measured: {sc._short(e)}")
         for config in configs:
-            await _filesvc_reads(ctx, res, config)
+            await _filesvc_reads(ctx, res, config, Peers(bare.url, s3))
     for config in configs:
-        res.relate(config.subject("download 4 KiB"), SW_SMALL)
-        res.relate(config.subject("metadata GET"), BARE_JSON)
-        if not config.small_only:
-            res.relate(config.subject("range 1 MiB"), SW_RANGE)
-            res.relate(config.subject("download large"), MEM_BIG)
-    for config in (LOCAL, *(c for c in configs if c.label == PG_S3)):
+        if config.small_only:
+            continue
         tag = f" [{config.label}]"
-        sc.ratio_target(
-            res,
-            "4 KiB GET ≥ 1.0 x SeaweedFS S3 GET" + tag,
-            config.subject("download 4 KiB"),
-            SW_SMALL,
-            1.0,
-        )
-        sc.ratio_target(
-            res,
-            "metadata GET ≥ 0.5 x bare aiohttp JSON" + tag,
-            config.subject("metadata GET"),
-            BARE_JSON,
-            0.5,
-        )
-        sc.ratio_target(
-            res,
-            "large download ≥ 0.8 x aiohttp from memory" + tag,
-            config.subject("download large"),
-            MEM_BIG,
-            0.8,
-        )
+        for name, what, reference, factor in (
+            ("4 KiB GET ≥ 1.0 x SeaweedFS S3 GET", "download 4 KiB", SW_SMALL, 1.0),
+            ("metadata GET ≥ 0.5 x bare aiohttp JSON", "metadata GET", BARE_JSON, 0.5),
+            ("large download ≥ 0.8 x aiohttp from memory", "download large", MEM_BIG, 0.8),
+        ):
+            sc.ratio_target(res, name + tag, config.subject(what), config.peer(reference), factor)
     return res
 
 
-async def _references(ctx: sc.Context, res: ScenarioResult) -> None:
-    sz = ctx.sizes
-    with ceilings.DiscardServer() as bare:
-        spec = client.SmallSpec("url-get", f"{bare.url}/json", size=0)
-        n = sz.small_requests
-        await sc.rate(res, BARE_JSON, "reference", n, _many(spec, n))
-        async with sc.session() as s:
-
-            async def mem_get() -> float:
-                t = time.perf_counter()
-                n = await client.download(s, f"{bare.url}/bytes/{sz.big}")
-                if n != sz.big:
-                    raise client.WorkloadError(f"downloaded {n} bytes, not {sz.big}")
-                return time.perf_counter() - t
-
-            await sc.throughput(res, MEM_BIG, "reference", sz.big, sz.reps, mem_get)
+def _pg_s3_env(db_url: str, s3: peers.S3Client) -> dict[str, str]:
+    return {
+        "FILESVC_DB_URL": db_url,
+        "FILESVC_BLOB_URL": f"s3://{peers.S3_BUCKET}/filesvc?endpoint={s3.endpoint}"
+        f"&region={s3.region}",
+        "AWS_ACCESS_KEY_ID": s3.key_id,
+        "AWS_SECRET_ACCESS_KEY": s3.secret,
+    }
 
 
-async def _peer_reads(ctx: sc.Context, res: ScenarioResult, s3: peers.S3Client) -> None:
-    sz = ctx.sizes
-    keys = tuple(f"read/{i}" for i in range(FILES))
+async def _fill_peer(ctx: sc.Context, s3: peers.S3Client) -> None:
     async with sc.session() as s:
-        for i, key in enumerate(keys):
-            await s3.put_bytes(s, peers.S3_BUCKET, key, small_body(i, SMALL))
+        for i in range(FILES):
+            await s3.put_bytes(s, peers.S3_BUCKET, f"read/{i}", small_body(i, SMALL))
         await s3.put_stream(s, peers.S3_BUCKET, "read/big", PEER_BIG, ctx.seed())
-    creds = (peers.S3_BUCKET, s3.key_id, s3.secret)
-    small = client.SmallSpec("s3-get", s3.endpoint, s3=creds, ids=keys, size=SMALL)
-    await sc.rate(res, SW_SMALL, "peer", sz.small_requests, _many(small, sz.small_requests))
-    ranges = client.SmallSpec(
-        "s3-get", s3.endpoint, s3=creds, ids=("read/big",), size=MiB, span=PEER_BIG
-    )
-    await sc.rate(
-        res, SW_RANGE, "peer", sz.range_reads, _many(ranges, sz.range_reads, RANGE_CONCURRENCY)
-    )
 
 
 @contextlib.asynccontextmanager
@@ -193,10 +155,8 @@ def _wait_ready(base_url: str, timeout_s: float = 60.0) -> None:
     raise RuntimeError(f"filesvc at {base_url} not ready within {timeout_s:.0f} s")
 
 
-async def _filesvc_reads(ctx: sc.Context, res: ScenarioResult, config: Config) -> None:
-    sz = ctx.sizes
-    subjects = [config.subject("download 4 KiB"), config.subject("metadata GET")]
-    data = ctx.scratch(f"reads-{config.label.replace(' ', '').replace(',', '-')}-data")
+async def _filesvc_reads(ctx: sc.Context, res: ScenarioResult, config: Config, ref: Peers) -> None:
+    data = ctx.scratch("reads-data")
     server = filesvc_server(
         data, ctx.logs_dir / f"reads-{len(res.metrics)}-filesvc.log", ctx.secret, env=config.env
     )
@@ -209,21 +169,15 @@ async def _filesvc_reads(ctx: sc.Context, res: ScenarioResult, config: Config) -
         )
         await asyncio.to_thread(_wait_ready, api.base_url)
         ids, big_id = await _fill(ctx, api, config)
-        headers = tuple(api.auth.items())
-        n = sz.small_requests
-        small = client.SmallSpec("files-download", api.files_url, headers, SMALL, ids=ids)
-        await sc.rate(res, subjects[0], "filesvc", n, _many(small, n))
-        meta = client.SmallSpec("files-get", api.files_url, headers, 0, ids=ids)
-        await sc.rate(res, subjects[1], "filesvc", n, _many(meta, n))
+        if server.sampler is not None:
+            server.sampler.reset()
+        await _small_reads(ctx, res, config, api, ids, ref)
         if big_id is not None:
-            await _large_reads(ctx, res, config, api, big_id)
+            await _large_reads(ctx, res, config, api, big_id, ref)
         if server.sampler is not None:
             res.rss[f"filesvc [{config.label}]"] = server.sampler.stats()
     except Exception as e:
-        if not config.small_only:
-            subjects += [config.subject("range 1 MiB")]
-            sc.unavailable(res, [config.subject("download large")], "filesvc", "MB/s", sc._short(e))
-        sc.unavailable(res, subjects, "filesvc", "req/s", sc._short(e))
+        res.notes.append(f"filesvc [{config.label}] failed: {sc._short(e)}")
     finally:
         await asyncio.to_thread(server.stop)
         shutil.rmtree(data, ignore_errors=True)
@@ -249,33 +203,79 @@ async def _fill(
     return tuple(ids), big_id
 
 
+async def _small_reads(
+    ctx: sc.Context,
+    res: ScenarioResult,
+    config: Config,
+    api: client.FilesApi,
+    ids: tuple[str, ...],
+    ref: Peers,
+) -> None:
+    n = ctx.sizes.small_requests
+    headers = tuple(api.auth.items())
+    small = client.SmallSpec("files-download", api.files_url, headers, SMALL, ids=ids)
+    await sc.rate(res, config.subject("download 4 KiB"), "filesvc", n, _many(small, n))
+    if ref.s3 is not None:
+        creds = (peers.S3_BUCKET, ref.s3.key_id, ref.s3.secret)
+        keys = tuple(f"read/{i}" for i in range(FILES))
+        peer = client.SmallSpec("s3-get", ref.s3.endpoint, s3=creds, ids=keys, size=SMALL)
+        await sc.rate(res, config.peer(SW_SMALL), "peer", n, _many(peer, n))
+        res.relate(config.subject("download 4 KiB"), config.peer(SW_SMALL))
+    meta = client.SmallSpec("files-get", api.files_url, headers, 0, ids=ids)
+    await sc.rate(res, config.subject("metadata GET"), "filesvc", n, _many(meta, n))
+    bare = client.SmallSpec("url-get", f"{ref.bare_url}/json", size=0)
+    await sc.rate(res, config.peer(BARE_JSON), "reference", n, _many(bare, n))
+    res.relate(config.subject("metadata GET"), config.peer(BARE_JSON))
+
+
 async def _large_reads(
-    ctx: sc.Context, res: ScenarioResult, config: Config, api: client.FilesApi, big_id: str
+    ctx: sc.Context,
+    res: ScenarioResult,
+    config: Config,
+    api: client.FilesApi,
+    big_id: str,
+    ref: Peers,
 ) -> None:
     sz = ctx.sizes
     ranges = client.SmallSpec(
-        "files-range",
-        api.files_url,
-        tuple(api.auth.items()),
-        MiB,
-        ids=(big_id,),
-        span=sz.big,
+        "files-range", api.files_url, tuple(api.auth.items()), MiB, ids=(big_id,), span=sz.big
     )
-    await sc.rate(
-        res,
-        config.subject("range 1 MiB"),
-        "filesvc",
-        sz.range_reads,
-        _many(ranges, sz.range_reads, RANGE_CONCURRENCY),
-    )
-    url = api.file_url(big_id) + "/download"
+    subject = config.subject("range 1 MiB")
+    await sc.rate(res, subject, "filesvc", sz.range_reads, _many(ranges, sz.range_reads, 8))
+    if ref.s3 is not None:
+        creds = (peers.S3_BUCKET, ref.s3.key_id, ref.s3.secret)
+        peer = client.SmallSpec(
+            "s3-get", ref.s3.endpoint, s3=creds, ids=("read/big",), size=MiB, span=PEER_BIG
+        )
+        await sc.rate(
+            res, config.peer(SW_RANGE), "peer", sz.range_reads, _many(peer, sz.range_reads, 8)
+        )
+        res.relate(subject, config.peer(SW_RANGE))
     async with sc.session() as s:
 
-        async def get() -> float:
-            t = time.perf_counter()
-            n = await client.download(s, url, api.auth)
-            if n != sz.big:
-                raise client.WorkloadError(f"downloaded {n} bytes, not {sz.big}")
-            return time.perf_counter() - t
+        def timed(url: str, headers: dict[str, str]) -> sc.Once:
+            async def once() -> float:
+                t = time.perf_counter()
+                n = await client.download(s, url, headers)
+                if n != sz.big:
+                    raise client.WorkloadError(f"downloaded {n} bytes, not {sz.big}")
+                return time.perf_counter() - t
 
-        await sc.throughput(res, config.subject("download large"), "filesvc", sz.big, sz.reps, get)
+            return once
+
+        big = config.subject("download large")
+        await sc.interleaved(
+            res,
+            sz.big,
+            sz.reps,
+            [
+                (big, "filesvc", timed(api.file_url(big_id) + "/download", api.auth), ""),
+                (
+                    config.peer(MEM_BIG),
+                    "reference",
+                    timed(f"{ref.bare_url}/bytes/{sz.big}", {}),
+                    "",
+                ),
+            ],
+        )
+        res.relate(big, config.peer(MEM_BIG))
