@@ -100,12 +100,13 @@ class NewRow:
     etag: str | None
 
 
-_SELECT = (
-    "SELECT f.file_id, f.company_id, f.user_id, f.application_id, f.name, f.mime,"
+_COLUMNS = (
+    "f.file_id, f.company_id, f.user_id, f.application_id, f.name, f.mime,"
     " f.created_at, f.updated_at, f.thumbnails_status, f.etag, f.thumbnails_error,"
     " m.expected_chunks, m.expected_size, m.complete, m.damaged"
-    " FROM files f JOIN manifests m ON m.file_id = f.file_id"
 )
+_FROM = " FROM files f JOIN manifests m ON m.file_id = f.file_id"
+_SELECT = "SELECT " + _COLUMNS + _FROM
 
 
 def _row(r: Row) -> FileRow:
@@ -139,11 +140,10 @@ async def get(tx: Tx, company_id: str, file_id: str) -> FileRow | None:
 # The file with its chunk and thumbnail entries in one statement (one snapshot, one round trip):
 # a file with no entry yet still gives its one row, with NULL entry columns.
 _VIEW = (
-    _SELECT.replace(
-        " FROM files f",
-        ", e.slot AS e_slot, e.idx AS e_idx, e.ref AS e_ref,"
-        " e.size AS e_size, e.attrs AS e_attrs FROM files f",
-    )
+    "SELECT "
+    + _COLUMNS
+    + ", e.slot AS e_slot, e.idx AS e_idx, e.ref AS e_ref, e.size AS e_size, e.attrs AS e_attrs"
+    + _FROM
     + " LEFT JOIN manifest_entries e ON e.file_id = f.file_id AND e.slot IN ('chunk', 'thumb')"
     " WHERE f.file_id = ? AND f.company_id = ? ORDER BY e.slot, e.idx"
 )
