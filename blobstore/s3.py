@@ -117,6 +117,13 @@ class S3BlobStream:
         if result is None:
             return
         try:
+            if self._length <= READ_PIECE:
+                # One piece at most (a small blob, a 1 MiB range): one await for the whole body
+                # instead of the stream's machinery.
+                data = await result.bytes_async()
+                if len(data):
+                    yield bytes(data)
+                return
             async for piece in result.stream(min_chunk_size=READ_PIECE):
                 yield bytes(piece)
         except (BaseError, OSError) as exc:
