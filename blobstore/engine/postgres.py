@@ -86,6 +86,14 @@ def _may_read_passfile(dsn: str) -> bool:
     return os.path.exists(passfile)
 
 
+async def _no_session_state(conn: asyncpg.Connection) -> None:
+    """The pool's reset when a connection is given back.  The service leaves no session state on
+    a connection (its locks are transaction-scoped, its cursors end with their transaction, it
+    never LISTENs or SETs), so asyncpg's default reset, one more round trip per release
+    (``pg_advisory_unlock_all``, ``CLOSE ALL``, ``UNLISTEN *``, ``RESET ALL``), is skipped;
+    asyncpg still rolls back a transaction left open before calling this."""
+
+
 def _unavailable(exc: BaseException) -> DatabaseUnavailable:
     return DatabaseUnavailable(f"the metadata database is unreachable ({type(exc).__name__})")
 
@@ -175,6 +183,7 @@ class PostgresEngine:
                 max_size=self._pool_size,
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT,
+                reset=_no_session_state,
             )
         except _UNAVAILABLE as exc:
             raise _unavailable(exc) from exc
