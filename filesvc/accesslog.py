@@ -23,7 +23,7 @@ log = logging.getLogger("filesvc.access")
 
 REQUEST_ID_HEADER = "X-Request-Id"
 REQUEST_ID = web.RequestKey("request_id", str)
-# Body bytes written by a streaming handler (sendfile bypasses aiohttp's own count).
+# Body bytes written by a streaming handler (counted as they go: a cut download sent fewer).
 BODY_BYTES_SENT = web.RequestKey("body_bytes_sent", int)
 # The file a request made (a create has no id in its path).
 FILE_ID = web.RequestKey("file_id", str)
