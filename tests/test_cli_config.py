@@ -124,3 +124,9 @@ def test_version(tool: str) -> None:
     )
     assert out.returncode == 0
     assert out.stdout.strip() == f"{tool} {version('filesvc')}"
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [spec.env for _, spec in specs() if f"| `{spec.env}`" not in readme]
+    assert missing == []
