@@ -1,4 +1,4 @@
-"""Review: GroupSync delivers every outcome of a round to its waiters, whatever the failure."""
+"""GroupSync delivers every outcome of a round to its waiters, whatever the failure."""
 
 from __future__ import annotations
 
