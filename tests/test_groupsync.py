@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from blobstore.errors import StorageFailure
-from blobstore.local import GroupSync
+from blobstore.groupsync import GroupSync
 
 
 async def _settle() -> None:
