@@ -12,13 +12,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from bench.seaweedfs import KEY_ID, REGION, SECRET_KEY, SeaweedFS, start_seaweedfs
 from blobstore.s3 import RETRY_AFTER_S, S3Location
 from filesvc import repo
 from filesvc.app import create_app
 from filesvc.appkeys import DATABASE
 from filesvc.settings import Settings
 from tests.helpers import SECRET, Api, error_of
-from tests.seaweedfs import KEY_ID, REGION, SECRET_KEY, SeaweedFS, start_seaweedfs
 
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
 UNAVAILABLE = (503, "the file store is unavailable; retry later")
