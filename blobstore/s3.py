@@ -37,9 +37,10 @@ import obstore
 from obstore.exceptions import AlreadyExistsError, BaseError, NotFoundError
 from obstore.store import S3Store
 
+from blobstore import s3_leftovers
 from blobstore.backends import S3Location
 from blobstore.errors import BlobNotFound, StorageFailure, StoreFull, StoreUnavailable
-from blobstore.port import BlobInfo
+from blobstore.port import BlobInfo, Leftover
 from blobstore.refs import BlobRef, is_ref
 from blobstore.streams import read_opened
 
@@ -318,6 +319,15 @@ class S3Backend:
                     yield BlobInfo(BlobRef(name), int(meta["size"]))
         except (BaseError, OSError) as exc:
             raise translate(exc) from None
+
+    async def leftovers(self) -> list[Leftover]:
+        """Staging objects and incomplete multipart uploads (:mod:`blobstore.s3_leftovers`)."""
+        prefix = self.key(STAGING, "")
+        objects = await s3_leftovers.staged_objects(self.store, self.location, prefix)
+        return objects + await s3_leftovers.multipart_uploads(self.location, prefix)
+
+    async def remove_leftover(self, name: str) -> None:
+        await s3_leftovers.remove(self.store, self.location, name, self.key(STAGING, ""))
 
     async def close(self) -> None:
         return None  # the client's pool goes with the object
