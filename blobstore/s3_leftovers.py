@@ -1,10 +1,11 @@
 """What interrupted writes leave in the bucket, found for ``blobstore fsck`` and removed by
 ``--repair``.
 
-A large blob streams to ``staging/<uuid>`` as a multipart upload and is copied under its ref at
-the end (:mod:`blobstore.s3`).  A process killed mid-way leaves either an **incomplete multipart
-upload** (its parts take space but no listing of objects shows them) or a **staging object**
-(completed, not yet copied or deleted).  Staging objects are listed with obstore; multipart
+A large blob streams to ``data/<name>`` as a multipart upload and is named by a pointer at its
+ref at the end (:mod:`blobstore.s3`).  A process killed mid-way leaves either an **incomplete
+multipart upload** (its parts take space but no listing of objects shows them) or a **data
+object no pointer names** (completed, never published, or its blob deleted by gc between the
+pointer and the bytes).  Data objects are listed with obstore; multipart
 uploads need ListMultipartUploads, ListParts and AbortMultipartUpload, which obstore does not
 offer, so those three go through botocore's client, in a thread (they are maintenance calls,
 never on a request's path).
@@ -25,13 +26,13 @@ from obstore.exceptions import BaseError
 from blobstore.backends import S3Location
 from blobstore.errors import StorageFailure, StoreUnavailable
 from blobstore.port import Leftover
+from blobstore.s3_errors import RETRY_AFTER_S
 
 if TYPE_CHECKING:
     from obstore.store import S3Store
 
-STAGED_OBJECT = "staging object of an interrupted (or running) upload"
+STAGED_OBJECT = "data object of an interrupted (or running) upload, named by no blob"
 MULTIPART = "incomplete multipart upload of an interrupted (or running) upload"
-RETRY_AFTER_S = 5
 
 
 def object_name(location: S3Location, key: str) -> str:
@@ -56,12 +57,15 @@ def parse_name(location: S3Location, name: str, staging_prefix: str) -> tuple[st
 
 
 async def staged_objects(
-    store: S3Store, location: S3Location, staging_prefix: str
+    store: S3Store, location: S3Location, staging_prefix: str, named: set[str]
 ) -> list[Leftover]:
+    """Objects under ``staging_prefix`` whose name no blob's pointer holds (``named``)."""
     out: list[Leftover] = []
     try:
         async for batch in obstore.list(store, prefix=staging_prefix, chunk_size=1000):
             for meta in batch:
+                if meta["path"][len(staging_prefix) :] in named:
+                    continue
                 out.append(
                     Leftover(
                         object_name(location, meta["path"]),

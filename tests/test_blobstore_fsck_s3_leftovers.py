@@ -1,5 +1,5 @@
 """What an interrupted large upload leaves in S3 (a real SeaweedFS): an incomplete multipart
-upload, or a staging object that was never copied under its ref.  fsck reports both as temp
+upload, or a data object that no blob's pointer names.  fsck reports both as temp
 leftovers (hints, with size and age), ``--repair`` aborts or deletes the old ones and leaves the
 young ones, and a leftover's name can never make the repair touch anything but staging keys."""
 
@@ -14,7 +14,7 @@ import pytest
 from blobstore.engine.base import Engine
 from blobstore.fsck import Checker, Kind, Severity
 from blobstore.repair import Repairer
-from blobstore.s3 import PART_SIZE, S3Backend, S3Location, S3Staging
+from blobstore.s3 import DATA, PART_SIZE, S3Backend, S3Location, S3Staging
 from blobstore.s3_leftovers import MULTIPART, STAGED_OBJECT, parse_name
 from tests.engines import migrated
 
@@ -56,11 +56,11 @@ async def test_fsck_finds_and_repair_removes_what_a_killed_upload_left(
     await interrupted(backend, staged=False)
     found = await leftovers(db, backend)
     assert [(what, size) for what, _, size in found] == [
-        (MULTIPART, PART_SIZE),  # the one part uploaded; the rest was still in memory
         (STAGED_OBJECT, PART_SIZE + 4096),
+        (MULTIPART, PART_SIZE),  # the one part uploaded; the rest was still in memory
     ]
-    staged, upload = found[1][1], found[0][1]
-    assert staged.startswith(f"s3://{backend.location.bucket}/{backend.key('staging/', '')}")
+    staged, upload = found[0][1], found[1][1]
+    assert staged.startswith(f"s3://{backend.location.bucket}/{backend.key(DATA, '')}")
     assert "?uploadId=" in upload and "?" not in staged
 
     findings = [f async for f in Checker(db, backend).run()]
@@ -81,14 +81,14 @@ async def test_fsck_finds_and_repair_removes_what_a_killed_upload_left(
 @pytest.mark.parametrize(
     "name",
     [
-        "s3://other-bucket/staging/abc",
+        "s3://other-bucket/data/abc",
         "s3://filesvc-test/blobs/xxh3_128-00000000000000000000000000000000",
-        "s3://filesvc-test/staging/../blobs/x",
-        "s3://filesvc-test/staging/a/b",
+        "s3://filesvc-test/data/../blobs/x",
+        "s3://filesvc-test/data/a/b",
         "file:///etc/passwd",
     ],
 )
 def test_a_leftover_name_outside_the_staging_keys_is_refused(name: str) -> None:
     location = S3Location("filesvc-test", "http://127.0.0.1:1", "us-east-1", "k", "s")
     with pytest.raises(ValueError, match="not a"):
-        parse_name(location, name, "staging/")
+        parse_name(location, name, "data/")
