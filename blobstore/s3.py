@@ -395,8 +395,11 @@ class S3Backend:
                         continue
                     ref, size, pointer = BlobRef(name), int(meta["size"]), None
                     if size == s3_pointers.POINTER_SIZE:
-                        result = await call(obstore.get_async(self.store, meta["path"]))
-                        body = bytes(await call(result.bytes_async()))
+                        try:
+                            result = await call(obstore.get_async(self.store, meta["path"]))
+                            body = bytes(await call(result.bytes_async()))
+                        except BlobNotFound:
+                            continue  # deleted since the listing: not a blob any more
                         decoded = s3_pointers.decode(body, result.attributes.get("Content-Type"))
                         pointer = decoded[0] if decoded else None
                     yield ref, size, pointer
