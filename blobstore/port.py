@@ -8,12 +8,14 @@ Roles: a download needs a :class:`BlobReader`; an upload a :class:`BlobWriter`; 
 of one backend are optional capabilities that callers test for with ``isinstance``:
 :class:`ReadNow` (a reader whose small reads are cheaper on the caller's thread than a hand-off),
 :class:`LocalFiles` and :class:`TempFiles` (the local backend's files, for fsck and repair),
-:class:`Probe` (a backend behind a network can be asked whether it answers: the health route).
+:class:`Leftovers` (what interrupted writes left in a store behind a network, for fsck and
+repair), :class:`Probe` (a backend behind a network can be asked whether it answers: the health
+route), :class:`StatMany` (many blobs stat'ed at once, for a commit that confirms a batch of them).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -149,6 +151,15 @@ class Probe(Protocol):
 
 
 @runtime_checkable
+class StatMany(Protocol):
+    """Optional ability: stat several blobs for the price of one call (the local backend does
+    them in one thread hand-off rather than one each)."""
+
+    async def stat_many(self, refs: Sequence[BlobRef]) -> list[int | None]:
+        """Each ref's size, or None where it is not stored, in the order given."""
+
+
+@runtime_checkable
 class LocalFiles(Protocol):
     """Optional ability: each blob is a local file, for tools that want a path (the thumbnail
     worker's input, fsck's re-hash in threads, repair's quarantine)."""
@@ -163,3 +174,27 @@ class TempFiles(Protocol):
 
     def temp_files(self) -> list[tuple[Path, int, float]]:
         """(path, size, mtime) of every temporary file left in the store."""
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """Bytes an interrupted write left behind in a store behind a network (an S3 staging object,
+    an incomplete multipart upload).  ``name`` is what :meth:`Leftovers.remove_leftover` takes;
+    ``written`` is when bytes were last added to it (epoch seconds)."""
+
+    name: str
+    what: str
+    size: int
+    written: float
+
+
+@runtime_checkable
+class Leftovers(Protocol):
+    """Optional ability: list and remove what interrupted writes left (a crash, a kill -9, an
+    engine lost mid-upload).  A running upload's staging shows too: callers leave young ones."""
+
+    async def leftovers(self) -> list[Leftover]:
+        """Every leftover of this store."""
+
+    async def remove_leftover(self, name: str) -> None:
+        """Remove one leftover; removing one already gone is not an error."""

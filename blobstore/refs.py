@@ -14,7 +14,7 @@ before scopes existed) stay valid.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NewType, Protocol
 
 import xxhash
@@ -93,7 +93,7 @@ def ref_digest(ref: BlobRef) -> str:
     return m.group(1)
 
 
-def ref_candidates(hexdigest: str, scope: str | None = None) -> list[BlobRef]:
+def ref_candidates(hexdigest: str, scope: str | None = None) -> Iterator[BlobRef]:
     """Every ref that content with this digest may live under in ``scope``, in the order put
-    tries them."""
-    return [make_ref(hexdigest, n, scope) for n in range(MAX_COLLISION_VARIANTS)]
+    tries them; made one at a time (almost every put takes the first)."""
+    return (make_ref(hexdigest, n, scope) for n in range(MAX_COLLISION_VARIANTS))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from blobstore.errors import CollisionLimit, TooLarge
 from blobstore.port import BlobBackend, Staging
 from blobstore.refs import (
+    MAX_COLLISION_VARIANTS,
     BlobRef,
     HasherFactory,
     check_scope,
@@ -93,8 +94,7 @@ class ContentStore:
     async def _publish(
         self, staging: Staging, digest: str, scope: str | None
     ) -> tuple[BlobRef, bool]:
-        candidates = ref_candidates(digest, scope)
-        for ref in candidates:
+        for ref in ref_candidates(digest, scope):
             if await staging.publish(ref):
                 return ref, True
             # A blob already has this name: trust it only if its bytes are ours.
@@ -103,4 +103,4 @@ class ContentStore:
             # Gone meanwhile (gc) — publish takes the name on the next round; else a collision.
             if await staging.publish(ref):
                 return ref, True
-        raise CollisionLimit(f"more than {len(candidates)} contents share {digest}")
+        raise CollisionLimit(f"more than {MAX_COLLISION_VARIANTS} contents share {digest}")
