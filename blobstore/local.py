@@ -278,6 +278,31 @@ class LocalStaging:
         except FileNotFoundError:
             return False
 
+    async def staged(self) -> AsyncIterator[bytes]:
+        await self._settle()
+        if self._fd is None:
+            if self._held:
+                yield self._held
+            return
+        pos = 0
+        while pos < self._written:
+            try:
+                data = await self._backend.run(
+                    _pread_path, self._path, min(READ_SIZE, self._written - pos), pos
+                )
+            except OSError as exc:
+                raise translate_oserror(exc) from None
+            if not data:
+                raise StorageFailure("staged bytes are shorter than written")
+            pos += len(data)
+            yield data
+
+    async def found_durable(self, ref: BlobRef) -> None:
+        try:
+            await self._backend.syncer.sync()
+        except OSError as exc:
+            raise translate_oserror(exc) from None
+
     async def discard(self) -> None:
         if self._pending is not None:
             # An operation still running (its caller was cancelled) finishes first: it uses the
@@ -293,6 +318,14 @@ class LocalStaging:
     def _discard_sync(self, fd: int) -> None:
         os.close(fd)
         self._path.unlink(missing_ok=True)
+
+
+def _pread_path(path: Path, size: int, offset: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.pread(fd, size, offset)
+    finally:
+        os.close(fd)
 
 
 def _open_sized(path: Path) -> tuple[int, int]:

@@ -158,3 +158,32 @@ class TempFiles(Protocol):
 
     def temp_files(self) -> list[tuple[Path, int, float]]:
         """(path, size, mtime) of every temporary file left in the store."""
+
+
+@runtime_checkable
+class Readback(Protocol):
+    """Optional ability of a :class:`Staging`: its staged bytes can be read back, for a wrapper
+    whose stored bytes differ from the content (the sealing layer compares a dedup candidate by
+    its plaintext, :mod:`blobstore.sealed`)."""
+
+    def staged(self) -> AsyncIterator[bytes]:
+        """The bytes written so far, in order.  Call it after the last write, before discard."""
+
+    async def found_durable(self, ref: BlobRef) -> None:
+        """Return once the blob stored under ``ref`` is durable (it may be another upload's,
+        published a moment ago): a dedup hit counts only then.  Raises StorageFailure."""
+
+
+@runtime_checkable
+class SealingWriter(Protocol):
+    """Optional ability of a backend: it encrypts what it stores under a dedup scope's key
+    (:mod:`blobstore.sealed`).  :class:`~blobstore.store.ContentStore` asks it which puts to seal
+    and names their blobs as sealed refs."""
+
+    @property
+    def sealing(self) -> bool:
+        """True when new blobs are sealed (encryption on)."""
+
+    async def stage_sealed(self, scope: str) -> Staging:
+        """Start writing a new blob sealed under ``scope``'s key; publish it under a sealed
+        ref of that scope."""

@@ -21,15 +21,19 @@ from blobstore.engine.base import DatabaseUnavailable, Engine
 from blobstore.engine.migrate import migrate
 from blobstore.engine.postgres import PostgresEngine
 from blobstore.engine.sqlite import Database
+from blobstore.keyring import KeyRing
 from blobstore.port import BlobBackend
+from blobstore.sealed import seal_backend
 from blobstore.store import ContentStore, PutResult
 from filesvc import apidocs, health
 from filesvc.accesslog import AccessLog, add_request_id
 from filesvc.apidocs import ASSET_CACHE, AssetCache
 from filesvc.appkeys import (
     ACCESS_LOG,
+    CONNECTED,
     DATABASE,
     INFLIGHT,
+    KEYS,
     METRICS,
     READY,
     SCOPES,
@@ -104,15 +108,21 @@ def create_app(
         engine = make_engine(settings.db_target, synchronous=settings.sqlite_synchronous)
         ready = asyncio.Event()
         app[DATABASE], app[READY] = engine, ready
+        master = await asyncio.to_thread(settings.master_key_bytes, create=True)
+        keys = app[KEYS] = KeyRing(engine, master)
         connecting: asyncio.Task[None] | None = None
         if isinstance(engine, Database):
-            # Embedded: a database that cannot be opened is fatal at start.
+            # Embedded: a database that cannot be opened, or a wrong master key, is fatal at
+            # start.
             await engine.open()
             await migrate(engine, TRACKS)
+            await keys.check(record=settings.encryption)
             ready.set()
+            app[CONNECTED] = asyncio.create_task(_done())
         else:
             # A server that is not there yet is waited for, while /readyz says not ready.
-            connecting = asyncio.create_task(_connect(engine, ready))
+            connecting = asyncio.create_task(_connect(engine, ready, keys, settings.encryption))
+            app[CONNECTED] = connecting
         yield
         if connecting is not None:
             connecting.cancel()
@@ -124,7 +134,7 @@ def create_app(
         chosen = backend or await open_backend(
             settings.blob_location(), min_free_bytes=settings.min_free_bytes
         )
-        app[STORE] = ContentStore(chosen)
+        app[STORE] = ContentStore(seal_backend(chosen, app[KEYS], sealing=settings.encryption))
         yield
         await chosen.close()
 
@@ -264,8 +274,13 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def _connect(engine: Engine, ready: asyncio.Event) -> None:
-    """Connect (with backoff) and migrate, then declare the service ready."""
+async def _done() -> None:
+    return None
+
+
+async def _connect(engine: Engine, ready: asyncio.Event, keys: KeyRing, record: bool) -> None:
+    """Connect (with backoff), migrate and check the master key, then declare the service
+    ready.  A wrong master key ends the task with KeyUnavailable (``filesvc serve`` stops)."""
     assert isinstance(engine, PostgresEngine)
     while True:
         await engine.connect_with_backoff(longest=CONNECT_BACKOFF_MAX)
@@ -273,6 +288,12 @@ async def _connect(engine: Engine, ready: asyncio.Event) -> None:
             await migrate(engine, TRACKS)
         except DatabaseUnavailable as exc:
             log.warning("migrating the metadata database failed: %s; retrying", exc)
+            await asyncio.sleep(1)
+            continue
+        try:
+            await keys.check(record=record)
+        except DatabaseUnavailable as exc:
+            log.warning("checking the master key failed: %s; retrying", exc)
             await asyncio.sleep(1)
             continue
         log.info("metadata database ready")

@@ -24,7 +24,7 @@ from aiohttp import web
 from blobstore.backends import describe
 from filesvc import accesslog
 from filesvc.app import create_app
-from filesvc.appkeys import INFLIGHT
+from filesvc.appkeys import CONNECTED, INFLIGHT
 from filesvc.auth import mint
 from filesvc.connections import listen
 from filesvc.errors import BadRequest
@@ -251,7 +251,18 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    stopping = asyncio.create_task(stop.wait())
+    connected = app[CONNECTED]
+    await asyncio.wait({stopping, connected}, return_when=asyncio.FIRST_COMPLETED)
+    failed = connected.exception() if connected.done() and not connected.cancelled() else None
+    if isinstance(failed, Exception):
+        # A shared database reached after start holds another master key's check value.
+        stopping.cancel()
+        listener.close()
+        await runner.cleanup()
+        raise StartFailure(_one_line(failed))
     await stop.wait()
+    stopping.cancel()
     log.info("stopping: draining requests in flight")
     listener.close()  # stop accepting; connections in flight go on
     try:

@@ -23,6 +23,7 @@ from blobstore.backends import BadBlobUrl, BlobLocation, LocalLocation, parse_bl
 from blobstore.engine import DbTarget, parse_db_url
 from blobstore.engine.base import BadDatabaseUrl
 from blobstore.layout import blobs_dir
+from blobstore.masterkey import MasterKeyError, load_master_key, parse_master_key
 from filesvc.thumbnails.limits import (
     DEFAULT_BOX_HEIGHT,
     DEFAULT_BOX_WIDTH,
@@ -241,6 +242,23 @@ def origins(raw: object) -> tuple[str, ...]:
     return found
 
 
+def master_key_text(raw: object) -> str:
+    """A master key: 32 bytes in base64 (checked here, decoded when the settings are built)."""
+    text = _text(raw).strip()
+    try:
+        parse_master_key(text, source="the value")
+    except MasterKeyError as exc:
+        raise ValueError(str(exc).removeprefix("the value ")) from None
+    return text
+
+
+def key_file(raw: object) -> Path:
+    text = _text(raw)
+    if not text.strip() or "\x00" in text:
+        raise ValueError(f"must be a file path, got {text[:40]!r}")
+    return Path(text).absolute()
+
+
 def jwt_secret(raw: object) -> str:
     text = _text(raw)
     if len(text.encode()) < MIN_SECRET_BYTES:
@@ -266,6 +284,28 @@ class Settings:
         "<data dir>/jwt-secret (0600)",
         secret=True,
         flag=False,
+    )
+    encryption: bool = setting(
+        True,
+        "FILESVC_ENCRYPTION",
+        boolean,
+        "seal new blobs (AES-256-GCM, a key per company); off: store them plain (volumes"
+        " encrypted below, or dedup across companies); sealed blobs stay readable either way",
+    )
+    master_key: str | None = setting(
+        None,
+        "FILESVC_MASTER_KEY",
+        master_key_text,
+        "32 bytes in base64, wrapping the companies' data keys; unset: FILESVC_MASTER_KEY_FILE,"
+        " else <data dir>/master-key (0600), generated once (a shared store needs one of the two)",
+        secret=True,
+        flag=False,
+    )
+    master_key_file: Path | None = setting(
+        None,
+        "FILESVC_MASTER_KEY_FILE",
+        key_file,
+        "a file holding the master key in base64 (a container secret, a systemd credential)",
     )
     host: str = setting("127.0.0.1", "FILESVC_HOST", host, "address to bind")
     port: int = setting(8080, "FILESVC_PORT", integer(0, 65535), "TCP port (0: any free one)")
@@ -446,6 +486,8 @@ class Settings:
     blob: BlobLocation | None = None
     # Which worker this process is (set by the supervisor); None: not started by one.
     worker_index: int | None = None
+    # The master key, resolved by ``load`` (None: resolved at start from the data directory).
+    master: bytes | None = field(default=None, repr=False)
 
     @property
     def db_target(self) -> DbTarget:
@@ -486,7 +528,25 @@ class Settings:
         values["worker_index"] = int(raw_index) if raw_index.isdigit() else None
         if not values["jwt_secret"]:
             values["jwt_secret"] = secret_from_data_dir(values["data_dir"], create=create_secret)
+        values["master"] = resolve_master_key(values, create=create_secret)
         return cls(**values)
+
+    def shared_store(self) -> bool:
+        """True when instances share the store (PostgreSQL or S3): each needs the same key."""
+        return bool(self.db_url) or (self.blob_url is not None and self.blob_url.strip() != "")
+
+    def master_key_bytes(self, *, create: bool) -> bytes | None:
+        """The master key: resolved already, or from the data directory (made when ``create``
+        and encryption is on).  Blocking: call it off the event loop."""
+        if self.master is not None:
+            return self.master
+        return load_master_key(
+            self.data_dir,
+            configured=self.master_key,
+            key_file=self.master_key_file,
+            shared=False,
+            create=create and self.encryption,
+        )
 
     @classmethod
     def from_env(
@@ -564,6 +624,22 @@ def resolve(
         except ValueError as exc:
             raise ConfigError(f"{spec.env} ({source}) {exc}") from None
     return out
+
+
+def resolve_master_key(values: Mapping[str, Any], *, create: bool) -> bytes | None:
+    """The master key the settings name.  A shared store (PostgreSQL or S3) with encryption on
+    must be given one (``FILESVC_MASTER_KEY`` or ``FILESVC_MASTER_KEY_FILE``) when serving."""
+    shared = bool(values["db_url"]) or bool((values["blob_url"] or "").strip())
+    try:
+        return load_master_key(
+            values["data_dir"],
+            configured=values["master_key"],
+            key_file=values["master_key_file"],
+            shared=shared and values["encryption"] and create,
+            create=create and values["encryption"],
+        )
+    except MasterKeyError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def secret_from_data_dir(data_dir: Path, *, create: bool) -> str:
