@@ -32,7 +32,9 @@ async def files_of(api: Api, n: int, size: int) -> dict[str, bytes]:
 async def clean(api: Api) -> None:
     app = api.client.app
     checker = fsck.Checker(app[DATABASE], app[STORE].backend, rehash=fsck.rehash_all)
-    damage = [f async for f in checker.run() if f.kind not in (Kind.ORPHAN_BLOB, Kind.TEMP_LEFTOVER)]
+    damage = [
+        f async for f in checker.run() if f.kind not in (Kind.ORPHAN_BLOB, Kind.TEMP_LEFTOVER)
+    ]
     assert damage == []
 
 
