@@ -208,7 +208,12 @@ class ServerProcess:
 
 
 def filesvc_server(
-    data_dir: Path, log_path: Path, secret: str, *, fake: bool = False
+    data_dir: Path,
+    log_path: Path,
+    secret: str,
+    *,
+    fake: bool = False,
+    env: dict[str, str] | None = None,
 ) -> ServerProcess:
     """`filesvc serve` (or the bench's own fake of the contract) on a free loopback port."""
     port = free_port()
@@ -227,7 +232,7 @@ def filesvc_server(
         argv,
         port=port,
         log_path=log_path,
-        env={"FILESVC_JWT_SECRET": secret},
+        env={"FILESVC_JWT_SECRET": secret, **(env or {})},
         ready_url=f"http://127.0.0.1:{port}/internal/services/files/v1/companies/bench/files/x",
         cwd=Path(__file__).resolve().parent.parent,
     )
