@@ -115,8 +115,12 @@ def create_app(
             # Embedded: a database that cannot be opened, or a wrong master key, is fatal at
             # start.
             await engine.open()
-            await migrate(engine, TRACKS)
-            await keys.check(record=settings.encryption)
+            try:
+                await migrate(engine, TRACKS)
+                await keys.check(record=settings.encryption)
+            except BaseException:
+                await engine.close()  # this context's teardown will not run
+                raise
             ready.set()
             app[CONNECTED] = asyncio.create_task(_done())
         else:

@@ -630,13 +630,17 @@ def resolve_master_key(values: Mapping[str, Any], *, create: bool) -> bytes | No
     """The master key the settings name.  A shared store (PostgreSQL or S3) with encryption on
     must be given one (``FILESVC_MASTER_KEY`` or ``FILESVC_MASTER_KEY_FILE``) when serving."""
     shared = bool(values["db_url"]) or bool((values["blob_url"] or "").strip())
+    if not shared and not values["master_key"] and values["master_key_file"] is None:
+        return None
     try:
         return load_master_key(
             values["data_dir"],
             configured=values["master_key"],
             key_file=values["master_key_file"],
             shared=shared and values["encryption"] and create,
-            create=create and values["encryption"],
+            # The data directory's own key is read or made at start (filesvc.app), where an
+            # unusable data directory is reported as such.
+            create=False,
         )
     except MasterKeyError as exc:
         raise ConfigError(str(exc)) from None
