@@ -119,21 +119,45 @@ class Sealer:
         self.blob_id = os.urandom(ID_BYTES)
         self._cipher = key.blob_cipher(self.blob_id)
         self._held = bytearray()
+        self._out = bytearray(SEALED_SEGMENT * 17)
         self._index = 0
         self._size = 0
 
     def feed(self, data: bytes) -> bytes:
+        # Sealed into one buffer kept for the blob's life and copied out once: fresh memory for
+        # every segment's output costs more than the AES here (page faults; docs/encryption.md).
         self._size += len(data)
-        self._held += data
-        if len(self._held) <= SEGMENT:
-            return b""
-        # Keep the last (possibly full) segment back: only finish knows it is final.
-        cut = (len(self._held) - 1) // SEGMENT * SEGMENT
-        view = memoryview(self._held)
-        out = [self._seal(view[i : i + SEGMENT], final=False) for i in range(0, cut, SEGMENT)]
-        view.release()
-        del self._held[:cut]
-        return b"".join(out)
+        view = memoryview(data)
+        first: bytes | None = None
+        if self._held:
+            take = min(SEGMENT - len(self._held), len(view))
+            self._held += view[:take]
+            view = view[take:]
+            if not view:
+                return b""
+            first = bytes(self._held)  # full, and more follows: not the last segment
+            self._held = bytearray()
+        cut = (len(view) - 1) // SEGMENT * SEGMENT
+        count = cut // SEGMENT + (first is not None)
+        if count * SEALED_SEGMENT > len(self._out):
+            self._out = bytearray(count * SEALED_SEGMENT)
+        n = 0
+        with memoryview(self._out) as out:
+            if first is not None:
+                n = self._seal_into(first, out, n)
+            for i in range(0, cut, SEGMENT):
+                n = self._seal_into(view[i : i + SEGMENT], out, n)
+            self._held = bytearray(view[cut:])
+            return bytes(out[:n])
+
+    def _seal_into(self, plain: bytes | memoryview, out: memoryview, at: int) -> int:
+        """Seal one segment that is not the last into ``out[at:]``; the end of it."""
+        index = self._index
+        self._index += 1
+        end = at + len(plain) + TAG
+        aad = _aad(self.blob_id, index, False)
+        self._cipher.encrypt_into(_nonce(index), plain, aad, out[at:end])
+        return end
 
     def finish(self, digest: str, scope: str) -> bytes:
         last = self._seal(bytes(self._held), final=True)
@@ -192,12 +216,37 @@ class Opener:
 
     def open_many(self, first: int, sealed: bytes | memoryview) -> bytes:
         """Decrypt consecutive whole segments starting at ``first`` (the last may be short)."""
-        view = memoryview(sealed)
-        out = []
-        for n, pos in enumerate(range(0, len(view), SEALED_SEGMENT)):
-            out.append(self.open(first + n, view[pos : pos + SEALED_SEGMENT]))
-        view.release()
-        return b"".join(out)
+        out = bytearray(len(sealed))
+        n = self.open_into(first, sealed, out)
+        with memoryview(out) as view:
+            return bytes(view[:n])
+
+    def open_into(self, first: int, sealed: bytes | bytearray | memoryview, out: bytearray) -> int:
+        """Decrypt consecutive whole segments starting at ``first`` into ``out`` (at least as
+        long as ``sealed``); returns the plaintext's length."""
+        n = 0
+        with memoryview(sealed) as view, memoryview(out) as into:
+            for k, pos in enumerate(range(0, len(view), SEALED_SEGMENT)):
+                piece = view[pos : pos + SEALED_SEGMENT]
+                index = first + k
+                if index > self._last:
+                    raise BlobCorrupt("sealed blob has more segments than its trailer says")
+                if len(piece) < TAG:
+                    raise BlobCorrupt(f"sealed blob segment {index} is cut")
+                size = len(piece) - TAG
+                try:
+                    self._cipher.decrypt_into(
+                        _nonce(index),
+                        piece,
+                        _aad(self._id, index, index == self._last),
+                        into[n : n + size],
+                    )
+                except InvalidTag:
+                    raise BlobCorrupt(
+                        f"sealed blob segment {index} failed authentication"
+                    ) from None
+                n += size
+        return n
 
 
 def stored_range(plain: int, start: int, end: int) -> tuple[int, int, int]:
