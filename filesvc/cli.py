@@ -29,7 +29,8 @@ from filesvc.auth import mint
 from filesvc.connections import listen
 from filesvc.errors import BadRequest
 from filesvc.params import parse_company_id
-from filesvc.settings import SECRET_FILE, ConfigError, Settings, default_of, resolve, specs
+from filesvc.secret_file import SECRET_FILE
+from filesvc.settings import ConfigError, Settings, default_of, resolve, specs
 from filesvc.workers import Supervisor
 
 log = logging.getLogger("filesvc")

@@ -12,8 +12,8 @@ import copy
 from importlib.metadata import version
 from typing import Any
 
-from filesvc.apidocs_assets import ASSETS
 from filesvc.openapi_schemas import schemas
+from filesvc.openapi_service import service_paths
 from filesvc.openapi_tus import tus_paths
 from filesvc.params import (
     CHUNK_NUMBER,
@@ -335,71 +335,6 @@ def _operations() -> dict[str, Json]:
     }
 
 
-def _probe(summary: str, response: Json) -> Json:
-    return {"get": {"summary": summary, "tags": ["operations"], "security": [],
-                    "responses": response}}  # fmt: skip
-
-
-def _service_paths() -> dict[str, Json]:
-    healthz = {
-        "200": _json_ok("The process answers.", "#/components/schemas/Health"),
-    }
-    ready = _json_ok("Every check passed.", "#/components/schemas/Readiness")
-    not_ready = {**_json_ok("A check failed.", "#/components/schemas/Readiness")}
-    return {
-        "/healthz": _probe("Liveness: the process answers", healthz),
-        "/health": _probe("Alias of /healthz", copy.deepcopy(healthz)),
-        "/readyz": _probe(
-            "Readiness: database, blob store, data directory, thumbnail workers",
-            {"200": ready, "503": not_ready},
-        ),
-        "/metrics": _probe(
-            "Prometheus metrics",
-            {
-                "200": {
-                    "description": "Prometheus text format.",
-                    "content": {"text/plain": {"schema": {"type": "string"}}},
-                },
-                "401": _error(401),
-            },
-        ),
-        "/openapi.json": _probe(
-            "This document",
-            {"200": {"description": "OpenAPI 3.1.", "content": {"application/json": {}}}},
-        ),
-        "/docs": _probe(
-            "Swagger UI for this document",
-            {"200": {"description": "An HTML page.", "content": {"text/html": {}}}},
-        ),
-        "/docs/{asset}": {
-            "get": {
-                "summary": "Swagger UI's static files",
-                "tags": ["operations"],
-                "security": [],
-                "parameters": [
-                    {
-                        "name": "asset",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"enum": sorted(ASSETS)},
-                    }
-                ],
-                "responses": {
-                    "200": {
-                        "description": "A script, style sheet or icon.",
-                        "content": {
-                            "text/javascript": {},
-                            "text/css": {},
-                            "image/png": {},
-                        },
-                    },
-                    "404": _error(404),
-                },
-            }
-        },
-    }
-
-
 def _with_trailing_slashes(paths: dict[str, Json]) -> dict[str, Json]:
     """The contract accepts a trailing slash on every API path: each twin is documented too,
     with operation ids of its own."""
@@ -438,7 +373,7 @@ def document() -> Json:
         "paths": {
             **_with_trailing_slashes(_operations()),
             **tus_paths(PREFIX, _error),
-            **_service_paths(),
+            **service_paths(_json_ok, _error),
         },
         "components": {
             "schemas": schemas(),

@@ -12,9 +12,8 @@ setting and where the value came from.
 from __future__ import annotations
 
 import os
-import secrets
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +22,27 @@ from blobstore.backends import BadBlobUrl, BlobLocation, LocalLocation, parse_bl
 from blobstore.engine import DbTarget, parse_db_url
 from blobstore.engine.base import BadDatabaseUrl
 from blobstore.layout import blobs_dir
-from blobstore.masterkey import MasterKeyError, load_master_key, parse_master_key
+from blobstore.masterkey import MasterKeyError, load_master_key
+from filesvc.secret_file import secret_from_data_dir
+from filesvc.setting_parsers import (
+    MIN_SECRET_BYTES,
+    Parser,
+    boolean,
+    choice,
+    converter,
+    directory,
+    host,
+    integer,
+    jwt_secret,
+    key_file,
+    master_key_text,
+    origins,
+    seconds,
+    text,
+)
+from filesvc.setting_parsers import (
+    ConfigError as ConfigError,
+)
 from filesvc.thumbnails.limits import (
     DEFAULT_BOX_HEIGHT,
     DEFAULT_BOX_WIDTH,
@@ -53,8 +72,6 @@ DEFAULT_THUMB_JOB_TIMEOUT = 60.0
 DEFAULT_TUS_EXPIRY = 24 * 60 * 60.0
 # The LibreOffice program that converts office documents, looked up on PATH.
 DEFAULT_OFFICE_CONVERTER = "soffice"
-# RFC 7518 3.2: an HS256 key must be at least as long as the hash output.
-MIN_SECRET_BYTES = 32
 # A body read that waits longer than this for the client fails the upload with 408: long enough
 # for a phone on a bad network to stall and recover, short enough that a dead client does not pin
 # a handler and a temp file.
@@ -105,16 +122,9 @@ DEFAULT_BODY_RATE_GRACE = 10.0
 # writer and the shared sync), see README.  Past 64 is a typo, not a machine.
 DEFAULT_WORKERS = 1
 MAX_WORKERS = 64
-SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name, not a secret
 ENV_PREFIX = "FILESVC_"
 
 T = TypeVar("T")
-Parser = Callable[[object], Any]
-
-
-class ConfigError(Exception):
-    """A setting cannot be used; the message is one line naming it and its source, with no
-    secret.  ``filesvc serve`` prints it and exits with status 2."""
 
 
 @dataclass(frozen=True)
@@ -139,131 +149,6 @@ def setting(default: T, env: str, parse: Parser, help: str, **extra: Any) -> T:
     """A field of :class:`Settings` that is a setting."""
     spec = Spec(env, parse, help, **extra)
     return field(default=default, repr=not spec.secret, metadata={"spec": spec})
-
-
-def _text(raw: object) -> str:
-    if isinstance(raw, str):
-        return raw
-    if isinstance(raw, bool):
-        return "true" if raw else "false"
-    return str(raw)
-
-
-def integer(low: int, high: int = 2**63 - 1) -> Parser:
-    """A whole number in [low, high]; a TOML integer or a string of digits."""
-
-    def parse(raw: object) -> int:
-        text = _text(raw).strip().replace("_", "")
-        if isinstance(raw, bool) or not text.lstrip("-").isdigit() or not text.isascii():
-            raise ValueError(f"must be a whole number, got {_text(raw)[:40]!r}")
-        value = int(text)
-        if not low <= value <= high:
-            raise ValueError(f"must be from {low} to {high}, got {value}")
-        return value
-
-    return parse
-
-
-def seconds(low: float, high: float = 86_400.0, *, inclusive: bool = False) -> Parser:
-    """A duration in seconds, in (low, high], or [low, high] when ``inclusive``."""
-
-    def parse(raw: object) -> float:
-        try:
-            value = float(_text(raw).strip())
-        except ValueError:
-            raise ValueError(f"must be a number of seconds, got {_text(raw)[:40]!r}") from None
-        above = low <= value if inclusive else low < value
-        if not (above and value <= high):  # also refuses nan and inf
-            bound = "at least" if inclusive else "more than"
-            raise ValueError(f"must be {bound} {low:g} and at most {high:g} seconds, got {raw}")
-        return value
-
-    return parse
-
-
-def choice(*allowed: str) -> Parser:
-    """One of ``allowed``, case-insensitive; the canonical spelling is returned."""
-
-    def parse(raw: object) -> str:
-        text = _text(raw).strip()
-        for option in allowed:
-            if text.lower() == option.lower():
-                return option
-        raise ValueError(f"must be one of {', '.join(allowed)}, got {text[:40]!r}")
-
-    return parse
-
-
-def boolean(raw: object) -> bool:
-    text = _text(raw).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"must be true or false, got {text[:40]!r}")
-
-
-def host(raw: object) -> str:
-    text = _text(raw).strip()
-    if not text or len(text) > 253 or any(c.isspace() or not c.isprintable() for c in text):
-        raise ValueError(f"must be a host name or address, got {text[:40]!r}")
-    return text
-
-
-def directory(raw: object) -> Path:
-    text = _text(raw)
-    if not text.strip() or "\x00" in text:
-        raise ValueError(f"must be a directory path, got {text[:40]!r}")
-    return Path(text).absolute()
-
-
-def text(raw: object) -> str | None:
-    """Free text, checked by whoever uses it; empty is unset."""
-    value = _text(raw).strip()
-    return value or None
-
-
-def converter(raw: object) -> str | None:
-    """A program name or path; ``off`` turns office previews off."""
-    value = _text(raw).strip()
-    if value.lower() in ("off", "none"):
-        return None
-    if not value or "\x00" in value:
-        raise ValueError(f"must be a program name or path, or off, got {value[:40]!r}")
-    return value
-
-
-def origins(raw: object) -> tuple[str, ...]:
-    """Comma-separated origins (``https://app.example``) or ``*``."""
-    found = tuple(o.strip().rstrip("/") for o in _text(raw).split(",") if o.strip())
-    for origin in found:
-        if origin != "*" and not origin.startswith(("http://", "https://")):
-            raise ValueError(f"must be http(s) origins or *, got {origin[:40]!r}")
-    return found
-
-
-def master_key_text(raw: object) -> str:
-    """A master key: 32 bytes in base64 (checked here, decoded when the settings are built)."""
-    text = _text(raw).strip()
-    try:
-        parse_master_key(text, source="the value")
-    except MasterKeyError as exc:
-        raise ValueError(str(exc).removeprefix("the value ")) from None
-    return text
-
-
-def key_file(raw: object) -> Path:
-    text = _text(raw)
-    if not text.strip() or "\x00" in text:
-        raise ValueError(f"must be a file path, got {text[:40]!r}")
-    return Path(text).absolute()
-
-
-def jwt_secret(raw: object) -> str:
-    text = _text(raw)
-    if len(text.encode()) < MIN_SECRET_BYTES:
-        raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes long")
-    return text
 
 
 @dataclass(frozen=True)
@@ -486,7 +371,7 @@ class Settings:
     blob: BlobLocation | None = None
     # Which worker this process is (set by the supervisor); None: not started by one.
     worker_index: int | None = None
-    # The master key, resolved by ``load`` (None: resolved at start from the data directory).
+    # The master key, resolved by ``load`` (None: read or made at start in the data directory).
     master: bytes | None = field(default=None, repr=False)
 
     @property
@@ -531,13 +416,9 @@ class Settings:
         values["master"] = resolve_master_key(values, create=create_secret)
         return cls(**values)
 
-    def shared_store(self) -> bool:
-        """True when instances share the store (PostgreSQL or S3): each needs the same key."""
-        return bool(self.db_url) or (self.blob_url is not None and self.blob_url.strip() != "")
-
     def master_key_bytes(self, *, create: bool) -> bytes | None:
-        """The master key: resolved already, or from the data directory (made when ``create``
-        and encryption is on).  Blocking: call it off the event loop."""
+        """The master key: resolved already, or the data directory's (made when ``create`` and
+        encryption is on).  Blocking: call it off the event loop."""
         if self.master is not None:
             return self.master
         return load_master_key(
@@ -561,6 +442,26 @@ class Settings:
         """The environment with a few flags over it (what the tests and scripts need)."""
         flags = {"host": host, "port": port, "data_dir": data_dir, "workers": workers}
         return cls.load(env, flags={k: v for k, v in flags.items() if v is not None})
+
+
+def resolve_master_key(values: Mapping[str, Any], *, create: bool) -> bytes | None:
+    """The master key the settings name.  A shared store (PostgreSQL or S3) with encryption on
+    must be given one (``FILESVC_MASTER_KEY`` or ``FILESVC_MASTER_KEY_FILE``) when serving; the
+    data directory's own key is read or made at start (:mod:`filesvc.app`), where an unusable
+    data directory is reported as such."""
+    shared = bool(values["db_url"]) or bool((values["blob_url"] or "").strip())
+    if not shared and not values["master_key"] and values["master_key_file"] is None:
+        return None
+    try:
+        return load_master_key(
+            values["data_dir"],
+            configured=values["master_key"],
+            key_file=values["master_key_file"],
+            shared=shared and values["encryption"] and create,
+            create=False,
+        )
+    except MasterKeyError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def specs() -> Iterator[tuple[Field[Any], Spec]]:
@@ -624,60 +525,3 @@ def resolve(
         except ValueError as exc:
             raise ConfigError(f"{spec.env} ({source}) {exc}") from None
     return out
-
-
-def resolve_master_key(values: Mapping[str, Any], *, create: bool) -> bytes | None:
-    """The master key the settings name.  A shared store (PostgreSQL or S3) with encryption on
-    must be given one (``FILESVC_MASTER_KEY`` or ``FILESVC_MASTER_KEY_FILE``) when serving."""
-    shared = bool(values["db_url"]) or bool((values["blob_url"] or "").strip())
-    if not shared and not values["master_key"] and values["master_key_file"] is None:
-        return None
-    try:
-        return load_master_key(
-            values["data_dir"],
-            configured=values["master_key"],
-            key_file=values["master_key_file"],
-            shared=shared and values["encryption"] and create,
-            # The data directory's own key is read or made at start (filesvc.app), where an
-            # unusable data directory is reported as such.
-            create=False,
-        )
-    except MasterKeyError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def secret_from_data_dir(data_dir: Path, *, create: bool) -> str:
-    """The secret kept in ``data_dir``; created (random, mode 0600) only when ``create``."""
-    path = data_dir / SECRET_FILE
-    try:
-        return jwt_secret(path.read_text().strip())
-    except FileNotFoundError:
-        if not create:
-            raise ConfigError(
-                f"no token secret: FILESVC_JWT_SECRET is unset and {path} does not exist"
-            ) from None
-    except ValueError as exc:
-        raise ConfigError(f"the secret in {path} {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read the secret in {path}: {exc.strerror}") from None
-    return load_or_create_secret(data_dir)
-
-
-def load_or_create_secret(data_dir: Path) -> str:
-    """The secret kept in ``data_dir``, created (random, mode 0600) on first use."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / SECRET_FILE
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    secret = secrets.token_urlsafe(48)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as f:
-        f.write(secret + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    return secret

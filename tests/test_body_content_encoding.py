@@ -1,4 +1,4 @@
-"""Review: request bodies whose encoding the server cannot honour are a 4xx, never a 500, and
+"""Request bodies whose encoding the server cannot honour are a 4xx, never a 500, and
 never stored still encoded."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Review: a chunk POST with no body and no Content-Type is a mistake, not an empty chunk.
+"""A chunk POST with no body and no Content-Type is a mistake, not an empty chunk.
 
 aiohttp's ``request.content_type`` reports application/octet-stream when the header is absent,
 so the handler took a bare POST for an explicit empty raw chunk and completed the file empty."""

@@ -1,4 +1,4 @@
-"""Review: Expect: 100-continue.  A client that asks before sending a large body (curl does
+"""Expect: 100-continue.  A client that asks before sending a large body (curl does
 for anything over 1 MiB) must hear the refusal instead of "100 Continue" when the headers alone
 decide it: a bad token, another company, a body over the limit."""
 

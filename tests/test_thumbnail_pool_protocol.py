@@ -1,4 +1,4 @@
-"""Review: the thumbnail worker processes and their pipe protocol.
+"""The thumbnail worker processes and their pipe protocol.
 
 A worker serves many files, of many companies, one after the other over one pipe: an answer read
 for the wrong request hands one file's thumbnails to another (a tenant-isolation bug)."""

@@ -1,4 +1,4 @@
-"""Review: races between requests on one file."""
+"""Races between requests on one file."""
 
 from __future__ import annotations
 

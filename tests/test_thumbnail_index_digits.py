@@ -1,4 +1,4 @@
-"""Review: a thumbnail index is ASCII digits; other Unicode "digits" are a 400, never a 500
+"""A thumbnail index is ASCII digits; other Unicode "digits" are a 400, never a 500
 and never an alias of another index."""
 
 from __future__ import annotations

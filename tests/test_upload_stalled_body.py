@@ -1,4 +1,4 @@
-"""Review: a request body that stops making progress must not hold a handler forever.
+"""A request body that stops making progress must not hold a handler forever.
 
 aiohttp's parser, meeting a chunk-size line that is not hex after the handler started reading,
 queues a 400 for "the next message" but never fails the current payload: the handler waits on

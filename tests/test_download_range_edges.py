@@ -1,4 +1,4 @@
-"""Review: Range edge cases RFC 9110 pins down."""
+"""Range edge cases RFC 9110 pins down."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Review: time claims are NumericDates (RFC 7519 2): a string or a boolean is refused, not
+"""Time claims are NumericDates (RFC 7519 2): a string or a boolean is refused, not
 coerced.  PyJWT runs int() on them, so exp "9999999999" passed as a valid expiry."""
 
 from __future__ import annotations

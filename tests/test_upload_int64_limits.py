@@ -1,4 +1,4 @@
-"""Review: integers past what the metadata store holds are a 400, never a 500."""
+"""Integers past what the metadata store holds are a 400, never a 500."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Review: GroupSync delivers every outcome of a round to its waiters, whatever the failure."""
+"""GroupSync delivers every outcome of a round to its waiters, whatever the failure."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from blobstore.errors import StorageFailure
-from blobstore.local import GroupSync
+from blobstore.groupsync import GroupSync
 
 
 async def _settle() -> None:

@@ -1,4 +1,4 @@
-"""Review: an upload cancelled (client gone) while a staging operation runs in a thread.
+"""An upload cancelled (client gone) while a staging operation runs in a thread.
 
 A thread cannot be stopped: the operation finishes after the caller has gone, and it uses the
 staging's fd.  Discard must wait for it, or the temp file and its fd leak (or the fd is closed

@@ -1,0 +1,5 @@
+import sys
+
+from blobstore.cli import main
+
+sys.exit(main())
