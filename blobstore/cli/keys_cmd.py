@@ -110,9 +110,7 @@ async def cmd_rotate(args: argparse.Namespace, out: Out) -> Outcome:
         staged.chmod(0o600)
         staged.replace(kept)
     if out.as_json:
-        out.record(
-            {"rewrapped_keys": count, "key_check_value": key_check_value(new)[:8]}
-        )
+        out.record({"rewrapped_keys": count, "key_check_value": key_check_value(new)[:8]})
     else:
         where = f"{kept} now holds it" if in_data_dir else "configure it on every instance"
         out.line(
