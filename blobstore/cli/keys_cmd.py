@@ -9,11 +9,13 @@ that only read metadata work, and reading a sealed blob says the key is needed.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from blobstore import keyring
+from blobstore.backends import LocalLocation
 from blobstore.cli.opening import open_store
 from blobstore.cli.outcome import Outcome, UsageError
 from blobstore.cli.output import Out, human_bytes
@@ -28,6 +30,16 @@ from blobstore.masterkey import (
 from blobstore.sealed import SealedBackend
 
 _OFF = ("0", "false", "no", "off")
+
+
+def _replace_key_file(kept: Path, new: Path) -> None:
+    staged = kept.with_name(KEY_FILE + ".new")
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(new.read_bytes())
+        f.flush()
+        os.fsync(f.fileno())
+    staged.replace(kept)
 
 
 def key_settings(args: argparse.Namespace, env: Mapping[str, str]) -> None:
@@ -56,6 +68,21 @@ def _need_key(args: argparse.Namespace) -> bytes:
 
 
 async def cmd_encrypt(args: argparse.Namespace, out: Out) -> Outcome:
+    if args.master is None:
+        # Like the server's first start with encryption on: a store of one instance keeps its
+        # key in the data directory; a shared one must be given it.
+        shared = bool(args.db_url) or not isinstance(args.blobs, LocalLocation)
+        try:
+            args.master = await asyncio.to_thread(
+                load_master_key,
+                args.data_dir,
+                configured=None,
+                key_file=None,
+                shared=shared,
+                create=True,
+            )
+        except MasterKeyError as exc:
+            raise UsageError(str(exc)) from None
     master = _need_key(args)
     async with open_store(
         args.data_dir, args.blobs, writable=True, db_url=args.db_url, master=master, sealing=True
@@ -88,7 +115,7 @@ async def cmd_encrypt(args: argparse.Namespace, out: Out) -> Outcome:
 async def cmd_rotate(args: argparse.Namespace, out: Out) -> Outcome:
     old = _need_key(args)
     try:
-        new = read_key_file(args.new_key_file)
+        new = await asyncio.to_thread(read_key_file, args.new_key_file)
     except MasterKeyError as exc:
         raise UsageError(str(exc)) from None
     if new == old:
@@ -97,7 +124,7 @@ async def cmd_rotate(args: argparse.Namespace, out: Out) -> Outcome:
     in_data_dir = (
         not os.environ.get("FILESVC_MASTER_KEY")
         and not os.environ.get("FILESVC_MASTER_KEY_FILE")
-        and kept.is_file()
+        and await asyncio.to_thread(kept.is_file)
     )
     async with open_store(
         args.data_dir, args.blobs, writable=True, db_url=args.db_url, master=old
@@ -105,10 +132,7 @@ async def cmd_rotate(args: argparse.Namespace, out: Out) -> Outcome:
         count = await keyring.rotate(db, old, new)
     if in_data_dir:
         # The server reads the key from here: it gets the new one (the store already needs it).
-        staged = kept.with_name(KEY_FILE + ".new")
-        staged.write_bytes(args.new_key_file.read_bytes())
-        staged.chmod(0o600)
-        staged.replace(kept)
+        await asyncio.to_thread(_replace_key_file, kept, args.new_key_file)
     if out.as_json:
         out.record({"rewrapped_keys": count, "key_check_value": key_check_value(new)[:8]})
     else:
