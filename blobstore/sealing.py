@@ -119,7 +119,7 @@ class Sealer:
         self.blob_id = os.urandom(ID_BYTES)
         self._cipher = key.blob_cipher(self.blob_id)
         self._held = bytearray()
-        self._out = bytearray(SEALED_SEGMENT * 17)
+        self._out = bytearray()  # grown to the first batch that seals (small blobs: never)
         self._index = 0
         self._size = 0
 
