@@ -93,16 +93,23 @@ def load_master_key(
 
 
 def _create(path: Path) -> bytes:
+    """Write a new key beside ``path`` and link it into place: a process racing this one (the
+    workers of ``--workers N`` start together) reads either no file or a whole one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     text = new_master_key_text()
+    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first
-        return parse_master_key(path.read_text(), source=f"the master key in {path}")
-    with os.fdopen(fd, "w") as f:
-        f.write(text + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(staged, path)
+        except FileExistsError:  # another process made it first: use that one
+            return parse_master_key(path.read_text(), source=f"the master key in {path}")
+    finally:
+        staged.unlink(missing_ok=True)
     dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
