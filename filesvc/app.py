@@ -15,13 +15,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from blobstore import keyring
 from blobstore.backends import open_backend
 from blobstore.engine import make_engine
 from blobstore.engine.base import DatabaseUnavailable, Engine
 from blobstore.engine.migrate import migrate
 from blobstore.engine.postgres import PostgresEngine
 from blobstore.engine.sqlite import Database
+from blobstore.errors import KeyUnavailable
 from blobstore.keyring import KeyRing
+from blobstore.masterkey import KEY_FILE
 from blobstore.port import BlobBackend
 from blobstore.sealed import seal_backend
 from blobstore.store import ContentStore, PutResult
@@ -108,15 +111,20 @@ def create_app(
         engine = make_engine(settings.db_target, synchronous=settings.sqlite_synchronous)
         ready = asyncio.Event()
         app[DATABASE], app[READY] = engine, ready
-        master = await asyncio.to_thread(settings.master_key_bytes, create=True)
+        embedded = isinstance(engine, Database)
+        # The embedded store makes its key only once it knows it has none yet (below).
+        master = await asyncio.to_thread(settings.master_key_bytes, create=not embedded)
         keys = app[KEYS] = KeyRing(engine, master)
         connecting: asyncio.Task[None] | None = None
         if isinstance(engine, Database):
-            # Embedded: a database that cannot be opened, or a wrong master key, is fatal at
-            # start.
+            # Embedded: a database that cannot be opened, or a wrong or lost master key, is
+            # fatal at start.
             await engine.open()
             try:
                 await migrate(engine, TRACKS)
+                if master is None and settings.encryption:
+                    master = await _first_key(engine, settings)
+                    keys = app[KEYS] = KeyRing(engine, master)
                 await keys.check(record=settings.encryption)
             except BaseException:
                 await engine.close()  # this context's teardown will not run
@@ -280,6 +288,19 @@ async def _metrics(request: web.Request) -> web.Response:
 
 async def _done() -> None:
     return None
+
+
+async def _first_key(engine: Engine, settings: Settings) -> bytes | None:
+    """The data directory's master key, made now: unless the store already has keys wrapped
+    by one (then it was lost or moved, and a new one would open nothing)."""
+    async with engine.read() as tx:
+        if await keyring.stored_check(tx) is not None:
+            raise KeyUnavailable(
+                "no master key, but this store's keys are wrapped with one: set"
+                " FILESVC_MASTER_KEY (or FILESVC_MASTER_KEY_FILE), or put it back in"
+                f" {settings.data_dir / KEY_FILE}"
+            )
+    return await asyncio.to_thread(settings.master_key_bytes, create=True)
 
 
 async def _connect(engine: Engine, ready: asyncio.Event, keys: KeyRing, record: bool) -> None:

@@ -94,3 +94,17 @@ def test_generated_key_is_kept_and_a_wrong_key_stops_the_start(tmp_path: Path) -
     keyfile.write_text(first)
     server = start_server(data, env={"FILESVC_MASTER_KEY_FILE": str(keyfile)})
     server.stop()
+
+
+def test_a_lost_key_is_not_replaced_by_a_new_one(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    start_server(data).stop()
+    (data / "master-key").unlink()
+    out = serve(data)
+    assert out.returncode == 1
+    assert out.stderr.splitlines()[-1] == (
+        "filesvc: cannot start: KeyUnavailable: no master key, but this store's keys are wrapped"
+        " with one: set FILESVC_MASTER_KEY (or FILESVC_MASTER_KEY_FILE), or put it back in"
+        f" {data / 'master-key'}"
+    )
+    assert not (data / "master-key").exists()
