@@ -40,8 +40,6 @@ MAX_ATTEMPTS = 3
 POLL_SECONDS = 1.0
 # thumbnail_sync waits look at the table this often, for a job another process runs.
 WAIT_POLL_SECONDS = 0.25
-# A temp copy untouched this long belongs to no running job (the job time limit is far below).
-STALE_WORK_FILE = 3600.0
 
 
 class ThumbnailJobs(Protocol):
@@ -130,14 +128,15 @@ class ThumbnailRunner:
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
 
     def _clear_work_dir(self) -> None:
-        """Temp copies of a crashed run are never needed again.  Only this process's names are
-        made below, and a leftover of a live process in another is removed only when stale."""
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        now = time.time()
+        """Releases before encryption at rest copied multi-chunk files here for the worker
+        (plaintext on a disk); nothing is written here now, so whatever is left goes."""
+        if not self.work_dir.is_dir():
+            return
         for leftover in self.work_dir.iterdir():
             with contextlib.suppress(FileNotFoundError):
-                if now - leftover.stat().st_mtime > STALE_WORK_FILE:
-                    leftover.unlink()
+                leftover.unlink()
+        with contextlib.suppress(OSError):
+            self.work_dir.rmdir()
 
     async def stop(self) -> None:
         """Stop the workers; unfinished jobs stay in the table, their leases given back so any
