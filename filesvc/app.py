@@ -294,12 +294,18 @@ async def _first_key(engine: Engine, settings: Settings) -> bytes | None:
     """The data directory's master key, made now: unless the store already has keys wrapped
     by one (then it was lost or moved, and a new one would open nothing)."""
     async with engine.read() as tx:
-        if await keyring.stored_check(tx) is not None:
+        recorded = await keyring.stored_check(tx) is not None
+    if recorded:
+        # Another process of this data directory (``--workers N``, or two servers started
+        # together) made the key a moment ago: it is in the file before its check value is.
+        master = await asyncio.to_thread(settings.master_key_bytes, create=False)
+        if master is None:
             raise KeyUnavailable(
                 "no master key, but this store's keys are wrapped with one: set"
                 " FILESVC_MASTER_KEY (or FILESVC_MASTER_KEY_FILE), or put it back in"
                 f" {settings.data_dir / KEY_FILE}"
             )
+        return master
     return await asyncio.to_thread(settings.master_key_bytes, create=True)
 
 
