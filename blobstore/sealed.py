@@ -227,25 +227,38 @@ async def _decrypted_file(
     source: FileRange, first: int, length: int, opener: Opener
 ) -> AsyncGenerator[bytes]:
     """Plaintext of ``length`` bytes of a local file's segments: each piece read and decrypted
-    in one thread hand-off (half the hops of reading, then decrypting)."""
+    in one thread hand-off (half the hops of reading, then decrypting), the next piece while
+    this one is being sent."""
     fd, pos, _ = source.file_range()
     end = pos + length
     reader = _FileReader(fd, opener)
     index = first
-    while pos < end:
+
+    def start() -> asyncio.Future[bytes] | None:
+        nonlocal pos, index
+        if pos >= end:
+            return None
         size = min(FILE_PIECE, end - pos)
         work = asyncio.ensure_future(asyncio.to_thread(reader.read, size, pos, index))
-        try:
-            plain = await asyncio.shield(work)
-        except asyncio.CancelledError:
-            # The thread reads with the fd the inner stream closes next: it finishes first.
-            await asyncio.wait([work])
-            raise
-        except OSError as exc:
-            raise StorageFailure(f"blob store I/O failed: {exc.strerror}") from None
         pos += size
         index += -(-size // SEALED_SEGMENT)
-        yield plain
+        return work
+
+    work = start()
+    try:
+        while work is not None:
+            try:
+                plain = await asyncio.shield(work)
+            except OSError as exc:
+                raise StorageFailure(f"blob store I/O failed: {exc.strerror}") from None
+            work = start()
+            yield plain
+    finally:
+        if work is not None and not work.done():
+            # The thread reads with the fd the inner stream closes next: it finishes first.
+            await asyncio.wait([work])
+        if work is not None and work.done() and not work.cancelled():
+            work.exception()  # retrieved: a read-ahead nobody waits for is no error
 
 
 class SealedStream:
