@@ -20,7 +20,7 @@ from collections.abc import Collection, Iterable, Mapping
 from blobstore.engine.base import Tx
 from blobstore.engine.migrate import Step
 from blobstore.errors import BlobStoreError
-from blobstore.port import BlobReader
+from blobstore.port import BlobReader, StatMany
 from blobstore.refs import BlobRef
 
 GC_LOCK = "blobstore:gc"
@@ -53,7 +53,10 @@ async def confirm(tx: Tx, reader: BlobReader, refs: Iterable[BlobRef], *, now_ms
     if not wanted:
         return
     await tx.lock(GC_LOCK, shared=True)
-    sizes = await asyncio.gather(*(reader.stat(ref) for ref in wanted))
+    if isinstance(reader, StatMany):
+        sizes = await reader.stat_many(wanted)
+    else:
+        sizes = await asyncio.gather(*(reader.stat(ref) for ref in wanted))
     gone = [ref for ref, size in zip(wanted, sizes, strict=True) if size is None]
     if gone:
         raise BlobGone(f"{len(gone)} blob(s) reclaimed by gc before the upload committed")

@@ -15,7 +15,7 @@ import errno
 import itertools
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -248,6 +248,16 @@ def _pread_path(path: Path, size: int, offset: int) -> bytes:
         os.close(fd)
 
 
+def _sizes(paths: list[Path]) -> list[int | None]:
+    sizes: list[int | None] = []
+    for path in paths:
+        try:
+            sizes.append(os.stat(path).st_size)
+        except FileNotFoundError:
+            sizes.append(None)
+    return sizes
+
+
 def _open_sized(path: Path) -> tuple[int, int]:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -370,6 +380,15 @@ class LocalBackend:
         except OSError as exc:
             raise translate_oserror(exc) from None
         return st.st_size
+
+    async def stat_many(self, refs: Sequence[BlobRef]) -> list[int | None]:
+        """A commit confirms a whole group of uploads' blobs while it holds the database's writer:
+        one thread hand-off for all of them, not one each."""
+        paths = [self.local_path(ref) for ref in refs]
+        try:
+            return await self.run(_sizes, paths)
+        except OSError as exc:
+            raise translate_oserror(exc) from None
 
     async def open(self, ref: BlobRef, start: int = 0, end: int | None = None) -> LocalBlobStream:
         loop = asyncio.get_running_loop()

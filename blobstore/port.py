@@ -8,12 +8,13 @@ Roles: a download needs a :class:`BlobReader`; an upload a :class:`BlobWriter`; 
 of one backend are optional capabilities that callers test for with ``isinstance``:
 :class:`FileRange` (an opened blob is a range of a local file, so it can go out by sendfile),
 :class:`LocalFiles` and :class:`TempFiles` (the local backend's files, for fsck and repair),
-:class:`Probe` (a backend behind a network can be asked whether it answers: the health route).
+:class:`Probe` (a backend behind a network can be asked whether it answers: the health route),
+:class:`StatMany` (many blobs stat'ed at once, for a commit that confirms a batch of them).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -141,6 +142,15 @@ class Probe(Protocol):
     async def check(self) -> None:
         """Return when the backend answers a cheap request; raise StoreUnavailable when it
         cannot be reached, StorageFailure when it refuses (credentials, bucket)."""
+
+
+@runtime_checkable
+class StatMany(Protocol):
+    """Optional ability: stat several blobs for the price of one call (the local backend does
+    them in one thread hand-off rather than one each)."""
+
+    async def stat_many(self, refs: Sequence[BlobRef]) -> list[int | None]:
+        """Each ref's size, or None where it is not stored, in the order given."""
 
 
 @runtime_checkable

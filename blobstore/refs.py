@@ -19,7 +19,7 @@ how to read a blob (:mod:`blobstore.sealing`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NewType, Protocol
 
 import xxhash
@@ -122,7 +122,7 @@ def ref_digest(ref: BlobRef) -> str:
 
 def ref_candidates(
     hexdigest: str, scope: str | None = None, *, sealed: bool = False
-) -> list[BlobRef]:
+) -> Iterator[BlobRef]:
     """Every ref that content with this digest may live under in ``scope``, in the order put
-    tries them."""
-    return [make_ref(hexdigest, n, scope, sealed=sealed) for n in range(MAX_COLLISION_VARIANTS)]
+    tries them; made one at a time (almost every put takes the first)."""
+    return (make_ref(hexdigest, n, scope, sealed=sealed) for n in range(MAX_COLLISION_VARIANTS))

@@ -14,6 +14,7 @@ from blobstore.errors import CollisionLimit, TooLarge
 from blobstore.keyring import UNSCOPED
 from blobstore.port import BlobBackend, SealingWriter, Staging
 from blobstore.refs import (
+    MAX_COLLISION_VARIANTS,
     BlobRef,
     HasherFactory,
     check_scope,
@@ -103,8 +104,7 @@ class ContentStore:
     async def _publish(
         self, staging: Staging, digest: str, scope: str | None, sealed: bool
     ) -> tuple[BlobRef, bool]:
-        candidates = ref_candidates(digest, scope, sealed=sealed)
-        for ref in candidates:
+        for ref in ref_candidates(digest, scope, sealed=sealed):
             if await staging.publish(ref):
                 return ref, True
             # A blob already has this name: trust it only if its bytes are ours.
@@ -113,4 +113,4 @@ class ContentStore:
             # Gone meanwhile (gc) — publish takes the name on the next round; else a collision.
             if await staging.publish(ref):
                 return ref, True
-        raise CollisionLimit(f"more than {len(candidates)} contents share {digest}")
+        raise CollisionLimit(f"more than {MAX_COLLISION_VARIANTS} contents share {digest}")

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import zipfile
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 NS = (
     'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
@@ -32,11 +33,14 @@ PAGE_BREAK_STYLE = (
 )
 
 
-def odf(kind: str, body: str, *, styles: str = "") -> bytes:
-    """An OpenDocument file of ``kind`` (odt, ods, odp) whose body element holds ``body``."""
+def odf(kind: str, body: str, *, styles: str = "", parts: dict[str, str] | None = None) -> bytes:
+    """An OpenDocument file of ``kind`` (odt, ods, odp) whose body element holds ``body``;
+    ``parts``: more XML files in the archive, by path."""
+    parts = parts or {}
     media_type, element = MEDIA_TYPES[kind]
     content = (
         f'<?xml version="1.0" encoding="UTF-8"?><office:document-content {NS} '
+        'xmlns:script="urn:oasis:names:tc:opendocument:xmlns:script:1.0" '
         f'office:version="1.2">{styles}<office:body><office:{element}>{body}'
         f"</office:{element}></office:body></office:document-content>"
     )
@@ -45,13 +49,19 @@ def odf(kind: str, body: str, *, styles: str = "") -> bytes:
         '"urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">'
         f'<manifest:file-entry manifest:full-path="/" manifest:media-type="{media_type}"/>'
         '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
-        "</manifest:manifest>"
+        + "".join(
+            f'<manifest:file-entry manifest:full-path="{name}" manifest:media-type="text/xml"/>'
+            for name in parts
+        )
+        + "</manifest:manifest>"
     )
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr(zipfile.ZipInfo("mimetype"), media_type)  # first, stored
         archive.writestr("META-INF/manifest.xml", manifest, zipfile.ZIP_DEFLATED)
         archive.writestr("content.xml", content, zipfile.ZIP_DEFLATED)
+        for name, text in parts.items():
+            archive.writestr(name, text, zipfile.ZIP_DEFLATED)
     return buffer.getvalue()
 
 
@@ -93,6 +103,57 @@ def linked_image_document(*hrefs: str) -> bytes:
         for n, href in enumerate(hrefs)
     )
     return odf("odt", "<text:p>Linked pictures below</text:p>" + images)
+
+
+_BASIC_LIBRARIES = (
+    '<?xml version="1.0" encoding="UTF-8"?><library:libraries xmlns:library='
+    '"http://openoffice.org/2000/library" xmlns:xlink="http://www.w3.org/1999/xlink">'
+    '<library:library library:name="Standard" library:link="false"/></library:libraries>'
+)
+_BASIC_LIBRARY = (
+    '<?xml version="1.0" encoding="UTF-8"?><library:library xmlns:library='
+    '"http://openoffice.org/2000/library" library:name="Standard" library:readonly="false" '
+    'library:passwordprotected="false"><library:element library:name="Module1"/>'
+    "</library:library>"
+)
+
+
+def macro_document(marker: Path, url: str) -> bytes:
+    """An .odt whose Basic macro, bound to the document's load event, writes ``marker`` and asks
+    ``url`` whether it exists (an HTTP request), then shows nothing different: the parts are laid
+    out as LibreOffice itself saves a document with a macro (Basic/, the dom:load listener)."""
+    basic = (
+        "Sub Main\n"
+        "  Dim n As Integer\n"
+        "  n = FreeFile()\n"
+        f'  Open "{marker}" For Output As #n\n'
+        '  Print #n, "the macro ran"\n'
+        "  Close #n\n"
+        f'  Shell("/usr/bin/touch", 0, "{marker}.shell")\n'
+        '  CreateUnoService("com.sun.star.ucb.SimpleFileAccess").exists("' + url + '")\n'
+        "End Sub\n"
+    )
+    module = (
+        '<?xml version="1.0" encoding="UTF-8"?><script:module xmlns:script='
+        '"http://openoffice.org/2000/script" script:name="Module1" script:language="StarBasic">'
+        f"{escape(basic)}</script:module>"
+    )
+    events = (
+        "<office:scripts><office:event-listeners><script:event-listener script:language="
+        '"ooo:script" script:event-name="dom:load" xlink:href="vnd.sun.star.script:'
+        'Standard.Module1.Main?language=Basic&amp;location=document" xlink:type="simple"/>'
+        "</office:event-listeners></office:scripts>"
+    )
+    return odf(
+        "odt",
+        "<text:p>A memo with a macro</text:p>",
+        styles=events,
+        parts={
+            "Basic/script-lc.xml": _BASIC_LIBRARIES,
+            "Basic/Standard/script-lb.xml": _BASIC_LIBRARY,
+            "Basic/Standard/Module1.xml": module,
+        },
+    )
 
 
 def convert_with_libreoffice(sources: dict[str, Path], target: str, work: Path) -> dict[str, Path]:

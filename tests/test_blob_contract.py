@@ -14,7 +14,7 @@ import xxhash
 from blobstore.errors import BlobNotFound, TooLarge
 from blobstore.local import LocalBackend
 from blobstore.memory import MemoryBackend
-from blobstore.port import BlobBackend, LocalFiles, TempFiles
+from blobstore.port import BlobBackend, LocalFiles, StatMany, TempFiles
 from blobstore.refs import BlobRef, is_ref, make_ref, ref_digest, ref_scope
 from blobstore.s3 import S3Backend
 from blobstore.store import ContentStore, PutResult
@@ -200,5 +200,23 @@ async def test_local_blob_is_a_whole_file_at_its_fanout_path(tmp_path: Path) -> 
         digest = ref_digest(put.ref)
         assert path == tmp_path / "blobs" / digest[:2] / digest[2:4] / put.ref
         assert await asyncio.to_thread(path.read_bytes) == b"on disk"
+    finally:
+        await backend.close()
+
+
+async def test_the_local_backend_stats_many_blobs_as_stat_does_in_order(tmp_path: Path) -> None:
+    # An optional ability (confirmations use it when present): only the local backend has it.
+    backend = await asyncio.to_thread(LocalBackend, tmp_path / "blobs")
+    assert isinstance(backend, StatMany)
+    assert not isinstance(MemoryBackend(), StatMany)
+    try:
+        store = ContentStore(backend)
+        small = await store.put(chunks(b"x" * 10))
+        big = await store.put(chunks(os.urandom(2 << 20)))
+        ghost = make_ref("0" * 32)
+        asked = [big.ref, ghost, small.ref, big.ref]
+        assert await backend.stat_many(asked) == [await backend.stat(r) for r in asked]
+        assert await backend.stat_many(asked) == [2 << 20, None, 10, 2 << 20]
+        assert await backend.stat_many([]) == []
     finally:
         await backend.close()

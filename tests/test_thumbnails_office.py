@@ -29,10 +29,11 @@ from tests.office_media import (
     FIXTURES,
     convert_with_libreoffice,
     linked_image_document,
+    macro_document,
     sources,
     text_document,
 )
-from tests.thumbnail_media import LIMITS, decode, failed, skipped, solid, write
+from tests.thumbnail_media import LIMITS, decode, failed, make_pdf, skipped, solid, write
 
 KINDS = ["odt", "ods", "odp", *DERIVED, "txt", "csv"]
 
@@ -194,6 +195,84 @@ def test_linked_images_are_never_fetched(
         office._template.cache_clear()
     assert seen != []
     assert red_share(shown) > 0.1  # two 8 cm squares on an A4 page
+
+
+def test_a_document_macro_runs_nothing_and_the_document_is_still_previewed(
+    tmp_path: Path, web: tuple[str, list[str]], converter: str
+) -> None:
+    # The Debian -nogui LibreOffice this suite installs ran neither this macro nor an embedded
+    # Python one even with macros allowed (checked through UNO with MacroExecutionMode
+    # ALWAYS_EXECUTE_NO_WARN): this guards a build that can run them, and the next test pins the
+    # settings that keep them off whatever the build.
+    url, seen = web
+    marker = tmp_path / "macro-ran"
+    path = write(tmp_path, "memo", macro_document(marker, f"{url}/from-a-macro"))
+    [page] = thumbnails(render_thumbnails(path, LIMITS, converter))
+    assert (page.width, page.height) == (283, 400)
+    assert not marker.exists() and not Path(f"{marker}.shell").exists()
+    assert seen == []
+
+
+# Stands in for soffice.bin: converts by copying a PDF, and tells what it saw in its profile.
+RECORDING_CONVERTER = """#!{python}
+import json, os, sys, time
+from pathlib import Path
+args = sys.argv[1:]
+if "--terminate_after_init" in args:
+    (Path(os.environ["HOME"]) / "profile" / "user").mkdir(parents=True)
+    sys.exit(0)
+if "--convert-to" not in args:
+    time.sleep(600)  # the instance started ahead of the next document
+    sys.exit(0)
+[setting] = [a for a in args if a.startswith("-env:UserInstallation=file://")]
+user = Path(setting.removeprefix("-env:UserInstallation=file://")) / "user"
+trace = user / "left-by-a-conversion"
+seen = {{"profile": str(user.parent), "inherited": trace.exists(),
+        "settings": (user / "registrymodifications.xcu").read_text()}}
+trace.write_text("x")
+out = Path(args[args.index("--outdir") + 1])
+out.mkdir()
+(out / "document.pdf").write_bytes(Path({pdf!r}).read_bytes())
+with open({log!r}, "a") as log:
+    log.write(json.dumps(seen) + "\\n")
+"""
+
+
+def test_each_conversion_has_a_fresh_profile_that_runs_no_macro_and_fetches_nothing(
+    tmp_path: Path, documents: dict[str, Path]
+) -> None:
+    import json
+    import sys
+
+    log = tmp_path / "conversions.jsonl"
+    pdf_file = write(tmp_path, "page.pdf", make_pdf([(595, 842)]))
+    fake = write(
+        tmp_path,
+        "soffice.bin",
+        RECORDING_CONVERTER.format(python=sys.executable, pdf=str(pdf_file), log=str(log)).encode(),
+    )
+    fake.chmod(0o755)
+    office._close_spares()
+    office._template.cache_clear()
+    try:
+        for _ in range(2):
+            thumbnails(render_thumbnails(documents["odt"], LIMITS, str(fake)))
+    finally:
+        office._close_spares()
+        office._template.cache_clear()
+    first, second = (json.loads(line) for line in log.read_text().splitlines())
+    assert first["profile"] != second["profile"]
+    # What a document left in its profile is never seen by the next one, and nothing is kept.
+    assert not first["inherited"] and not second["inherited"]
+    assert not Path(first["profile"]).exists() and not Path(second["profile"]).exists()
+    for seen in (first, second):
+        settings = seen["settings"].replace("\n", "")
+        for name, value in (
+            ("DisableMacrosExecution", "true"),
+            ("MacroSecurityLevel", "3"),
+            ("BlockUntrustedRefererLinks", "true"),
+        ):
+            assert f'oor:name="{name}" oor:op="fuse"><value>{value}</value>' in settings
 
 
 # --- time and memory ---------------------------------------------------------------------------

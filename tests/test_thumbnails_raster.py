@@ -97,6 +97,25 @@ def test_animated_gif_gives_its_first_frame(tmp_path: Path) -> None:
     assert red > 200 and green < 50 and blue < 50
 
 
+def test_a_large_gif_is_reduced_strip_by_strip_into_the_box(tmp_path: Path) -> None:
+    path = write(tmp_path, "banner.gif", halves(1700, 1010).gifsave_buffer())
+    image = decode(one(render_thumbnails(path, LIMITS)))
+    assert (image.width, image.height) == (600, 356)
+    assert image.crop(0, 0, 280, 356).min() > 235  # white on the left, to the last row
+    assert image.crop(320, 0, 280, 356).max() < 20  # black on the right
+
+
+def test_gif_transparency_gives_png_with_alpha(tmp_path: Path) -> None:
+    alpha = pyvips.Image.black(1200, 800).draw_rect(255, 600, 0, 600, 800, fill=True)
+    image = solid(1200, 800).bandjoin(alpha.cast("uchar"))
+    path = write(tmp_path, "sticker.gif", image.gifsave_buffer())
+    thumb = one(render_thumbnails(path, LIMITS))
+    assert (thumb.mime, thumb.width, thumb.height) == ("image/png", 600, 400)
+    shown = decode(thumb)
+    assert shown.extract_band(3).crop(0, 0, 290, 400).max() == 0
+    assert shown.extract_band(3).crop(310, 0, 290, 400).min() == 255
+
+
 @pytest.mark.parametrize(
     "image",
     [
@@ -127,7 +146,7 @@ def test_embedded_icc_profile_is_converted_to_srgb(tmp_path: Path, profile: str)
     assert abs(red - 200) < 8 and abs(green - 120) < 8 and abs(blue - 40) < 8
 
 
-@pytest.mark.parametrize("kind", ["jpeg", "png", "webp", "avif"])
+@pytest.mark.parametrize("kind", ["jpeg", "png", "gif", "webp", "avif"])
 def test_truncated_images_are_errors(tmp_path: Path, kind: str) -> None:
     # Noise, so that the encoded data is big enough to cut in half.
     noisy = pyvips.Image.gaussnoise(600, 400).cast("uchar").bandjoin([128, 128])

@@ -11,6 +11,7 @@ from typing import Protocol
 
 import pyvips
 
+from filesvc.thumbnails import allocator
 from filesvc.thumbnails.limits import RenderLimits
 from filesvc.thumbnails.result import Rendered, Thumbnail, skipped
 
@@ -56,6 +57,7 @@ class VipsImage(Protocol):
 @functools.cache
 def configure_vips() -> None:
     """Once per process, before the first libvips call (idempotent, so a race is harmless)."""
+    allocator.tune()
     pyvips.block_untrusted_set(True)
     # libvips 8.18 flags its SVG loader untrusted. Re-enable only the in-memory variant: the SVG
     # renderer hands it nothing but bytes its scan accepted, and a file or source can still never

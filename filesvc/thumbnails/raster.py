@@ -1,4 +1,5 @@
-"""JPEG, PNG, GIF, WebP, TIFF, AVIF: libvips, which shrinks while it decodes.
+"""JPEG, PNG, GIF, WebP, TIFF, AVIF: libvips, which shrinks while it decodes (GIF and AVIF are
+decoded by Pillow, see ``gif`` and ``avif``).
 
 ``thumbnail_source`` decodes at a reduced size where the format allows (a 24 MP JPEG is decoded
 at 1/8 scale by libjpeg: about 20 MB above the process's baseline, where a full decode would hold
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pyvips
 
-from filesvc.thumbnails import avif, heic
+from filesvc.thumbnails import avif, gif, heic
 from filesvc.thumbnails.imaging import VipsImage, encode, fit_scale, over_limits
 from filesvc.thumbnails.limits import RenderLimits
 from filesvc.thumbnails.plan import Plan, Settled
@@ -122,6 +123,8 @@ def plan(path: Path, loader: str, head: bytes, limits: RenderLimits) -> Plan:
         return Settled(over)
     if loader == "heifload_source" and heic.is_avif(head):
         return avif.AvifPlan(path, limits, width * height)
+    if loader == "gifload_source":
+        return gif.GifPlan(path, limits, width * height)
     has_profile = header.get_typeof("icc-profile-data") != 0
     shrink = _jpeg_shrink(header, limits) if loader == "jpegload_source" else None
     return RasterPlan(path, limits, width * height, has_profile, shrink)

@@ -30,7 +30,7 @@ from pathlib import Path
 import av
 import pyvips
 
-from filesvc.thumbnails import office, pdf, raster, svg, video
+from filesvc.thumbnails import allocator, office, pdf, raster, svg, video
 from filesvc.thumbnails.imaging import configure_vips
 from filesvc.thumbnails.limits import RenderLimits
 from filesvc.thumbnails.plan import Plan, Settled
@@ -76,6 +76,9 @@ def render_thumbnails(path: Path, limits: RenderLimits, converter: str | None = 
     except Exception as exc:
         # A defect in this package or a library; the caller records it as a failed job.
         return Rendered("error", (), f"unexpected {type(exc).__name__} while rendering")
+    finally:
+        # The worker lives on: hand the job's pixels back rather than keep them for the next.
+        allocator.release()
 
 
 def _plan(path: Path, limits: RenderLimits, converter: str | None) -> Plan:
