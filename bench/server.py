@@ -114,6 +114,7 @@ class ServerProcess:
         ready_url: str | None = None,
         startup_timeout_s: float = 60.0,
         cwd: Path | None = None,
+        ready_needs_ok: bool = False,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -123,6 +124,7 @@ class ServerProcess:
         self.ready_url = ready_url
         self.startup_timeout_s = startup_timeout_s
         self.cwd = cwd
+        self.ready_needs_ok = ready_needs_ok
         self.proc: subprocess.Popen[bytes] | None = None
         self.sampler: RssSampler | None = None
 
@@ -172,7 +174,8 @@ class ServerProcess:
             with urllib.request.urlopen(self.ready_url, timeout=2):  # noqa: S310 - loopback only
                 return True
         except urllib.error.HTTPError:
-            return True  # any HTTP answer (401, 404…) means it is serving
+            # Any HTTP answer (401, 404…) means it is serving, unless readiness is asked for.
+            return not self.ready_needs_ok
         except (OSError, ValueError):
             return False
 
@@ -213,9 +216,12 @@ def filesvc_server(
     secret: str,
     *,
     fake: bool = False,
+    workers: int = 1,
     env: dict[str, str] | None = None,
 ) -> ServerProcess:
-    """`filesvc serve` (or the bench's own fake of the contract) on a free loopback port."""
+    """`filesvc serve` (or the bench's own fake of the contract) on a free loopback port, with
+    ``workers`` server processes and ``env`` added (``FILESVC_DB_URL``, ``FILESVC_BLOB_URL``...).
+    filesvc counts as started once ``/readyz`` answers 200 (PostgreSQL connected and migrated)."""
     port = free_port()
     if fake:
         argv = [sys.executable, "-m", "bench.fake_server"]
@@ -227,12 +233,18 @@ def filesvc_server(
         argv = [exe]
         name = "filesvc"
     argv += ["serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)]
+    if workers != 1:
+        argv += ["--workers", str(workers)]
+    base = f"http://127.0.0.1:{port}"
     return ServerProcess(
         name,
         argv,
         port=port,
         log_path=log_path,
-        env={"FILESVC_JWT_SECRET": secret, **(env or {})},
-        ready_url=f"http://127.0.0.1:{port}/internal/services/files/v1/companies/bench/files/x",
+        env={**(env or {}), "FILESVC_JWT_SECRET": secret},
+        ready_url=f"{base}/internal/services/files/v1/companies/bench/files/x"
+        if fake
+        else f"{base}/readyz",
+        ready_needs_ok=not fake,
         cwd=Path(__file__).resolve().parent.parent,
     )

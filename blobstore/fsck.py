@@ -54,7 +54,7 @@ from blobstore.findings import (
     rehash_sample as rehash_sample,
 )
 from blobstore.manifests import Entry, Head, Holder
-from blobstore.port import BlobBackend, BlobInfo, LocalFiles, TempFiles
+from blobstore.port import BlobBackend, BlobInfo, Leftovers, LocalFiles, TempFiles
 from blobstore.refs import BlobRef, default_hasher, is_ref, is_sealed, ref_digest
 
 # Blobs checked per step: bounds memory, and batches the thread hand-off of re-hashing.
@@ -343,9 +343,18 @@ class Checker:
             )
 
     async def _temp_files(self) -> AsyncIterator[Finding]:
+        now = self._clock()
+        if isinstance(self._backend, Leftovers):
+            for left in await self._backend.leftovers():
+                yield Finding(
+                    Kind.TEMP_LEFTOVER,
+                    left.what,
+                    path=left.name,
+                    size=left.size,
+                    age=max(0.0, now - left.written),
+                )
         if not isinstance(self._backend, TempFiles):
             return
-        now = self._clock()
         for path, size, mtime in await asyncio.to_thread(self._backend.temp_files):
             yield Finding(
                 Kind.TEMP_LEFTOVER,

@@ -8,8 +8,9 @@ Roles: a download needs a :class:`BlobReader`; an upload a :class:`BlobWriter`; 
 of one backend are optional capabilities that callers test for with ``isinstance``:
 :class:`FileRange` (an opened blob is a range of a local file, so it can go out by sendfile),
 :class:`LocalFiles` and :class:`TempFiles` (the local backend's files, for fsck and repair),
-:class:`Probe` (a backend behind a network can be asked whether it answers: the health route),
-:class:`StatMany` (many blobs stat'ed at once, for a commit that confirms a batch of them).
+:class:`Leftovers` (what interrupted writes left in a store behind a network, for fsck and
+repair), :class:`Probe` (a backend behind a network can be asked whether it answers: the health
+route), :class:`StatMany` (many blobs stat'ed at once, for a commit that confirms a batch of them).
 """
 
 from __future__ import annotations
@@ -197,3 +198,27 @@ class SealingWriter(Protocol):
     async def stage_sealed(self, scope: str) -> Staging:
         """Start writing a new blob sealed under ``scope``'s key; publish it under a sealed
         ref of that scope."""
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """Bytes an interrupted write left behind in a store behind a network (an S3 staging object,
+    an incomplete multipart upload).  ``name`` is what :meth:`Leftovers.remove_leftover` takes;
+    ``written`` is when bytes were last added to it (epoch seconds)."""
+
+    name: str
+    what: str
+    size: int
+    written: float
+
+
+@runtime_checkable
+class Leftovers(Protocol):
+    """Optional ability: list and remove what interrupted writes left (a crash, a kill -9, an
+    engine lost mid-upload).  A running upload's staging shows too: callers leave young ones."""
+
+    async def leftovers(self) -> list[Leftover]:
+        """Every leftover of this store."""
+
+    async def remove_leftover(self, name: str) -> None:
+        """Remove one leftover; removing one already gone is not an error."""

@@ -1,7 +1,9 @@
 """Repair what fsck found, where that is safe.  Nothing is deleted that holds data someone needs.
 
 - Temp leftovers older than a minimum age are removed (younger ones may belong to an upload in
-  flight).  A blob gc had set aside when it was killed is put back first if its name is free.
+  flight): temp files of the local store; staging objects and incomplete multipart uploads of
+  S3 (aborted).  A blob gc had set aside when it was killed is put back first if its name is
+  free.
 - A corrupt blob (re-hashed once more, to be sure) moves to ``quarantine/``, never deleted, and
   every file that holds it is marked damaged, so the API answers a clear error, not wrong bytes.
 - Files that hold a missing blob, a blob of the wrong size, or whose manifest does not add up
@@ -23,7 +25,7 @@ from blobstore import manifests
 from blobstore.engine.base import Engine, Tx
 from blobstore.fsck import Finding, Kind, hash_blobs, manifest_problems
 from blobstore.local import parked_ref
-from blobstore.port import BlobBackend, LocalFiles
+from blobstore.port import BlobBackend, Leftovers, LocalFiles
 from blobstore.refs import BlobRef, ref_digest
 
 # A staging file is written continuously while its upload runs; one untouched for an hour belongs
@@ -137,6 +139,9 @@ class Repairer:
 
     async def _temp(self, finding: Finding) -> None:
         assert finding.path is not None
+        if isinstance(self._backend, Leftovers):
+            await self._leftover(self._backend, finding.path, finding)
+            return
         path = Path(finding.path)
         ref = parked_ref(path.name)
         if ref is not None and isinstance(self._backend, LocalFiles):
@@ -152,6 +157,16 @@ class Repairer:
             await asyncio.to_thread(path.unlink)
             self.report.removed_temp += 1
             self.report.removed_temp_bytes += finding.size or 0
+
+    async def _leftover(self, backend: Leftovers, name: str, finding: Finding) -> None:
+        if finding.age is None or finding.age < self._temp_min_age:
+            self.report.left.append(
+                f"{name}: younger than {self._temp_min_age:.0f}s, may belong to a running upload"
+            )
+            return
+        await backend.remove_leftover(name)
+        self.report.removed_temp += 1
+        self.report.removed_temp_bytes += finding.size or 0
 
     async def _bad_blob(self, finding: Finding) -> None:
         assert finding.ref is not None

@@ -6,17 +6,17 @@ in flight (1,013/s against 364/s) and 2.3x faster one at a time, and a 256 MiB m
 wall for small uploads.  obstore also has conditional PUT and copy (``If-None-Match: *``) and
 ships its own types.  docs/storage-s3.md has the table.
 
-Layout in the bucket (under an optional prefix): ``blobs/<ref>`` (one object per blob) and
-``staging/<uuid>`` (large blobs while their ref is unknown).  The put path:
+Layout in the bucket (under an optional prefix): ``blobs/<ref>`` (one object per blob: its bytes,
+or for a large blob a pointer to them) and ``data/<name>`` (a large blob's bytes).  The put path:
 
 - **Small blobs** (up to :data:`PART_SIZE`) stay in memory while they stream and are published
   with one conditional PUT (``If-None-Match: *``) straight to ``blobs/<ref>``: one round trip, and
   a blob is never replaced (412 means "exists": a dedup candidate).
-- **Large blobs** stream to ``staging/<uuid>`` as a multipart upload with at most
+- **Large blobs** stream to ``data/<name>`` as a multipart upload with at most
   :data:`PARTS_IN_FLIGHT` parts in flight besides the one filling, since the ref is known only
-  at the end.  Publish completes it, then copies it server-side to ``blobs/<ref>`` (conditional
-  again) and deletes the staging object.  The copy is the price of hashing as the bytes pass:
-  SeaweedFS copies the bytes (about 2 s per 256 MiB here), docs/storage-s3.md has the figures.
+  at the end.  Publish completes it, then writes a pointer to it at ``blobs/<ref>``, conditional
+  again (:mod:`blobstore.s3_pointers`): nothing is copied.  Reads of a large blob follow the
+  pointer (one small GET more, remembered per process).
 
 Dedup stays collision-safe: a hit is trusted only after the bytes compare equal (a GET of the
 small blob compared in memory; for large ones a size check by HEAD, then both objects compared by
@@ -27,28 +27,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import obstore
-from obstore.exceptions import AlreadyExistsError, BaseError, NotFoundError
+from obstore.exceptions import AlreadyExistsError, BaseError
 from obstore.store import S3Store
 
+from blobstore import s3_leftovers, s3_pointers
 from blobstore.backends import S3Location
-from blobstore.errors import BlobNotFound, StorageFailure, StoreFull, StoreUnavailable
-from blobstore.port import BlobInfo
+from blobstore.errors import BlobNotFound, StorageFailure
+from blobstore.port import BlobInfo, Leftover
 from blobstore.refs import BlobRef, is_ref
+from blobstore.s3_errors import RETRY_AFTER_S, call, translate
 from blobstore.streams import read_opened
 
 if TYPE_CHECKING:
     from obstore import AsyncWritableFile, GetResult
 
-__all__ = ["PART_SIZE", "S3Backend", "S3Location", "S3Staging"]
-
-T = TypeVar("T")
+__all__ = [
+    "DATA",
+    "PART_SIZE",
+    "RETRY_AFTER_S",
+    "S3Backend",
+    "S3Location",
+    "S3Staging",
+    "translate",
+]
 
 # Multipart part size: S3 wants at least 5 MiB per part; 8 MiB keeps the per-upload memory at
 # two parts (16 MiB) while a part still takes tens of ms on the wire, so requests amortise.
@@ -64,41 +71,11 @@ CONNECT_TIMEOUT = timedelta(seconds=5)
 REQUEST_TIMEOUT = timedelta(seconds=120)
 RETRY_TIMEOUT = timedelta(seconds=10)
 MAX_RETRIES = 3
-# What a client is told to wait before retrying when the engine is unreachable.
-RETRY_AFTER_S = 5
 
 BLOBS = "blobs/"
-STAGING = "staging/"
-
-_STATUS_RE = re.compile(r"status code: (\d{3})")
-# Servers say "out of space" in their own words; these are the ones S3 engines use.
-_FULL_MARKERS = ("QuotaExceeded", "InsufficientStorage", "no free volume", "NoFreeVolume")
-
-
-def translate(exc: BaseException) -> Exception:
-    """One switch from the client's errors to the store's typed errors (no secret, no URL)."""
-    if isinstance(exc, (NotFoundError, FileNotFoundError)):
-        return BlobNotFound("blob not stored")
-    text = str(exc)
-    if any(marker in text for marker in _FULL_MARKERS):
-        return StoreFull("no space left in the blob store")
-    m = _STATUS_RE.search(text)
-    status = int(m.group(1)) if m else None
-    if status == 507:
-        return StoreFull("no space left in the blob store")
-    if status is None or status >= 500 or status == 429:
-        # Connection refused or reset, a timeout, or the engine's own overload: come back later.
-        return StoreUnavailable("the blob store cannot be reached", retry_after=RETRY_AFTER_S)
-    return StorageFailure(f"the blob store refused a request (HTTP {status})")
-
-
-async def _call(op: Awaitable[T]) -> T:
-    try:
-        return await op
-    except (BaseError, OSError, TimeoutError) as exc:
-        if isinstance(exc, AlreadyExistsError):
-            raise
-        raise translate(exc) from None
+DATA = "data/"
+# Pointers remembered per process, so repeated (range) reads of a large blob skip the pointer.
+POINTER_CACHE = 4096
 
 
 class S3BlobStream:
@@ -133,9 +110,10 @@ class S3Staging:
         self._backend = backend
         self._held = bytearray()
         self._size = 0
-        self._key = backend.key(STAGING, uuid.uuid4().hex)
+        self._name = uuid.uuid4().hex
+        self._key = backend.key(DATA, self._name)
         self._writer: AsyncWritableFile | None = None
-        self._staged = False  # a staging object exists (the multipart upload completed)
+        self._staged = False  # a data object exists (the multipart upload completed)
 
     async def write(self, data: bytes) -> None:
         self._size += len(data)
@@ -150,39 +128,55 @@ class S3Staging:
                 max_concurrency=PARTS_IN_FLIGHT,
             )
             data, self._held = bytes(self._held), bytearray()
-        await _call(self._writer.write(data))
+        await call(self._writer.write(data))
 
     async def _finish_upload(self) -> None:
         if self._writer is not None and not self._staged:
-            await _call(self._writer.close())
+            await call(self._writer.close())
             self._staged = True
 
     async def publish(self, ref: BlobRef) -> bool:
         store, target = self._backend.store, self._backend.key(BLOBS, ref)
         try:
             if self._writer is None:
-                await _call(obstore.put_async(store, target, bytes(self._held), mode="create"))
+                await call(obstore.put_async(store, target, bytes(self._held), mode="create"))
             else:
                 await self._finish_upload()
-                await _call(obstore.copy_async(store, self._key, target, overwrite=False))
+                pointer = s3_pointers.encode(self._name, self._size)
+                await call(
+                    obstore.put_async(
+                        store,
+                        target,
+                        pointer,
+                        mode="create",
+                        attributes={"Content-Type": s3_pointers.POINTER_TYPE},
+                    )
+                )
+                self._backend.remember(ref, self._key, self._size)
+                # The data object is the blob's now: discard must leave it.
+                self._writer, self._staged = None, False
         except AlreadyExistsError:
             return False
         await self.discard()
         return True
 
     async def same_as(self, ref: BlobRef) -> bool:
-        store, target = self._backend.store, self._backend.key(BLOBS, ref)
         try:
             if self._writer is None:
-                result = await _call(obstore.get_async(store, target))
+                key = self._backend.key(BLOBS, ref)
+                result = await call(obstore.get_async(self._backend.store, key))
                 if result.meta["size"] != self._size:
                     return False
-                return bytes(await _call(result.bytes_async())) == self._held
-            meta = await _call(obstore.head_async(store, target))
-            if meta["size"] != self._size:
+                body = bytes(await call(result.bytes_async()))
+                # A pointer is a large blob, never these bytes, even if they spell one.
+                if s3_pointers.decode(body, result.attributes.get("Content-Type")):
+                    return False
+                return body == self._held
+            found = await self._backend.locate(ref)
+            if found is None or found[1] != self._size:
                 return False
             await self._finish_upload()
-            return await self._compare_ranges(target)
+            return await self._compare_ranges(found[0])
         except BlobNotFound:
             return False
 
@@ -191,8 +185,8 @@ class S3Staging:
         for start in range(0, self._size, PART_SIZE):
             end = min(start + PART_SIZE, self._size)
             ours, theirs = await asyncio.gather(
-                _call(obstore.get_range_async(store, self._key, start=start, end=end)),
-                _call(obstore.get_range_async(store, target, start=start, end=end)),
+                call(obstore.get_range_async(store, self._key, start=start, end=end)),
+                call(obstore.get_range_async(store, target, start=start, end=end)),
             )
             if bytes(ours) != bytes(theirs):
                 return False
@@ -207,9 +201,7 @@ class S3Staging:
         store = self._backend.store
         for start in range(0, self._size, PART_SIZE):
             end = min(start + PART_SIZE, self._size)
-            yield bytes(
-                await _call(obstore.get_range_async(store, self._key, start=start, end=end))
-            )
+            yield bytes(await call(obstore.get_range_async(store, self._key, start=start, end=end)))
 
     async def found_durable(self, ref: BlobRef) -> None:
         return None  # an object S3 answered for is durable
@@ -221,8 +213,9 @@ class S3Staging:
         writer, self._writer = self._writer, None
         if not self._staged:
             # obstore's writer cannot abort: complete the upload, then delete what it made.
-            # If the engine is gone this fails, and an incomplete upload stays for the bucket's
-            # lifecycle rule (docs/storage-s3.md).
+            # If the engine is gone this fails, and an incomplete upload stays: fsck reports
+            # it and --repair aborts it (blobstore/s3_leftovers.py), or the bucket's lifecycle
+            # rule does (docs/storage-s3.md).
             with contextlib.suppress(Exception):
                 await writer.close()
                 self._staged = True
@@ -237,6 +230,7 @@ class S3Backend:
 
     def __init__(self, location: S3Location) -> None:
         self.location = location
+        self._pointers: dict[BlobRef, tuple[str, int]] = {}
         self.store = S3Store(
             location.bucket,
             endpoint=location.endpoint,
@@ -279,39 +273,94 @@ class S3Backend:
     async def stage(self) -> S3Staging:
         return S3Staging(self)
 
-    async def stat(self, ref: BlobRef) -> int | None:
+    def remember(self, ref: BlobRef, key: str, size: int) -> None:
+        """Where a large blob's bytes are, for reads (never for stat: gc may have taken it)."""
+        if len(self._pointers) >= POINTER_CACHE:
+            self._pointers.pop(next(iter(self._pointers)))
+        self._pointers[ref] = (key, size)
+
+    async def locate(self, ref: BlobRef) -> tuple[str, int] | None:
+        """(key, size) of the object holding the blob's bytes, asking the engine (a HEAD, and
+        a GET of the pointer for a large blob); None when the blob is not stored."""
+        key = self.key(BLOBS, ref)
         try:
-            meta = await _call(obstore.head_async(self.store, self.key(BLOBS, ref)))
+            meta = await call(obstore.head_async(self.store, key))
+            if meta["size"] != s3_pointers.POINTER_SIZE:
+                return key, int(meta["size"])
+            result = await call(obstore.get_async(self.store, key))
+            body = bytes(await call(result.bytes_async()))
         except BlobNotFound:
             return None
-        return int(meta["size"])
+        pointer = s3_pointers.decode(body, result.attributes.get("Content-Type"))
+        if pointer is None:
+            return key, len(body)
+        data = self.key(DATA, pointer[0])
+        self.remember(ref, data, pointer[1])
+        return data, pointer[1]
+
+    async def stat(self, ref: BlobRef) -> int | None:
+        found = await self.locate(ref)
+        return None if found is None else found[1]
 
     async def open(self, ref: BlobRef, start: int = 0, end: int | None = None) -> S3BlobStream:
-        key = self.key(BLOBS, ref)
         if end is not None and end <= start:
             await self._require(ref)
             return S3BlobStream(None, 0)
-        try:
-            if start == 0 and end is None:
-                result = await _call(obstore.get_async(self.store, key))
-            elif end is None:
-                result = await _call(
-                    obstore.get_async(self.store, key, options={"range": {"offset": start}})
-                )
-            else:
-                result = await _call(
-                    obstore.get_async(self.store, key, options={"range": (start, end)})
-                )
-        except BlobNotFound:
-            raise BlobNotFound(ref) from None
-        except StorageFailure as exc:
-            # A range starting at or past the end is refused (416): that range is empty.
-            if "416" not in str(exc):
-                raise
-            await self._require(ref)
+        known = self._pointers.get(ref)
+        if known is not None:
+            try:
+                return await self._open_at(known, ref, start, end)
+            except BlobNotFound:
+                known = None  # gone, or gc took it and an upload stored it again elsewhere
+        if known is None:
+            # Optimistic: one GET serves a small blob; a pointer is recognised by its header.
+            result = await self._get(self.key(BLOBS, ref), ref, start, end)
+            if result is not None and not self._is_pointer(result):
+                lo, hi = result.range
+                return S3BlobStream(result, hi - lo)
+            known = await self.locate(ref)
+            if known is None:
+                raise BlobNotFound(ref)
+            if known[0] == self.key(BLOBS, ref):
+                return S3BlobStream(None, 0)  # a range past the end of a small blob
+        return await self._open_at(known, ref, start, end)
+
+    async def _open_at(
+        self, known: tuple[str, int], ref: BlobRef, start: int, end: int | None
+    ) -> S3BlobStream:
+        key, size = known
+        if start >= size:
+            return S3BlobStream(None, 0)
+        result = await self._get(key, ref, start, None if end is None else min(end, size))
+        if result is None:
             return S3BlobStream(None, 0)
         lo, hi = result.range
         return S3BlobStream(result, hi - lo)
+
+    @staticmethod
+    def _is_pointer(result: GetResult) -> bool:
+        return bool(
+            result.meta["size"] == s3_pointers.POINTER_SIZE
+            and result.attributes.get("Content-Type") == s3_pointers.POINTER_TYPE
+        )
+
+    async def _get(self, key: str, ref: BlobRef, start: int, end: int | None) -> GetResult | None:
+        """GET ``[start, end)`` of ``key``; None when the range starts past its end (416)."""
+        try:
+            if start == 0 and end is None:
+                return await call(obstore.get_async(self.store, key))
+            if end is None:
+                return await call(
+                    obstore.get_async(self.store, key, options={"range": {"offset": start}})
+                )
+            return await call(obstore.get_async(self.store, key, options={"range": (start, end)}))
+        except BlobNotFound:
+            self._pointers.pop(ref, None)
+            raise BlobNotFound(ref) from None
+        except StorageFailure as exc:
+            if "416" not in str(exc):
+                raise
+            return None
 
     async def _require(self, ref: BlobRef) -> None:
         if await self.stat(ref) is None:
@@ -321,9 +370,36 @@ class S3Backend:
         return read_opened(self.open(ref, start, end))
 
     async def delete(self, ref: BlobRef) -> None:
-        await _call(obstore.delete_async(self.store, self.key(BLOBS, ref)))
+        """The ref first (so the blob is gone at once), then a large blob's bytes; a crash in
+        between leaves a data object no pointer names, which fsck reports as a leftover."""
+        self._pointers.pop(ref, None)
+        found = await self.locate(ref)
+        await call(obstore.delete_async(self.store, self.key(BLOBS, ref)))
+        if found is not None and found[0] != self.key(BLOBS, ref):
+            await call(obstore.delete_async(self.store, found[0]))
+        self._pointers.pop(ref, None)
 
     async def scan(self) -> AsyncIterator[BlobInfo]:
+        data = await self._data_objects()
+        async for ref, size, pointer in self._scan_blobs():
+            if pointer is None:
+                yield BlobInfo(ref, size)
+            elif pointer in data:  # a pointer whose bytes are gone: the blob is missing
+                yield BlobInfo(ref, data[pointer])
+
+    async def _data_objects(self) -> dict[str, int]:
+        prefix = self.key(DATA, "")
+        found: dict[str, int] = {}
+        try:
+            async for batch in obstore.list(self.store, prefix=prefix, chunk_size=1000):
+                for meta in batch:
+                    found[meta["path"][len(prefix) :]] = int(meta["size"])
+        except (BaseError, OSError) as exc:
+            raise translate(exc) from None
+        return found
+
+    async def _scan_blobs(self) -> AsyncIterator[tuple[BlobRef, int, str | None]]:
+        """(ref, listed size, data object name if it is a pointer) of every blob."""
         prefix = self.key(BLOBS, "")
         try:
             async for batch in obstore.list(self.store, prefix=prefix, chunk_size=1000):
@@ -331,9 +407,29 @@ class S3Backend:
                     name = meta["path"][len(prefix) :]
                     if not is_ref(name):
                         continue
-                    yield BlobInfo(BlobRef(name), int(meta["size"]))
+                    ref, size, pointer = BlobRef(name), int(meta["size"]), None
+                    if size == s3_pointers.POINTER_SIZE:
+                        try:
+                            result = await call(obstore.get_async(self.store, meta["path"]))
+                            body = bytes(await call(result.bytes_async()))
+                        except BlobNotFound:
+                            continue  # deleted since the listing: not a blob any more
+                        decoded = s3_pointers.decode(body, result.attributes.get("Content-Type"))
+                        pointer = decoded[0] if decoded else None
+                    yield ref, size, pointer
         except (BaseError, OSError) as exc:
             raise translate(exc) from None
+
+    async def leftovers(self) -> list[Leftover]:
+        """Data objects no pointer names, and incomplete multipart uploads
+        (:mod:`blobstore.s3_leftovers`)."""
+        named = {pointer async for _, _, pointer in self._scan_blobs() if pointer is not None}
+        prefix = self.key(DATA, "")
+        objects = await s3_leftovers.staged_objects(self.store, self.location, prefix, named)
+        return objects + await s3_leftovers.multipart_uploads(self.location, prefix)
+
+    async def remove_leftover(self, name: str) -> None:
+        await s3_leftovers.remove(self.store, self.location, name, self.key(DATA, ""))
 
     async def close(self) -> None:
         return None  # the client's pool goes with the object

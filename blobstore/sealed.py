@@ -30,6 +30,8 @@ from blobstore.port import (
     BlobInfo,
     BlobStream,
     FileRange,
+    Leftover,
+    Leftovers,
     LocalFiles,
     Probe,
     Readback,
@@ -449,6 +451,18 @@ class SealedProbedBackend(SealedBackend):
         await self.inner.check()
 
 
+class SealedRemoteBackend(SealedProbedBackend):
+    """Over S3: also what interrupted writes left there (ciphertext), for fsck and repair."""
+
+    async def leftovers(self) -> list[Leftover]:
+        assert isinstance(self.inner, Leftovers)
+        return await self.inner.leftovers()
+
+    async def remove_leftover(self, name: str) -> None:
+        assert isinstance(self.inner, Leftovers)
+        await self.inner.remove_leftover(name)
+
+
 def seal_backend(inner: BlobBackend, keys: KeyRing, *, sealing: bool) -> SealedBackend:
     """``inner`` wrapped, keeping the optional abilities it has."""
     if (
@@ -457,6 +471,8 @@ def seal_backend(inner: BlobBackend, keys: KeyRing, *, sealing: bool) -> SealedB
         and isinstance(inner, StatMany)
     ):
         return SealedLocalBackend(inner, keys, sealing=sealing)
+    if isinstance(inner, Probe) and isinstance(inner, Leftovers):
+        return SealedRemoteBackend(inner, keys, sealing=sealing)
     if isinstance(inner, Probe):
         return SealedProbedBackend(inner, keys, sealing=sealing)
     return SealedBackend(inner, keys, sealing=sealing)

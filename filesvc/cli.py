@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from aiohttp import web
 from blobstore.backends import describe
 from filesvc import accesslog
 from filesvc.app import create_app
-from filesvc.appkeys import CONNECTED, INFLIGHT
+from filesvc.appkeys import CONNECTED, INFLIGHT, READY
 from filesvc.auth import mint
 from filesvc.connections import listen
 from filesvc.errors import BadRequest
@@ -41,6 +42,10 @@ MAX_TOKEN_TTL = 366 * 86_400
 MAX_CALLER_ID = 256
 # After the drain deadline, what the connections still get to close before the process ends.
 AFTER_DRAIN_SECONDS = 1.0
+# A worker of `--workers N` shares its port with workers that may be serving already (it may be
+# a replacement): it takes connections once its database is ready rather than answer 503s
+# beside them, or after this long anyway, so /readyz can say why it is not.
+WORKER_READY_WAIT_S = 30.0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
@@ -234,6 +239,9 @@ async def serve(settings: Settings) -> None:
         await runner.cleanup()
         log.debug("start failed", exc_info=True)
         raise StartFailure(_one_line(exc)) from None
+    if settings.worker_index is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(app[READY].wait(), WORKER_READY_WAIT_S)
     try:
         listener = await listen(runner, settings)
     except OSError as exc:

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from blockbuster import BlockBuster, blockbuster_ctx
 
 from bench.pgserver import PgServer, remove, start_postgres
+from bench.seaweedfs import KEY_ID, REGION, SECRET_KEY, SeaweedFS, start_seaweedfs
 from blobstore.port import BlobBackend
 from blobstore.s3 import S3Location
 from filesvc.app import create_app
@@ -22,7 +23,6 @@ from filesvc.auth import mint
 from filesvc.settings import Settings
 from filesvc.thumbnails.jobs import Renderer
 from tests.helpers import SECRET, Api
-from tests.seaweedfs import KEY_ID, REGION, SECRET_KEY, SeaweedFS, start_seaweedfs
 
 S3_BUCKET = "filesvc-test"
 

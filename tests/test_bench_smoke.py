@@ -103,3 +103,46 @@ def test_thumbs_results_become_metrics() -> None:
         ("filesvc_ms", "filesvc", "ms"),
         ("pillow.thumb_ms", "peer", "ms"),
     ]
+
+
+def test_workers_flag_is_taken_and_bounded() -> None:
+    from bench.__main__ import main
+
+    assert build_parser().parse_args(["--workers", "4"]).workers == 4
+    assert build_parser().parse_args([]).workers == 1
+    for bad in ("0", "65"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--workers", bad, "--scenario", "scale"])
+        assert exit_.value.code == 2
+
+
+def test_scale_table_has_a_row_per_configuration() -> None:
+    from bench.scale import LOCAL, SCALED, Config, Row, closing_table
+
+    table = closing_table(
+        {Config(LOCAL, 1): Row(1000.0, 900.0, 1800.0, 80.0), Config(SCALED, 2): Row()},
+        "1 GiB",
+    )
+    head, local, scaled = table.splitlines()
+    assert head.split() == (
+        [
+            "configuration",
+            "4",
+            "KiB",
+            "req/s",
+            "1",
+            "GiB",
+            "up",
+            "MB/s",
+            "1",
+            "GiB",
+            "down",
+            "MB/s",
+            "peak",
+            "RSS",
+            "MiB",
+        ]
+    )
+    assert local.split()[-4:] == ["1,000", "900", "1,800", "80"]
+    assert scaled.startswith("PostgreSQL + S3 (SeaweedFS), 2 workers")
+    assert scaled.split()[-4:] == ["n/a"] * 4

@@ -1,6 +1,6 @@
 """What the S3 backend does beyond the shared contract: large blobs through multipart staging,
-collision-safe dedup of large blobs, no staging object left behind, bounded memory, and an
-unreachable engine reported as StoreUnavailable."""
+collision-safe dedup of large blobs, published by a pointer (no copy) that no content can pose as,
+nothing left behind, bounded memory, and an unreachable engine reported as StoreUnavailable."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from typing import Any
 
 import obstore
 import pytest
 from obstore.exceptions import GenericError, NotFoundError, PermissionDeniedError
 
-from blobstore import s3
+from blobstore import s3, s3_pointers
 from blobstore.errors import BlobNotFound, StorageFailure, StoreFull, StoreUnavailable
 from blobstore.refs import BlobRef
 from blobstore.s3 import PART_SIZE, S3Backend, S3Location, S3Staging
@@ -28,13 +29,6 @@ async def pieces(data: bytes, size: int = MiB) -> AsyncIterator[bytes]:
     for i in range(0, len(data), size):
         await asyncio.sleep(0)
         yield data[i : i + size]
-
-
-async def keys(backend: S3Backend, kind: str) -> list[str]:
-    out: list[str] = []
-    async for batch in obstore.list(backend.store, prefix=backend.key(kind, "")):
-        out += [m["path"] for m in batch]
-    return out
 
 
 async def read_all(
@@ -60,7 +54,7 @@ async def test_large_blob_streams_through_staging_and_leaves_none(backend: S3Bac
         await read_all(backend, put.ref, PART_SIZE - 10, PART_SIZE + 10)
         == (data[PART_SIZE - 10 : PART_SIZE + 10])
     )
-    assert await keys(backend, s3.STAGING) == []
+    assert await backend.leftovers() == []
 
 
 async def test_large_duplicate_is_compared_and_deduplicated(backend: S3Backend) -> None:
@@ -69,7 +63,7 @@ async def test_large_duplicate_is_compared_and_deduplicated(backend: S3Backend) 
     first = await store.put(pieces(data))
     again = await store.put(pieces(data, 3 * MiB))
     assert again.ref == first.ref and not again.created
-    assert await keys(backend, s3.STAGING) == []
+    assert await backend.leftovers() == []
 
 
 async def test_large_collision_of_equal_size_gets_its_own_ref(backend: S3Backend) -> None:
@@ -82,7 +76,7 @@ async def test_large_collision_of_equal_size_gets_its_own_ref(backend: S3Backend
     assert put_a.ref != put_b.ref and put_b.created
     assert await read_all(backend, put_a.ref) == a
     assert await read_all(backend, put_b.ref) == b
-    assert await keys(backend, s3.STAGING) == []
+    assert await backend.leftovers() == []
 
 
 async def test_client_failing_mid_multipart_stores_nothing(backend: S3Backend) -> None:
@@ -94,7 +88,7 @@ async def test_client_failing_mid_multipart_stores_nothing(backend: S3Backend) -
     with pytest.raises(ConnectionResetError):
         await ContentStore(backend).put(broken())
     assert [i async for i in backend.scan()] == []
-    assert await keys(backend, s3.STAGING) == []
+    assert await backend.leftovers() == []
 
 
 async def test_staging_holds_at_most_a_part_in_memory(backend: S3Backend) -> None:
@@ -106,7 +100,7 @@ async def test_staging_holds_at_most_a_part_in_memory(backend: S3Backend) -> Non
             assert len(staging._held) <= PART_SIZE
     finally:
         await staging.discard()
-    assert await keys(backend, s3.STAGING) == []
+    assert await backend.leftovers() == []
 
 
 async def test_ranges_at_and_past_the_end_are_empty(backend: S3Backend) -> None:
@@ -195,3 +189,42 @@ def test_engine_errors_map_to_typed_errors(raised: Exception, expected: type[Exc
     assert "http://" not in str(got) and "127.0.0.1" not in str(got)
     if isinstance(got, StoreUnavailable):
         assert got.retry_after == s3.RETRY_AFTER_S
+
+
+async def test_a_large_blob_is_published_by_a_pointer_without_a_copy(backend: S3Backend) -> None:
+    data = os.urandom(PART_SIZE + 5)
+    put = await ContentStore(backend).put(pieces(data))
+    [pointer] = [m async for m in list_meta(backend, s3.BLOBS)]
+    assert pointer["size"] == s3_pointers.POINTER_SIZE
+    assert [m["size"] async for m in list_meta(backend, s3.DATA)] == [len(data)]
+    assert [(i.ref, i.size) async for i in backend.scan()] == [(put.ref, len(data))]
+    # Another process (no pointer remembered) reads it, whole and in ranges past the pointer.
+    other = S3Backend(backend.location)
+    assert await other.stat(put.ref) == len(data)
+    assert await read_all(other, put.ref, PART_SIZE, PART_SIZE + 5) == data[PART_SIZE:]
+    assert await read_all(other, put.ref, PART_SIZE + 5) == b""
+    assert await read_all(other, put.ref) == data
+    # gc deletes it (pointer, then bytes); stored again, it is read where it is now, even by a
+    # process that remembered where it was.
+    await backend.delete(put.ref)
+    assert await other.stat(put.ref) is None and await backend.leftovers() == []
+    await ContentStore(backend).put(pieces(data))
+    assert await read_all(other, put.ref, 1, 3) == data[1:3]
+
+
+async def test_content_that_spells_a_pointer_is_content(backend: S3Backend) -> None:
+    big = os.urandom(PART_SIZE + 5)
+    await ContentStore(backend).put(pieces(big))
+    [name] = [m["path"].rsplit("/", 1)[1] async for m in list_meta(backend, s3.DATA)]
+    forged = s3_pointers.encode(name, len(big))
+    put = await ContentStore(backend).put(pieces(forged))
+    assert await backend.stat(put.ref) == len(forged)
+    assert await read_all(backend, put.ref) == forged
+    again = await ContentStore(backend).put(pieces(forged))
+    assert (again.ref, again.created) == (put.ref, False)
+
+
+async def list_meta(backend: S3Backend, kind: str) -> AsyncIterator[dict[str, Any]]:
+    async for batch in obstore.list(backend.store, prefix=backend.key(kind, "")):
+        for meta in batch:
+            yield dict(meta)

@@ -14,12 +14,12 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from bench.seaweedfs import KEY_ID, SECRET_KEY
 from blobstore import manifests
 from blobstore.s3 import S3Location
 from filesvc.app import create_app
 from filesvc.settings import Settings
 from tests.helpers import SECRET, Api
-from tests.seaweedfs import KEY_ID, SECRET_KEY
 from tests.test_blobstore_cli import BLOBSTORE
 
 ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]

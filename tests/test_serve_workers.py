@@ -1,4 +1,5 @@
-"""`filesvc serve --workers N` as real processes, on the local and the S3 blob backend: N
+"""`filesvc serve --workers N` as real processes, on the embedded default and on PostgreSQL +
+S3: N
 workers share the port, a worker killed
 with -9 is replaced while another worker's upload in flight completes, SIGTERM to the
 supervisor drains every worker, and thumbnails are made whichever worker took the upload."""
@@ -18,24 +19,27 @@ import psutil
 import pytest
 import pyvips
 
+from bench.pgserver import PgServer
+from bench.seaweedfs import SeaweedFS
 from filesvc.settings import ConfigError, Settings
+from tests.deployments import scaled_env, wait_ready
 from tests.helpers import PREFIX, bearer, token
-from tests.seaweedfs import SeaweedFS
 from tests.server_proc import ServerProcess, start_server
-from tests.test_server_process_s3 import s3_env
 
 WORKERS = 2
 FIRST_PIECE = 16 << 20
 UPLOAD_SIZE = FIRST_PIECE + 900_000
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "postgresql-s3"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerProcess]:
     env: dict[str, str] = {}
-    if request.param == "s3":
+    if request.param == "postgresql-s3":
         seaweedfs: SeaweedFS = request.getfixturevalue("seaweedfs")
-        env = s3_env(seaweedfs, request.getfixturevalue("s3_location"))
+        pg: PgServer = request.getfixturevalue("pg_server")
+        env = scaled_env(pg, seaweedfs, request.getfixturevalue("s3_location"))
     srv = start_server(tmp_path / "data", env=env, args=("--workers", str(WORKERS)))
+    asyncio.run(wait_ready(srv.url))
     yield srv
     srv.stop()
 

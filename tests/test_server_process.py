@@ -1,5 +1,7 @@
-"""End-to-end tests against the real server process: memory stays flat while streaming, client
-aborts leave nothing behind, SIGTERM drains uploads in flight."""
+"""End-to-end tests against the real server process: memory stays flat while a large upload
+streams in and out (local blobs, and S3 through multipart staging) and a restarted server serves
+what the first one stored, client aborts leave nothing behind, SIGTERM drains uploads in
+flight."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import psutil
 import pytest
 import xxhash
 
+from tests.deployments import s3_env
 from tests.helpers import PREFIX, bearer, token
 from tests.server_proc import ServerProcess, start_server
 
@@ -52,9 +55,19 @@ class RssSampler:
 
 
 @pytest.mark.slow
-async def test_one_gib_upload_and_download_keep_rss_flat(server: ServerProcess) -> None:
+@pytest.mark.parametrize(
+    ("blobs", "total"),
+    # On S3, 256 MiB is 32 multipart parts of 8 MiB: well past what one part or two would hold.
+    [("local", 1024 * MiB), ("s3", 256 * MiB)],
+)
+async def test_large_upload_keeps_rss_flat_and_is_served_after_a_restart(
+    tmp_path: Path, request: pytest.FixtureRequest, blobs: str, total: int
+) -> None:
+    env: dict[str, str] = {}
+    if blobs == "s3":
+        env = s3_env(request.getfixturevalue("seaweedfs"), request.getfixturevalue("s3_location"))
+    server = await asyncio.to_thread(start_server, tmp_path / "data", env=env)
     block = os.urandom(MiB)
-    total = 1024 * MiB
     sent = xxhash.xxh3_128()
 
     async def body() -> AsyncIterator[bytes]:
@@ -64,24 +77,45 @@ async def test_one_gib_upload_and_download_keep_rss_flat(server: ServerProcess) 
 
     files = f"{server.url}{PREFIX}/companies/acme/files"
     headers = {**bearer(token()), "Content-Type": "application/octet-stream"}
-    baseline = await asyncio.to_thread(lambda: psutil.Process(server.proc.pid).memory_info().rss)
-    async with aiohttp.ClientSession() as session:
-        with RssSampler(server.proc.pid) as rss:
-            async with session.post(
-                files, params={"filename": "big.bin"}, data=body(), headers=headers
-            ) as resp:
-                assert resp.status == 200, await resp.text()
-                fid = (await resp.json())["resource"]["id"]
-            got = xxhash.xxh3_128()
-            size = 0
-            async with session.get(f"{files}/{fid}/download", headers=bearer(token())) as resp:
-                assert resp.status == 200
-                async for piece in resp.content.iter_chunked(4 * MiB):
-                    got.update(piece)
-                    size += len(piece)
-    assert size == total and got.digest() == sent.digest()
-    growth = max(rss.samples) - baseline
-    assert growth < 64 * MiB, f"server RSS grew by {growth / MiB:.1f} MiB"
+    try:
+        baseline = await asyncio.to_thread(
+            lambda: psutil.Process(server.proc.pid).memory_info().rss
+        )
+        async with aiohttp.ClientSession() as session:
+            with RssSampler(server.proc.pid) as rss:
+                async with session.post(
+                    files, params={"filename": "big.bin"}, data=body(), headers=headers
+                ) as resp:
+                    assert resp.status == 200, await resp.text()
+                    fid = (await resp.json())["resource"]["id"]
+                got = xxhash.xxh3_128()
+                size = 0
+                url = f"{files}/{fid}/download"
+                async with session.get(url, headers=bearer(token())) as resp:
+                    assert resp.status == 200
+                    async for piece in resp.content.iter_chunked(4 * MiB):
+                        got.update(piece)
+                        size += len(piece)
+        assert size == total and got.digest() == sent.digest()
+        growth = max(rss.samples) - baseline
+        assert growth < 64 * MiB, f"server RSS grew by {growth / MiB:.1f} MiB"
+    finally:
+        await asyncio.to_thread(server.stop)
+
+    again = await asyncio.to_thread(start_server, server.data_dir, env=env)
+    try:
+        start = 100 * MiB + 7
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                f"{again.url}{PREFIX}/companies/acme/files/{fid}/download",
+                headers={**bearer(token()), "Range": f"bytes={start}-{start + 99}"},
+            ) as resp,
+        ):
+            assert resp.status == 206
+            assert await resp.read() == (block * 2)[start % MiB : start % MiB + 100]
+    finally:
+        await asyncio.to_thread(again.stop)
 
 
 async def test_client_abort_mid_upload_leaves_nothing(server: ServerProcess) -> None:

@@ -23,9 +23,9 @@ from PIL import Image
 from tusclient.client import TusClient
 
 from bench.pgserver import PgServer
+from bench.seaweedfs import REGION, SeaweedFS
 from tests.conftest import S3_BUCKET
 from tests.helpers import PREFIX, token
-from tests.seaweedfs import REGION, SeaweedFS
 from tests.server_proc import ServerProcess, start_server
 
 pytestmark = pytest.mark.slow

