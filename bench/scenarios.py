@@ -840,6 +840,13 @@ def absorb_thumbs(res: ScenarioResult, out: dict[str, object]) -> None:
     walk("", out)
 
 
+async def scenario_encryption(ctx: Context) -> ScenarioResult:
+    """Sealed against plain filesvc (`bench/encryption.py`, which builds on this module)."""
+    from bench.encryption import scenario_encryption as run
+
+    return await run(ctx)
+
+
 SCENARIOS: dict[str, Callable[[Context], Awaitable[ScenarioResult]]] = {
     "upload": scenario_upload,
     "chunks": scenario_chunks,
@@ -848,6 +855,7 @@ SCENARIOS: dict[str, Callable[[Context], Awaitable[ScenarioResult]]] = {
     "thumbnail": scenario_thumbnail,
     "many-files": scenario_many_files,
     "sustained": scenario_sustained,
+    "encryption": scenario_encryption,
 }
 
 

@@ -38,3 +38,13 @@ class TooLarge(BlobStoreError):
 
 class CollisionLimit(BlobStoreError):
     """Too many different contents share one fast hash: someone is planting collisions."""
+
+
+class BlobCorrupt(BlobStoreError):
+    """A sealed blob's bytes failed authentication (flipped, cut, moved or swapped): nothing of
+    it may be served.  The message says what failed, never a key."""
+
+
+class KeyUnavailable(BlobStoreError):
+    """The key a sealed blob needs cannot be had: the master key is not the one the store was
+    sealed with, or a scope's key is missing or damaged.  The message is one line, no secret."""

@@ -55,7 +55,7 @@ from blobstore.findings import (
 )
 from blobstore.manifests import Entry, Head, Holder
 from blobstore.port import BlobBackend, BlobInfo, Leftovers, LocalFiles, TempFiles
-from blobstore.refs import BlobRef, default_hasher, is_ref, ref_digest
+from blobstore.refs import BlobRef, default_hasher, is_ref, is_sealed, ref_digest
 
 # Blobs checked per step: bounds memory, and batches the thread hand-off of re-hashing.
 BATCH_BLOBS = 256
@@ -131,24 +131,31 @@ def _hash_files(paths: Sequence[Path]) -> list[HashResult]:
 
 
 async def hash_blobs(backend: BlobBackend, refs: Sequence[BlobRef]) -> list[HashResult]:
-    """Re-hash blobs: a hex digest each, an OSError when unreadable, None when gone."""
-    if isinstance(backend, LocalFiles):
-        paths = [backend.local_path(ref) for ref in refs]
-        return await asyncio.to_thread(_hash_files, paths)
-    out: list[HashResult] = []
+    """Re-hash blobs' content: a hex digest each, an OSError when unreadable (a sealed blob that
+    fails authentication, too), None when gone.  Plain local blobs are hashed from their files
+    in one thread hand-off; sealed ones are opened (decrypted and authenticated) by the
+    backend, so the digest is the plaintext's, as the ref names it."""
+    local = [ref for ref in refs if isinstance(backend, LocalFiles) and not is_sealed(ref)]
+    out: dict[BlobRef, HashResult] = {}
+    if local:
+        assert isinstance(backend, LocalFiles)
+        paths = [backend.local_path(ref) for ref in local]
+        out.update(zip(local, await asyncio.to_thread(_hash_files, paths), strict=True))
     for ref in refs:
+        if ref in out:
+            continue
         hasher = default_hasher()
         try:
             async for piece in backend.read(ref):
                 hasher.update(piece)
         except BlobNotFound:
-            out.append(None)
+            out[ref] = None
             continue
         except BlobStoreError as exc:
-            out.append(OSError(str(exc)))
+            out[ref] = OSError(str(exc))
             continue
-        out.append(hasher.hexdigest())
-    return out
+        out[ref] = hasher.hexdigest()
+    return [out[ref] for ref in refs]
 
 
 class Checker:

@@ -198,6 +198,31 @@ class LocalStaging:
         except FileNotFoundError:
             return False
 
+    async def staged(self) -> AsyncIterator[bytes]:
+        await self._settle()
+        if self._fd is None:
+            if self._held:
+                yield self._held
+            return
+        pos = 0
+        while pos < self._written:
+            try:
+                data = await self._backend.run(
+                    _pread_path, self._path, min(READ_SIZE, self._written - pos), pos
+                )
+            except OSError as exc:
+                raise translate_oserror(exc) from None
+            if not data:
+                raise StorageFailure("staged bytes are shorter than written")
+            pos += len(data)
+            yield data
+
+    async def found_durable(self, ref: BlobRef) -> None:
+        try:
+            await self._backend.syncer.sync()
+        except OSError as exc:
+            raise translate_oserror(exc) from None
+
     async def discard(self) -> None:
         if self._pending is not None:
             # An operation still running (its caller was cancelled) finishes first: it uses the
@@ -213,6 +238,14 @@ class LocalStaging:
     def _discard_sync(self, fd: int) -> None:
         os.close(fd)
         self._path.unlink(missing_ok=True)
+
+
+def _pread_path(path: Path, size: int, offset: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.pread(fd, size, offset)
+    finally:
+        os.close(fd)
 
 
 def _sizes(paths: list[Path]) -> list[int | None]:
@@ -263,6 +296,11 @@ class LocalBlobStream:
         return asyncio.ensure_future(
             self._backend.run(os.pread, self._fd, min(READ_SIZE, self._end - pos), pos)
         )
+
+    def file_range(self) -> tuple[int, int, int]:
+        if self._fd is None:
+            raise ValueError("stream is closed")
+        return self._fd, self._start, self._end - self._start
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         # The next piece is read while the caller sends this one: the page-cache read and the

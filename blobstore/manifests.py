@@ -322,6 +322,14 @@ async def is_referenced(tx: Tx, ref: BlobRef) -> bool:
     )
 
 
+async def replace_ref(tx: Tx, file_id: str, old: BlobRef, new: BlobRef) -> int:
+    """Point ``file_id``'s entries from ``old`` to ``new`` (the same content stored anew, as
+    ``blobstore encrypt`` does); the caller holds the manifest's lock.  Returns entries changed."""
+    return await tx.execute(
+        "UPDATE manifest_entries SET ref = ? WHERE file_id = ? AND ref = ?", new, file_id, old
+    )
+
+
 # --- Whole-store walks and maintenance: fsck, gc and stat use these. -------------------------
 
 _WALK = (

@@ -32,6 +32,13 @@ class MemoryStaging:
         stored = self._backend.blobs.get(ref)
         return stored is not None and stored == self._data
 
+    async def staged(self) -> AsyncIterator[bytes]:
+        if self._data:
+            yield bytes(self._data)
+
+    async def found_durable(self, ref: BlobRef) -> None:
+        return None
+
     async def discard(self) -> None:
         self._data = bytearray()
         self._open = False

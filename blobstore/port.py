@@ -7,7 +7,9 @@ Roles: a download needs a :class:`BlobReader`; an upload a :class:`BlobWriter`; 
 :class:`BlobLister` and :class:`BlobRemover`.  :class:`BlobBackend` is all of them.  Special powers
 of one backend are optional capabilities that callers test for with ``isinstance``:
 :class:`ReadNow` (a reader whose small reads are cheaper on the caller's thread than a hand-off),
-:class:`LocalFiles` and :class:`TempFiles` (the local backend's files, for fsck and repair),
+:class:`FileRange` (an opened blob is a range of a local file: the decrypting wrapper reads it
+in its own pieces), :class:`LocalFiles` and :class:`TempFiles` (the local backend's files, for
+fsck and repair),
 :class:`Leftovers` (what interrupted writes left in a store behind a network, for fsck and
 repair), :class:`Probe` (a backend behind a network can be asked whether it answers: the health
 route), :class:`StatMany` (many blobs stat'ed at once, for a commit that confirms a batch of them).
@@ -75,6 +77,18 @@ class BlobStream(Protocol):
     async def aclose(self) -> None:
         """Release what the stream holds (a descriptor, a connection).  Idempotent; call it
         whether or not the stream was read to the end."""
+
+
+@runtime_checkable
+class FileRange(Protocol):
+    """Optional ability of a :class:`BlobStream`: its bytes are a range of a local file, so a
+    wrapper that transforms them (decryption) may read that range itself in the pieces it
+    needs, into buffers it keeps, instead of iterating the stream's own pieces."""
+
+    def file_range(self) -> tuple[int, int, int]:
+        """``(fd, offset, count)``: the stream's bytes are ``count`` bytes of the open file
+        ``fd`` from ``offset``.  The fd stays owned by the stream (closed by ``aclose``); the
+        caller must not close it, and must not also iterate the stream."""
 
 
 @runtime_checkable
@@ -174,6 +188,35 @@ class TempFiles(Protocol):
 
     def temp_files(self) -> list[tuple[Path, int, float]]:
         """(path, size, mtime) of every temporary file left in the store."""
+
+
+@runtime_checkable
+class Readback(Protocol):
+    """Optional ability of a :class:`Staging`: its staged bytes can be read back, for a wrapper
+    whose stored bytes differ from the content (the sealing layer compares a dedup candidate by
+    its plaintext, :mod:`blobstore.sealed`)."""
+
+    def staged(self) -> AsyncIterator[bytes]:
+        """The bytes written so far, in order.  Call it after the last write, before discard."""
+
+    async def found_durable(self, ref: BlobRef) -> None:
+        """Return once the blob stored under ``ref`` is durable (it may be another upload's,
+        published a moment ago): a dedup hit counts only then.  Raises StorageFailure."""
+
+
+@runtime_checkable
+class SealingWriter(Protocol):
+    """Optional ability of a backend: it encrypts what it stores under a dedup scope's key
+    (:mod:`blobstore.sealed`).  :class:`~blobstore.store.ContentStore` asks it which puts to seal
+    and names their blobs as sealed refs."""
+
+    @property
+    def sealing(self) -> bool:
+        """True when new blobs are sealed (encryption on)."""
+
+    async def stage_sealed(self, scope: str) -> Staging:
+        """Start writing a new blob sealed under ``scope``'s key; publish it under a sealed
+        ref of that scope."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,11 @@ between puts of one scope.  The scope is opaque here (the service derives it fro
 keyed hash, so no name on disk is built from client input); the digest is still the content's
 own hash, so fsck re-hashes scoped blobs exactly like unscoped ones.  Refs without a scope (made
 before scopes existed) stay valid.
+
+A sealed (encrypted at rest) blob is named ``xxh3_128-<32 hex>-e<32 hex>[-<n>]``: the same digest
+of the *plaintext*, the scope whose key seals it after ``e`` instead of ``s``.  Plain and sealed
+blobs of one content are different blobs, so both kinds live in one store and the ref alone says
+how to read a blob (:mod:`blobstore.sealing`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ ALGORITHM = "xxh3_128"
 
 BlobRef = NewType("BlobRef", str)
 
-_REF_RE = re.compile(r"^xxh3_128-([0-9a-f]{32})(?:-s([0-9a-f]{32}))?(?:-([1-9][0-9]{0,5}))?$")
+_REF_RE = re.compile(r"^xxh3_128-([0-9a-f]{32})(?:-([se])([0-9a-f]{32}))?(?:-([1-9][0-9]{0,5}))?$")
 _SCOPE_RE = re.compile(r"^[0-9a-f]{32}$")
 
 # How many different contents may share one fast hash before we give up; reaching even 2 by
@@ -70,10 +75,16 @@ def check_scope(scope: str) -> str:
     return scope
 
 
-def make_ref(hexdigest: str, variant: int = 0, scope: str | None = None) -> BlobRef:
+def make_ref(
+    hexdigest: str, variant: int = 0, scope: str | None = None, *, sealed: bool = False
+) -> BlobRef:
     """The ref of content whose hash is ``hexdigest`` in dedup ``scope`` (None: unscoped);
-    ``variant`` > 0 only after a collision."""
-    scoped = "" if scope is None else f"-s{check_scope(scope)}"
+    ``variant`` > 0 only after a collision.  ``sealed``: the blob is encrypted under the scope's
+    key (a sealed blob always has a scope)."""
+    if sealed and scope is None:
+        raise InvalidRef("a sealed blob needs a scope")
+    kind = "e" if sealed else "s"
+    scoped = "" if scope is None else f"-{kind}{check_scope(scope)}"
     return BlobRef(f"{ALGORITHM}-{hexdigest}{scoped}" + (f"-{variant}" if variant else ""))
 
 
@@ -82,7 +93,23 @@ def ref_scope(ref: BlobRef) -> str | None:
     m = _REF_RE.match(ref)
     if m is None:
         raise InvalidRef(f"not a blob ref: {ref[:80]!r}")
-    return m.group(2)
+    return m.group(3)
+
+
+def is_sealed(ref: BlobRef) -> bool:
+    """True when the blob is encrypted at rest (its ref says ``-e<scope>``)."""
+    m = _REF_RE.match(ref)
+    if m is None:
+        raise InvalidRef(f"not a blob ref: {ref[:80]!r}")
+    return m.group(2) == "e"
+
+
+def ref_variant(ref: BlobRef) -> int:
+    """The collision variant (0 for the first content with its digest)."""
+    m = _REF_RE.match(ref)
+    if m is None:
+        raise InvalidRef(f"not a blob ref: {ref[:80]!r}")
+    return int(m.group(4) or 0)
 
 
 def ref_digest(ref: BlobRef) -> str:
@@ -93,7 +120,9 @@ def ref_digest(ref: BlobRef) -> str:
     return m.group(1)
 
 
-def ref_candidates(hexdigest: str, scope: str | None = None) -> Iterator[BlobRef]:
+def ref_candidates(
+    hexdigest: str, scope: str | None = None, *, sealed: bool = False
+) -> Iterator[BlobRef]:
     """Every ref that content with this digest may live under in ``scope``, in the order put
     tries them; made one at a time (almost every put takes the first)."""
-    return (make_ref(hexdigest, n, scope) for n in range(MAX_COLLISION_VARIANTS))
+    return (make_ref(hexdigest, n, scope, sealed=sealed) for n in range(MAX_COLLISION_VARIANTS))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from blobstore import confirmations, manifests
+from blobstore import confirmations, keyring, manifests
 from blobstore.engine.migrate import Track
 
-TRACK = Track("blobstore", (manifests.STEP_TABLES, confirmations.STEP_TABLE))
+TRACK = Track("blobstore", (manifests.STEP_TABLES, confirmations.STEP_TABLE, keyring.STEP_TABLES))

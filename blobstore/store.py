@@ -11,7 +11,8 @@ from collections.abc import AsyncIterable
 from dataclasses import dataclass
 
 from blobstore.errors import CollisionLimit, TooLarge
-from blobstore.port import BlobBackend, Staging
+from blobstore.keyring import UNSCOPED
+from blobstore.port import BlobBackend, SealingWriter, Staging
 from blobstore.refs import (
     MAX_COLLISION_VARIANTS,
     BlobRef,
@@ -51,13 +52,22 @@ class ContentStore:
     ) -> PutResult:
         """Store the stream's bytes and return their ref.  Content is deduplicated only against
         blobs of the same ``scope`` (None: the unscoped refs); a put into another scope writes
-        the bytes anew, exactly as for content never seen.
+        the bytes anew, exactly as for content never seen.  When the backend seals
+        (:class:`~blobstore.port.SealingWriter`), the blob is sealed under the scope's key and
+        named by a sealed ref (an unscoped put goes to the store-wide scope ``UNSCOPED``).
 
         Raises TooLarge (nothing stored) when the stream passes ``max_size`` bytes.  If the
         stream raises, the staged bytes are dropped and the error propagates unchanged."""
         if scope is not None:
             check_scope(scope)
-        staging = await self.backend.stage()
+        backend = self.backend
+        sealed = isinstance(backend, SealingWriter) and backend.sealing
+        if sealed:
+            assert isinstance(backend, SealingWriter)
+            scope = UNSCOPED if scope is None else scope
+            staging = await backend.stage_sealed(scope)
+        else:
+            staging = await backend.stage()
         try:
             hasher = self._hasher()
             size = 0
@@ -78,7 +88,7 @@ class ContentStore:
                     pending_len = 0
             if pending:
                 await staging.write(b"".join(pending))
-            ref, created = await self._publish(staging, hasher.hexdigest(), scope)
+            ref, created = await self._publish(staging, hasher.hexdigest(), scope, sealed)
             return PutResult(ref, size, created)
         finally:
             await asyncio.shield(staging.discard())
@@ -92,9 +102,9 @@ class ContentStore:
         return await self.put(one(), scope=scope)
 
     async def _publish(
-        self, staging: Staging, digest: str, scope: str | None
+        self, staging: Staging, digest: str, scope: str | None, sealed: bool
     ) -> tuple[BlobRef, bool]:
-        for ref in ref_candidates(digest, scope):
+        for ref in ref_candidates(digest, scope, sealed=sealed):
             if await staging.publish(ref):
                 return ref, True
             # A blob already has this name: trust it only if its bytes are ours.

@@ -15,21 +15,28 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from blobstore import keyring
 from blobstore.backends import open_backend
 from blobstore.engine import make_engine
 from blobstore.engine.base import DatabaseUnavailable, Engine
 from blobstore.engine.migrate import migrate
 from blobstore.engine.postgres import PostgresEngine
 from blobstore.engine.sqlite import Database
+from blobstore.errors import KeyUnavailable
+from blobstore.keyring import KeyRing
+from blobstore.masterkey import KEY_FILE
 from blobstore.port import BlobBackend
+from blobstore.sealed import seal_backend
 from blobstore.store import ContentStore, PutResult
 from filesvc import apidocs, health
 from filesvc.accesslog import AccessLog, add_request_id
 from filesvc.apidocs import ASSET_CACHE, AssetCache
 from filesvc.appkeys import (
     ACCESS_LOG,
+    CONNECTED,
     DATABASE,
     INFLIGHT,
+    KEYS,
     METRICS,
     READY,
     SCOPES,
@@ -107,15 +114,30 @@ def create_app(
         engine = make_engine(settings.db_target, synchronous=settings.sqlite_synchronous)
         ready = asyncio.Event()
         app[DATABASE], app[READY] = engine, ready
+        embedded = isinstance(engine, Database)
+        # The embedded store makes its key only once it knows it has none yet (below).
+        master = await asyncio.to_thread(settings.master_key_bytes, create=not embedded)
+        keys = app[KEYS] = KeyRing(engine, master)
         connecting: asyncio.Task[None] | None = None
         if isinstance(engine, Database):
-            # Embedded: a database that cannot be opened is fatal at start.
+            # Embedded: a database that cannot be opened, or a wrong or lost master key, is
+            # fatal at start.
             await engine.open()
-            await migrate(engine, TRACKS)
+            try:
+                await migrate(engine, TRACKS)
+                if master is None and settings.encryption:
+                    master = await _first_key(engine, settings)
+                    keys = app[KEYS] = KeyRing(engine, master)
+                await keys.check(record=settings.encryption)
+            except BaseException:
+                await engine.close()  # this context's teardown will not run
+                raise
             ready.set()
+            app[CONNECTED] = asyncio.create_task(_done())
         else:
             # A server that is not there yet is waited for, while /readyz says not ready.
-            connecting = asyncio.create_task(_connect(engine, ready))
+            connecting = asyncio.create_task(_connect(engine, ready, keys, settings.encryption))
+            app[CONNECTED] = connecting
         yield
         if connecting is not None:
             connecting.cancel()
@@ -127,7 +149,7 @@ def create_app(
         chosen = backend or await open_backend(
             settings.blob_location(), min_free_bytes=settings.min_free_bytes
         )
-        app[STORE] = ContentStore(chosen)
+        app[STORE] = ContentStore(seal_backend(chosen, app[KEYS], sealing=settings.encryption))
         yield
         await chosen.close()
 
@@ -267,8 +289,32 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def _connect(engine: Engine, ready: asyncio.Event) -> None:
-    """Connect (with backoff) and migrate, then declare the service ready."""
+async def _done() -> None:
+    return None
+
+
+async def _first_key(engine: Engine, settings: Settings) -> bytes | None:
+    """The data directory's master key, made now: unless the store already has keys wrapped
+    by one (then it was lost or moved, and a new one would open nothing)."""
+    async with engine.read() as tx:
+        recorded = await keyring.stored_check(tx) is not None
+    if recorded:
+        # Another process of this data directory (``--workers N``, or two servers started
+        # together) made the key a moment ago: it is in the file before its check value is.
+        master = await asyncio.to_thread(settings.master_key_bytes, create=False)
+        if master is None:
+            raise KeyUnavailable(
+                "no master key, but this store's keys are wrapped with one: set"
+                " FILESVC_MASTER_KEY (or FILESVC_MASTER_KEY_FILE), or put it back in"
+                f" {settings.data_dir / KEY_FILE}"
+            )
+        return master
+    return await asyncio.to_thread(settings.master_key_bytes, create=True)
+
+
+async def _connect(engine: Engine, ready: asyncio.Event, keys: KeyRing, record: bool) -> None:
+    """Connect (with backoff), migrate and check the master key, then declare the service
+    ready.  A wrong master key ends the task with KeyUnavailable (``filesvc serve`` stops)."""
     assert isinstance(engine, PostgresEngine)
     while True:
         await engine.connect_with_backoff(longest=CONNECT_BACKOFF_MAX)
@@ -276,6 +322,12 @@ async def _connect(engine: Engine, ready: asyncio.Event) -> None:
             await migrate(engine, TRACKS)
         except DatabaseUnavailable as exc:
             log.warning("migrating the metadata database failed: %s; retrying", exc)
+            await asyncio.sleep(1)
+            continue
+        try:
+            await keys.check(record=record)
+        except DatabaseUnavailable as exc:
+            log.warning("checking the master key failed: %s; retrying", exc)
             await asyncio.sleep(1)
             continue
         log.info("metadata database ready")

@@ -7,6 +7,7 @@ import asyncio
 from aiohttp import web
 
 from blobstore.engine.base import Engine
+from blobstore.keyring import KeyRing
 from blobstore.store import ContentStore
 from filesvc.accesslog import AccessLog
 from filesvc.auth import VerifiedTokens
@@ -33,3 +34,7 @@ SPACE = web.AppKey("space", SpaceGuard)
 SCOPES = web.AppKey("scopes", DedupScopes)
 TUS = web.AppKey("tus", TusStore)
 TOKENS = web.AppKey("tokens", VerifiedTokens)
+KEYS = web.AppKey("keys", KeyRing)
+# Ends when the metadata database is connected, migrated and the master key checked; raises
+# (KeyUnavailable) when the key is wrong, which stops `filesvc serve`.
+CONNECTED = web.AppKey("connected", asyncio.Task[None])

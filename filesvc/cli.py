@@ -25,7 +25,7 @@ from aiohttp import web
 from blobstore.backends import describe
 from filesvc import accesslog
 from filesvc.app import create_app
-from filesvc.appkeys import INFLIGHT, READY
+from filesvc.appkeys import CONNECTED, INFLIGHT, READY
 from filesvc.auth import mint
 from filesvc.connections import listen
 from filesvc.errors import BadRequest
@@ -272,7 +272,18 @@ async def serve(settings: Settings) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    stopping = asyncio.create_task(stop.wait())
+    connected = app[CONNECTED]
+    await asyncio.wait({stopping, connected}, return_when=asyncio.FIRST_COMPLETED)
+    failed = connected.exception() if connected.done() and not connected.cancelled() else None
+    if isinstance(failed, Exception):
+        # A shared database reached after start holds another master key's check value.
+        stopping.cancel()
+        listener.close()
+        await runner.cleanup()
+        raise StartFailure(_one_line(failed))
     await stop.wait()
+    stopping.cancel()
     log.info("stopping: draining requests in flight")
     listener.close()  # stop accepting; connections in flight go on
     try:

@@ -18,9 +18,11 @@ from aiohttp.typedefs import Handler
 from blobstore.confirmations import BlobGone
 from blobstore.engine.base import DatabaseUnavailable
 from blobstore.errors import (
+    BlobCorrupt,
     BlobNotFound,
     BlobStoreError,
     CollisionLimit,
+    KeyUnavailable,
     StoreFull,
     StoreUnavailable,
 )
@@ -89,6 +91,12 @@ def _store_error(exc: BlobStoreError) -> web.Response:
     if isinstance(exc, CollisionLimit):
         log.error("hash collision limit reached: %s", exc)
         return envelope(500, "the file store refused this content; nothing was saved")
+    if isinstance(exc, BlobCorrupt):
+        log.error("sealed blob failed authentication: %s", exc)
+        return envelope(500, "stored content of this file is damaged; an operator must run fsck")
+    if isinstance(exc, KeyUnavailable):
+        log.error("encryption key unavailable: %s", exc)
+        return envelope(500, "the file store cannot decrypt this content; an operator must check")
     if isinstance(exc, BlobNotFound):
         log.error("blob missing: %s", exc)
         return envelope(500, "stored content of this file is missing; an operator must run fsck")

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from blobstore.masterkey import MasterKeyError, parse_master_key
+
 Parser = Callable[[object], Any]
 # RFC 7518 3.2: an HS256 key must be at least as long as the hash output.
 MIN_SECRET_BYTES = 32
@@ -117,6 +119,23 @@ def origins(raw: object) -> tuple[str, ...]:
         if origin != "*" and not origin.startswith(("http://", "https://")):
             raise ValueError(f"must be http(s) origins or *, got {origin[:40]!r}")
     return found
+
+
+def master_key_text(raw: object) -> str:
+    """A master key: 32 bytes in base64 (checked here, decoded when the settings are built)."""
+    value = _text(raw).strip()
+    try:
+        parse_master_key(value, source="the value")
+    except MasterKeyError as exc:
+        raise ValueError(str(exc).removeprefix("the value ")) from None
+    return value
+
+
+def key_file(raw: object) -> Path:
+    value = _text(raw)
+    if not value.strip() or "\x00" in value:
+        raise ValueError(f"must be a file path, got {value[:40]!r}")
+    return Path(value).absolute()
 
 
 def jwt_secret(raw: object) -> str:

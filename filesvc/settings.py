@@ -22,6 +22,7 @@ from blobstore.backends import BadBlobUrl, BlobLocation, LocalLocation, parse_bl
 from blobstore.engine import DbTarget, parse_db_url
 from blobstore.engine.base import BadDatabaseUrl
 from blobstore.layout import blobs_dir
+from blobstore.masterkey import MasterKeyError, load_master_key
 from filesvc.secret_file import secret_from_data_dir
 from filesvc.setting_parsers import (
     MIN_SECRET_BYTES,
@@ -33,6 +34,8 @@ from filesvc.setting_parsers import (
     host,
     integer,
     jwt_secret,
+    key_file,
+    master_key_text,
     origins,
     seconds,
     text,
@@ -170,6 +173,28 @@ class Settings:
         "<data dir>/jwt-secret (0600)",
         secret=True,
         flag=False,
+    )
+    encryption: bool = setting(
+        True,
+        "FILESVC_ENCRYPTION",
+        boolean,
+        "seal new blobs (AES-256-GCM, a key per company); off: store them plain (volumes"
+        " encrypted below, or dedup across companies); sealed blobs stay readable either way",
+    )
+    master_key: str | None = setting(
+        None,
+        "FILESVC_MASTER_KEY",
+        master_key_text,
+        "32 bytes in base64, wrapping the companies' data keys; unset: FILESVC_MASTER_KEY_FILE,"
+        " else <data dir>/master-key (0600), generated once (a shared store needs one of the two)",
+        secret=True,
+        flag=False,
+    )
+    master_key_file: Path | None = setting(
+        None,
+        "FILESVC_MASTER_KEY_FILE",
+        key_file,
+        "a file holding the master key in base64 (a container secret, a systemd credential)",
     )
     host: str = setting("127.0.0.1", "FILESVC_HOST", host, "address to bind")
     port: int = setting(8080, "FILESVC_PORT", integer(0, 65535), "TCP port (0: any free one)")
@@ -362,6 +387,8 @@ class Settings:
     blob: BlobLocation | None = None
     # Which worker this process is (set by the supervisor); None: not started by one.
     worker_index: int | None = None
+    # The master key, resolved by ``load`` (None: read or made at start in the data directory).
+    master: bytes | None = field(default=None, repr=False)
 
     @property
     def db_target(self) -> DbTarget:
@@ -402,7 +429,21 @@ class Settings:
         values["worker_index"] = int(raw_index) if raw_index.isdigit() else None
         if not values["jwt_secret"]:
             values["jwt_secret"] = secret_from_data_dir(values["data_dir"], create=create_secret)
+        values["master"] = resolve_master_key(values, create=create_secret)
         return cls(**values)
+
+    def master_key_bytes(self, *, create: bool) -> bytes | None:
+        """The master key: resolved already, or the data directory's (made when ``create`` and
+        encryption is on).  Blocking: call it off the event loop."""
+        if self.master is not None:
+            return self.master
+        return load_master_key(
+            self.data_dir,
+            configured=self.master_key,
+            key_file=self.master_key_file,
+            shared=False,
+            create=create and self.encryption,
+        )
 
     @classmethod
     def from_env(
@@ -417,6 +458,26 @@ class Settings:
         """The environment with a few flags over it (what the tests and scripts need)."""
         flags = {"host": host, "port": port, "data_dir": data_dir, "workers": workers}
         return cls.load(env, flags={k: v for k, v in flags.items() if v is not None})
+
+
+def resolve_master_key(values: Mapping[str, Any], *, create: bool) -> bytes | None:
+    """The master key the settings name.  A shared store (PostgreSQL or S3) with encryption on
+    must be given one (``FILESVC_MASTER_KEY`` or ``FILESVC_MASTER_KEY_FILE``) when serving; the
+    data directory's own key is read or made at start (:mod:`filesvc.app`), where an unusable
+    data directory is reported as such."""
+    shared = bool(values["db_url"]) or bool((values["blob_url"] or "").strip())
+    if not shared and not values["master_key"] and values["master_key_file"] is None:
+        return None
+    try:
+        return load_master_key(
+            values["data_dir"],
+            configured=values["master_key"],
+            key_file=values["master_key_file"],
+            shared=shared and values["encryption"] and create,
+            create=False,
+        )
+    except MasterKeyError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def specs() -> Iterator[tuple[Field[Any], Spec]]:

@@ -11,6 +11,7 @@ import urllib.request
 from bench.pgserver import PgServer
 from bench.seaweedfs import SeaweedFS
 from blobstore.s3 import S3Location
+from tests.helpers import MASTER_KEY
 
 
 def s3_url(loc: S3Location) -> str:
@@ -20,8 +21,9 @@ def s3_url(loc: S3Location) -> str:
 
 
 def s3_env(seaweedfs: SeaweedFS, loc: S3Location) -> dict[str, str]:
-    """Blobs in S3 (metadata stays in the data directory's SQLite)."""
-    return {**seaweedfs.env, "FILESVC_BLOB_URL": s3_url(loc)}
+    """Blobs in S3 (metadata stays in the data directory's SQLite), and the master key every
+    instance and the blobstore command share."""
+    return {**seaweedfs.env, "FILESVC_BLOB_URL": s3_url(loc), "FILESVC_MASTER_KEY": MASTER_KEY}
 
 
 def scaled_env(pg: PgServer, seaweedfs: SeaweedFS, loc: S3Location) -> dict[str, str]:

@@ -11,6 +11,8 @@ from aiohttp.test_utils import TestClient
 from filesvc.auth import mint
 
 SECRET = "test-secret-0123456789abcdef0123456789abcdef"
+# The master key of servers that share a store (PostgreSQL or S3): 32 bytes in base64.
+MASTER_KEY = "dGVzdC1tYXN0ZXIta2V5LTAxMjM0NTY3ODlhYmNkZWY="
 PREFIX = "/internal/services/files/v1"
 
 

@@ -11,7 +11,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.helpers import SECRET
+from tests.helpers import MASTER_KEY, SECRET
 
 
 def free_port() -> int:
@@ -56,6 +56,9 @@ def start_server(
     log = data_dir.parent / f"server-{port}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, "FILESVC_JWT_SECRET": SECRET, **(env or {})}
+    if full_env.get("FILESVC_DB_URL") or full_env.get("FILESVC_BLOB_URL"):
+        # A shared store: every instance is given the same master key.
+        full_env.setdefault("FILESVC_MASTER_KEY", MASTER_KEY)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [

@@ -20,6 +20,8 @@ from aiohttp.test_utils import TestClient
 from blobstore import layout, manifests
 from blobstore.cli import main as blobstore_main
 from blobstore.refs import ref_scope
+from blobstore.sealed import SealedBackend
+from blobstore.store import ContentStore
 from filesvc.app import create_app
 from filesvc.appkeys import DATABASE, SCOPES, STORE
 from filesvc.settings import Settings
@@ -138,7 +140,10 @@ async def test_thumbnails_are_stored_in_their_company_scope(api: Api) -> None:
 async def test_files_stored_before_scopes_stay_readable(api: Api) -> None:
     """A ref without a scope (every blob written before dedup was scoped) is still served."""
     res = await api.upload(b"placeholder")
-    old = await api.client.app[STORE].put_bytes(b"written by an older release")
+    # An older release wrote plain, unscoped blobs: put one past the sealing layer.
+    backend = api.client.app[STORE].backend
+    assert isinstance(backend, SealedBackend)
+    old = await ContentStore(backend.inner).put_bytes(b"written by an older release")
     assert ref_scope(old.ref) is None
     async with api.client.app[DATABASE].write() as conn:
         await conn.execute(

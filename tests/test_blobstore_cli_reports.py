@@ -99,7 +99,7 @@ def test_every_json_flag_has_help() -> None:
             if "--json" in action.option_strings:
                 seen += 1
                 assert action.help and len(action.help) > 10, name
-    assert seen == 4  # fsck, gc, stat, show
+    assert seen == 6  # fsck, gc, stat, show, encrypt, rotate-master-key
 
 
 def test_fsck_orphan_hint_mentions_the_grace_period(tmp_path: Path) -> None:

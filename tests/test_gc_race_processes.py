@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.helpers import PREFIX, bearer, token
+from tests.helpers import MASTER_KEY, PREFIX, bearer, token
 from tests.server_proc import ServerProcess, start_server
 
 BLOBSTORE = Path(sys.executable).parent / "blobstore"
@@ -54,7 +54,7 @@ async def test_gc_never_takes_a_blob_two_servers_keep_deduplicating(
     tmp_path: Path, engine: str | None
 ) -> None:
     data_dir = tmp_path / "data"
-    env = {"FILESVC_DB_URL": engine} if engine else {}
+    env = {"FILESVC_DB_URL": engine, "FILESVC_MASTER_KEY": MASTER_KEY} if engine else {}
     # Even rounds upload `churn` and delete every copy (it becomes garbage, then is uploaded
     # again); odd rounds upload `kept_content` and keep one copy.
     churn, kept_content = os.urandom(48 * 1024), os.urandom(40 * 1024)

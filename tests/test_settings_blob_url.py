@@ -13,14 +13,15 @@ import pytest
 from blobstore.backends import LocalLocation, open_backend
 from blobstore.s3 import S3Backend, S3Location
 from filesvc.settings import ConfigError, Settings
-from tests.helpers import SECRET
+from tests.helpers import MASTER_KEY, SECRET
 
 CREDS = {"AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret-value"}
 GOOD = "s3://bucket-1?endpoint=http://127.0.0.1:8333&region=eu-west-1"
 
 
 def settings(url: str | None, tmp_path: Path, **env: str) -> Settings:
-    full = {"FILESVC_JWT_SECRET": SECRET, **CREDS, **env}
+    # A store in a bucket is shared by instances: they all need the same master key.
+    full = {"FILESVC_JWT_SECRET": SECRET, "FILESVC_MASTER_KEY": MASTER_KEY, **CREDS, **env}
     if url is not None:
         full["FILESVC_BLOB_URL"] = url
     return Settings.from_env(full, data_dir=tmp_path)

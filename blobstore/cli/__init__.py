@@ -1,4 +1,5 @@
-"""The ``blobstore`` command: fsck (and its repair), gc, stat, cat, over a data directory.
+"""The ``blobstore`` command: fsck (and its repair), gc, stat, show, cat, encrypt and
+rotate-master-key, over a data directory.
 
 Exit codes, decided in one place (:func:`exit_code`): 0 clean (hints allowed), 1 damage found
 (or, for ``cat``, no such blob), 2 usage error or the store cannot be opened.
@@ -18,6 +19,7 @@ from rich.console import Console
 from blobstore.backends import parse_blob_url
 from blobstore.cli.commands import cmd_cat, cmd_gc, cmd_show, cmd_stat
 from blobstore.cli.fsck_cmd import HINTS_SHOWN, cmd_fsck
+from blobstore.cli.keys_cmd import cmd_encrypt, cmd_rotate, key_settings
 from blobstore.cli.outcome import ExitCode, Outcome, UsageError, exit_code
 from blobstore.cli.output import Out
 from blobstore.cli.parser import build_parser
@@ -42,6 +44,10 @@ async def _run(args: argparse.Namespace) -> Outcome:
             return await cmd_stat(args, out)
         case "show":
             return await cmd_show(args, out)
+        case "encrypt":
+            return await cmd_encrypt(args, out)
+        case "rotate-master-key":
+            return await cmd_rotate(args, out)
     raise UsageError(f"unknown command {args.command!r}")
 
 
@@ -56,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         args.data_dir = args.data_dir.resolve()  # the printed commands work from anywhere
         args.blobs = parse_blob_url(args.blob_url, args.data_dir, os.environ)
+        key_settings(args, os.environ)
         outcome = asyncio.run(_run(args))
     except SystemExit as exc:  # --help
         return int(exc.code or 0)

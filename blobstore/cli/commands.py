@@ -24,6 +24,7 @@ async def cmd_gc(args: argparse.Namespace, out: Out) -> Outcome:
         writable=not args.dry_run,
         db_url=args.db_url,
         current_schema=True,
+        master=args.master,
     ) as (db, backend):
         r = await gc.collect(
             db,
@@ -80,7 +81,9 @@ async def cmd_gc(args: argparse.Namespace, out: Out) -> Outcome:
 
 
 async def cmd_stat(args: argparse.Namespace, out: Out) -> Outcome:
-    async with open_store(args.data_dir, args.blobs, writable=False, db_url=args.db_url) as (
+    async with open_store(
+        args.data_dir, args.blobs, writable=False, db_url=args.db_url, master=args.master
+    ) as (
         db,
         backend,
     ):
@@ -110,7 +113,10 @@ async def cmd_show(args: argparse.Namespace, out: Out) -> Outcome:
     file_id = args.file_id.strip()
     if not 0 < len(file_id) <= MAX_FILE_ID or not file_id.isprintable():
         raise UsageError(f"FILE_ID must be 1-{MAX_FILE_ID} printable characters")
-    async with open_store(args.data_dir, args.blobs, writable=False) as (db, backend):
+    async with open_store(args.data_dir, args.blobs, writable=False, master=args.master) as (
+        db,
+        backend,
+    ):
         async with db.read() as conn:
             head = await manifests.head(conn, file_id)
             if head is None:
@@ -171,7 +177,9 @@ async def cmd_show(args: argparse.Namespace, out: Out) -> Outcome:
 
 async def cmd_cat(args: argparse.Namespace, out: IO[bytes]) -> Outcome:
     ref = parse_ref(args.ref)
-    async with open_store(args.data_dir, args.blobs, writable=False, db_url=args.db_url) as (
+    async with open_store(
+        args.data_dir, args.blobs, writable=False, db_url=args.db_url, master=args.master
+    ) as (
         _,
         backend,
     ):

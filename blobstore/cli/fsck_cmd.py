@@ -69,7 +69,9 @@ async def cmd_fsck(args: argparse.Namespace, out: Out) -> Outcome:
     started = time.monotonic()
     keep: list[fsck.Finding] = []  # damage and temp files: what a repair acts on
     hints_shown: dict[fsck.Kind, int] = {}
-    async with open_store(args.data_dir, args.blobs, writable=args.repair, db_url=args.db_url) as (
+    async with open_store(
+        args.data_dir, args.blobs, writable=args.repair, db_url=args.db_url, master=args.master
+    ) as (
         db,
         backend,
     ):

@@ -16,9 +16,11 @@ from blobstore.engine.base import Engine
 from blobstore.engine.migrate import current, migrate
 from blobstore.engine.postgres import PostgresEngine
 from blobstore.engine.sqlite import Database
-from blobstore.errors import BlobStoreError
+from blobstore.errors import BlobStoreError, KeyUnavailable
+from blobstore.keyring import KeyRing
 from blobstore.port import BlobBackend
 from blobstore.schema import TRACK
+from blobstore.sealed import seal_backend
 
 
 def _check_layout(data_dir: Path, target: DbTarget, blobs: Path | None) -> None:
@@ -67,11 +69,15 @@ async def open_store(
     writable: bool,
     db_url: str | None = None,
     current_schema: bool = False,
+    master: bytes | None = None,
+    sealing: bool = False,
 ) -> AsyncIterator[tuple[Engine, BlobBackend]]:
     """The store's metadata engine and the configured blob backend, or StoreUnavailable.
     Read-only opening changes nothing (fsck right after a crash must not disturb the evidence);
     writable opening brings the blob store's schema up to date.  ``current_schema``: refuse a
-    read-only opening of a schema older than this release's (gc's dry run reads newer tables)."""
+    read-only opening of a schema older than this release's (gc's dry run reads newer tables).
+    The backend opens sealed blobs with ``master`` (checked against the store's key check
+    value: a wrong key is refused here) and seals new ones when ``sealing``."""
     target = parse_db_url(db_url, data_dir)
     local_root = blobs.root if isinstance(blobs, LocalLocation) else None
     await asyncio.to_thread(_check_layout, data_dir, target, local_root)
@@ -89,7 +95,13 @@ async def open_store(
                 await manifests.probe(tx)
         except (sqlite3.Error, OSError, BlobStoreError) as exc:
             raise StoreUnavailable(f"{target.describe()}: cannot use the database: {exc}") from None
-        backend = await open_backend(blobs)
+        keys = KeyRing(db, master)
+        try:
+            if master is not None and await current(db, TRACK.component) >= len(TRACK.steps):
+                await keys.check(record=False)
+        except KeyUnavailable as exc:
+            raise StoreUnavailable(str(exc)) from None
+        backend: BlobBackend = seal_backend(await open_backend(blobs), keys, sealing=sealing)
     except BaseException:
         await db.close()
         raise

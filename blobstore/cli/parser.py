@@ -132,6 +132,24 @@ def build_parser(
         "--json", action="store_true", help="one JSON object: the header and every entry"
     )
 
-    p = add("cat", "write a blob's bytes to stdout")
-    p.add_argument("ref", help="xxh3_128-<32 hex>[-n]")
+    p = add("cat", "write a blob's bytes to stdout (a sealed blob decrypted)")
+    p.add_argument("ref", help="xxh3_128-<32 hex>[-s|-e<32 hex>][-n]")
+
+    p = add(
+        "encrypt", "seal the plain blobs files reference (online, resumable; safe while serving)"
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object with the counts")
+
+    p = add(
+        "rotate-master-key",
+        "re-wrap every company key under a new master key (blobs untouched; safe while serving)",
+    )
+    p.add_argument(
+        "--new-key-file",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the new master key, 32 bytes in base64 (the current one: as the server reads it)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object with the count")
     return parser

@@ -11,16 +11,18 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
 from blobstore import confirmations, manifests
 from blobstore.engine.base import DatabaseUnavailable, Engine
 from blobstore.port import LocalFiles
+from blobstore.refs import is_sealed
 from blobstore.store import ContentStore
 from filesvc import jobqueue, repo
 from filesvc.thumbnails.limits import DEFAULT_MAX_INPUT_BYTES
+from filesvc.thumbnails.memfile import MemFile, fill
 from filesvc.thumbnails.result import NOT_PREVIEWABLE, Rendered
 from filesvc.thumbnails.sniff import (
     SNIFF_BYTES,
@@ -38,8 +40,6 @@ MAX_ATTEMPTS = 3
 POLL_SECONDS = 1.0
 # thumbnail_sync waits look at the table this often, for a job another process runs.
 WAIT_POLL_SECONDS = 0.25
-# A temp copy untouched this long belongs to no running job (the job time limit is far below).
-STALE_WORK_FILE = 3600.0
 
 
 class ThumbnailJobs(Protocol):
@@ -128,14 +128,15 @@ class ThumbnailRunner:
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
 
     def _clear_work_dir(self) -> None:
-        """Temp copies of a crashed run are never needed again.  Only this process's names are
-        made below, and a leftover of a live process in another is removed only when stale."""
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        now = time.time()
+        """Releases before encryption at rest copied multi-chunk files here for the worker
+        (plaintext on a disk); nothing is written here now, so whatever is left goes."""
+        if not self.work_dir.is_dir():
+            return
         for leftover in self.work_dir.iterdir():
             with contextlib.suppress(FileNotFoundError):
-                if now - leftover.stat().st_mtime > STALE_WORK_FILE:
-                    leftover.unlink()
+                leftover.unlink()
+        with contextlib.suppress(OSError):
+            self.work_dir.rmdir()
 
     async def stop(self) -> None:
         """Stop the workers; unfinished jobs stay in the table, their leases given back so any
@@ -274,12 +275,12 @@ class ThumbnailRunner:
             reason = f"file larger than {self.max_input_bytes} bytes; not decoded"
             await self._finish(file_id, generation, Rendered("done", reason=reason), scope)
             return
-        path, temporary = await self._materialize(chunks)
+        path, memfile = await self._materialize(chunks, video=video_container(head) is not None)
         try:
             rendered = await self.renderer(path)
         finally:
-            if temporary:
-                await asyncio.to_thread(path.unlink, True)
+            if memfile is not None:
+                memfile.close()
         if rendered.reason is not None:
             # The reason is ours (no path, no library text): safe to log as it is.
             level = logging.WARNING if rendered.status == "error" else logging.INFO
@@ -297,20 +298,21 @@ class ThumbnailRunner:
                 break
         return head
 
-    async def _materialize(self, chunks: list[manifests.Entry]) -> tuple[Path, bool]:
-        """A local file with the content: the blob itself when it is one local file."""
+    async def _materialize(
+        self, chunks: list[manifests.Entry], *, video: bool
+    ) -> tuple[Path, MemFile | None]:
+        """A path with the content: a plain blob's own file when the file is one local blob,
+        else an in-memory file (:mod:`filesvc.thumbnails.memfile`): decrypted or assembled
+        content never goes to a disk."""
         backend = self.store.backend
-        if len(chunks) == 1 and isinstance(backend, LocalFiles):
-            return backend.local_path(chunks[0].ref), False
-        path = self.work_dir / f"{uuid.uuid4().hex}.bin"
-        fd = await asyncio.to_thread(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            for entry in chunks:
-                async for data in backend.read(entry.ref):
-                    await asyncio.to_thread(os.write, fd, data)
-        finally:
-            await asyncio.to_thread(os.close, fd)
-        return path, True
+        if len(chunks) == 1 and isinstance(backend, LocalFiles) and not is_sealed(chunks[0].ref):
+            return backend.local_path(chunks[0].ref), None
+
+        def read(entry: manifests.Entry, start: int, end: int | None) -> AsyncIterator[bytes]:
+            return backend.read(entry.ref, start, end)
+
+        memfile = await fill(chunks, read, video=video, run=asyncio.to_thread)
+        return memfile.path, memfile
 
     async def _finish(
         self, file_id: str, generation: int, rendered: Rendered, scope: str | None = None

@@ -11,7 +11,9 @@ Hardening (LibreOffice by default FETCHED an http:// image linked from an .odt, 
 * Each conversion gets its own LibreOffice process and profile directory (copied from a template
   this process made once), in a scratch directory of its own that is removed afterwards. The
   scratch directories live in ``/dev/shm`` (memory) where it exists, so neither the converted PDF
-  nor LibreOffice's temporary files reach a disk; the PDF is read into memory for PDFium.
+  nor LibreOffice's temporary files reach a disk; the PDF is read into memory for PDFium.  A
+  document given as an in-memory file (decrypted content) is copied into that scratch directory
+  (LibreOffice cannot open ``/proc/<pid>/fd/<n>`` paths), and refused when it is not memory.
 * The process for the next document is started as soon as one is used (see ``_spare``), so a
   conversion does not wait for LibreOffice to start.
 * The profile blocks every link to content outside the document (``BlockUntrustedRefererLinks``:
@@ -152,6 +154,26 @@ def scratch_root() -> Path:
     return Path(tempfile.gettempdir())
 
 
+def in_memory(directory: Path) -> bool:
+    """True when ``directory`` is on a RAM file system (tmpfs), by the mount table."""
+    best, kind = "", ""
+    try:
+        with open("/proc/self/mounts") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                point = fields[1].replace("\\040", " ")
+                inside = str(directory) == point or str(directory).startswith(
+                    point.rstrip("/") + "/"
+                )
+                if inside and len(point) >= len(best):
+                    best, kind = point, fields[2]
+    except OSError:
+        return False
+    return kind in ("tmpfs", "ramfs")
+
+
 @dataclass
 class _Instance:
     """One LibreOffice process with a profile of its own, started ahead of the document it will
@@ -237,7 +259,15 @@ def _convert(path: Path, kind: str, limits: RenderLimits, converter: str) -> byt
         scratch = instance.scratch
         source = scratch / "in" / f"document.{kind}"
         source.parent.mkdir()
-        source.symlink_to(path.absolute())
+        if str(path).startswith("/proc/"):
+            # An in-memory file (filesvc.thumbnails.memfile): LibreOffice resolves links to a
+            # real path and cannot open it, so the document is copied into the scratch
+            # directory, which must then be memory too: plaintext never goes to a disk.
+            if not in_memory(scratch):
+                raise RenderFailed("office previews need /dev/shm (memory) for decrypted input")
+            shutil.copyfile(path, source)
+        else:
+            source.symlink_to(path.absolute())
         out = scratch / "out"
         pages = {"PageRange": {"type": "string", "value": f"1-{limits.max_pdf_pages}"}}
         export = f"pdf:{_EXPORT_FILTERS[kind]}:{json.dumps(pages)}"

@@ -1,0 +1,161 @@
+"""Scenario ``encryption``: the cost of encryption at rest, same run, same bytes.
+
+Two filesvc servers on fresh data directories, one sealing blobs (the default) and one with
+``FILESVC_ENCRYPTION=off``; their repetitions interleave so the machine's drift hits both alike.
+Targets (docs/encryption.md): sealed 1 GiB upload and download ≥ 0.8 x plain, 4 KiB uploads
+≥ 0.9 x plain, and the sealing server's RSS growth while streaming under 64 MiB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import time
+from collections.abc import AsyncIterator
+
+from bench import client
+from bench.data import GiB
+from bench.results_model import Metric, ScenarioResult, Target
+from bench.scenarios import (
+    CLIENT_PROCESSES,
+    SMALL_CONCURRENCY,
+    Context,
+    Once,
+    _short,
+    interleaved,
+    rate,
+    ratio_target,
+    session,
+    unavailable,
+)
+from bench.server import filesvc_server
+
+SEALED = "sealed"
+PLAIN = "plain"
+
+
+@contextlib.asynccontextmanager
+async def server(ctx: Context, res: ScenarioResult, kind: str) -> AsyncIterator[client.FilesApi]:
+    """A fresh filesvc, sealing or not; its RSS lands in ``res.rss[f"filesvc {kind}"]``."""
+    data = ctx.scratch(f"{res.name}-{kind}-data")
+    env = {"FILESVC_ENCRYPTION": "on" if kind == SEALED else "off"}
+    proc = filesvc_server(
+        data, ctx.logs_dir / f"{res.name}-{kind}-filesvc.log", ctx.secret, env=env
+    )
+    try:
+        await asyncio.to_thread(proc.start)
+        assert proc.sampler is not None
+        proc.sampler.reset()
+        yield client.FilesApi(
+            f"http://127.0.0.1:{proc.port}", ctx.company, client.mint_token(ctx.secret, ctx.company)
+        )
+        if proc.proc is not None and proc.proc.poll() is not None:
+            res.notes.append(f"filesvc {kind} exited during the scenario: {proc.log_tail(300)}")
+    finally:
+        if proc.sampler is not None:
+            res.rss[f"filesvc {kind}"] = proc.sampler.stats()
+        await asyncio.to_thread(proc.stop)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+async def scenario_encryption(ctx: Context) -> ScenarioResult:
+    sz = ctx.sizes
+    res = ScenarioResult(
+        "encryption",
+        f"encryption at rest: {sz.big / GiB:g} GiB upload and download and"
+        f" {sz.small_requests} uploads of 4 KiB, sealed against FILESVC_ENCRYPTION=off",
+    )
+    up = {k: f"filesvc {k}: upload, raw body" for k in (SEALED, PLAIN)}
+    down = {k: f"filesvc {k}: download" for k in (SEALED, PLAIN)}
+    small = {k: f"filesvc {k}: 4 KiB uploads" for k in (SEALED, PLAIN)}
+    try:
+        async with (
+            server(ctx, res, SEALED) as sealed,
+            server(ctx, res, PLAIN) as plain,
+            session() as s,
+        ):
+            apis = {SEALED: sealed, PLAIN: plain}
+            ids: dict[str, str] = {}
+
+            def upload(kind: str) -> Once:
+                async def once() -> float:
+                    t = time.perf_counter()
+                    ids[kind] = await client.upload_single(
+                        s, apis[kind], sz.big, ctx.seed(), multipart=False
+                    )
+                    return time.perf_counter() - t
+
+                return once
+
+            def download(kind: str) -> Once:
+                async def once() -> float:
+                    url = apis[kind].file_url(ids[kind]) + "/download"
+                    t = time.perf_counter()
+                    n = await client.download(s, url, apis[kind].auth)
+                    if n != sz.big:
+                        raise client.WorkloadError(f"downloaded {n} bytes, not {sz.big}")
+                    return time.perf_counter() - t
+
+                return once
+
+            await interleaved(
+                res, sz.big, sz.reps,
+                [(up[k], "filesvc", upload(k), "") for k in (PLAIN, SEALED)],
+            )  # fmt: skip
+            await interleaved(
+                res, sz.big, sz.reps,
+                [(down[k], "filesvc", download(k), "") for k in (PLAIN, SEALED)],
+            )  # fmt: skip
+            for kind in (PLAIN, SEALED, PLAIN, SEALED):
+                api = apis[kind]
+                spec = client.SmallSpec("files-raw", api.files_url, tuple(api.auth.items()))
+                first = ctx.small_seeds(sz.small_requests)
+
+                async def many(
+                    spec: client.SmallSpec = spec, first: int = first
+                ) -> tuple[float, list[float]]:
+                    return await asyncio.to_thread(
+                        client.run_many,
+                        spec,
+                        sz.small_requests,
+                        SMALL_CONCURRENCY,
+                        CLIENT_PROCESSES,
+                        first,
+                    )
+
+                name = small[kind] + (" (2nd)" if res.metric(small[kind]) else "")
+                await rate(res, name, "filesvc", sz.small_requests, many)
+    except Exception as e:
+        subjects = [*up.values(), *down.values(), *small.values()]
+        unavailable(res, subjects, "filesvc", "MB/s", f"failed: {_short(e)}")
+    for kind in (PLAIN, SEALED):
+        _merge_small(res, small[kind])
+    ratio_target(res, "sealed upload ≥ 0.8 x plain", up[SEALED], up[PLAIN], 0.8)
+    ratio_target(res, "sealed download ≥ 0.8 x plain", down[SEALED], down[PLAIN], 0.8)
+    ratio_target(res, "sealed 4 KiB uploads ≥ 0.9 x plain", small[SEALED], small[PLAIN], 0.9)
+    rss = res.rss.get(f"filesvc {SEALED}")
+    res.targets.append(
+        Target(
+            "sealing server's RSS growth < 64 MiB while streaming",
+            rss.peak_growth_mib if rss is not None and res.metric(up[SEALED]) else None,
+            "<",
+            64.0,
+            note="peak minus the RSS at the scenario's start",
+        )
+    )
+    return res
+
+
+def _merge_small(res: ScenarioResult, subject: str) -> None:
+    """Two interleaved rounds of 4 KiB uploads per server: keep the mean as the figure."""
+    second = res.metric(subject + " (2nd)")
+    first = res.metric(subject)
+    if first is None or second is None or first.value is None or second.value is None:
+        return
+    res.metrics.remove(second)
+    first.runs = [*first.runs, *second.runs]
+    first.value = sum(first.runs) / len(first.runs)
+
+
+__all__ = ["Metric", "scenario_encryption"]
