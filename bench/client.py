@@ -44,6 +44,11 @@ class FilesApi:
     company: str
     token: str
 
+    @classmethod
+    def local(cls, port: int, company: str, secret: str) -> FilesApi:
+        """The server on this machine's ``port``, as a fresh token for ``company``."""
+        return cls(f"http://127.0.0.1:{port}", company, mint_token(secret, company))
+
     @property
     def files_url(self) -> str:
         return f"{self.base_url}{PREFIX}/companies/{self.company}/files"
@@ -367,3 +372,19 @@ def run_many(
 
 def mb_per_s(size: int, seconds: float) -> float:
     return size / seconds / 1e6
+
+
+async def upload_small_files(
+    session: aiohttp.ClientSession, api: FilesApi, count: int, size: int, prefix: str
+) -> tuple[str, ...]:
+    """Upload ``count`` distinct raw bodies of ``size`` bytes one after the other: their ids."""
+    ids = []
+    for i in range(count):
+        async with session.post(
+            api.files_url,
+            data=small_body(i, size),
+            headers={**api.auth, "Content-Type": "application/octet-stream"},
+            params={"filename": f"{prefix}{i}.bin", "total_size": str(size)},
+        ) as resp:
+            ids.append(_resource_id(await _check(resp, "upload"), "upload"))
+    return tuple(ids)

@@ -47,9 +47,7 @@ async def server(ctx: Context, res: ScenarioResult, kind: str) -> AsyncIterator[
         await asyncio.to_thread(proc.start)
         assert proc.sampler is not None
         proc.sampler.reset()
-        yield client.FilesApi(
-            f"http://127.0.0.1:{proc.port}", ctx.company, client.mint_token(ctx.secret, ctx.company)
-        )
+        yield client.FilesApi.local(proc.port, ctx.company, ctx.secret)
         if proc.proc is not None and proc.proc.poll() is not None:
             res.notes.append(f"filesvc {kind} exited during the scenario: {proc.log_tail(300)}")
     finally:

@@ -24,7 +24,6 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
 from bench import client
-from bench.data import small_body
 from bench.server import filesvc_server
 
 FILES = 500
@@ -53,17 +52,8 @@ def tree_cpu_seconds(pid: int) -> float:
 async def _fill(api: client.FilesApi) -> tuple[str, ...]:
     import aiohttp
 
-    ids = []
     async with aiohttp.ClientSession() as s:
-        for i in range(FILES):
-            async with s.post(
-                api.files_url,
-                data=small_body(i, SMALL),
-                headers={**api.auth, "Content-Type": "application/octet-stream"},
-                params={"filename": f"r{i}.bin", "total_size": str(SMALL)},
-            ) as resp:
-                ids.append(client._resource_id(await client._check(resp, "upload"), "upload"))
-    return tuple(ids)
+        return await client.upload_small_files(s, api, FILES, SMALL, "r")
 
 
 def _wait_ready(base_url: str, timeout_s: float = 60.0) -> None:
@@ -85,9 +75,7 @@ def measure(requests: int, env: dict[str, str]) -> list[str]:
     try:
         server.start()
         assert server.proc is not None
-        api = client.FilesApi(
-            f"http://127.0.0.1:{server.port}", "bench", client.mint_token(secret, "bench")
-        )
+        api = client.FilesApi.local(server.port, "bench", secret)
         _wait_ready(api.base_url)
         ids = asyncio.run(_fill(api))
         out = []

@@ -162,11 +162,7 @@ async def _filesvc_reads(ctx: sc.Context, res: ScenarioResult, config: Config, r
     )
     try:
         await asyncio.to_thread(server.start)
-        api = client.FilesApi(
-            f"http://127.0.0.1:{server.port}",
-            ctx.company,
-            client.mint_token(ctx.secret, ctx.company),
-        )
+        api = client.FilesApi.local(server.port, ctx.company, ctx.secret)
         await asyncio.to_thread(_wait_ready, api.base_url)
         ids, big_id = await _fill(ctx, api, config)
         if server.sampler is not None:
@@ -187,20 +183,12 @@ async def _fill(
     ctx: sc.Context, api: client.FilesApi, config: Config
 ) -> tuple[tuple[str, ...], str | None]:
     """Upload the 4 KiB files (and the large one): their ids."""
-    ids = []
     async with sc.session() as s:
-        for i in range(FILES):
-            async with s.post(
-                api.files_url,
-                data=small_body(i, SMALL),
-                headers={**api.auth, "Content-Type": "application/octet-stream"},
-                params={"filename": f"read-{i}.bin", "total_size": str(SMALL)},
-            ) as resp:
-                ids.append(client._resource_id(await client._check(resp, "upload"), "upload"))
+        ids = await client.upload_small_files(s, api, FILES, SMALL, "read-")
         big_id = None
         if not config.small_only:
             big_id = await client.upload_single(s, api, ctx.sizes.big, ctx.seed(), multipart=False)
-    return tuple(ids), big_id
+    return ids, big_id
 
 
 async def _small_reads(

@@ -124,11 +124,7 @@ async def measure(ctx: Context, res: ScenarioResult, config: Config, env: dict[s
     )
     try:
         await asyncio.to_thread(server.start)
-        api = client.FilesApi(
-            f"http://127.0.0.1:{server.port}",
-            ctx.company,
-            client.mint_token(ctx.secret, ctx.company),
-        )
+        api = client.FilesApi.local(server.port, ctx.company, ctx.secret)
         assert server.sampler is not None
         server.sampler.reset()
         spec = client.SmallSpec("files-raw", api.files_url, tuple(api.auth.items()))

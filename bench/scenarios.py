@@ -247,11 +247,7 @@ async def filesvc(ctx: Context, res: ScenarioResult) -> AsyncIterator[client.Fil
     )
     try:
         await asyncio.to_thread(server.start)
-        api = client.FilesApi(
-            f"http://127.0.0.1:{server.port}",
-            ctx.company,
-            client.mint_token(ctx.secret, ctx.company),
-        )
+        api = client.FilesApi.local(server.port, ctx.company, ctx.secret)
         assert server.sampler is not None
         server.sampler.reset()
         yield api
