@@ -48,7 +48,7 @@ $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
 js-deps: system-packages $(JS_STAMP)
 
 test: lint system-packages js-deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
