@@ -28,7 +28,7 @@ from bench import ceilings, client, peers, pgserver
 from bench import scenarios as sc
 from bench.data import GiB, MiB, small_body
 from bench.results_model import ScenarioResult
-from bench.server import filesvc_server
+from bench.server import filesvc_server, master_key_env
 
 FILES = 500
 CONCURRENCY = 48
@@ -123,6 +123,7 @@ def _pg_s3_env(db_url: str, s3: peers.S3Client) -> dict[str, str]:
         f"&region={s3.region}",
         "AWS_ACCESS_KEY_ID": s3.key_id,
         "AWS_SECRET_ACCESS_KEY": s3.secret,
+        **master_key_env(),
     }
 
 

@@ -41,7 +41,7 @@ from bench.scenarios import (
     session,
     unavailable,
 )
-from bench.server import filesvc_server
+from bench.server import filesvc_server, master_key_env
 
 SW_SMALL = "peer: SeaweedFS S3 PUT 4 KiB"
 SW_BIG = "peer: SeaweedFS S3 PUT, one stream"
@@ -80,6 +80,7 @@ class Engines:
             "FILESVC_DB_URL": self.pg.new_database(),
             "FILESVC_BLOB_URL": self.weed.url(peers.S3_BUCKET, f"run-{uuid.uuid4().hex[:8]}"),
             **self.weed.env,
+            **master_key_env(),
         }
 
 

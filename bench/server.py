@@ -248,3 +248,11 @@ def filesvc_server(
         ready_needs_ok=not fake,
         cwd=Path(__file__).resolve().parent.parent,
     )
+
+
+def master_key_env() -> dict[str, str]:
+    """A fresh master key, as a store shared through PostgreSQL or S3 must be given one."""
+    import base64
+    import secrets
+
+    return {"FILESVC_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode()}
