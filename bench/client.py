@@ -11,6 +11,8 @@ import asyncio
 import concurrent.futures
 import multiprocessing
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -388,3 +390,15 @@ async def upload_small_files(
         ) as resp:
             ids.append(_resource_id(await _check(resp, "upload"), "upload"))
     return tuple(ids)
+
+
+def wait_ready(base_url: str, timeout_s: float = 60.0) -> None:
+    """Until ``/readyz`` answers 200 (PostgreSQL connected and migrated)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base_url}/readyz", timeout=2):  # noqa: S310
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    raise RuntimeError(f"filesvc at {base_url} not ready within {timeout_s:.0f} s")

@@ -16,9 +16,6 @@ import asyncio
 import secrets
 import shutil
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
@@ -56,17 +53,6 @@ async def _fill(api: client.FilesApi) -> tuple[str, ...]:
         return await client.upload_small_files(s, api, FILES, SMALL, "r")
 
 
-def _wait_ready(base_url: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{base_url}/readyz", timeout=2):  # noqa: S310
-                return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.2)
-    raise RuntimeError(f"{base_url} not ready within {timeout_s:.0f} s")
-
-
 def measure(requests: int, env: dict[str, str]) -> list[str]:
     """One line per workload: rate and server CPU per request."""
     work = Path(tempfile.mkdtemp(prefix="filesvc-read-cpu-"))
@@ -76,7 +62,7 @@ def measure(requests: int, env: dict[str, str]) -> list[str]:
         server.start()
         assert server.proc is not None
         api = client.FilesApi.local(server.port, "bench", secret)
-        _wait_ready(api.base_url)
+        client.wait_ready(api.base_url)
         ids = asyncio.run(_fill(api))
         out = []
         headers = tuple(api.auth.items())

@@ -19,8 +19,6 @@ import asyncio
 import contextlib
 import shutil
 import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -144,18 +142,6 @@ async def _postgres() -> AsyncIterator[str]:
         await asyncio.to_thread(pgserver.remove, server)
 
 
-def _wait_ready(base_url: str, timeout_s: float = 60.0) -> None:
-    """Until ``/readyz`` answers 200 (PostgreSQL connected and migrated)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{base_url}/readyz", timeout=2):  # noqa: S310
-                return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.2)
-    raise RuntimeError(f"filesvc at {base_url} not ready within {timeout_s:.0f} s")
-
-
 async def _filesvc_reads(ctx: sc.Context, res: ScenarioResult, config: Config, ref: Peers) -> None:
     data = ctx.scratch("reads-data")
     server = filesvc_server(
@@ -164,7 +150,7 @@ async def _filesvc_reads(ctx: sc.Context, res: ScenarioResult, config: Config, r
     try:
         await asyncio.to_thread(server.start)
         api = client.FilesApi.local(server.port, ctx.company, ctx.secret)
-        await asyncio.to_thread(_wait_ready, api.base_url)
+        await asyncio.to_thread(client.wait_ready, api.base_url)
         ids, big_id = await _fill(ctx, api, config)
         if server.sampler is not None:
             server.sampler.reset()
