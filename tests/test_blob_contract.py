@@ -16,21 +16,14 @@ from blobstore.local import LocalBackend
 from blobstore.memory import MemoryBackend
 from blobstore.port import BlobBackend, LocalFiles, StatMany, TempFiles
 from blobstore.refs import BlobRef, is_ref, make_ref, ref_digest, ref_scope
-from blobstore.s3 import S3Backend
 from blobstore.store import ContentStore, PutResult
+from tests.blob_backends import KINDS, opened_backend
 
 
-@pytest.fixture(params=["memory", "local", "s3"])
+@pytest.fixture(params=KINDS)
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobBackend]:
-    chosen: BlobBackend
-    if request.param == "memory":
-        chosen = MemoryBackend()
-    elif request.param == "s3":
-        chosen = S3Backend(request.getfixturevalue("s3_location"))
-    else:
-        chosen = await asyncio.to_thread(LocalBackend, tmp_path / "blobs")
-    yield chosen
-    await chosen.close()
+    async with opened_backend(request, tmp_path) as chosen:
+        yield chosen
 
 
 async def chunks(*parts: bytes) -> AsyncIterator[bytes]:

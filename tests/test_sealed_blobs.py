@@ -15,15 +15,14 @@ import xxhash
 from blobstore import keyring
 from blobstore.errors import BlobCorrupt, BlobNotFound, KeyUnavailable
 from blobstore.keyring import KeyRing
-from blobstore.local import LocalBackend
 from blobstore.masterkey import key_check_value
 from blobstore.memory import MemoryBackend
 from blobstore.port import BlobBackend
 from blobstore.refs import BlobRef, is_sealed, make_ref, ref_scope
-from blobstore.s3 import S3Backend
 from blobstore.sealed import SealedBackend, seal_backend
 from blobstore.sealing import SEALED_SEGMENT, SEGMENT, TRAILER, plain_size, sealed_size
 from blobstore.store import ContentStore
+from tests.blob_backends import KINDS, opened_backend
 from tests.engines import migrated
 
 SCOPE_A = "a" * 32
@@ -37,17 +36,10 @@ async def db(tmp_path: Path) -> AsyncIterator[object]:
         yield engine
 
 
-@pytest.fixture(params=["memory", "local", "s3"])
+@pytest.fixture(params=KINDS)
 async def inner(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobBackend]:
-    chosen: BlobBackend
-    if request.param == "memory":
-        chosen = MemoryBackend()
-    elif request.param == "s3":
-        chosen = S3Backend(request.getfixturevalue("s3_location"))
-    else:
-        chosen = await asyncio.to_thread(LocalBackend, tmp_path / "blobs")
-    yield chosen
-    await chosen.close()
+    async with opened_backend(request, tmp_path) as chosen:
+        yield chosen
 
 
 @pytest.fixture

@@ -1,0 +1,35 @@
+"""Open each blob backend for a test: in memory, on local disk, or on the run's SeaweedFS."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from blobstore.local import LocalBackend
+from blobstore.memory import MemoryBackend
+from blobstore.port import BlobBackend
+from blobstore.s3 import S3Backend
+
+KINDS = ["memory", "local", "s3"]
+
+
+@asynccontextmanager
+async def opened_backend(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[BlobBackend]:
+    """The backend ``request.param`` names (one of :data:`KINDS`), closed after use."""
+    chosen: BlobBackend
+    if request.param == "memory":
+        chosen = MemoryBackend()
+    elif request.param == "s3":
+        chosen = S3Backend(request.getfixturevalue("s3_location"))
+    else:
+        chosen = await asyncio.to_thread(LocalBackend, tmp_path / "blobs")
+    try:
+        yield chosen
+    finally:
+        await chosen.close()
