@@ -5,12 +5,15 @@ alone."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import pyvips
+from PIL import AvifImagePlugin, Image
 
+from filesvc.thumbnails import avif
 from filesvc.thumbnails.render import render_thumbnails
 from tests.thumbnail_media import (
     LIMITS,
@@ -165,3 +168,64 @@ def test_exif_orientation_6_is_honoured_in_every_decoder(tmp_path: Path, kind: s
     upright = decode(thumb)
     assert (upright.width, upright.height) == (200, 400)
     assert upright.crop(0, 0, 200, 200).avg() > 200 and upright.crop(0, 200, 200, 200).avg() < 55
+
+
+def test_avif_transparency_gives_png_with_alpha(tmp_path: Path) -> None:
+    alpha = pyvips.Image.black(1200, 800).draw_rect(255, 600, 0, 600, 800, fill=True)
+    image = solid(1200, 800).bandjoin(alpha.cast("uchar"))
+    path = write(tmp_path, "sticker.avif", SAVERS["avif"](image))
+    thumb = one(render_thumbnails(path, LIMITS))
+    assert (thumb.mime, thumb.width, thumb.height) == ("image/png", 600, 400)
+    shown = decode(thumb)
+    assert shown.extract_band(3).crop(0, 0, 290, 400).max() == 0
+    assert shown.extract_band(3).crop(310, 0, 290, 400).min() == 255
+
+
+@pytest.mark.parametrize("bands", [3, 4])
+def test_avif_pixels_come_from_the_decoder_without_copies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bands: int
+) -> None:
+    # The renderer takes libavif's buffer from Pillow's plugin instead of load() + tobytes():
+    # the same pixels, and load() is never called. Fails when a Pillow upgrade removes that
+    # decoder (then the renderer still works, through load(), but a quarter slower).
+    image = halves(300, 200).bandjoin([255] * (bands - 2)) if bands == 4 else halves(300, 200)
+    path = write(tmp_path, "a.avif", SAVERS["avif"](image.copy(interpretation="srgb")))
+    with Image.open(path) as opened:
+        opened.load()
+        expected = (opened.mode, opened.tobytes())
+    monkeypatch.setattr(AvifImagePlugin.AvifImageFile, "load", _no_load)
+    with Image.open(path) as opened:
+        assert avif._decoded(opened) == expected
+
+
+def test_avif_decoding_falls_back_to_pillows_public_interface() -> None:
+    # An image without the plugin's decoder (what a Pillow without it gives): load + tobytes,
+    # converted to a mode libvips takes.
+    palette = Image.new("P", (4, 2), 1)
+    palette.putpalette([0, 0, 0, 200, 120, 40])
+    assert avif._decoded(palette) == ("RGB", bytes([200, 120, 40]) * 8)
+
+
+def _no_load(self: object) -> None:
+    raise AssertionError("load() called")
+
+
+@pytest.mark.parametrize(("bands", "mode"), [(1, "L"), (3, "RGB")])
+def test_jpeg_thumbnails_carry_no_metadata(tmp_path: Path, bands: int, mode: str) -> None:
+    # A phone photo's EXIF (location, camera serial) and ICC profile never reach a thumbnail.
+    stored = solid(1200, 800)
+    if bands == 3:
+        stored = stored.icc_transform("srgb", input_profile="srgb")  # tagged with a profile
+    else:
+        stored = stored.colourspace("b-w")
+    stored = stored.copy()
+    stored.set_type(pyvips.GValue.gint_type, "orientation", 1)
+    path = write(tmp_path, "photo.jpg", stored.jpegsave_buffer(keep="all"))
+    source = pyvips.Image.new_from_file(str(path))
+    assert source.get_typeof("exif-data") != 0
+    assert (source.get_typeof("icc-profile-data") != 0) == (bands == 3)
+    thumb = one(render_thumbnails(path, LIMITS))
+    with Image.open(io.BytesIO(thumb.data)) as shown:
+        assert (shown.format, shown.mode, shown.size) == ("JPEG", mode, (600, 400))
+        assert "exif" not in shown.info and "icc_profile" not in shown.info
+        assert not shown.info.get("progressive")

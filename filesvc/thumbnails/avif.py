@@ -32,6 +32,26 @@ _ORIENT = {2: (0, True), 3: (2, False), 4: (2, True), 5: (1, True), 6: (1, False
 _ORIENT[8] = (3, False)
 
 
+def _decoded(opened: Image.Image) -> tuple[str, bytes]:
+    """The primary image's mode (one of ``_BANDS``) and packed 8-bit pixels.
+
+    Straight from the plugin's decoder when it has the one Pillow 11.3-13 have (libavif's RGB
+    buffer, as bytes): ``load()`` then ``tobytes()`` would copy it twice more (two 9 MB buffers
+    for a 3 MP photo, about a quarter of the render's CPU, bench/README). Otherwise through
+    Pillow's public interface."""
+    decoder = getattr(opened, "_decoder", None)
+    get_frame = getattr(decoder, "get_frame", None)
+    if callable(get_frame) and opened.mode in _BANDS:
+        frame = get_frame(0)
+        if isinstance(frame, tuple) and frame and isinstance(frame[0], bytes):
+            return opened.mode, frame[0]
+    opened.load()
+    picture = opened
+    if opened.mode not in _BANDS:
+        picture = opened.convert("RGBA" if "A" in opened.mode else "RGB")
+    return picture.mode, picture.tobytes()
+
+
 @dataclass(frozen=True)
 class AvifPlan:
     path: Path
@@ -41,16 +61,14 @@ class AvifPlan:
     def render(self) -> Rendered:
         try:
             with Image.open(self.path, formats=["AVIF"]) as opened:
-                opened.load()
                 orientation = opened.getexif().get(_ORIENTATION, 1)
                 profile = opened.info.get("icc_profile")
-                picture: Image.Image = opened
-                if opened.mode not in _BANDS:
-                    picture = opened.convert("RGBA" if "A" in opened.mode else "RGB")
-                mode, (width, height) = picture.mode, picture.size
-                pixels = picture.tobytes()
+                width, height = opened.size
+                mode, pixels = _decoded(opened)
         except (OSError, ValueError, SyntaxError, EOFError):
             raise RenderFailed("image could not be decoded") from None
+        if len(pixels) != width * height * _BANDS.get(mode, 0):
+            raise RenderFailed("image decoded to an unexpected pixel format")
         image: VipsImage = pyvips.Image.new_from_memory(
             pixels, width, height, _BANDS[mode], "uchar"
         )

@@ -7,9 +7,11 @@ and are JPEG when opaque, PNG when they have real transparency.
 from __future__ import annotations
 
 import functools
+import io
 from typing import Protocol
 
 import pyvips
+from PIL import Image
 
 from filesvc.thumbnails import allocator
 from filesvc.thumbnails.limits import RenderLimits
@@ -50,7 +52,7 @@ class VipsImage(Protocol):
     def thumbnail_image(
         self, width: int, *, height: int, size: str, output_profile: str = ...
     ) -> VipsImage: ...
-    def jpegsave_buffer(self, *, Q: int, optimize_coding: bool, keep: str) -> bytes: ...
+    def write_to_memory(self) -> bytes: ...
     def pngsave_buffer(self, *, compression: int, keep: str) -> bytes: ...
 
 
@@ -116,8 +118,21 @@ def encode(image: VipsImage) -> Thumbnail:
     if image.hasalpha():
         data = image.pngsave_buffer(compression=PNG_COMPRESSION, keep="none")
         return Thumbnail(bytes(data), "image/png", image.width, image.height)
-    data = image.jpegsave_buffer(Q=JPEG_QUALITY, optimize_coding=True, keep="none")
-    return Thumbnail(bytes(data), "image/jpeg", image.width, image.height)
+    return Thumbnail(_jpeg(image), "image/jpeg", image.width, image.height)
+
+
+_JPEG_MODES = {1: "L", 3: "RGB"}
+
+
+def _jpeg(image: VipsImage) -> bytes:
+    """Baseline JPEG, 4:2:0, optimised Huffman tables, no metadata, of an 8-bit grey or sRGB
+    image. Encoded by Pillow's libjpeg-turbo: libvips' wheel encodes with mozjpeg, which made the
+    same bytes (within 0.1 %) in twice the time (5.4 against 2.6 ms for 600x400, bench/README)."""
+    mode = _JPEG_MODES[image.bands]
+    picture = Image.frombytes(mode, (image.width, image.height), image.write_to_memory())
+    out = io.BytesIO()
+    picture.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True)
+    return out.getvalue()
 
 
 def from_rgb(pixels: bytes, width: int, height: int) -> VipsImage:
