@@ -817,6 +817,19 @@ def absorb_thumbs(res: ScenarioResult, out: dict[str, object]) -> None:
                         note=str(m.get("note", "")),
                     )
                 )
+        found = out.get("targets")
+        for t in found if isinstance(found, list) else []:
+            if isinstance(t, dict) and t.get("op") in (">=", "<", "<="):
+                v = t.get("value")
+                res.targets.append(
+                    Target(
+                        str(t.get("name")),
+                        float(v) if isinstance(v, int | float) else None,
+                        t["op"],
+                        float(t.get("threshold", 0)),
+                        note=str(t.get("note", "")),
+                    )
+                )
         return
 
     def walk(prefix: str, d: dict[str, object]) -> None:

@@ -41,7 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.thumb_inputs import FILES, IMAGES
-from bench.thumb_report import format_table, metrics, summary
+from bench.thumb_report import format_table, metrics, summary, targets
 
 BOX = (600, 400)
 JPEG_QUALITY = 80  # the renderer's
@@ -254,8 +254,10 @@ def compare(runs: int, repeats: int, formats: list[str]) -> dict[str, object]:
                 }
             per_format[name] = entry
     result: dict[str, object] = {"runs": runs, "repeats": repeats, "formats": per_format}
-    result["summary"] = summary(per_format)
-    result["metrics"] = metrics(per_format, result["summary"], BOX, runs)
+    totals = summary(per_format)
+    result["summary"] = totals
+    result["targets"] = targets(totals)
+    result["metrics"] = metrics(per_format, totals, BOX, runs)
     return result
 
 

@@ -105,6 +105,31 @@ def test_thumbs_results_become_metrics() -> None:
     ]
 
 
+def test_thumbs_targets_become_the_scenarios_targets() -> None:
+    from bench.thumb_report import summary, targets
+
+    def method(ms: float, cpu_ms: float, mib: float) -> dict[str, object]:
+        return {"ms": ms, "cpu_ms": cpu_ms, "increment_mib": mib, "result": "1 x 600x400"}
+
+    # Every image format twice as fast as Pillow by wall time, JPEG only as fast by CPU time.
+    per_format: dict[str, dict[str, object]] = {
+        name: {"peer": "pillow", "filesvc": method(50, 80, 4), "pillow": method(100, 80, 10)}
+        for name in ("jpeg", "png", "webp", "tiff", "gif", "avif", "heic")
+    }
+    totals = summary(per_format)
+    sc = ScenarioResult("thumbnail", "thumbs")
+    absorb_thumbs(sc, {"metrics": [], "targets": targets(totals)})
+    assert [(t.value, t.op, t.threshold, t.met) for t in sc.targets] == [
+        (2.0, ">=", 1.5, True),
+        (2.0, ">=", 1.0, True),
+        (0.4, "<=", 0.5, True),
+    ]
+    assert sc.targets[0].note == "by CPU time: 1.00x"
+    # A subset of the formats judges no target.
+    del per_format["heic"]
+    assert targets(summary(per_format)) == []
+
+
 def test_workers_flag_is_taken_and_bounded() -> None:
     from bench.__main__ import main
 
