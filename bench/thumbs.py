@@ -8,7 +8,8 @@ Python process, several times, the methods alternating so that they share the ma
 
 * filesvc: ``filesvc.thumbnails.render.render_thumbnails``, exactly what a worker runs (content
   sniffing, header checks, shrink-on-load, JPEG encode; all pages of the PDF and the .docx up to
-  10), with ``VIPS_CONCURRENCY=1`` as the service sets it for 2 workers on 2 cores.
+  10), in the environment the service gives its workers (``filesvc.thumbnails.pool``), for its
+  default of 2 workers: ``VIPS_CONCURRENCY=1`` on 2 cores, and glibc's huge-page tunable.
 * Pillow, for the images: ``Image.draft`` (JPEG DCT scaling, the same trick libvips uses),
   ``ImageOps.exif_transpose``, ``Image.thumbnail``, JPEG encode at the same quality with
   optimised Huffman tables; pillow-heif's plugin for HEIC, Pillow's own AVIF plugin.
@@ -195,7 +196,10 @@ def child_main(method: str, path: Path, repeats: int) -> dict[str, object]:
 def measure_once(method: str, path: Path, repeats: int) -> dict[str, object]:
     env = {**os.environ}
     if method == "filesvc":
-        env["VIPS_CONCURRENCY"] = "1"
+        from filesvc.settings import DEFAULT_THUMB_WORKERS
+        from filesvc.thumbnails.pool import worker_environment
+
+        env = worker_environment(env, DEFAULT_THUMB_WORKERS)
     done = subprocess.run(
         [
             sys.executable,

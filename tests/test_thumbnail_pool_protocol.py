@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+import pyvips
 
 from filesvc.thumbnails import pool
 from filesvc.thumbnails.limits import RenderLimits
@@ -140,3 +142,35 @@ async def test_close_stops_a_busy_worker_and_starts_no_new_one(
                 p.kill()
                 await p.wait()
         job.cancel()
+
+
+async def test_workers_start_with_one_libvips_thread_per_core_and_huge_page_buffers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The operator's own glibc tunables are kept beside the huge-page one.
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=0")
+    given: list[dict[str, str]] = []
+    real_start = pool._Worker.start.__func__  # type: ignore[attr-defined]
+
+    async def start(cls: type[pool._Worker], env: dict[str, str]) -> pool._Worker:
+        given.append(env)
+        worker: pool._Worker = await real_start(cls, env)
+        return worker
+
+    monkeypatch.setattr(pool._Worker, "start", classmethod(start))
+    image = tmp_path / "pixel.png"
+    image.write_bytes(pyvips.Image.black(8, 8).pngsave_buffer())
+    renderer = ProcessRenderer(RenderLimits(), workers=2, job_timeout=60, pixel_budget=1 << 30)
+    try:
+        # A real worker starts and renders in that environment.
+        assert (await renderer(image)).status == "done"
+    finally:
+        await renderer.close()
+    (env,) = given
+    assert env["VIPS_CONCURRENCY"] == str(max(1, (os.cpu_count() or 1) // 2))
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.tcache_count=0:glibc.malloc.hugetlb=1"
+
+
+def test_an_operators_huge_page_choice_is_kept() -> None:
+    env = pool.worker_environment({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, 1)
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0"

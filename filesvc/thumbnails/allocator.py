@@ -8,12 +8,20 @@ job (measured with ``bench/thumbs.py``: +5 to +40 MiB over four renders of one f
 format, where Pillow's single thread stayed flat).  So, once per process: at most two arenas,
 and a fixed mmap threshold, so pixel buffers are mapped and unmapped whole; after each job,
 ``malloc_trim`` returns what the arenas still hold.  Off glibc (no ``mallopt``), nothing changes.
+
+The price is page faults: every large buffer is a fresh mapping the kernel must fault in and zero,
+4 KiB at a time (14,000 faults for a 6 MP HEIC).  :func:`environment` asks glibc, for the worker
+process it starts, to mark those mappings for transparent huge pages, so that where the kernel
+allows them (``/sys/kernel/mm/transparent_hugepage/enabled`` at ``madvise`` or ``always``) a
+buffer is faulted in 2 MiB at a time: measured 60 % fewer faults and about 10 % less CPU per HEIC
+and AVIF render, for the same memory (``bench/README.md``).
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+from collections.abc import Mapping
 
 # mallopt parameters (glibc's malloc.h).
 _M_MMAP_THRESHOLD = -3
@@ -22,6 +30,8 @@ _M_ARENA_MAX = -8
 # decoded frame or page far above.
 MMAP_THRESHOLD = 256 << 10
 ARENAS = 2
+# glibc >= 2.35: madvise(MADV_HUGEPAGE) on the chunks malloc maps (read once, at process start).
+HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
 
 
 @functools.cache
@@ -49,3 +59,12 @@ def release() -> None:
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+def environment(base: Mapping[str, str]) -> dict[str, str]:
+    """``base`` plus the glibc tunable above, for a worker process about to be started (tunables
+    set by the operator are kept; an older glibc ignores an unknown one)."""
+    tunables = [t for t in base.get("GLIBC_TUNABLES", "").split(":") if t]
+    if not any(t.startswith("glibc.malloc.hugetlb=") for t in tunables):
+        tunables.append(HUGEPAGE_TUNABLE)
+    return {**base, "GLIBC_TUNABLES": ":".join(tunables)}

@@ -17,9 +17,10 @@ import json
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
+from filesvc.thumbnails import allocator
 from filesvc.thumbnails.limits import RenderLimits
 from filesvc.thumbnails.result import Rendered, Thumbnail
 
@@ -51,6 +52,14 @@ class PixelBudget:
             async with self._changed:
                 self.in_use -= pixels
                 self._changed.notify_all()
+
+
+def worker_environment(base: Mapping[str, str], workers: int) -> dict[str, str]:
+    """The environment of a worker process, one of ``workers`` on this machine."""
+    # libvips runs a thread pool per call (one thread per core by default): with several worker
+    # processes that oversubscribes the cores.
+    cores = os.cpu_count() or 1
+    return {**allocator.environment(base), "VIPS_CONCURRENCY": str(max(1, cores // workers))}
 
 
 class JobTimeout(Exception):
@@ -143,10 +152,7 @@ class ProcessRenderer:
         self._closed = False
         self._slots = asyncio.Semaphore(workers)
         self._limits_json = limits.to_json()
-        # libvips runs a thread pool per call (one thread per core by default): with several
-        # worker processes that oversubscribes the cores.
-        cores = os.cpu_count() or 1
-        self._env = {**os.environ, "VIPS_CONCURRENCY": str(max(1, cores // workers))}
+        self._env = worker_environment(os.environ, workers)
 
     async def __call__(self, path: Path) -> Rendered:
         try:
