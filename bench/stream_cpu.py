@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import secrets
 import shutil
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 import aiohttp
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
-from bench import client
+from bench import client, peers
 from bench.data import GiB, MiB
 from bench.server import ServerProcess, filesvc_server
 
@@ -76,35 +75,55 @@ def _line(what: str, size: int, samples: list[Sample]) -> str:
 
 
 async def _run(
-    servers: dict[str, ServerProcess], secret: str, size: int, rounds: int, kinds: list[str]
+    servers: dict[str, ServerProcess],
+    secret: str,
+    size: int,
+    rounds: int,
+    tus: tuple[str, int] | None,
 ) -> None:
+    """``tus``: @tus/server's creation URL and pid, to measure its PATCH beside filesvc's."""
     apis = {k: client.FilesApi.local(p.port, "bench", secret) for k, p in servers.items()}
-    ups: dict[str, list[Sample]] = {k: [] for k in kinds}
-    downs: dict[str, list[Sample]] = {k: [] for k in kinds}
+    lines: dict[str, list[Sample]] = {}
+
+    async def measure(what: str, pid: int, work: Callable[[], Awaitable[object]]) -> None:
+        lines.setdefault(what, []).append(await _timed(pid, work))
+
     async with aiohttp.ClientSession() as s:
         for r in range(rounds):
-            for kind in kinds:
-                api = apis[kind]
+            seed = 1000 + 10 * r
+            for kind, api in apis.items():
                 pid = servers[kind].proc.pid  # type: ignore[union-attr]
                 ids: list[str] = []
 
                 async def up(
-                    api: client.FilesApi = api, ids: list[str] = ids, seed: int = 1000 + r
+                    api: client.FilesApi = api, ids: list[str] = ids, seed: int = seed
                 ) -> None:
                     ids.append(await client.upload_single(s, api, size, seed, multipart=False))
 
-                ups[kind].append(await _timed(pid, up))
-                url = api.file_url(ids[0]) + "/download"
+                await measure(f"{kind} upload", pid, up)
 
-                async def down(api: client.FilesApi = api, url: str = url) -> None:
-                    if await client.download(s, url, api.auth) != size:
+                async def down(api: client.FilesApi = api, ids: list[str] = ids) -> None:
+                    if (
+                        await client.download(s, api.file_url(ids[0]) + "/download", api.auth)
+                        != size
+                    ):
                         raise RuntimeError("short download")
 
-                downs[kind].append(await _timed(pid, down))
-    for kind in kinds:
-        print(_line(f"{kind} upload", size, ups[kind]))
-    for kind in kinds:
-        print(_line(f"{kind} download", size, downs[kind]))
+                await measure(f"{kind} download", pid, down)
+                if tus is not None:
+
+                    async def patch(api: client.FilesApi = api, seed: int = seed + 1) -> None:
+                        await peers.tus_upload(s, api.uploads_url, size, seed, api.auth)
+
+                    await measure(f"{kind} tus PATCH", pid, patch)
+            if tus is not None:
+
+                async def peer_patch(url: str = tus[0], seed: int = seed + 2) -> None:
+                    await peers.tus_upload(s, url, size, seed)
+
+                await measure("@tus/server tus PATCH", tus[1], peer_patch)
+    for what in sorted(lines, key=lambda w: (w.split(" ", 1)[1:], w)):
+        print(_line(what, size, lines[what]))
 
 
 def main() -> None:
@@ -112,6 +131,7 @@ def main() -> None:
     ap.add_argument("--size-mib", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", choices=KINDS, help="measure one kind of server")
+    ap.add_argument("--tus", action="store_true", help="also tus PATCH, and @tus/server's")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="filesvc-stream-cpu-"))
     secret = secrets.token_urlsafe(32)
@@ -122,17 +142,24 @@ def main() -> None:
             secret,
             env={"FILESVC_ENCRYPTION": "on" if kind == "sealed" else "off"},
         )
-        for kind in KINDS
+        for kind in ([args.only] if args.only else KINDS)
     }
+    filesvcs = dict(servers)
+    tus = None
+    if args.tus:
+        peers.ensure_tus()
+        servers["tus"] = peers.tus_server(work / "tus", work / "tus.log")
     try:
         for proc in servers.values():
             proc.start()
+        for proc in filesvcs.values():
             client.wait_ready(f"http://127.0.0.1:{proc.port}")
+        if args.tus:
+            peer = servers["tus"]
+            assert peer.proc is not None
+            tus = (f"http://127.0.0.1:{peer.port}/files", peer.proc.pid)
         print(f"pids: {', '.join(f'{k} {p.proc.pid}' for k, p in servers.items() if p.proc)}")
-        if os.environ.get("STREAM_CPU_PAUSE"):
-            input("press enter to start")
-        kinds = [args.only] if args.only else list(KINDS)
-        asyncio.run(_run(servers, secret, args.size_mib * MiB, args.rounds, kinds))
+        asyncio.run(_run(filesvcs, secret, args.size_mib * MiB, args.rounds, tus))
     finally:
         for proc in servers.values():
             proc.stop()

@@ -16,7 +16,7 @@ read back (:class:`~blobstore.port.Readback`) and decrypted with the key this st
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from blobstore.errors import BlobCorrupt, BlobNotFound, StorageFailure
 from blobstore.port import BlobStream, Readback, Staging, WriteFrom
@@ -28,6 +28,19 @@ if TYPE_CHECKING:
     from blobstore.port import BlobReader
 
 
+_WRITES_FROM: dict[type, bool] = {}
+
+
+def _writes_from(staging: Staging) -> bool:
+    """Whether the staging offers WriteFrom, asked once per class: ``isinstance`` against a
+    runtime-checkable protocol walks its members on every call, and a 4 KiB upload pays it."""
+    kind = type(staging)
+    known = _WRITES_FROM.get(kind)
+    if known is None:
+        known = _WRITES_FROM[kind] = isinstance(staging, WriteFrom)
+    return known
+
+
 class SealedStaging:
     """A blob being sealed into an inner staging; ``reader`` opens stored blobs (the sealing
     wrapper itself) for the dedup comparison."""
@@ -36,7 +49,7 @@ class SealedStaging:
         if not isinstance(inner, Readback):
             raise StorageFailure("this blob backend cannot seal blobs (no readback)")
         self._inner = inner
-        self._from_thread = inner if isinstance(inner, WriteFrom) else None
+        self._from_thread = cast(WriteFrom, inner) if _writes_from(inner) else None
         self._key = key
         self._scope = scope
         self._sealer = Sealer(key)
