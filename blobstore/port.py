@@ -7,6 +7,7 @@ Roles: a download needs a :class:`BlobReader`; an upload a :class:`BlobWriter`; 
 :class:`BlobLister` and :class:`BlobRemover`.  :class:`BlobBackend` is all of them.  Special powers
 of one backend are optional capabilities that callers test for with ``isinstance``:
 :class:`ReadNow` (a reader whose small reads are cheaper on the caller's thread than a hand-off),
+:class:`ReadWhole` (a reader that reads a body of up to a MiB whole in at most one hand-off),
 :class:`FileRange` (an opened blob is a range of a local file: the decrypting wrapper reads it
 in its own pieces), :class:`LocalFiles` and :class:`TempFiles` (the local backend's files, for
 fsck and repair),
@@ -105,6 +106,22 @@ class ReadNow(Protocol):
         """The bytes ``[start, end)`` of the blob (fewer when the blob is shorter).  Blocks the
         calling thread.  Raises BlobNotFound when the blob is not stored, StorageFailure (or
         StoreFull's kin) when the read fails."""
+
+
+@runtime_checkable
+class ReadWhole(Protocol):
+    """Optional ability of a :class:`BlobReader`: read a range whole, with no thread hand-off
+    when it is small and at most one when it is larger (open, read, close and, for a sealed
+    blob, its checks and decryption in one go).
+
+    A download answers bodies up to a MiB from it: the stream's machinery (an open, a read
+    ahead, pieces regrouped) costs several hand-offs per request.  A reader behind a network
+    does not offer it: callers then use :meth:`BlobReader.open`."""
+
+    async def read_whole(self, ref: BlobRef, start: int, end: int) -> bytes | bytearray:
+        """The bytes ``[start, end)`` of the blob (fewer when the blob is shorter).  Raises
+        BlobNotFound when the blob is not stored, BlobCorrupt when a sealed blob fails its
+        checks, StorageFailure (or StoreFull's kin) when the read fails."""
 
 
 class BlobReader(Protocol):
