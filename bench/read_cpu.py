@@ -3,7 +3,7 @@
     python -m bench.read_cpu                         # embedded default: 4 KiB and metadata GETs
     python -m bench.read_cpu --requests 3000 --set FILESVC_WORKERS=2
     python -m bench.read_cpu --ranges                # random 1 MiB ranges of a 256 MiB file
-    python -m bench.read_cpu --ranges --before /tmp/before --rounds 3
+    python -m bench.read_cpu --ranges --before a06f163 --rounds 3   # old and new code, alternated
 
 Starts ``filesvc serve`` (this tree's code) on a fresh data directory, uploads 500 files of
 4 KiB (or, with ``--ranges``, one large file), then runs 4 KiB downloads and metadata GETs (48
@@ -11,9 +11,9 @@ connections, two client processes) or random 1 MiB ranges (8 connections) and pr
 the rate and the CPU the server's process tree used per request (user + system, from /proc,
 before and after).  Rates move with the machine's load; CPU per request much less.
 
-``--before DIR`` runs the server code of another tree too (``git archive <commit> | tar -x -C
-DIR``: its ``filesvc`` and ``blobstore`` packages go first on the server's ``PYTHONPATH``), the
-two alternated ``--rounds`` times, so old and new code are measured back to back.
+``--before`` runs older server code too (a tree, or a commit of this repository extracted with
+``git archive``; :mod:`bench.before_code`), the two alternated ``--rounds`` times, so old and new
+code are measured back to back.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
-from bench import client
+from bench import before_code, client
 from bench.data import MiB
 from bench.server import filesvc_server
 
@@ -160,23 +160,35 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--ranges", action="store_true", help="random 1 MiB ranges of one large file")
     p.add_argument("--big-mib", type=int, default=BIG // MiB, help="the large file's size")
-    p.add_argument("--before", type=Path, help="a tree with older server code to alternate with")
+    p.add_argument(
+        "--before",
+        metavar="DIR_OR_COMMIT",
+        help="older server code to alternate with: a tree, or a commit to extract "
+        f"(e.g. {before_code.READS_BEFORE}, the code before issue 14)",
+    )
     p.add_argument("--rounds", type=int, default=1, help="alternations (with --before)")
     args = p.parse_args(argv)
     env = dict(item.split("=", 1) for item in args.set)
     requests = args.requests or (1000 if args.ranges else 3000)
     subjects = [("", env)]
-    if args.before is not None:
-        old = {**env, "PYTHONPATH": str(args.before.resolve())}
-        subjects = [("before: ", old), ("after:  ", env)]
-    for _ in range(args.rounds):
-        for label, subject_env in subjects:
-            lines = measure(
-                requests, subject_env, ranges=args.ranges, big=args.big_mib * MiB, label=label
-            )
-            for line in lines:
-                print(line, flush=True)
+    scratch = Path(tempfile.mkdtemp(prefix="filesvc-read-cpu-code-"))
+    try:
+        if args.before is not None:
+            code = before_code.tree(args.before, scratch / "before")
+            subjects = [("before: ", {**env, **before_code.server_env(code)}), ("after:  ", env)]
+        _alternate(subjects, args.rounds, requests, args.ranges, args.big_mib * MiB)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return 0
+
+
+def _alternate(
+    subjects: list[tuple[str, dict[str, str]]], rounds: int, requests: int, ranges: bool, big: int
+) -> None:
+    for _ in range(rounds):
+        for label, subject_env in subjects:
+            for line in measure(requests, subject_env, ranges=ranges, big=big, label=label):
+                print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ point, :class:`blobstore.store.ContentStore`, so a backend trusts the ref it is 
 Roles: a download needs a :class:`BlobReader`; an upload a :class:`BlobWriter`; fsck and gc a
 :class:`BlobLister` and :class:`BlobRemover`.  :class:`BlobBackend` is all of them.  Special powers
 of one backend are optional capabilities that callers test for with ``isinstance``:
-:class:`ReadNow` (a reader whose small reads are cheaper on the caller's thread than a hand-off),
-:class:`ReadWhole` (a reader that reads a body of up to a MiB whole in at most one hand-off),
+:class:`ReadWhole` (a reader that reads a body of up to a MiB whole in at most one hand-off,
+none when it is small),
 :class:`FileRange` (an opened blob is a range of a local file: the decrypting wrapper reads it
 in its own pieces), :class:`LocalFiles` and :class:`TempFiles` (the local backend's files, for
 fsck and repair),
@@ -90,22 +90,6 @@ class FileRange(Protocol):
         """``(fd, offset, count)``: the stream's bytes are ``count`` bytes of the open file
         ``fd`` from ``offset``.  The fd stays owned by the stream (closed by ``aclose``); the
         caller must not close it, and must not also iterate the stream."""
-
-
-@runtime_checkable
-class ReadNow(Protocol):
-    """Optional ability of a :class:`BlobReader`: read a small range synchronously.
-
-    For a local file in the page cache, open + pread + close costs a few microseconds, less than
-    handing the read to a thread and back; a caller reads up to a few dozen KiB this way on the
-    event loop, and a larger whole body in one hand-off.  A reader that must wait on a network
-    (S3), or whose bytes need more work than a copy, does not offer it: callers then use
-    :meth:`BlobReader.open`.  A wrapping reader offers it only if what it wraps does."""
-
-    def read_now(self, ref: BlobRef, start: int, end: int) -> bytes:
-        """The bytes ``[start, end)`` of the blob (fewer when the blob is shorter).  Blocks the
-        calling thread.  Raises BlobNotFound when the blob is not stored, StorageFailure (or
-        StoreFull's kin) when the read fails."""
 
 
 @runtime_checkable
