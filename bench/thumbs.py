@@ -196,7 +196,7 @@ def child_main(method: str, path: Path, repeats: int) -> dict[str, object]:
 def measure_once(method: str, path: Path, repeats: int) -> dict[str, object]:
     env = {**os.environ}
     if method == "filesvc":
-        from filesvc.settings import DEFAULT_THUMB_WORKERS
+        from filesvc.setting_defaults import DEFAULT_THUMB_WORKERS
         from filesvc.thumbnails.pool import worker_environment
 
         env = worker_environment(env, DEFAULT_THUMB_WORKERS)

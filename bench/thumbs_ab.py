@@ -1,6 +1,7 @@
 """Thumbnails, old code against new, with Pillow in the same run: ``python -m bench.thumbs_ab``.
 
-``--before DIR`` is another source tree of filesvc (``git archive <commit> | tar -x -C DIR``).
+``--before`` is a commit of this repository (extracted for the run) or another source tree of
+filesvc (``git archive <commit> | tar -x -C DIR``).
 For each format, fresh child processes of ``bench.thumbs --child`` run in turn, the old tree's
 renderer, this tree's, then Pillow, ``--runs`` times, so that the three share the machine's
 noise; each child times a first call and three more (median), as ``bench.thumbs`` does. The
@@ -20,13 +21,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.before_code import tree
 from bench.thumb_inputs import FILES, IMAGES
 from bench.thumbs import CHILD_TIMEOUT_S, REPO, _make_inputs
 
 LABELS = ("before", "after", "pillow")
 _ENV_CODE = (
     "import json, os\n"
-    "from filesvc.settings import DEFAULT_THUMB_WORKERS\n"
+    "try:\n"
+    "    from filesvc.setting_defaults import DEFAULT_THUMB_WORKERS\n"
+    "except ImportError:\n"
+    "    from filesvc.settings import DEFAULT_THUMB_WORKERS\n"
     "from filesvc.thumbnails.pool import worker_environment\n"
     "print(json.dumps(worker_environment(dict(os.environ), DEFAULT_THUMB_WORKERS)))\n"
 )
@@ -117,7 +122,7 @@ def summary(result: dict[str, dict[str, dict[str, float]]]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.thumbs_ab", description=__doc__)
-    parser.add_argument("--before", type=Path, required=True, metavar="DIR")
+    parser.add_argument("--before", required=True, metavar="COMMIT_OR_DIR")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--formats", default=",".join(IMAGES))
     parser.add_argument("--json", type=Path, metavar="PATH")
@@ -126,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(formats) - set(IMAGES))
     if unknown:
         parser.error(f"not an image format: {', '.join(unknown)}")
-    result = compare(args.before.resolve(), formats, max(1, args.runs))
+    with tempfile.TemporaryDirectory(prefix="thumbs-ab-before-") as scratch:
+        before = tree(args.before, Path(scratch)).resolve()
+        result = compare(before, formats, max(1, args.runs))
     print("\n".join(summary(result)))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

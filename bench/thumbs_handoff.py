@@ -26,7 +26,7 @@ from bench.thumbs import _make_inputs
 async def _measure(directory: Path, formats: list[str], repeats: int) -> list[str]:
     import pyvips
 
-    from filesvc.settings import DEFAULT_THUMB_WORKERS
+    from filesvc.setting_defaults import DEFAULT_THUMB_WORKERS
     from filesvc.thumbnails.limits import RenderLimits
     from filesvc.thumbnails.memfile import MemFile, _pwrite_all
     from filesvc.thumbnails.pool import ProcessRenderer
