@@ -864,6 +864,15 @@ def _scale(ctx: Context) -> Awaitable[ScenarioResult]:
 SCENARIOS["scale"] = _scale
 
 
+def _s3_upload(ctx: Context) -> Awaitable[ScenarioResult]:
+    from bench.s3upload import scenario_s3_upload  # it imports this module
+
+    return scenario_s3_upload(ctx)
+
+
+SCENARIOS["s3-upload"] = _s3_upload
+
+
 async def run_scenario(name: str, ctx: Context) -> ScenarioResult:
     t = time.perf_counter()
     try:
