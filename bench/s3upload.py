@@ -34,9 +34,9 @@ import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs in the 
 
 from bench import client, peers, seaweedfs
 from bench.data import iter_stream
+from bench.kit import Context, ratio_target, session, short, unavailable
 from bench.results_model import Kind, Metric, ScenarioResult, median
 from bench.scale import engines
-from bench.scenarios import Context, _short, ratio_target, session, unavailable
 from bench.server import filesvc_server, master_key_env
 from blobstore import s3
 from blobstore.backends import S3Location
@@ -149,7 +149,7 @@ async def scenario_s3_upload(ctx: Context) -> ScenarioResult:
             finally:
                 await asyncio.to_thread(server.stop)
     except Exception as e:
-        res.notes.append(f"s3-upload: {_short(e)}")
+        res.notes.append(f"s3-upload: {short(e)}")
     kinds: dict[str, Kind] = {SW_PUT: "peer", SW_GET: "peer", STORE_PUT: "reference"}
     for subject, values in runs.items():
         kind = kinds.get(subject, "filesvc")

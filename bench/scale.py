@@ -25,6 +25,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from bench import client, peers, seaweedfs
+from bench.kit import (
+    CLIENT_PROCESSES,
+    SMALL_CONCURRENCY,
+    Context,
+    session,
+    short,
+    unavailable,
+)
 from bench.pgserver import PgServer, remove, start_postgres
 from bench.results_model import (
     Metric,
@@ -33,14 +41,6 @@ from bench.results_model import (
     Target,
     median,
     percentiles_ms,
-)
-from bench.scenarios import (
-    CLIENT_PROCESSES,
-    SMALL_CONCURRENCY,
-    Context,
-    _short,
-    session,
-    unavailable,
 )
 from bench.server import filesvc_server, master_key_env
 
@@ -174,8 +174,8 @@ async def measure(
     except Exception as e:
         for what, unit in (("4 KiB uploads", "req/s"), ("upload, raw body", "MB/s"),
                            ("download", "MB/s")):  # fmt: skip
-            unavailable(res, [f"{config.name}: {what}"], "filesvc", unit, f"failed: {_short(e)}")
-        res.notes.append(f"{config.name}: {_short(e)}; log tail: {server.log_tail(300)}")
+            unavailable(res, [f"{config.name}: {what}"], "filesvc", unit, f"failed: {short(e)}")
+        res.notes.append(f"{config.name}: {short(e)}; log tail: {server.log_tail(300)}")
     finally:
         if server.sampler is not None:
             stats = server.sampler.stats()
@@ -211,7 +211,7 @@ async def peers_on(
         res.add(Metric(SW_SMALL, "peer", total / seconds, "req/s", runs=[total / seconds],
                        latency_ms=percentiles_ms(lat), note="no fsync"))  # fmt: skip
     except Exception as e:
-        unavailable(res, [SW_SMALL], "peer", "req/s", f"failed: {_short(e)}")
+        unavailable(res, [SW_SMALL], "peer", "req/s", f"failed: {short(e)}")
     sz = ctx.sizes
     if direct:
         note = "no fsync; each right after a PostgreSQL + S3 upload"
@@ -226,7 +226,7 @@ async def peers_on(
                 runs.append(client.mb_per_s(sz.big, time.perf_counter() - t))
         res.add(Metric(SW_BIG, "peer", median(runs), "MB/s", runs=runs, note="no fsync"))
     except Exception as e:
-        unavailable(res, [SW_BIG], "peer", "MB/s", f"failed: {_short(e)}")
+        unavailable(res, [SW_BIG], "peer", "MB/s", f"failed: {short(e)}")
 
 
 def closing_table(rows: dict[Config, Row], size_label: str) -> str:
@@ -267,7 +267,7 @@ async def scenario_scale(ctx: Context) -> ScenarioResult:
             direct = [r for c in configs[2:] if c in rows for r in rows[c].direct]
             await peers_on(ctx, res, eng.weed, direct)
     except Exception as e:
-        res.notes.append(f"PostgreSQL + S3 engines: {_short(e)}")
+        res.notes.append(f"PostgreSQL + S3 engines: {short(e)}")
         for config in configs[2:]:
             rows.setdefault(config, Row())
     res.extra["table"] = closing_table(rows, size_label)
