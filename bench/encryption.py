@@ -19,20 +19,20 @@ from collections.abc import AsyncIterator
 
 from bench import client
 from bench.data import GiB
-from bench.read_cpu import tree_cpu_seconds
-from bench.results_model import Metric, ScenarioResult, Target, median
-from bench.scenarios import (
+from bench.kit import (
     CLIENT_PROCESSES,
     SMALL_CONCURRENCY,
     Context,
     Once,
-    _short,
     interleaved,
     rate,
     ratio_target,
     session,
+    short,
     unavailable,
 )
+from bench.read_cpu import tree_cpu_seconds
+from bench.results_model import Metric, ScenarioResult, Target, median
 from bench.server import filesvc_server
 
 SEALED = "sealed"
@@ -143,7 +143,7 @@ async def scenario_encryption(ctx: Context) -> ScenarioResult:
                 await rate(res, name, "filesvc", sz.small_requests, many)
     except Exception as e:
         subjects = [*up.values(), *down.values(), *small.values()]
-        unavailable(res, subjects, "filesvc", "MB/s", f"failed: {_short(e)}")
+        unavailable(res, subjects, "filesvc", "MB/s", f"failed: {short(e)}")
     for kind in (PLAIN, SEALED):
         _merge_small(res, small[kind])
         for subject in (up[kind], down[kind]):

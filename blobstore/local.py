@@ -30,6 +30,9 @@ T = TypeVar("T")
 
 # Bytes per read of a blob when streaming it; matches the write batch.
 READ_SIZE = 1 << 20
+# Reads up to this many bytes are done on the caller's thread (ReadWhole), larger ones in one
+# hand-off to the store's threads.
+INLINE_READ = 64 * 1024
 # Store file I/O runs on its own small pool, so a slow disk cannot starve the loop's default
 # executor (which DNS and others share).  Writes of one blob are serialised anyway.
 IO_THREADS = 8
@@ -429,22 +432,32 @@ class LocalBackend:
     def read(self, ref: BlobRef, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         return read_opened(self.open(ref, start, end))
 
-    def read_now(self, ref: BlobRef, start: int, end: int) -> bytes:
+    def open_fd(self, ref: BlobRef) -> int:
+        """The blob's file opened for reading, on the calling thread (the caller closes it)."""
         digest = ref_digest(ref)
-        # local_path's path as a string: pathlib's joins cost more than the read itself.
+        # local_path's path as a string: pathlib's joins cost more than the open itself.
         path = f"{self._root_str}/{digest[:2]}/{digest[2:4]}/{ref}"
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise BlobNotFound(ref) from None
         except OSError as exc:
             raise translate_oserror(exc) from None
+
+    def read_now(self, ref: BlobRef, start: int, end: int) -> bytes:
+        fd = self.open_fd(ref)
         try:
             return os.pread(fd, max(0, end - start), start)
         except OSError as exc:
             raise translate_oserror(exc) from None
         finally:
             os.close(fd)
+
+    async def read_whole(self, ref: BlobRef, start: int, end: int) -> bytes | bytearray:
+        # A page-cache read of a few dozen KiB costs less than the hand-off (docs/measured.md).
+        if end - start <= INLINE_READ:
+            return self.read_now(ref, start, end)
+        return await self.run(self.read_now, ref, start, end)
 
     async def delete(self, ref: BlobRef) -> None:
         try:

@@ -6,7 +6,8 @@ point, :class:`blobstore.store.ContentStore`, so a backend trusts the ref it is 
 Roles: a download needs a :class:`BlobReader`; an upload a :class:`BlobWriter`; fsck and gc a
 :class:`BlobLister` and :class:`BlobRemover`.  :class:`BlobBackend` is all of them.  Special powers
 of one backend are optional capabilities that callers test for with ``isinstance``:
-:class:`ReadNow` (a reader whose small reads are cheaper on the caller's thread than a hand-off),
+:class:`ReadWhole` (a reader that reads a body of up to a MiB whole in at most one hand-off,
+none when it is small),
 :class:`FileRange` (an opened blob is a range of a local file: the decrypting wrapper reads it
 in its own pieces), :class:`Views` (an opened blob's pieces as views of buffers it reuses, no
 copy), :class:`WriteFrom` (a staging that runs a wrapper's transform in its own writer thread),
@@ -108,19 +109,19 @@ class Views(Protocol):
 
 
 @runtime_checkable
-class ReadNow(Protocol):
-    """Optional ability of a :class:`BlobReader`: read a small range synchronously.
+class ReadWhole(Protocol):
+    """Optional ability of a :class:`BlobReader`: read a range whole, with no thread hand-off
+    when it is small and at most one when it is larger (open, read, close and, for a sealed
+    blob, its checks and decryption in one go).
 
-    For a local file in the page cache, open + pread + close costs a few microseconds, less than
-    handing the read to a thread and back; a caller reads up to a few dozen KiB this way on the
-    event loop, and a larger whole body in one hand-off.  A reader that must wait on a network
-    (S3), or whose bytes need more work than a copy, does not offer it: callers then use
-    :meth:`BlobReader.open`.  A wrapping reader offers it only if what it wraps does."""
+    A download answers bodies up to a MiB from it: the stream's machinery (an open, a read
+    ahead, pieces regrouped) costs several hand-offs per request.  A reader behind a network
+    does not offer it: callers then use :meth:`BlobReader.open`."""
 
-    def read_now(self, ref: BlobRef, start: int, end: int) -> bytes:
-        """The bytes ``[start, end)`` of the blob (fewer when the blob is shorter).  Blocks the
-        calling thread.  Raises BlobNotFound when the blob is not stored, StorageFailure (or
-        StoreFull's kin) when the read fails."""
+    async def read_whole(self, ref: BlobRef, start: int, end: int) -> bytes | bytearray:
+        """The bytes ``[start, end)`` of the blob (fewer when the blob is shorter).  Raises
+        BlobNotFound when the blob is not stored, BlobCorrupt when a sealed blob fails its
+        checks, StorageFailure (or StoreFull's kin) when the read fails."""
 
 
 class BlobReader(Protocol):

@@ -40,6 +40,7 @@ from blobstore.sealed_reads import (
     segments,
 )
 from blobstore.sealed_staging import SealedStaging
+from blobstore.sealed_whole import LocalReads, WholeReads
 from blobstore.sealing import (
     SEGMENT,
     TRAILER,
@@ -159,7 +160,18 @@ class SealedBackend:
 
 class SealedLocalBackend(SealedBackend):
     """Over the local backend: its files stay reachable for repair's quarantine and fsck's
-    temp-file check.  A sealed ref's file holds ciphertext: read content through :meth:`open`."""
+    temp-file check.  A sealed ref's file holds ciphertext: read content through :meth:`open`
+    or :meth:`read_whole`."""
+
+    def __init__(self, inner: BlobBackend, keys: KeyRing, *, sealing: bool) -> None:
+        super().__init__(inner, keys, sealing=sealing)
+        self._whole = WholeReads(inner, keys) if isinstance(inner, LocalReads) else None
+
+    async def read_whole(self, ref: BlobRef, start: int, end: int) -> bytes | bytearray:
+        """A body of up to a MiB in at most one hand-off (:mod:`blobstore.sealed_whole`)."""
+        if self._whole is None:
+            return await read_all(await self.open(ref, start, end))
+        return await self._whole.read(ref, start, end)
 
     def local_path(self, ref: BlobRef) -> Path:
         assert isinstance(self.inner, LocalFiles)
