@@ -38,6 +38,7 @@ from blobstore.port import (
     Staging,
     StatMany,
     TempFiles,
+    supports,
 )
 from blobstore.refs import BlobRef, is_sealed, ref_digest, ref_scope
 from blobstore.sealing import (
@@ -83,7 +84,7 @@ class SealedStaging:
     """A blob being sealed into an inner staging."""
 
     def __init__(self, inner: Staging, key: ScopeKey, scope: str, opener: SealedBackend) -> None:
-        if not isinstance(inner, Readback):
+        if not supports(inner, Readback):
             raise StorageFailure("this blob backend cannot seal blobs (no readback)")
         self._inner = inner
         self._key = key
