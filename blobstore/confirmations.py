@@ -61,7 +61,7 @@ async def confirm(tx: Tx, reader: BlobReader, refs: Iterable[BlobRef], *, now_ms
     gone = [ref for ref, size in zip(wanted, sizes, strict=True) if size is None]
     if gone:
         raise BlobGone(f"{len(gone)} blob(s) reclaimed by gc before the upload committed")
-    await tx.executemany(
+    await tx.executemany_later(
         "INSERT INTO blob_refs (ref, confirmed_at) VALUES (?, ?)"
         " ON CONFLICT (ref) DO UPDATE SET confirmed_at = excluded.confirmed_at",
         [(ref, now_ms) for ref in wanted],
