@@ -173,13 +173,25 @@ class LocalStaging:
         return True
 
     async def same_as(self, ref: BlobRef) -> bool:
+        # The blob may be another upload's, published a moment ago and not yet durable: a
+        # dedup hit counts only once a sync that started after the comparison has finished.
         try:
-            # The blob may be another upload's, published a moment ago and not yet durable: a
-            # dedup hit counts only once a sync that started after the comparison has finished
-            # (the round that carries the comparison flushes after it).
-            return await self._carry(self._same_as_sync, ref)
+            await self._settle()
+            if self._fd is None:
+                # Held in memory (at most HOLD_BYTES to compare): carried by a round, whose
+                # flush comes after the comparison.
+                return await self._carry(self._same_as_sync, ref)
+            # A large blob's comparison reads it whole: in a hand-off of its own, so the
+            # rounds every other upload waits on are not held up by it.
+            task = asyncio.ensure_future(self._backend.run(self._same_as_sync, ref))
+            self._pending = task
+            await self._settle()
+            if not task.result():
+                return False
+            await self._backend.syncer.sync()
         except OSError as exc:
             raise translate_oserror(exc) from None
+        return True
 
     def _same_as_sync(self, ref: BlobRef) -> bool:
         target = self._backend.path_str(ref)
