@@ -4,7 +4,10 @@ moves within minutes, so a reference measured at another moment would not compar
 
 - 4 KiB downloads against SeaweedFS S3 GETs of the same objects;
 - metadata GETs against a bare aiohttp handler answering a constant JSON document;
-- random 1 MiB ranges of a large file against SeaweedFS range GETs of a large object;
+- random 1 MiB ranges of a large file against SeaweedFS range GETs of a large object, an aiohttp
+  server answering 1 MiB from memory (the most this client can take) and, for the issue's target
+  ("1 MiB ranges ≥ 2 x today"), the server code from before issue 14
+  (:data:`bench.before_code.READS_BEFORE`) on its own data directory, repetitions interleaved;
 - a large download against an aiohttp client reading the same size from an aiohttp server's
   memory (repetitions interleaved).
 
@@ -21,11 +24,12 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from statistics import median
 
-from bench import ceilings, client, peers, pgserver
-from bench import scenarios as sc
+from bench import before_code, ceilings, client, peers, pgserver
+from bench import kit as sc
 from bench.data import GiB, MiB, small_body
-from bench.results_model import ScenarioResult
+from bench.results_model import Kind, Metric, ScenarioResult
 from bench.server import filesvc_server, master_key_env
 
 FILES = 500
@@ -35,6 +39,8 @@ SMALL = 4096
 # The peer's large object for range GETs: ranges fall anywhere inside it.
 PEER_BIG = 64 * MiB
 PG_S3 = "PostgreSQL + S3"
+# Repetitions of the range figures, interleaved (the machine's load moves within seconds).
+RANGE_REPS = 3
 
 Many = Callable[[], Awaitable[tuple[float, list[float]]]]
 
@@ -47,6 +53,8 @@ class Config:
     env: dict[str, str] = field(default_factory=dict)
     # Only the per-request figures (4 KiB, metadata): the large transfers do not change with it.
     small_only: bool = False
+    # Ranges also measured on the server code from before issue 14 (the target's "today").
+    before: bool = False
 
     def subject(self, what: str) -> str:
         return f"filesvc {what} [{self.label}]"
@@ -67,6 +75,8 @@ SW_SMALL = "peer: SeaweedFS S3 GET 4 KiB"
 SW_RANGE = "peer: SeaweedFS S3 range GET 1 MiB"
 BARE_JSON = "reference: bare aiohttp JSON handler"
 MEM_BIG = "reference: aiohttp download from an aiohttp server's memory"
+MEM_RANGE = "reference: aiohttp 1 MiB from an aiohttp server's memory"
+BEFORE_RANGE = f"filesvc range 1 MiB, code before issue 14 ({before_code.READS_BEFORE})"
 
 
 def _many(spec: client.SmallSpec, count: int, conc: int = CONCURRENCY) -> Many:
@@ -83,7 +93,10 @@ async def scenario_reads(ctx: sc.Context) -> ScenarioResult:
         f"ranges ({RANGE_CONCURRENCY} connections); a {sz.big / GiB:g} GiB download; each beside "
         "its reference",
     )
-    configs = [Config("local"), Config("local, 2 workers", {"FILESVC_WORKERS": "2"}, True)]
+    configs = [
+        Config("local", before=True),
+        Config("local, 2 workers", {"FILESVC_WORKERS": "2"}, True),
+    ]
     async with contextlib.AsyncExitStack() as stack:
         bare = stack.enter_context(ceilings.DiscardServer())
         s3: peers.S3Client | None = None
@@ -92,13 +105,13 @@ async def scenario_reads(ctx: sc.Context) -> ScenarioResult:
             await _fill_peer(ctx, s3)
         except Exception as e:
             s3 = None
-            res.notes.append(f"SeaweedFS not measured: {sc._why(e)}")
+            res.notes.append(f"SeaweedFS not measured: {sc.peer_failure(e)}")
         if s3 is not None:
             try:
                 url = await stack.enter_async_context(_postgres())
                 configs.append(Config(PG_S3, _pg_s3_env(url, s3)))
             except Exception as e:
-                res.notes.append(f"PostgreSQL + S3 not measured: {sc._short(e)}")
+                res.notes.append(f"PostgreSQL + S3 not measured: {sc.short(e)}")
         for config in configs:
             await _filesvc_reads(ctx, res, config, Peers(bare.url, s3))
     for config in configs:
@@ -111,7 +124,39 @@ async def scenario_reads(ctx: sc.Context) -> ScenarioResult:
             ("large download ≥ 0.8 x aiohttp from memory", "download large", MEM_BIG, 0.8),
         ):
             sc.ratio_target(res, name + tag, config.subject(what), config.peer(reference), factor)
+        if config.before:
+            sc.ratio_target(
+                res,
+                f"1 MiB ranges ≥ 2 x the code before issue 14{tag}",
+                config.subject("range 1 MiB"),
+                config.peer(BEFORE_RANGE),
+                2.0,
+            )
     return res
+
+
+async def _interleaved_rates(
+    res: ScenarioResult, count: int, items: list[tuple[str, Kind, Many]]
+) -> None:
+    """Requests per second of each workload, RANGE_REPS runs each, interleaved (a, b, c, a, b,
+    c...); the median is the figure."""
+    runs: dict[str, list[float]] = {subject: [] for subject, _, _ in items}
+    failed: dict[str, str] = {}
+    for _ in range(RANGE_REPS):
+        for subject, _, many in items:
+            if subject in failed:
+                continue
+            try:
+                seconds, _ = await many()
+            except Exception as e:
+                failed[subject] = f"failed: {sc.short(e)}"
+                continue
+            runs[subject].append(count / seconds)
+    for subject, kind, _ in items:
+        rates = runs[subject]
+        value = median(rates) if rates else None
+        note = failed.get(subject, "")
+        res.add(Metric(subject, kind, value, "req/s", runs=rates, note=note))
 
 
 def _pg_s3_env(db_url: str, s3: peers.S3Client) -> dict[str, str]:
@@ -156,13 +201,49 @@ async def _filesvc_reads(ctx: sc.Context, res: ScenarioResult, config: Config, r
             server.sampler.reset()
         await _small_reads(ctx, res, config, api, ids, ref)
         if big_id is not None:
-            await _large_reads(ctx, res, config, api, big_id, ref)
+            async with _before_server(ctx, res, config) as before:
+                await _large_reads(ctx, res, config, api, big_id, ref, before)
         if server.sampler is not None:
             res.rss[f"filesvc [{config.label}]"] = server.sampler.stats()
     except Exception as e:
-        res.notes.append(f"filesvc [{config.label}] failed: {sc._short(e)}")
+        res.notes.append(f"filesvc [{config.label}] failed: {sc.short(e)}")
     finally:
         await asyncio.to_thread(server.stop)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def _before_server(
+    ctx: sc.Context, res: ScenarioResult, config: Config
+) -> AsyncIterator[tuple[client.FilesApi, str] | None]:
+    """The server code before issue 14 with the same large file: (api, file id), or None when
+    this configuration does not measure it or it could not be started (noted)."""
+    if not config.before:
+        yield None
+        return
+    data = ctx.scratch("reads-before-data")
+    server = None
+    try:
+        code = await asyncio.to_thread(
+            before_code.extract, before_code.READS_BEFORE, ctx.scratch("reads-before-code")
+        )
+        env = {**config.env, **before_code.server_env(code)}
+        log = ctx.logs_dir / f"reads-{len(res.metrics)}-filesvc-before.log"
+        server = filesvc_server(data, log, ctx.secret, env=env)
+        await asyncio.to_thread(server.start)
+        api = client.FilesApi.local(server.port, ctx.company, ctx.secret)
+        await asyncio.to_thread(client.wait_ready, api.base_url)
+        async with sc.session() as s:
+            big_id = await client.upload_single(s, api, ctx.sizes.big, ctx.seed(), multipart=False)
+        started: tuple[client.FilesApi, str] | None = (api, big_id)
+    except Exception as e:
+        res.notes.append(f"the code before issue 14 not measured: {sc.short(e)}")
+        started = None
+    try:
+        yield started
+    finally:
+        if server is not None:
+            await asyncio.to_thread(server.stop)
         shutil.rmtree(data, ignore_errors=True)
 
 
@@ -210,22 +291,33 @@ async def _large_reads(
     api: client.FilesApi,
     big_id: str,
     ref: Peers,
+    before: tuple[client.FilesApi, str] | None,
 ) -> None:
     sz = ctx.sizes
-    ranges = client.SmallSpec(
-        "files-range", api.files_url, tuple(api.auth.items()), MiB, ids=(big_id,), span=sz.big
-    )
+    count = sz.range_reads
+
+    def ranges(target: client.FilesApi, file_id: str) -> Many:
+        headers = tuple(target.auth.items())
+        spec = client.SmallSpec(
+            "files-range", target.files_url, headers, MiB, ids=(file_id,), span=sz.big
+        )
+        return _many(spec, count, RANGE_CONCURRENCY)
+
     subject = config.subject("range 1 MiB")
-    await sc.rate(res, subject, "filesvc", sz.range_reads, _many(ranges, sz.range_reads, 8))
+    items: list[tuple[str, Kind, Many]] = [(subject, "filesvc", ranges(api, big_id))]
+    if before is not None:
+        items.append((config.peer(BEFORE_RANGE), "reference", ranges(*before)))
     if ref.s3 is not None:
         creds = (peers.S3_BUCKET, ref.s3.key_id, ref.s3.secret)
         peer = client.SmallSpec(
             "s3-get", ref.s3.endpoint, s3=creds, ids=("read/big",), size=MiB, span=PEER_BIG
         )
-        await sc.rate(
-            res, config.peer(SW_RANGE), "peer", sz.range_reads, _many(peer, sz.range_reads, 8)
-        )
-        res.relate(subject, config.peer(SW_RANGE))
+        items.append((config.peer(SW_RANGE), "peer", _many(peer, count, RANGE_CONCURRENCY)))
+    memory = client.SmallSpec("url-get", f"{ref.bare_url}/bytes/{MiB}", size=MiB)
+    items.append((config.peer(MEM_RANGE), "reference", _many(memory, count, RANGE_CONCURRENCY)))
+    await _interleaved_rates(res, count, items)
+    for reference, _, _ in items[1:]:
+        res.relate(subject, reference)
     async with sc.session() as s:
 
         def timed(url: str, headers: dict[str, str]) -> sc.Once:

@@ -34,6 +34,9 @@ READ_SIZE = 1 << 20
 # A staged blob is held in memory, not written, while it is at most this long: most uploads are
 # small, and one that fits costs no thread hand-off of its own at all (see LocalStaging).
 HOLD_BYTES = 1 << 20
+# Reads up to this many bytes are done on the caller's thread (ReadWhole), larger ones in one
+# hand-off to the store's threads.
+INLINE_READ = 64 * 1024
 # Store file I/O runs on its own small pool, so a slow disk cannot starve the loop's default
 # executor (which DNS and others share).  Writes of one blob are serialised anyway.
 IO_THREADS = 8
@@ -88,7 +91,7 @@ class LocalStaging:
             )
         return self._fd
 
-    def _write_all(self, data: bytes) -> None:
+    def _write_all(self, data: bytes | memoryview) -> None:
         fd = self._open()
         if self._held is not None:
             data, self._held = self._held + data, None
@@ -132,6 +135,15 @@ class LocalStaging:
                 self._held += data
                 return
         self._pending = asyncio.ensure_future(self._backend.run(self._write_all, data))
+
+    async def write_from(self, make: Callable[[], bytes | memoryview]) -> None:
+        await self._settle()
+        self._pending = asyncio.ensure_future(self._backend.run(self._make_and_write, make))
+
+    def _make_and_write(self, make: Callable[[], bytes | memoryview]) -> None:
+        data = make()
+        self._written += len(data)  # read only after this operation has settled
+        self._write_all(data)
 
     async def publish(self, ref: BlobRef) -> bool:
         try:
@@ -446,21 +458,31 @@ class LocalBackend:
     def read(self, ref: BlobRef, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         return read_opened(self.open(ref, start, end))
 
-    def read_now(self, ref: BlobRef, start: int, end: int) -> bytes:
-        # local_path's path as a string: pathlib's joins cost more than the read itself.
+    def open_fd(self, ref: BlobRef) -> int:
+        """The blob's file opened for reading, on the calling thread (the caller closes it)."""
+        # local_path's path as a string: pathlib's joins cost more than the open itself.
         path = self.path_str(ref)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise BlobNotFound(ref) from None
         except OSError as exc:
             raise translate_oserror(exc) from None
+
+    def read_now(self, ref: BlobRef, start: int, end: int) -> bytes:
+        fd = self.open_fd(ref)
         try:
             return os.pread(fd, max(0, end - start), start)
         except OSError as exc:
             raise translate_oserror(exc) from None
         finally:
             os.close(fd)
+
+    async def read_whole(self, ref: BlobRef, start: int, end: int) -> bytes | bytearray:
+        # A page-cache read of a few dozen KiB costs less than the hand-off (docs/measured.md).
+        if end - start <= INLINE_READ:
+            return self.read_now(ref, start, end)
+        return await self.run(self.read_now, ref, start, end)
 
     async def delete(self, ref: BlobRef) -> None:
         try:

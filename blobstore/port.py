@@ -6,9 +6,12 @@ point, :class:`blobstore.store.ContentStore`, so a backend trusts the ref it is 
 Roles: a download needs a :class:`BlobReader`; an upload a :class:`BlobWriter`; fsck and gc a
 :class:`BlobLister` and :class:`BlobRemover`.  :class:`BlobBackend` is all of them.  Special powers
 of one backend are optional capabilities that callers test for with ``isinstance``:
-:class:`ReadNow` (a reader whose small reads are cheaper on the caller's thread than a hand-off),
+:class:`ReadWhole` (a reader that reads a body of up to a MiB whole in at most one hand-off,
+none when it is small),
 :class:`FileRange` (an opened blob is a range of a local file: the decrypting wrapper reads it
-in its own pieces), :class:`LocalFiles` and :class:`TempFiles` (the local backend's files, for
+in its own pieces), :class:`Views` (an opened blob's pieces as views of buffers it reuses, no
+copy), :class:`WriteFrom` (a staging that runs a wrapper's transform in its own writer thread),
+:class:`LocalFiles` and :class:`TempFiles` (the local backend's files, for
 fsck and repair),
 :class:`Leftovers` (what interrupted writes left in a store behind a network, for fsck and
 repair), :class:`Probe` (a backend behind a network can be asked whether it answers: the health
@@ -19,7 +22,7 @@ which inspects every member of a runtime protocol on every call.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -107,19 +110,33 @@ class FileRange(Protocol):
 
 
 @runtime_checkable
-class ReadNow(Protocol):
-    """Optional ability of a :class:`BlobReader`: read a small range synchronously.
+class Views(Protocol):
+    """Optional ability of a :class:`BlobStream`: its pieces as memoryviews of buffers the stream
+    reuses, so a caller that only writes them out (a download) saves a copy per piece.
 
-    For a local file in the page cache, open + pread + close costs a few microseconds, less than
-    handing the read to a thread and back; a caller reads up to a few dozen KiB this way on the
-    event loop, and a larger whole body in one hand-off.  A reader that must wait on a network
-    (S3), or whose bytes need more work than a copy, does not offer it: callers then use
-    :meth:`BlobReader.open`.  A wrapping reader offers it only if what it wraps does."""
+    A buffer is reused only once no view of it is alive (the stream checks; it makes another
+    buffer otherwise), so a caller may keep a view, or hand it to a transport that sends it
+    later, and never sees it change: keeping views only costs memory."""
 
-    def read_now(self, ref: BlobRef, start: int, end: int) -> bytes:
-        """The bytes ``[start, end)`` of the blob (fewer when the blob is shorter).  Blocks the
-        calling thread.  Raises BlobNotFound when the blob is not stored, StorageFailure (or
-        StoreFull's kin) when the read fails."""
+    def views(self) -> AsyncIterator[memoryview]:
+        """The bytes, in order, as iterating the stream would yield them (iterate one or the
+        other, once)."""
+
+
+@runtime_checkable
+class ReadWhole(Protocol):
+    """Optional ability of a :class:`BlobReader`: read a range whole, with no thread hand-off
+    when it is small and at most one when it is larger (open, read, close and, for a sealed
+    blob, its checks and decryption in one go).
+
+    A download answers bodies up to a MiB from it: the stream's machinery (an open, a read
+    ahead, pieces regrouped) costs several hand-offs per request.  A reader behind a network
+    does not offer it: callers then use :meth:`BlobReader.open`."""
+
+    async def read_whole(self, ref: BlobRef, start: int, end: int) -> bytes | bytearray:
+        """The bytes ``[start, end)`` of the blob (fewer when the blob is shorter).  Raises
+        BlobNotFound when the blob is not stored, BlobCorrupt when a sealed blob fails its
+        checks, StorageFailure (or StoreFull's kin) when the read fails."""
 
 
 class BlobReader(Protocol):
@@ -217,6 +234,20 @@ class Readback(Protocol):
     async def found_durable(self, ref: BlobRef) -> None:
         """Return once the blob stored under ``ref`` is durable (it may be another upload's,
         published a moment ago): a dedup hit counts only then.  Raises StorageFailure."""
+
+
+@runtime_checkable
+class WriteFrom(Protocol):
+    """Optional ability of a :class:`Staging` written from its own thread (the local backend):
+    append bytes that a function makes in that thread, as one operation.  A wrapper that
+    transforms what it writes (sealing) then costs one thread hand-off per batch instead of
+    two, its work overlaps the network, and its output buffer is written before the call that
+    made it returns, so the wrapper reuses one buffer with no copy."""
+
+    async def write_from(self, make: Callable[[], bytes | memoryview]) -> None:
+        """Like :meth:`Staging.write` of ``make()``'s result, with ``make`` called in the
+        staging's thread after every earlier write, and its result written before any later
+        operation starts.  A failure of ``make`` surfaces like a failed write."""
 
 
 @runtime_checkable

@@ -1,7 +1,7 @@
 """Download mechanics: byte ranges, conditional requests, Content-Disposition, and sending a
-file's chunks in order through the blob port's reader role: a small body read whole (on the
-event loop where the reader offers :class:`~blobstore.port.ReadNow` and the body is tiny), a
-larger one streamed a piece at a time with a send stall timeout."""
+file's chunks in order through the blob port's reader role: a body up to a MiB read whole (in at
+most one thread hand-off where the reader offers :class:`~blobstore.port.ReadWhole`), a larger
+one streamed a piece at a time with a send stall timeout."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from blobstore.manifests import Entry
-from blobstore.port import BlobReader, BlobStream, ReadNow
+from blobstore.port import BlobReader, BlobStream, ReadWhole, Views
 from filesvc.accesslog import count_sent
 from filesvc.errors import DamagedContent
 
@@ -99,12 +99,10 @@ def segments(entries: Sequence[Entry], byte_range: ByteRange) -> list[tuple[Entr
 Piece = tuple[Entry, int, int]
 
 # Bodies up to WHOLE_BODY are read whole before the headers and answered as one response (no
-# streaming machinery; an error status if the read fails).  With a ReadNow reader (local disk)
-# they are read in one hand-off to a thread, or on the event loop itself up to INLINE_BODY,
-# where a read from the page cache costs less than the hand-off (measured, docs/measured.md).
-# WHOLE_BODY is the streamed path's piece size, so memory per download is no higher than
-# streaming's.
-INLINE_BODY = 64 * 1024
+# streaming machinery; an error status if the read fails).  A ReadWhole reader (local disk,
+# sealed or not) reads each piece in at most one hand-off to a thread, none when it is tiny
+# (docs/measured.md).  WHOLE_BODY is the streamed path's piece size, so memory per download is
+# no higher than streaming's.
 WHOLE_BODY = 1024 * 1024
 
 SHORT_BLOB = "stored content of this file is shorter than recorded; an operator must run fsck"
@@ -114,48 +112,55 @@ class SendStalled(ConnectionError):
     """The client took no bytes for the send stall timeout: its connection was closed."""
 
 
-_READS_NOW: dict[type, bool] = {}
+_READS_WHOLE: dict[type, bool] = {}
 
 
-def _reads_now(reader: BlobReader) -> bool:
-    """Whether the reader offers ReadNow, asked once per class: ``isinstance`` against a
+def _reads_whole(reader: BlobReader) -> bool:
+    """Whether the reader offers ReadWhole, asked once per class: ``isinstance`` against a
     runtime-checkable protocol walks its members on every call (3 % of a 4 KiB GET)."""
     kind = type(reader)
-    known = _READS_NOW.get(kind)
+    known = _READS_WHOLE.get(kind)
     if known is None:
-        known = _READS_NOW[kind] = isinstance(reader, ReadNow)
+        known = _READS_WHOLE[kind] = isinstance(reader, ReadWhole)
     return known
 
 
-def _read_all_now(reader: ReadNow, pieces: Sequence[Piece]) -> bytes:
-    parts = []
-    for entry, start, end in pieces:
-        data = reader.read_now(entry.ref, start, end)
-        if len(data) != end - start:
-            raise DamagedContent(SHORT_BLOB)
-        parts.append(data)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-async def read_whole(reader: BlobReader, pieces: Sequence[Piece]) -> bytes:
+async def read_whole(reader: BlobReader, pieces: Sequence[Piece]) -> bytes | bytearray:
     """The bytes of the pieces (at most WHOLE_BODY in all), whole.  A blob shorter than its
     manifest says is DamagedContent: still an error status, since no byte has gone out."""
-    if _reads_now(reader):
-        now = cast(ReadNow, reader)
-        if sum(end - start for _, start, end in pieces) <= INLINE_BODY:
-            return _read_all_now(now, pieces)
-        return await asyncio.to_thread(_read_all_now, now, pieces)
+    whole = cast(ReadWhole, reader) if _reads_whole(reader) else None
     parts = []
     for entry, start, end in pieces:
-        blob = await reader.open(entry.ref, start, end)
-        try:
-            data = b"".join([piece async for piece in blob])
-        finally:
-            await blob.aclose()
+        if whole is not None:
+            data = await whole.read_whole(entry.ref, start, end)
+        else:
+            blob = await reader.open(entry.ref, start, end)
+            try:
+                data = b"".join([piece async for piece in blob])
+            finally:
+                await blob.aclose()
         if len(data) != end - start:
             raise DamagedContent(SHORT_BLOB)
         parts.append(data)
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+# A whole body this large is sent in a write of its own after the headers: aiohttp joins the
+# headers and a response's body into one new bytes object before Python 3.12.9 (its writelines
+# is unsafe there), a copy of the whole body that measured as a quarter of a 1 MiB range's
+# time on the event loop; a second write costs one more send of a few hundred bytes.
+SEND_APART = 64 * 1024
+
+
+async def send_apart(
+    request: web.Request, response: web.StreamResponse, body: bytes | bytearray
+) -> None:
+    """Prepare ``response`` and send the headers, then ``body`` as it is (no copy)."""
+    await response.prepare(request)
+    await response.write(b"")  # the buffered headers go out alone
+    await response.write(body)
+    count_sent(request, len(body))
+    await response.write_eof()
 
 
 async def open_first(reader: BlobReader, pieces: Sequence[Piece]) -> BlobStream | None:
@@ -188,7 +193,9 @@ async def stream(
         blob = first if i == 0 and first is not None else await reader.open(entry.ref, start, end)
         try:
             sent = 0
-            async for data in blob:
+            # A stream that decrypts hands over its own buffers (no copy per piece).
+            chunks = blob.views() if isinstance(blob, Views) else aiter(blob)
+            async for data in chunks:
                 try:
                     async with asyncio.timeout(stall_timeout):
                         await response.write(data)

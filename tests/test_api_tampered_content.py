@@ -89,6 +89,9 @@ async def test_damage_answers_500_before_the_first_byte(api: Api, damage: str) -
     file_id = await create_raw(api, data)
     ref = await ref_of(api, file_id)
     assert is_sealed(ref)
+    # Read once while intact, so the server remembers the blob's verified trailer.
+    resp = await api.download(file_id, Range="bytes=3000000-3000099")
+    assert resp.status == 206 and await resp.read() == data[3000000:3000100]
     await overwrite(api, ref, EARLY[damage](await stored(api, ref)))
     status, message = await error_of(await api.download(file_id))
     assert (status, message) == (
@@ -108,8 +111,12 @@ async def test_blob_swapped_for_another_of_the_same_company_is_refused(api: Api)
     one, two = os.urandom(LARGE), os.urandom(LARGE)
     id_one, id_two = await create_raw(api, one), await create_raw(api, two)
     ref_one, ref_two = await ref_of(api, id_one), await ref_of(api, id_two)
+    ranged = {"Range": "bytes=1000-1048575"}  # a body read whole
+    assert await (await api.download(id_one, **ranged)).read() == one[1000:1048576]
     await overwrite(api, ref_one, await stored(api, ref_two))
     status, _ = await error_of(await api.download(id_one))
+    assert status == 500
+    status, _ = await error_of(await api.download(id_one, **ranged))
     assert status == 500
     assert await api.content(id_two) == two
 
@@ -134,6 +141,7 @@ async def test_damage_far_in_cuts_the_connection_after_only_good_bytes(api: Api)
 async def test_small_file_flipped_answers_500(api: Api) -> None:
     res = await api.upload(b"a short document")
     ref = await ref_of(api, res["id"])
+    assert await api.content(res["id"]) == b"a short document"
     await overwrite(api, ref, flip(lambda n: 3)(await stored(api, ref)))
     status, _ = await error_of(await api.download(res["id"]))
     assert status == 500

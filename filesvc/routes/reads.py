@@ -10,6 +10,7 @@ from aiohttp import web
 from blobstore.errors import StoreFull
 from filesvc.appkeys import METRICS, SERVICE, SETTINGS, SPACE, STORE
 from filesvc.download import (
+    SEND_APART,
     WHOLE_BODY,
     ByteRange,
     Piece,
@@ -20,6 +21,7 @@ from filesvc.download import (
     parse_range,
     read_whole,
     segments,
+    send_apart,
     stream,
 )
 from filesvc.errors import BadRequest, NotFound, RangeNotSatisfiable
@@ -125,9 +127,15 @@ async def _answer(
     WHOLE_BODY read whole and answered in one go, a larger one streamed."""
     if pieces and length <= WHOLE_BODY:
         body = await read_whole(request.app[STORE].backend, pieces)
-        whole = web.Response(status=status, headers=headers, body=body)
-        whole.content_type = content_type
-        return whole
+        if len(body) < SEND_APART:
+            whole = web.Response(status=status, headers=headers, body=body)
+            whole.content_type = content_type
+            return whole
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_type = content_type
+        response.content_length = len(body)
+        await send_apart(request, response, body)
+        return response
     response = web.StreamResponse(status=status, headers=headers)
     response.content_type = content_type
     response.content_length = length
