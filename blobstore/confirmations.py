@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection, Iterable, Mapping
+from typing import cast
 
 from blobstore.engine.base import Tx
 from blobstore.engine.migrate import Step
 from blobstore.errors import BlobStoreError
-from blobstore.port import BlobReader, StatMany
+from blobstore.port import BlobReader, StatMany, supports
 from blobstore.refs import BlobRef
 
 GC_LOCK = "blobstore:gc"
@@ -53,14 +54,14 @@ async def confirm(tx: Tx, reader: BlobReader, refs: Iterable[BlobRef], *, now_ms
     if not wanted:
         return
     await tx.lock(GC_LOCK, shared=True)
-    if isinstance(reader, StatMany):
-        sizes = await reader.stat_many(wanted)
+    if supports(reader, StatMany):
+        sizes = await cast(StatMany, reader).stat_many(wanted)
     else:
         sizes = await asyncio.gather(*(reader.stat(ref) for ref in wanted))
     gone = [ref for ref, size in zip(wanted, sizes, strict=True) if size is None]
     if gone:
         raise BlobGone(f"{len(gone)} blob(s) reclaimed by gc before the upload committed")
-    await tx.executemany(
+    await tx.executemany_later(
         "INSERT INTO blob_refs (ref, confirmed_at) VALUES (?, ?)"
         " ON CONFLICT (ref) DO UPDATE SET confirmed_at = excluded.confirmed_at",
         [(ref, now_ms) for ref in wanted],

@@ -17,6 +17,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +31,9 @@ T = TypeVar("T")
 
 # Bytes per read of a blob when streaming it; matches the write batch.
 READ_SIZE = 1 << 20
+# A staged blob is held in memory, not written, while it is at most this long: most uploads are
+# small, and one that fits costs no thread hand-off of its own at all (see LocalStaging).
+HOLD_BYTES = 1 << 20
 # Reads up to this many bytes are done on the caller's thread (ReadWhole), larger ones in one
 # hand-off to the store's threads.
 INLINE_READ = 64 * 1024
@@ -63,11 +67,13 @@ def translate_oserror(exc: OSError) -> Exception:
 class LocalStaging:
     """A temp file being written; at most one write in flight, so network and disk overlap.
 
-    The first batch is only held in memory: a blob that fits in one batch (most uploads are
-    small) then costs one thread hand-off to open, write and check, and a duplicate of a stored
-    blob is compared from memory without ever touching the disk."""
+    The first batch (and what follows while the whole stays within ``HOLD_BYTES``) is only held
+    in memory.  Publishing writes what is held, checks the byte count and links the file into
+    place as operations carried by the store's shared sync rounds (:meth:`GroupSync.carry`):
+    many small uploads finishing together share one thread hand-off and one flush per step, and
+    a duplicate of a stored blob is compared from memory without ever touching the disk."""
 
-    def __init__(self, backend: LocalBackend, path: Path) -> None:
+    def __init__(self, backend: LocalBackend, path: str) -> None:
         self._backend = backend
         self._path = path
         self._fd: int | None = None
@@ -109,20 +115,25 @@ class LocalStaging:
             if pending.done() and self._pending is pending:
                 self._pending = None
 
-    async def _call(self, fn: Callable[..., T], *args: object) -> T:
-        """Run ``fn`` in a store thread as the one operation in flight."""
+    async def _carry(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn`` in the next sync round's thread as the one operation in flight; its result
+        once the round's flush has made what it did durable."""
         await self._settle()
-        task = asyncio.ensure_future(self._backend.run(fn, *args))
-        self._pending = task
+        carried = self._backend.syncer.carry(partial(fn, *args))
+        self._pending = carried.ran
         await self._settle()
-        return task.result()
+        return await carried.durable
 
     async def write(self, data: bytes) -> None:
         await self._settle()
         self._written += len(data)
-        if self._fd is None and self._held is None:
-            self._held = data
-            return
+        if self._fd is None:
+            if self._held is None:
+                self._held = data
+                return
+            if len(self._held) + len(data) <= HOLD_BYTES:
+                self._held += data
+                return
         self._pending = asyncio.ensure_future(self._backend.run(self._write_all, data))
 
     async def write_from(self, make: Callable[[], bytes | memoryview]) -> None:
@@ -135,28 +146,24 @@ class LocalStaging:
         self._write_all(data)
 
     async def publish(self, ref: BlobRef) -> bool:
-        await self._settle()
-        backend = self._backend
         try:
-            if not await self._call(self._prepare, ref):
-                return False  # exists: no sync needed for bytes we are about to drop
-            # 1. The bytes are durable before the name exists, so a blob is never visible
-            #    partly written, even after a power cut.
-            await backend.syncer.sync()
-            if not await self._call(self._link, ref):
+            # 1. The bytes are written and made durable (the round's flush) before the name
+            #    exists, so a blob is never visible partly written, even after a power cut.
+            if not await self._carry(self._prepare, ref):
+                return False  # exists: these bytes are about to be dropped
+            # 2. Linked in a later round, so the name (and any new fan-out directory) is durable
+            #    before anyone is told.  If that flush fails the blob stays: its bytes are
+            #    durable and whole (step 1), a racing upload may already have deduplicated
+            #    against it, and unreferenced it is only an orphan for gc.
+            if not await self._carry(self._link, ref):
                 return False
-            # 2. The name (and any new fan-out directory) is durable before anyone is told.  If
-            #    this sync fails the blob stays: its bytes are durable and whole (step 1), a
-            #    racing upload may already have deduplicated against it, and unreferenced it is
-            #    only an orphan for gc.
-            await backend.syncer.sync()
         except OSError as exc:
             raise translate_oserror(exc) from None
         return True
 
     def _prepare(self, ref: BlobRef) -> bool:
         """Write what is held and check the byte count, unless ``ref`` exists already."""
-        if self._backend.local_path(ref).exists():
+        if os.path.exists(self._backend.path_str(ref)):
             return False
         self._write_all(b"")
         assert self._fd is not None
@@ -165,8 +172,8 @@ class LocalStaging:
         return True
 
     def _link(self, ref: BlobRef) -> bool:
-        target = self._backend.local_path(ref)
-        self._backend.ensure_fanout(target.parent)
+        target = self._backend.path_str(ref)
+        self._backend.ensure_fanout(Path(target).parent)
         try:
             os.link(self._path, target)
         except FileExistsError:
@@ -174,23 +181,32 @@ class LocalStaging:
         assert self._fd is not None
         os.close(self._fd)
         self._fd = None
-        self._path.unlink()
+        os.unlink(self._path)
         return True
 
     async def same_as(self, ref: BlobRef) -> bool:
-        await self._settle()
+        # The blob may be another upload's, published a moment ago and not yet durable: a
+        # dedup hit counts only once a sync that started after the comparison has finished.
         try:
-            if not await self._call(self._same_as_sync, ref):
+            await self._settle()
+            if self._fd is None:
+                # Held in memory (at most HOLD_BYTES to compare): carried by a round, whose
+                # flush comes after the comparison.
+                return await self._carry(self._same_as_sync, ref)
+            # A large blob's comparison reads it whole: in a hand-off of its own, so the
+            # rounds every other upload waits on are not held up by it.
+            task = asyncio.ensure_future(self._backend.run(self._same_as_sync, ref))
+            self._pending = task
+            await self._settle()
+            if not task.result():
                 return False
-            # The blob may be another upload's, published a moment ago and not yet durable: a
-            # dedup hit counts only once a sync that started after it has finished.
             await self._backend.syncer.sync()
         except OSError as exc:
             raise translate_oserror(exc) from None
         return True
 
     def _same_as_sync(self, ref: BlobRef) -> bool:
-        target = self._backend.local_path(ref)
+        target = self._backend.path_str(ref)
         try:
             with open(target, "rb") as stored:
                 if os.fstat(stored.fileno()).st_size != self._written:
@@ -249,10 +265,11 @@ class LocalStaging:
 
     def _discard_sync(self, fd: int) -> None:
         os.close(fd)
-        self._path.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path)
 
 
-def _pread_path(path: Path, size: int, offset: int) -> bytes:
+def _pread_path(path: str, size: int, offset: int) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         return os.pread(fd, size, offset)
@@ -361,6 +378,7 @@ class LocalBackend:
         self.min_free_bytes = min_free_bytes
         self.tmp = root / TEMP_DIR
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._tmp_str = str(self.tmp)
         self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="blobstore")
         self.syncer = GroupSync(root, self.run)
         self._tmp_prefix = uuid.uuid4().hex
@@ -383,6 +401,12 @@ class LocalBackend:
         digest = ref_digest(ref)
         return self.root / digest[:2] / digest[2:4] / ref
 
+    def path_str(self, ref: BlobRef) -> str:
+        """:meth:`local_path` as a string: pathlib's joins cost more than the file operations
+        of a small blob."""
+        digest = ref_digest(ref)
+        return f"{self._root_str}/{digest[:2]}/{digest[2:4]}/{ref}"
+
     def ensure_fanout(self, directory: Path) -> None:
         """Create the fan-out directories (made durable by the publish's second sync)."""
         if directory in self._known_dirs:
@@ -393,7 +417,9 @@ class LocalBackend:
     async def stage(self) -> LocalStaging:
         # Unique without a getrandom call per blob: this process's random prefix and a counter
         # (and O_EXCL when the file is made).
-        return LocalStaging(self, self.tmp / f"{self._tmp_prefix}-{next(self._tmp_counter)}.tmp")
+        return LocalStaging(
+            self, f"{self._tmp_str}/{self._tmp_prefix}-{next(self._tmp_counter)}.tmp"
+        )
 
     async def stat(self, ref: BlobRef) -> int | None:
         try:
@@ -434,9 +460,8 @@ class LocalBackend:
 
     def open_fd(self, ref: BlobRef) -> int:
         """The blob's file opened for reading, on the calling thread (the caller closes it)."""
-        digest = ref_digest(ref)
         # local_path's path as a string: pathlib's joins cost more than the open itself.
-        path = f"{self._root_str}/{digest[:2]}/{digest[2:4]}/{ref}"
+        path = self.path_str(ref)
         try:
             return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:

@@ -16,6 +16,8 @@ fsck and repair),
 :class:`Leftovers` (what interrupted writes left in a store behind a network, for fsck and
 repair), :class:`Probe` (a backend behind a network can be asked whether it answers: the health
 route), :class:`StatMany` (many blobs stat'ed at once, for a commit that confirms a batch of them).
+On a request's path, test with :func:`supports` (remembered per class) rather than ``isinstance``,
+which inspects every member of a runtime protocol on every call.
 """
 
 from __future__ import annotations
@@ -26,6 +28,19 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from blobstore.refs import BlobRef
+
+_SUPPORTS: dict[tuple[type, type], bool] = {}
+
+
+def supports(obj: object, ability: type) -> bool:
+    """``isinstance(obj, ability)`` for a runtime-checkable protocol whose members are methods
+    or properties of the class, remembered per class: the protocol check costs about as much as
+    a small upload's own work in the store (py-spy, bench/README.md).  Callers ``cast``."""
+    key = (type(obj), ability)
+    found = _SUPPORTS.get(key)
+    if found is None:
+        found = _SUPPORTS[key] = isinstance(obj, ability)
+    return found
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, cast
 
 from blobstore.errors import BlobCorrupt, BlobNotFound, StorageFailure
-from blobstore.port import BlobStream, Readback, Staging, WriteFrom
+from blobstore.port import BlobStream, Readback, Staging, WriteFrom, supports
 from blobstore.refs import BlobRef, ref_digest
 from blobstore.sealed_reads import THREAD_MIN, crypt, segments
 from blobstore.sealing import TRAILER, Opener, ScopeKey, Sealer, Trailer, sealed_size
@@ -46,7 +46,7 @@ class SealedStaging:
     wrapper itself) for the dedup comparison."""
 
     def __init__(self, inner: Staging, key: ScopeKey, scope: str, reader: BlobReader) -> None:
-        if not isinstance(inner, Readback):
+        if not supports(inner, Readback):
             raise StorageFailure("this blob backend cannot seal blobs (no readback)")
         self._inner = inner
         self._from_thread = cast(WriteFrom, inner) if _writes_from(inner) else None

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
+from typing import cast
 
 from blobstore.errors import CollisionLimit, TooLarge
 from blobstore.keyring import UNSCOPED
-from blobstore.port import BlobBackend, SealingWriter, Staging
+from blobstore.port import BlobBackend, SealingWriter, Staging, supports
 from blobstore.refs import (
     MAX_COLLISION_VARIANTS,
     BlobRef,
@@ -61,11 +62,10 @@ class ContentStore:
         if scope is not None:
             check_scope(scope)
         backend = self.backend
-        sealed = isinstance(backend, SealingWriter) and backend.sealing
+        sealed = supports(backend, SealingWriter) and cast(SealingWriter, backend).sealing
         if sealed:
-            assert isinstance(backend, SealingWriter)
             scope = UNSCOPED if scope is None else scope
-            staging = await backend.stage_sealed(scope)
+            staging = await cast(SealingWriter, backend).stage_sealed(scope)
         else:
             staging = await backend.stage()
         try:

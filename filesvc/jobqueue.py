@@ -82,7 +82,7 @@ async def enqueue(tx: Tx, file_id: str, *, now_ms: int) -> int:
 
 async def enqueue_new(tx: Tx, jobs: Iterable[tuple[str, int]]) -> None:
     """Queue the first job of new files: (file_id, now_ms) pairs."""
-    await tx.executemany(
+    await tx.executemany_later(
         "INSERT INTO thumbnail_jobs (file_id, generation, state, updated_at)"
         " VALUES (?, 1, 'pending', ?)",
         list(jobs),

@@ -183,7 +183,7 @@ async def chunk_stored(db: Engine, company_id: str, file_id: str, number: int) -
 
 async def insert_many(tx: Tx, batch: Sequence[NewRow]) -> None:
     """New files' rows, one statement for the batch (their manifests exist already)."""
-    await tx.executemany(
+    await tx.executemany_later(
         "INSERT INTO files (file_id, company_id, user_id, application_id, name, mime,"
         " created_at, updated_at, thumbnails_status, etag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [

@@ -90,6 +90,23 @@ async def test_concurrent_identical_puts_converge(backend: BlobBackend) -> None:
     assert len(await refs(backend)) == 1
 
 
+async def test_large_blobs_are_deduplicated_and_compared_whole(backend: BlobBackend) -> None:
+    """Blobs past the size a backend may hold in memory: a duplicate is found by comparing the
+    stored bytes, and one differing in its last byte under a forced collision is not."""
+    big = os.urandom(3 << 20)
+    store = ContentStore(backend)
+    a = await store.put(chunks(big[:1_000_000], big[1_000_000:]))
+    b = await store.put(chunks(big))
+    assert a.ref == b.ref and a.created and not b.created
+    colliding = ContentStore(backend, hasher=ConstantHash)
+    c = await colliding.put(chunks(big))
+    d = await colliding.put(chunks(big[:-1] + bytes([big[-1] ^ 1])))
+    e = await colliding.put(chunks(big))
+    assert len({c.ref, d.ref}) == 2 and e.ref == c.ref and not e.created
+    assert await read_all(backend, d.ref) == big[:-1] + bytes([big[-1] ^ 1])
+    assert await leftovers(backend) == []
+
+
 class ConstantHash:
     """A test seam: every content hashes alike, as a planted collision would."""
 

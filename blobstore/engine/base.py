@@ -65,6 +65,11 @@ class Tx(Protocol):
     async def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
         """Run one statement for each row of arguments."""
 
+    async def executemany_later(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        """:meth:`executemany`, possibly still running when this returns: it runs before the
+        transaction's next statement or commit, and its error is raised there (the
+        transaction rolls back).  For a group commit's inserts, which nothing reads back."""
+
     async def fetch(self, sql: str, *args: object) -> list[Row]:
         """Every row of a query."""
 

@@ -123,6 +123,10 @@ class PostgresTx:
         except _UNAVAILABLE as exc:
             raise _unavailable(exc) from exc
 
+    async def executemany_later(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        # One connection runs one statement at a time: nothing to overlap.
+        await self.executemany(sql, rows)
+
     async def fetch(self, sql: str, *args: object) -> list[Row]:
         try:
             return cast(list[Row], await self.conn.fetch(translate(sql), *args))

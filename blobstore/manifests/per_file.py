@@ -55,7 +55,7 @@ async def create(
 
 async def create_many(tx: Tx, batch: Sequence[NewManifest]) -> None:
     """Create whole manifests in one statement per table (the group commit of small uploads)."""
-    await tx.executemany(
+    await tx.executemany_later(
         "INSERT INTO manifests (file_id, owner, expected_chunks, expected_size, complete,"
         " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
         [
@@ -65,7 +65,7 @@ async def create_many(tx: Tx, batch: Sequence[NewManifest]) -> None:
     )
     entries = [(m.file_id, *m.entry) for m in batch if m.entry is not None]
     if entries:
-        await tx.executemany(
+        await tx.executemany_later(
             "INSERT INTO manifest_entries (file_id, slot, idx, ref, size)"
             " VALUES (?, 'chunk', ?, ?, ?)",
             entries,

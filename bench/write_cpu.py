@@ -1,0 +1,245 @@
+"""CPU per small upload, server and client: the measure of write cost that a loaded machine
+distorts least, beside the peers the targets compare with.
+
+    python -m bench.write_cpu                          # embedded default, encryption on
+    python -m bench.write_cpu --peers                  # also SeaweedFS S3 PUT and @tus/server
+    python -m bench.write_cpu --set FILESVC_WORKERS=2 --workload files-raw
+    python -m bench.write_cpu --workload tus-post --py-spy /tmp/prof [--idle]
+
+Starts ``filesvc serve`` (this tree's code) on a fresh data directory and runs 4 KiB uploads
+as the bench's ``small`` scenario sends them (raw body and multipart through the files API, and
+tus creation-with-upload; 64 connections from two client processes).  For each it prints the
+rate, the server's CPU per upload (user + system of its process tree, from /proc, before and
+after), the client processes' CPU per upload, the cores the server kept busy meanwhile (CPU ÷
+wall time: well under one per server process on an idle machine means it was waiting, not
+computing) and the median latency.  With ``--peers`` the same for a SeaweedFS S3 PUT and an
+``@tus/server`` creation-with-upload of the same bodies: on a machine where the server and the
+client share the cores, the rates compare as the sums of server and client CPU do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import resource
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import client, peers, seaweedfs
+from bench.read_cpu import tree_cpu_seconds
+from bench.server import filesvc_server, venv_bin
+
+SMALL = 4096
+CONCURRENCY = 64
+CLIENT_PROCESSES = 2
+WARM = 300
+WORKLOADS: dict[str, str] = {
+    "files-raw": "filesvc 4 KiB upload, raw body",
+    "files-multipart": "filesvc 4 KiB upload, multipart",
+    "tus-post": "filesvc 4 KiB tus creation-with-upload",
+}
+PEER_PUT = "peer: SeaweedFS S3 PUT 4 KiB"
+PEER_TUS = "peer: @tus/server creation-with-upload 4 KiB"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One workload against one running server."""
+
+    label: str
+    spec: client.SmallSpec
+    pid: int  # the server's process (its tree is counted)
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished, waited-for children (the client processes)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+@contextlib.contextmanager
+def _profiled(pid: int, out: Path | None, idle: bool) -> Iterator[None]:
+    """py-spy sampling the server's process tree meanwhile, written as collapsed stacks to
+    ``out``."""
+    if out is None:
+        yield
+        return
+    exe = venv_bin("py-spy")
+    if exe is None:
+        raise RuntimeError("py-spy is not installed (pip install py-spy into the venv)")
+    argv = [exe, "record", "--pid", str(pid), "--subprocesses", "--format", "raw"]
+    argv += ["--rate", "250", "--output", str(out)]
+    # Who holds the GIL (the CPU of the Python side), or with ``idle`` every thread's stack
+    # whether running or waiting (where uploads wait).
+    argv.append("--idle" if idle else "--gil")
+    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the load starts
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=60)
+
+
+def run_one(
+    target: Target, requests: int, concurrency: int, seed: int, profile: Path | None, idle: bool
+) -> str:
+    """Warm up, then ``requests`` uploads: one line of figures."""
+    client.run_many(target.spec, WARM, concurrency, CLIENT_PROCESSES, seed)
+    seed += WARM
+    with _profiled(target.pid, profile, idle):
+        before = tree_cpu_seconds(target.pid)
+        client_before = _children_cpu()
+        t0 = time.perf_counter()
+        seconds, lat = client.run_many(target.spec, requests, concurrency, CLIENT_PROCESSES, seed)
+        wall = time.perf_counter() - t0
+        used = tree_cpu_seconds(target.pid) - before
+        client_used = _children_cpu() - client_before
+    return (
+        f"{target.label}: {requests / seconds:,.0f} req/s, "
+        f"server CPU {1e6 * used / requests:,.0f} µs per upload, "
+        f"client {1e6 * client_used / requests:,.0f} µs, "
+        f"{used / wall:.2f} cores busy, p50 {1e3 * statistics.median(lat):.1f} ms"
+    )
+
+
+@contextlib.contextmanager
+def _filesvc(work: Path, env: dict[str, str], workloads: list[str]) -> Iterator[list[Target]]:
+    secret = secrets.token_urlsafe(32)
+    server = filesvc_server(work / "data", work / "filesvc.log", secret, env=env)
+    try:
+        server.start()
+        assert server.proc is not None
+        api = client.FilesApi.local(server.port, "bench", secret)
+        client.wait_ready(api.base_url)
+        headers = tuple(api.auth.items())
+        targets = []
+        for kind in workloads:
+            url = api.uploads_url if kind == "tus-post" else api.files_url
+            spec = client.SmallSpec(kind, url, headers, SMALL)  # type: ignore[arg-type]
+            targets.append(Target(WORKLOADS[kind], spec, server.proc.pid))
+        yield targets
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def _seaweedfs(work: Path) -> Iterator[Target]:
+    server = seaweedfs.start_seaweedfs(work / "seaweedfs", [peers.S3_BUCKET])
+    try:
+        s3 = peers.seaweedfs_client(server)
+        asyncio.run(peers.wait_s3_writable(s3))
+        assert server.proc is not None
+        spec = client.SmallSpec(
+            "s3-put", s3.endpoint, s3=(peers.S3_BUCKET, s3.key_id, s3.secret), size=SMALL
+        )
+        yield Target(PEER_PUT, spec, server.proc.pid)
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def _tus(work: Path) -> Iterator[Target]:
+    peers.ensure_tus()
+    proc = peers.tus_server(work / "tus", work / "tus.log")
+    try:
+        proc.start()
+        assert proc.proc is not None
+        spec = client.SmallSpec("tus-post", f"http://127.0.0.1:{proc.port}/files", size=SMALL)
+        yield Target(PEER_TUS, spec, proc.proc.pid)
+    finally:
+        proc.stop()
+
+
+def measure(
+    requests: int,
+    env: dict[str, str],
+    workloads: list[str],
+    *,
+    with_peers: bool = False,
+    concurrency: int = CONCURRENCY,
+    rounds: int = 1,
+    profile_dir: Path | None = None,
+    idle: bool = False,
+) -> list[str]:
+    """One line per target and round, rounds interleaved across the targets."""
+    work = Path(tempfile.mkdtemp(prefix="filesvc-write-cpu-"))
+    seed = 0
+    out: list[str] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            targets = list(stack.enter_context(_filesvc(work, env, workloads)))
+            if with_peers:
+                targets.append(stack.enter_context(_seaweedfs(work)))
+                if "tus-post" in workloads:
+                    targets.append(stack.enter_context(_tus(work)))
+            for r in range(rounds):
+                for i, target in enumerate(targets):
+                    prof = None if profile_dir is None else profile_dir / f"{i}-{r + 1}.txt"
+                    line = run_one(target, requests, concurrency, seed, prof, idle)
+                    seed += WARM + requests
+                    line = f"{line} (round {r + 1})"
+                    print(line, flush=True)
+                    out.append(line)
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.write_cpu",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--requests", type=int, default=3000, help="uploads per workload")
+    p.add_argument("--rounds", type=int, default=1, help="repetitions, interleaved")
+    p.add_argument("--concurrency", type=int, default=CONCURRENCY, help="connections")
+    p.add_argument(
+        "--workload",
+        action="append",
+        choices=sorted(WORKLOADS),
+        help="a filesvc workload (default: all three)",
+    )
+    p.add_argument("--peers", action="store_true", help="also SeaweedFS and @tus/server")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="a server setting"
+    )
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        help="profile each server with py-spy --gil during each measured run (collapsed "
+        "stacks into DIR, one file per target and round; py-spy must be in the venv)",
+    )
+    p.add_argument(
+        "--idle", action="store_true", help="with --py-spy: every thread, waiting or not"
+    )
+    args = p.parse_args(argv)
+    env = dict(item.split("=", 1) for item in args.set)
+    if args.py_spy is not None:
+        args.py_spy.mkdir(parents=True, exist_ok=True)
+    measure(
+        args.requests,
+        env,
+        args.workload or list(WORKLOADS),
+        with_peers=args.peers,
+        concurrency=args.concurrency,
+        rounds=args.rounds,
+        profile_dir=args.py_spy,
+        idle=args.idle,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
