@@ -23,8 +23,9 @@ from pathlib import Path
 import aiohttp
 
 from bench import report
+from bench.kit import Context
 from bench.results_model import RunResult
-from bench.scenarios import SCENARIOS, Context, run_scenario
+from bench.scenarios import SCENARIOS, run_scenario
 
 BENCH_DIR = Path(__file__).resolve().parent
 

@@ -16,19 +16,19 @@ from collections.abc import AsyncIterator
 
 from bench import client
 from bench.data import GiB
-from bench.results_model import Metric, ScenarioResult, Target
-from bench.scenarios import (
+from bench.kit import (
     CLIENT_PROCESSES,
     SMALL_CONCURRENCY,
     Context,
     Once,
-    _short,
     interleaved,
     rate,
     ratio_target,
     session,
+    short,
     unavailable,
 )
+from bench.results_model import Metric, ScenarioResult, Target
 from bench.server import filesvc_server
 
 SEALED = "sealed"
@@ -126,7 +126,7 @@ async def scenario_encryption(ctx: Context) -> ScenarioResult:
                 await rate(res, name, "filesvc", sz.small_requests, many)
     except Exception as e:
         subjects = [*up.values(), *down.values(), *small.values()]
-        unavailable(res, subjects, "filesvc", "MB/s", f"failed: {_short(e)}")
+        unavailable(res, subjects, "filesvc", "MB/s", f"failed: {short(e)}")
     for kind in (PLAIN, SEALED):
         _merge_small(res, small[kind])
     ratio_target(res, "sealed upload ≥ 0.8 x plain", up[SEALED], up[PLAIN], 0.8)

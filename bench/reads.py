@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from statistics import median
 
 from bench import before_code, ceilings, client, peers, pgserver
-from bench import scenarios as sc
+from bench import kit as sc
 from bench.data import GiB, MiB, small_body
 from bench.results_model import Kind, Metric, ScenarioResult
 from bench.server import filesvc_server, master_key_env
@@ -103,13 +103,13 @@ async def scenario_reads(ctx: sc.Context) -> ScenarioResult:
             await _fill_peer(ctx, s3)
         except Exception as e:
             s3 = None
-            res.notes.append(f"SeaweedFS not measured: {sc._why(e)}")
+            res.notes.append(f"SeaweedFS not measured: {sc.peer_failure(e)}")
         if s3 is not None:
             try:
                 url = await stack.enter_async_context(_postgres())
                 configs.append(Config(PG_S3, _pg_s3_env(url, s3)))
             except Exception as e:
-                res.notes.append(f"PostgreSQL + S3 not measured: {sc._short(e)}")
+                res.notes.append(f"PostgreSQL + S3 not measured: {sc.short(e)}")
         for config in configs:
             await _filesvc_reads(ctx, res, config, Peers(bare.url, s3))
     for config in configs:
@@ -147,7 +147,7 @@ async def _interleaved_rates(
             try:
                 seconds, _ = await many()
             except Exception as e:
-                failed[subject] = f"failed: {sc._short(e)}"
+                failed[subject] = f"failed: {sc.short(e)}"
                 continue
             runs[subject].append(count / seconds)
     for subject, kind, _ in items:
@@ -204,7 +204,7 @@ async def _filesvc_reads(ctx: sc.Context, res: ScenarioResult, config: Config, r
         if server.sampler is not None:
             res.rss[f"filesvc [{config.label}]"] = server.sampler.stats()
     except Exception as e:
-        res.notes.append(f"filesvc [{config.label}] failed: {sc._short(e)}")
+        res.notes.append(f"filesvc [{config.label}] failed: {sc.short(e)}")
     finally:
         await asyncio.to_thread(server.stop)
         shutil.rmtree(data, ignore_errors=True)
@@ -235,7 +235,7 @@ async def _before_server(
             big_id = await client.upload_single(s, api, ctx.sizes.big, ctx.seed(), multipart=False)
         started: tuple[client.FilesApi, str] | None = (api, big_id)
     except Exception as e:
-        res.notes.append(f"the code before issue 14 not measured: {sc._short(e)}")
+        res.notes.append(f"the code before issue 14 not measured: {sc.short(e)}")
         started = None
     try:
         yield started

@@ -24,6 +24,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from bench import client, peers, seaweedfs
+from bench.kit import (
+    CLIENT_PROCESSES,
+    SMALL_CONCURRENCY,
+    Context,
+    session,
+    short,
+    unavailable,
+)
 from bench.pgserver import PgServer, remove, start_postgres
 from bench.results_model import (
     Metric,
@@ -32,14 +40,6 @@ from bench.results_model import (
     Target,
     median,
     percentiles_ms,
-)
-from bench.scenarios import (
-    CLIENT_PROCESSES,
-    SMALL_CONCURRENCY,
-    Context,
-    _short,
-    session,
-    unavailable,
 )
 from bench.server import filesvc_server, master_key_env
 
@@ -157,8 +157,8 @@ async def measure(ctx: Context, res: ScenarioResult, config: Config, env: dict[s
     except Exception as e:
         for what, unit in (("4 KiB uploads", "req/s"), ("upload, raw body", "MB/s"),
                            ("download", "MB/s")):  # fmt: skip
-            unavailable(res, [f"{config.name}: {what}"], "filesvc", unit, f"failed: {_short(e)}")
-        res.notes.append(f"{config.name}: {_short(e)}; log tail: {server.log_tail(300)}")
+            unavailable(res, [f"{config.name}: {what}"], "filesvc", unit, f"failed: {short(e)}")
+        res.notes.append(f"{config.name}: {short(e)}; log tail: {server.log_tail(300)}")
     finally:
         if server.sampler is not None:
             stats = server.sampler.stats()
@@ -190,7 +190,7 @@ async def peers_on(ctx: Context, res: ScenarioResult, weed: seaweedfs.SeaweedFS)
         res.add(Metric(SW_SMALL, "peer", total / seconds, "req/s", runs=[total / seconds],
                        latency_ms=percentiles_ms(lat), note="no fsync"))  # fmt: skip
     except Exception as e:
-        unavailable(res, [SW_SMALL], "peer", "req/s", f"failed: {_short(e)}")
+        unavailable(res, [SW_SMALL], "peer", "req/s", f"failed: {short(e)}")
     sz = ctx.sizes
     runs: list[float] = []
     try:
@@ -201,7 +201,7 @@ async def peers_on(ctx: Context, res: ScenarioResult, weed: seaweedfs.SeaweedFS)
                 runs.append(client.mb_per_s(sz.big, time.perf_counter() - t))
         res.add(Metric(SW_BIG, "peer", median(runs), "MB/s", runs=runs, note="no fsync"))
     except Exception as e:
-        unavailable(res, [SW_BIG], "peer", "MB/s", f"failed: {_short(e)}")
+        unavailable(res, [SW_BIG], "peer", "MB/s", f"failed: {short(e)}")
 
 
 def closing_table(rows: dict[Config, Row], size_label: str) -> str:
@@ -240,7 +240,7 @@ async def scenario_scale(ctx: Context) -> ScenarioResult:
                 rows[config] = await measure(ctx, res, config, await asyncio.to_thread(eng.env))
             await peers_on(ctx, res, eng.weed)
     except Exception as e:
-        res.notes.append(f"PostgreSQL + S3 engines: {_short(e)}")
+        res.notes.append(f"PostgreSQL + S3 engines: {short(e)}")
         for config in configs[2:]:
             rows.setdefault(config, Row())
     res.extra["table"] = closing_table(rows, size_label)

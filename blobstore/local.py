@@ -85,7 +85,7 @@ class LocalStaging:
             )
         return self._fd
 
-    def _write_all(self, data: bytes) -> None:
+    def _write_all(self, data: bytes | memoryview) -> None:
         fd = self._open()
         if self._held is not None:
             data, self._held = self._held + data, None
@@ -124,6 +124,15 @@ class LocalStaging:
             self._held = data
             return
         self._pending = asyncio.ensure_future(self._backend.run(self._write_all, data))
+
+    async def write_from(self, make: Callable[[], bytes | memoryview]) -> None:
+        await self._settle()
+        self._pending = asyncio.ensure_future(self._backend.run(self._make_and_write, make))
+
+    def _make_and_write(self, make: Callable[[], bytes | memoryview]) -> None:
+        data = make()
+        self._written += len(data)  # read only after this operation has settled
+        self._write_all(data)
 
     async def publish(self, ref: BlobRef) -> bool:
         await self._settle()

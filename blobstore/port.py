@@ -9,7 +9,9 @@ of one backend are optional capabilities that callers test for with ``isinstance
 :class:`ReadWhole` (a reader that reads a body of up to a MiB whole in at most one hand-off,
 none when it is small),
 :class:`FileRange` (an opened blob is a range of a local file: the decrypting wrapper reads it
-in its own pieces), :class:`LocalFiles` and :class:`TempFiles` (the local backend's files, for
+in its own pieces), :class:`Views` (an opened blob's pieces as views of buffers it reuses, no
+copy), :class:`WriteFrom` (a staging that runs a wrapper's transform in its own writer thread),
+:class:`LocalFiles` and :class:`TempFiles` (the local backend's files, for
 fsck and repair),
 :class:`Leftovers` (what interrupted writes left in a store behind a network, for fsck and
 repair), :class:`Probe` (a backend behind a network can be asked whether it answers: the health
@@ -18,7 +20,7 @@ route), :class:`StatMany` (many blobs stat'ed at once, for a commit that confirm
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -90,6 +92,20 @@ class FileRange(Protocol):
         """``(fd, offset, count)``: the stream's bytes are ``count`` bytes of the open file
         ``fd`` from ``offset``.  The fd stays owned by the stream (closed by ``aclose``); the
         caller must not close it, and must not also iterate the stream."""
+
+
+@runtime_checkable
+class Views(Protocol):
+    """Optional ability of a :class:`BlobStream`: its pieces as memoryviews of buffers the stream
+    reuses, so a caller that only writes them out (a download) saves a copy per piece.
+
+    A buffer is reused only once no view of it is alive (the stream checks; it makes another
+    buffer otherwise), so a caller may keep a view, or hand it to a transport that sends it
+    later, and never sees it change: keeping views only costs memory."""
+
+    def views(self) -> AsyncIterator[memoryview]:
+        """The bytes, in order, as iterating the stream would yield them (iterate one or the
+        other, once)."""
 
 
 @runtime_checkable
@@ -203,6 +219,20 @@ class Readback(Protocol):
     async def found_durable(self, ref: BlobRef) -> None:
         """Return once the blob stored under ``ref`` is durable (it may be another upload's,
         published a moment ago): a dedup hit counts only then.  Raises StorageFailure."""
+
+
+@runtime_checkable
+class WriteFrom(Protocol):
+    """Optional ability of a :class:`Staging` written from its own thread (the local backend):
+    append bytes that a function makes in that thread, as one operation.  A wrapper that
+    transforms what it writes (sealing) then costs one thread hand-off per batch instead of
+    two, its work overlaps the network, and its output buffer is written before the call that
+    made it returns, so the wrapper reuses one buffer with no copy."""
+
+    async def write_from(self, make: Callable[[], bytes | memoryview]) -> None:
+        """Like :meth:`Staging.write` of ``make()``'s result, with ``make`` called in the
+        staging's thread after every earlier write, and its result written before any later
+        operation starts.  A failure of ``make`` surfaces like a failed write."""
 
 
 @runtime_checkable

@@ -123,34 +123,39 @@ class Sealer:
         self._index = 0
         self._size = 0
 
-    def feed(self, data: bytes) -> bytes:
-        # Sealed into one buffer kept for the blob's life and copied out once: fresh memory for
-        # every segment's output costs more than the AES here (page faults; docs/encryption.md).
+    def feed(self, data: bytes | memoryview) -> bytes:
+        return bytes(self.feed_view(data))
+
+    def feed_view(self, data: bytes | memoryview) -> memoryview:
+        """What :meth:`feed` returns, as a view of a buffer kept for the blob's life: valid until
+        the next call (the caller writes it out before feeding more)."""
+        # Sealed into one buffer kept for the blob's life: fresh memory for every segment's
+        # output costs more than the AES here (page faults; docs/encryption.md).
         self._size += len(data)
         view = memoryview(data)
-        first: bytes | None = None
+        first: bytearray | None = None
         if self._held:
             take = min(SEGMENT - len(self._held), len(view))
             self._held += view[:take]
             view = view[take:]
             if not view:
-                return b""
-            first = bytes(self._held)  # full, and more follows: not the last segment
+                return memoryview(b"")
+            first = self._held  # full, and more follows: not the last segment
             self._held = bytearray()
         cut = (len(view) - 1) // SEGMENT * SEGMENT
         count = cut // SEGMENT + (first is not None)
         if count * SEALED_SEGMENT > len(self._out):
             self._out = bytearray(count * SEALED_SEGMENT)
         n = 0
-        with memoryview(self._out) as out:
-            if first is not None:
-                n = self._seal_into(first, out, n)
-            for i in range(0, cut, SEGMENT):
-                n = self._seal_into(view[i : i + SEGMENT], out, n)
-            self._held = bytearray(view[cut:])
-            return bytes(out[:n])
+        out = memoryview(self._out)
+        if first is not None:
+            n = self._seal_into(first, out, n)
+        for i in range(0, cut, SEGMENT):
+            n = self._seal_into(view[i : i + SEGMENT], out, n)
+        self._held = bytearray(view[cut:])
+        return out[:n]
 
-    def _seal_into(self, plain: bytes | memoryview, out: memoryview, at: int) -> int:
+    def _seal_into(self, plain: bytes | bytearray | memoryview, out: memoryview, at: int) -> int:
         """Seal one segment that is not the last into ``out[at:]``; the end of it."""
         index = self._index
         self._index += 1

@@ -31,7 +31,7 @@ from filesvc.errors import (
     UnsupportedMediaType,
 )
 from filesvc.params import UploadParams, clean_mime, clean_name
-from filesvc.settings import (
+from filesvc.setting_defaults import (
     DEFAULT_BODY_IDLE_TIMEOUT,
     DEFAULT_BODY_MIN_RATE,
     DEFAULT_BODY_RATE_GRACE,

@@ -24,7 +24,7 @@ from filesvc.params import (
     TOTAL_CHUNKS,
     TOTAL_SIZE,
 )
-from filesvc.settings import MAX_TOTAL_CHUNKS
+from filesvc.setting_defaults import MAX_TOTAL_CHUNKS
 
 PREFIX = "/internal/services/files/v1"
 Json = dict[str, Any]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 from filesvc.errors import BadRequest
-from filesvc.settings import MAX_TOTAL_CHUNKS
+from filesvc.setting_defaults import MAX_TOTAL_CHUNKS
 
 FILENAME = ("resumableFilename", "filename")
 MIME = ("resumableType", "type")

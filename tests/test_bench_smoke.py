@@ -20,7 +20,8 @@ from bench.results_model import (
     Target,
     percentiles_ms,
 )
-from bench.scenarios import SCENARIOS, absorb_thumbs
+from bench.scenarios import SCENARIOS
+from bench.thumb_scenario import absorb_thumbs
 
 
 def synthetic_run() -> RunResult:

@@ -25,7 +25,7 @@ from filesvc.settings import Settings
 from tests.conftest import AppFactory
 from tests.helpers import SECRET
 
-# Release 0.1.0's schema, exactly as it created it (blobstore/manifests.py and filesvc/repo.py
+# Release 0.1.0's schema, exactly as it created it (blobstore/manifests and filesvc/repo.py
 # of that release).
 RELEASE_0_1_0 = (
     """CREATE TABLE IF NOT EXISTS manifests (

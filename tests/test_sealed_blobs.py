@@ -5,6 +5,7 @@ kind refused before a wrong byte comes out."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from blobstore.errors import BlobCorrupt, BlobNotFound, KeyUnavailable
 from blobstore.keyring import KeyRing
 from blobstore.masterkey import key_check_value
 from blobstore.memory import MemoryBackend
-from blobstore.port import BlobBackend
+from blobstore.port import BlobBackend, LocalFiles, Views
 from blobstore.refs import BlobRef, is_sealed, make_ref, ref_scope
 from blobstore.sealed import SealedBackend, seal_backend
 from blobstore.sealing import SEALED_SEGMENT, SEGMENT, TRAILER, plain_size, sealed_size
@@ -266,3 +267,60 @@ async def test_missing_sealed_blob_is_not_found(sealed: SealedBackend) -> None:
     with pytest.raises(BlobNotFound):
         await sealed.open(ref)
     assert await sealed.stat(ref) is None
+
+
+async def views_of(b: BlobBackend, ref: BlobRef, start: int = 0) -> list[memoryview]:
+    """Every piece of a read as the download takes it (views where the stream offers them),
+    all kept: no buffer behind a kept view may be reused."""
+    stream = await b.open(ref, start)
+    try:
+        it = stream.views() if isinstance(stream, Views) else aiter(stream)
+        return [memoryview(piece) async for piece in it]
+    finally:
+        await stream.aclose()
+
+
+async def test_kept_views_never_change_under_the_reader(sealed: SealedBackend) -> None:
+    # Many more pieces than the reader's buffers, fed in uneven pieces (small writes sealed on
+    # the loop, then batches sealed in the writer's thread).
+    data = os.urandom(12 * SEALED_SEGMENT * 16 + 777)
+    cuts = [0, 5, 70_000, 3 << 20, 3 << 20 | 12345, len(data)]
+    put = await ContentStore(sealed).put(
+        chunks(*(data[a:b] for a, b in itertools.pairwise(cuts))), scope=SCOPE_A
+    )
+    for start in (0, SEGMENT + 7):
+        views = await views_of(sealed, put.ref, start)
+        copies = [bytes(v) for v in views]
+        assert b"".join(copies) == data[start:]
+        if isinstance(sealed.inner, LocalFiles):
+            assert len(views) > 4  # more pieces than the reader's buffers
+        assert [bytes(v) for v in views] == copies  # still the same after all were read
+    # Views dropped as they go (the download's way) read the same bytes.
+    stream = await sealed.open(put.ref)
+    got = bytearray()
+    try:
+        async for piece in stream.views() if isinstance(stream, Views) else aiter(stream):
+            got += piece
+    finally:
+        await stream.aclose()
+    assert got == data
+
+
+async def test_views_stop_at_a_damaged_segment_with_only_good_bytes(
+    sealed: SealedBackend,
+) -> None:
+    data = os.urandom(40 * SEGMENT + 99)
+    put = await ContentStore(sealed).put(chunks(data), scope=SCOPE_A)
+    bad = bytearray(await raw(sealed.inner, put.ref))
+    bad[33 * SEALED_SEGMENT + 10] ^= 0x04
+    await replace(sealed.inner, put.ref, bytes(bad))
+    got = bytearray()
+    with pytest.raises(BlobCorrupt):  # at open (a backend read in one piece) or on the way
+        stream = await sealed.open(put.ref)
+        try:
+            async for piece in stream.views() if isinstance(stream, Views) else aiter(stream):
+                got += piece
+        finally:
+            await stream.aclose()
+    assert len(got) <= 33 * SEGMENT
+    assert got == data[: len(got)]

@@ -8,6 +8,7 @@ them by LibreOffice's own command) and saved under names that say nothing of the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import os
 import threading
@@ -324,6 +325,20 @@ def test_a_conversion_over_the_memory_limit_fails(
     assert outcome.status == "error" and outcome.thumbnails == ()
 
 
+def bound_pipe(session_leader: int) -> Path:
+    """The path of the Unix socket named OSL_PIPE_* that a process of the session binds."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        leader = psutil.Process(session_leader)
+        for proc in [leader, *leader.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                for conn in proc.net_connections(kind="unix"):
+                    if isinstance(conn.laddr, str) and "/OSL_PIPE_" in conn.laddr:
+                        return Path(conn.laddr)
+        time.sleep(0.1)
+    raise AssertionError("the LibreOffice instance bound no pipe")
+
+
 def test_conversions_leave_nothing_behind(
     tmp_path: Path, documents: dict[str, Path], converter: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -340,7 +355,12 @@ def test_conversions_leave_nothing_behind(
         mine = f"-{os.getpid()}-"
         assert len(os.listdir(root)) == 2
         assert all(mine in name for name in os.listdir(root))
+        # LibreOffice's single-instance pipe lives in /tmp whatever TMPDIR says, and a killed
+        # instance leaves it: the one the waiting instance binds must go with it.
+        pipe = bound_pipe(office._spare[converter].proc.pid)
+        assert pipe.name == office._ipc_pipe_name(office._spare[converter].profile)
         office._close_spares()
+        assert not pipe.exists()
         [left] = os.listdir(root)
         assert left.startswith(f"filesvc-office-profile-{os.getpid()}-")
     finally:

@@ -14,6 +14,7 @@ Hardening (LibreOffice by default FETCHED an http:// image linked from an .odt, 
   nor LibreOffice's temporary files reach a disk; the PDF is read into memory for PDFium.  A
   document given as an in-memory file (decrypted content) is copied into that scratch directory
   (LibreOffice cannot open ``/proc/<pid>/fd/<n>`` paths), and refused when it is not memory.
+  The pipe LibreOffice binds in /tmp for the instance goes with it (a killed instance leaves it).
 * The process for the next document is started as soon as one is used (see ``_spare``), so a
   conversion does not wait for LibreOffice to start.
 * The profile blocks every link to content outside the document (``BlockUntrustedRefererLinks``:
@@ -30,6 +31,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -186,7 +188,29 @@ class _Instance:
 
     def close(self) -> None:
         _kill(self.proc)
+        _remove_ipc_pipe(self.profile)
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+# Where LibreOffice binds its single-instance pipe: /tmp whatever TMPDIR says (/var/tmp when /tmp
+# is not writable).  An instance that exits by itself removes its pipe; a killed one (every
+# instance here, once its document is converted) leaves it behind, one socket per conversion.
+_PIPE_DIRS = (Path("/tmp"), Path("/var/tmp"))  # noqa: S108 - LibreOffice's choice, not ours
+
+
+def _ipc_pipe_name(profile: Path) -> str:
+    """The name of the pipe LibreOffice binds for a profile: ``OSL_PIPE_<uid>_SingleOfficeIPC_``
+    and the MD5 of the profile's URL in UTF-16, each byte in unpadded hex (how LibreOffice
+    names it; tests/test_thumbnails_office.py checks no pipe is left behind)."""
+    digest = hashlib.md5(profile.as_uri().encode("utf-16-le"), usedforsecurity=False).digest()
+    return f"OSL_PIPE_{os.getuid()}_SingleOfficeIPC_" + "".join(f"{b:x}" for b in digest)
+
+
+def _remove_ipc_pipe(profile: Path) -> None:
+    name = _ipc_pipe_name(profile)
+    for folder in _PIPE_DIRS:
+        with contextlib.suppress(OSError):
+            (folder / name).unlink()
 
 
 # The instance waiting for this process's next document, by converter (one at most). A cold start
@@ -225,6 +249,7 @@ def _sweep(root: Path) -> None:
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
+            _remove_ipc_pipe(entry / "profile")
             shutil.rmtree(entry, ignore_errors=True)
         except PermissionError:
             pass  # another user's live process

@@ -1,0 +1,170 @@
+"""CPU per GiB of a streamed upload and download, sealed against plain: the measure of the
+encryption's cost that a loaded machine distorts least.
+
+    python -m bench.stream_cpu                     # 256 MiB, 3 interleaved rounds
+    python -m bench.stream_cpu --size-mib 1024 --rounds 2
+
+Starts two ``filesvc serve`` (this tree's code) on fresh data directories, one sealing blobs and
+one with ``FILESVC_ENCRYPTION=off``, then, round after round, uploads a raw body to each and
+downloads it back.  For each transfer it prints the rate (which moves with the machine's load),
+and the CPU seconds per GiB used by the server's event loop thread, by all the server's threads,
+and by this client: what a single stream is bound by on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import psutil  # type: ignore[import-untyped, unused-ignore]
+
+from bench import client, peers
+from bench.data import GiB, MiB
+from bench.server import ServerProcess, filesvc_server
+
+KINDS = ("plain", "sealed")
+
+
+@dataclass
+class Sample:
+    seconds: float
+    loop_cpu: float
+    server_cpu: float
+    client_cpu: float
+
+
+def _cpu(pid: int) -> tuple[float, float]:
+    """(event loop thread, whole process) CPU seconds of a server process."""
+    proc = psutil.Process(pid)
+    loop = 0.0
+    for t in proc.threads():
+        if t.id == pid:
+            loop = t.user_time + t.system_time
+    times = proc.cpu_times()
+    return loop, float(times.user + times.system)
+
+
+async def _timed(pid: int, work: Callable[[], Awaitable[object]]) -> Sample:
+    loop0, all0 = _cpu(pid)
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    await work()
+    seconds = time.perf_counter() - t0
+    c1 = time.process_time()
+    loop1, all1 = _cpu(pid)
+    return Sample(seconds, loop1 - loop0, all1 - all0, c1 - c0)
+
+
+def _line(what: str, size: int, samples: list[Sample]) -> str:
+    gib = size / GiB * len(samples)
+    secs = sum(s.seconds for s in samples)
+    return (
+        f"{what:<16} {size * len(samples) / secs / 1e6:7.0f} MB/s   CPU s/GiB: loop"
+        f" {sum(s.loop_cpu for s in samples) / gib:5.2f}, server"
+        f" {sum(s.server_cpu for s in samples) / gib:5.2f}, client"
+        f" {sum(s.client_cpu for s in samples) / gib:5.2f}"
+    )
+
+
+async def _run(
+    servers: dict[str, ServerProcess],
+    secret: str,
+    size: int,
+    rounds: int,
+    tus: tuple[str, int] | None,
+) -> None:
+    """``tus``: @tus/server's creation URL and pid, to measure its PATCH beside filesvc's."""
+    apis = {k: client.FilesApi.local(p.port, "bench", secret) for k, p in servers.items()}
+    lines: dict[str, list[Sample]] = {}
+
+    async def measure(what: str, pid: int, work: Callable[[], Awaitable[object]]) -> None:
+        lines.setdefault(what, []).append(await _timed(pid, work))
+
+    async with aiohttp.ClientSession() as s:
+        for r in range(rounds):
+            seed = 1000 + 10 * r
+            for kind, api in apis.items():
+                pid = servers[kind].proc.pid  # type: ignore[union-attr]
+                ids: list[str] = []
+
+                async def up(
+                    api: client.FilesApi = api, ids: list[str] = ids, seed: int = seed
+                ) -> None:
+                    ids.append(await client.upload_single(s, api, size, seed, multipart=False))
+
+                await measure(f"{kind} upload", pid, up)
+
+                async def down(api: client.FilesApi = api, ids: list[str] = ids) -> None:
+                    if (
+                        await client.download(s, api.file_url(ids[0]) + "/download", api.auth)
+                        != size
+                    ):
+                        raise RuntimeError("short download")
+
+                await measure(f"{kind} download", pid, down)
+                if tus is not None:
+
+                    async def patch(api: client.FilesApi = api, seed: int = seed + 1) -> None:
+                        await peers.tus_upload(s, api.uploads_url, size, seed, api.auth)
+
+                    await measure(f"{kind} tus PATCH", pid, patch)
+            if tus is not None:
+
+                async def peer_patch(url: str = tus[0], seed: int = seed + 2) -> None:
+                    await peers.tus_upload(s, url, size, seed)
+
+                await measure("@tus/server tus PATCH", tus[1], peer_patch)
+    for what in sorted(lines, key=lambda w: (w.split(" ", 1)[1:], w)):
+        print(_line(what, size, lines[what]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size-mib", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", choices=KINDS, help="measure one kind of server")
+    ap.add_argument("--tus", action="store_true", help="also tus PATCH, and @tus/server's")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="filesvc-stream-cpu-"))
+    secret = secrets.token_urlsafe(32)
+    servers = {
+        kind: filesvc_server(
+            work / f"{kind}-data",
+            work / f"{kind}.log",
+            secret,
+            env={"FILESVC_ENCRYPTION": "on" if kind == "sealed" else "off"},
+        )
+        for kind in ([args.only] if args.only else KINDS)
+    }
+    filesvcs = dict(servers)
+    tus = None
+    if args.tus:
+        peers.ensure_tus()
+        servers["tus"] = peers.tus_server(work / "tus", work / "tus.log")
+    try:
+        for proc in servers.values():
+            proc.start()
+        for proc in filesvcs.values():
+            client.wait_ready(f"http://127.0.0.1:{proc.port}")
+        if args.tus:
+            peer = servers["tus"]
+            assert peer.proc is not None
+            tus = (f"http://127.0.0.1:{peer.port}/files", peer.proc.pid)
+        print(f"pids: {', '.join(f'{k} {p.proc.pid}' for k, p in servers.items() if p.proc)}")
+        asyncio.run(_run(filesvcs, secret, args.size_mib * MiB, args.rounds, tus))
+    finally:
+        for proc in servers.values():
+            proc.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
