@@ -39,9 +39,8 @@ from blobstore.sealing import (
 T = TypeVar("T")
 
 # Ranges up to this many bytes are read and decrypted on the caller's thread (a few page-cache
-# KiB cost less than the hand-off), larger ones in one hand-off to the store's threads.  Not for
-# the AES: it holds the GIL, so a thread does not decrypt beside the event loop (measured,
-# docs/measured.md); but a blob not in the page cache would stall the event loop on the disk.
+# KiB cost less than the hand-off), larger ones in one hand-off to the store's threads: a blob
+# not in the page cache would stall the event loop on the disk (docs/measured.md).
 INLINE = 64 * 1024
 # Verified trailers remembered (a few hundred bytes each, with the blob's cipher).
 TRAILERS = 4096
