@@ -14,6 +14,7 @@ from bench.encryption import scenario_encryption
 from bench.kit import Context, short
 from bench.reads import scenario_reads
 from bench.results_model import ScenarioResult
+from bench.s3upload import scenario_s3_upload
 from bench.scale import scenario_scale
 from bench.thumb_scenario import scenario_thumbnail
 from bench.uploads import scenario_chunks, scenario_small, scenario_upload
@@ -29,6 +30,7 @@ SCENARIOS: dict[str, Callable[[Context], Awaitable[ScenarioResult]]] = {
     "encryption": scenario_encryption,
     "scale": scenario_scale,
     "reads": scenario_reads,
+    "s3-upload": scenario_s3_upload,
 }
 
 

@@ -21,6 +21,10 @@ or for a large blob a pointer to them) and ``data/<name>`` (a large blob's bytes
 Dedup stays collision-safe: a hit is trusted only after the bytes compare equal (a GET of the
 small blob compared in memory; for large ones a size check by HEAD, then both objects compared by
 ranged GETs of a part at a time, stopping at the first difference).
+
+Bodies go out signed as ``UNSIGNED-PAYLOAD``, with no extra checksum: the blob's ref (and, when
+sealed, its AES-GCM tags) verify every byte end to end (docs/storage-s3.md, "Integrity of what
+is sent").
 """
 
 from __future__ import annotations
@@ -57,12 +61,14 @@ __all__ = [
     "translate",
 ]
 
-# Multipart part size: S3 wants at least 5 MiB per part; 8 MiB keeps the per-upload memory at
-# two parts (16 MiB) while a part still takes tens of ms on the wire, so requests amortise.
+# Multipart part size: S3 wants at least 5 MiB per part; at 8 MiB a part still takes tens of ms
+# on the wire, so requests amortise (16 MiB measured no faster, at twice the memory).
 PART_SIZE = 8 << 20
-# Parts uploading at once while the next one fills.  One keeps memory at two parts per upload;
-# the stream from the client is the pace-setter anyway.
-PARTS_IN_FLIGHT = 1
+# Parts uploading at once while the next one fills: per upload at most (PARTS_IN_FLIGHT + 1)
+# parts, 24 MiB, in memory.  With one in flight the client waited for every part's round trip
+# through the engine (S3 gateway, filer, volume); two keep the engine busy while a part's answer
+# is on its way (docs/storage-s3.md has the measurement).  tests/test_blob_s3.py pins the bound.
+PARTS_IN_FLIGHT = 2
 # Pieces a download yields: the same 1 MiB as the local backend's reads.
 READ_PIECE = 1 << 20
 # An engine that does not answer within this is treated as unavailable (503, Retry-After),
@@ -245,6 +251,10 @@ class S3Backend:
             access_key_id=location.access_key_id,
             secret_access_key=location.secret_access_key,
             virtual_hosted_style_request=False,
+            # No SHA-256 of every body for the signature (a core's worth of work per ~1.3 GB/s
+            # in the client, and the engine's to check it): the headers stay signed, and the
+            # bytes are verified end to end by their ref (and AES-GCM tags when sealed).
+            unsigned_payload=True,
             # SeaweedFS, MinIO and AWS honour If-None-Match on CopyObject: a copy never
             # replaces a blob.
             copy_if_not_exists="header:If-None-Match:*",

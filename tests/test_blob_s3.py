@@ -1,6 +1,6 @@
 """What the S3 backend does beyond the shared contract: large blobs through multipart staging,
 collision-safe dedup of large blobs, published by a pointer (no copy) that no content can pose as,
-nothing left behind, bounded memory, and an unreachable engine reported as StoreUnavailable."""
+nothing left behind, memory bounded by the parts in flight, and an unreachable engine reported as StoreUnavailable."""
 
 from __future__ import annotations
 
@@ -9,15 +9,17 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlsplit
 
 import obstore
 import pytest
+import xxhash
 from obstore.exceptions import GenericError, NotFoundError, PermissionDeniedError
 
 from blobstore import s3, s3_pointers
 from blobstore.errors import BlobNotFound, StorageFailure, StoreFull, StoreUnavailable
-from blobstore.refs import BlobRef
-from blobstore.s3 import PART_SIZE, S3Backend, S3Location, S3Staging
+from blobstore.refs import BlobRef, ref_candidates
+from blobstore.s3 import PART_SIZE, S3Backend, S3Location
 from blobstore.store import ContentStore
 from tests.server_proc import free_port
 from tests.test_blob_contract import ConstantHash
@@ -91,16 +93,99 @@ async def test_client_failing_mid_multipart_stores_nothing(backend: S3Backend) -
     assert await backend.leftovers() == []
 
 
-async def test_staging_holds_at_most_a_part_in_memory(backend: S3Backend) -> None:
+class PausableRelay:
+    """A TCP relay to the engine whose backend-to-engine direction can be held: what the
+    backend sends then waits in socket buffers, and none of its requests is answered."""
+
+    def __init__(self, endpoint: str) -> None:
+        url = urlsplit(endpoint)
+        assert url.hostname is not None and url.port is not None
+        self._target = (url.hostname, url.port)
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self._server: asyncio.Server | None = None
+        self._pumps: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        engine_r, engine_w = await asyncio.open_connection(*self._target)
+        for pump in (self._pump(client_r, engine_w, self.flowing), self._pump(engine_r, client_w)):
+            task = asyncio.create_task(pump)
+            self._pumps.add(task)
+            task.add_done_callback(self._pumps.discard)
+
+    @staticmethod
+    async def _pump(
+        src: asyncio.StreamReader, dst: asyncio.StreamWriter, gate: asyncio.Event | None = None
+    ) -> None:
+        try:
+            while True:
+                if gate is not None:
+                    await gate.wait()
+                data = await src.read(1 << 16)
+                if not data:
+                    break
+                dst.write(data)
+                await dst.drain()
+        except ConnectionError:
+            pass
+        finally:
+            dst.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._pumps):
+            task.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+
+
+async def test_a_large_upload_holds_a_bounded_number_of_parts(s3_location: S3Location) -> None:
+    """With the engine taking no bytes, the staging stops taking them too once the parts in
+    flight and the one filling are full: memory per upload is bounded, whatever the client
+    sends.  Once the engine reads again, the upload completes intact."""
+    relay = PausableRelay(s3_location.endpoint)
+    backend = S3Backend(replace(s3_location, endpoint=await relay.start()))
     staging = await backend.stage()
-    assert isinstance(staging, S3Staging)
+    piece = os.urandom(MiB)
+    hasher = xxhash.xxh3_128()
+
+    async def write() -> None:
+        hasher.update(piece)
+        await staging.write(piece)
+
     try:
-        for _ in range(3 * PART_SIZE // MiB):
-            await staging.write(os.urandom(MiB))
-            assert len(staging._held) <= PART_SIZE
+        for _ in range(2 * PART_SIZE // MiB):  # parts go up as they fill
+            await write()
+        relay.flowing.clear()
+        taken = 0
+        blocked: asyncio.Task[None] | None = None
+        while taken <= 8 * PART_SIZE:
+            task = asyncio.ensure_future(write())
+            done, _ = await asyncio.wait({task}, timeout=2)
+            if not done:
+                blocked = task
+                break
+            task.result()
+            taken += MiB
+        assert blocked is not None, f"took {taken} bytes while the engine took none"
+        assert taken <= (s3.PARTS_IN_FLIGHT + 1) * PART_SIZE
+        relay.flowing.set()
+        await blocked
+        await write()
+        ref = next(ref_candidates(hasher.hexdigest()))
+        assert await staging.publish(ref)
+        size = 2 * PART_SIZE + taken + 2 * MiB
+        assert await backend.stat(ref) == size
+        assert await read_all(backend, ref, size - MiB) == piece
+        assert await backend.leftovers() == []
     finally:
         await staging.discard()
-    assert await backend.leftovers() == []
+        relay.flowing.set()
+        await relay.close()
 
 
 async def test_ranges_at_and_past_the_end_are_empty(backend: S3Backend) -> None:
