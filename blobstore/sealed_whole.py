@@ -2,8 +2,8 @@
 file, a range) read, checked and decrypted in one go (:class:`~blobstore.port.ReadWhole`).
 
 A sealed blob costs one open, one ``fstat``, one read of its trailer and one read of only the
-segments that hold the range, then their decryption, all on one thread: the caller's for a body
-of up to a MiB, one hand-off for anything larger.  The streamed path (:meth:`SealedBackend.open
+segments that hold the range, then their decryption, all on one thread: the caller's for a small
+range, one hand-off for a larger one.  The streamed path (:meth:`SealedBackend.open
 <blobstore.sealed.SealedBackend.open>`) took five hand-offs, three opens, two HMACs and a key
 schedule and several copies of the body for the same range.
 
@@ -38,11 +38,10 @@ from blobstore.sealing import (
 
 T = TypeVar("T")
 
-# Ranges up to this many bytes (a download's whole body) are read and decrypted on the caller's
-# thread: AES-GCM (``cryptography``) holds the GIL while it runs, so a thread would not decrypt
-# beside the event loop, only add a hand-off (measured: a 1 MiB range cost 0.1-0.4 ms more
-# server CPU through a thread, docs/measured.md).
-INLINE = 1024 * 1024
+# Ranges up to this many bytes are read and decrypted on the caller's thread (a few page-cache
+# KiB cost less than the hand-off), larger ones in one hand-off to the store's threads: a blob
+# not in the page cache would stall the event loop on the disk (docs/measured.md).
+INLINE = 64 * 1024
 # Verified trailers remembered (a few hundred bytes each, with the blob's cipher).
 TRAILERS = 4096
 

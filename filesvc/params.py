@@ -183,8 +183,15 @@ class UploadParams:
         )
 
 
+# The form every id this service hands out has: str(uuid.UUID(raw)) == raw, without the UUID.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def parse_file_id(raw: str) -> str:
-    """A file id from the path: a UUID in canonical form, else 400."""
+    """A file id from the path: a UUID in canonical form, else 400.  (Checked twice per request,
+    by the route and the access log: the UUID object showed as 3 % of a 1 MiB range in py-spy.)"""
+    if _CANONICAL_UUID.fullmatch(raw):
+        return raw
     try:
         return str(uuid.UUID(raw))
     except ValueError:
