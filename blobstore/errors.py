@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class BlobStoreError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -48,3 +50,13 @@ class BlobCorrupt(BlobStoreError):
 class KeyUnavailable(BlobStoreError):
     """The key a sealed blob needs cannot be had: the master key is not the one the store was
     sealed with, or a scope's key is missing or damaged.  The message is one line, no secret."""
+
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
+
+def translate_oserror(exc: OSError) -> Exception:
+    """One switch from OS errors to the store's typed errors (no path in the message)."""
+    if exc.errno in _FULL_ERRNOS:
+        return StoreFull("no space left in the blob store")
+    return StorageFailure(f"blob store I/O failed: {errno.errorcode.get(exc.errno or 0, 'EIO')}")

@@ -23,9 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, runtime_checkable
 
-from blobstore.errors import BlobCorrupt
+from blobstore.errors import BlobCorrupt, translate_oserror
 from blobstore.keyring import KeyRing
-from blobstore.local import translate_oserror
 from blobstore.refs import BlobRef, is_sealed, ref_digest, ref_scope
 from blobstore.sealing import (
     SEGMENT,

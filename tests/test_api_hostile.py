@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from blobstore.local import LocalStaging
+from blobstore.local_staging import LocalStaging
 from filesvc.settings import Settings
 from tests.conftest import AppFactory
 from tests.helpers import PREFIX, Api, error_of

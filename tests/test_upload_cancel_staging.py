@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from blobstore.local import LocalBackend, LocalStaging
+from blobstore.local import LocalBackend
+from blobstore.local_staging import LocalStaging
 from blobstore.store import WRITE_BATCH, ContentStore
 
 

@@ -1,0 +1,241 @@
+"""A blob being written to the local backend: held in memory while small, else written to a temp
+file beside the store; published by linking it into place, after its bytes and then its name
+are durable (see :mod:`blobstore.local` for the layout and the order)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from blobstore.errors import StorageFailure, translate_oserror
+from blobstore.refs import BlobRef
+
+if TYPE_CHECKING:
+    from blobstore.local import LocalBackend
+
+T = TypeVar("T")
+
+# Bytes per read of a blob when streaming it; matches the write batch.
+READ_SIZE = 1 << 20
+# A staged blob is held in memory, not written, while it is at most this long: most uploads are
+# small, and one that fits costs no thread hand-off of its own at all (see LocalStaging).
+HOLD_BYTES = 1 << 20
+
+
+class LocalStaging:
+    """A temp file being written; at most one write in flight, so network and disk overlap.
+
+    The first batch (and what follows while the whole stays within ``HOLD_BYTES``) is only held
+    in memory.  Publishing writes what is held, checks the byte count and links the file into
+    place as operations carried by the store's shared sync rounds (:meth:`GroupSync.carry`):
+    many small uploads finishing together share one thread hand-off and one flush per step, and
+    a duplicate of a stored blob is compared from memory without ever touching the disk."""
+
+    def __init__(self, backend: LocalBackend, path: str) -> None:
+        self._backend = backend
+        self._path = path
+        self._fd: int | None = None
+        self._held: bytes | None = None
+        self._written = 0
+        # The thread operation in flight (a write, or a publish step), if any.  It touches the
+        # fd, so nothing else may until it is over; a cancelled caller leaves it here for
+        # :meth:`discard` to wait for (a thread cannot be stopped).
+        self._pending: asyncio.Future[Any] | None = None
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(
+                self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+            )
+        return self._fd
+
+    def _write_all(self, data: bytes | memoryview) -> None:
+        fd = self._open()
+        if self._held is not None:
+            data, self._held = self._held + data, None
+        self._backend.check_floor(fd, len(data))
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+
+    async def _settle(self) -> None:
+        """Wait for the operation in flight.  Cancelling the wait does not cancel it: it stays
+        recorded until it is over."""
+        pending = self._pending
+        if pending is None:
+            return
+        try:
+            await asyncio.shield(pending)
+        except OSError as exc:
+            raise translate_oserror(exc) from None
+        finally:
+            if pending.done() and self._pending is pending:
+                self._pending = None
+
+    async def _carry(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn`` in the next sync round's thread as the one operation in flight; its result
+        once the round's flush has made what it did durable."""
+        await self._settle()
+        carried = self._backend.syncer.carry(partial(fn, *args))
+        self._pending = carried.ran
+        await self._settle()
+        return await carried.durable
+
+    async def write(self, data: bytes) -> None:
+        await self._settle()
+        self._written += len(data)
+        if self._fd is None:
+            if self._held is None:
+                self._held = data
+                return
+            if len(self._held) + len(data) <= HOLD_BYTES:
+                self._held += data
+                return
+        self._pending = asyncio.ensure_future(self._backend.run(self._write_all, data))
+
+    async def write_from(self, make: Callable[[], bytes | memoryview]) -> None:
+        await self._settle()
+        self._pending = asyncio.ensure_future(self._backend.run(self._make_and_write, make))
+
+    def _make_and_write(self, make: Callable[[], bytes | memoryview]) -> None:
+        data = make()
+        self._written += len(data)  # read only after this operation has settled
+        self._write_all(data)
+
+    async def publish(self, ref: BlobRef) -> bool:
+        try:
+            # 1. The bytes are written and made durable (the round's flush) before the name
+            #    exists, so a blob is never visible partly written, even after a power cut.
+            if not await self._carry(self._prepare, ref):
+                return False  # exists: these bytes are about to be dropped
+            # 2. Linked in a later round, so the name (and any new fan-out directory) is durable
+            #    before anyone is told.  If that flush fails the blob stays: its bytes are
+            #    durable and whole (step 1), a racing upload may already have deduplicated
+            #    against it, and unreferenced it is only an orphan for gc.
+            if not await self._carry(self._link, ref):
+                return False
+        except OSError as exc:
+            raise translate_oserror(exc) from None
+        return True
+
+    def _prepare(self, ref: BlobRef) -> bool:
+        """Write what is held and check the byte count, unless ``ref`` exists already."""
+        if os.path.exists(self._backend.path_str(ref)):
+            return False
+        self._write_all(b"")
+        assert self._fd is not None
+        if os.fstat(self._fd).st_size != self._written:
+            raise OSError(errno.EIO, "short write")
+        return True
+
+    def _link(self, ref: BlobRef) -> bool:
+        target = self._backend.path_str(ref)
+        self._backend.ensure_fanout(Path(target).parent)
+        try:
+            os.link(self._path, target)
+        except FileExistsError:
+            return False
+        assert self._fd is not None
+        os.close(self._fd)
+        self._fd = None
+        os.unlink(self._path)
+        return True
+
+    async def same_as(self, ref: BlobRef) -> bool:
+        # The blob may be another upload's, published a moment ago and not yet durable: a
+        # dedup hit counts only once a sync that started after the comparison has finished.
+        try:
+            await self._settle()
+            if self._fd is None:
+                # Held in memory (at most HOLD_BYTES to compare): carried by a round, whose
+                # flush comes after the comparison.
+                return await self._carry(self._same_as_sync, ref)
+            # A large blob's comparison reads it whole: in a hand-off of its own, so the
+            # rounds every other upload waits on are not held up by it.
+            task = asyncio.ensure_future(self._backend.run(self._same_as_sync, ref))
+            self._pending = task
+            await self._settle()
+            if not task.result():
+                return False
+            await self._backend.syncer.sync()
+        except OSError as exc:
+            raise translate_oserror(exc) from None
+        return True
+
+    def _same_as_sync(self, ref: BlobRef) -> bool:
+        target = self._backend.path_str(ref)
+        try:
+            with open(target, "rb") as stored:
+                if os.fstat(stored.fileno()).st_size != self._written:
+                    return False
+                if self._held is not None and self._fd is None:
+                    return stored.read() == self._held
+                if self._fd is None:
+                    return self._written == 0
+                with open(self._path, "rb") as staged:
+                    while True:
+                        a = stored.read(READ_SIZE)
+                        b = staged.read(READ_SIZE)
+                        if a != b:
+                            return False
+                        if not a:
+                            return True
+        except FileNotFoundError:
+            return False
+
+    async def staged(self) -> AsyncIterator[bytes]:
+        await self._settle()
+        if self._fd is None:
+            if self._held:
+                yield self._held
+            return
+        pos = 0
+        while pos < self._written:
+            try:
+                data = await self._backend.run(
+                    _pread_path, self._path, min(READ_SIZE, self._written - pos), pos
+                )
+            except OSError as exc:
+                raise translate_oserror(exc) from None
+            if not data:
+                raise StorageFailure("staged bytes are shorter than written")
+            pos += len(data)
+            yield data
+
+    async def found_durable(self, ref: BlobRef) -> None:
+        try:
+            await self._backend.syncer.sync()
+        except OSError as exc:
+            raise translate_oserror(exc) from None
+
+    async def discard(self) -> None:
+        if self._pending is not None:
+            # An operation still running (its caller was cancelled) finishes first: it uses the
+            # fd.  A failure of it is moot: these bytes are being dropped.
+            with contextlib.suppress(Exception):
+                await self._settle()
+        self._held = None
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        await self._backend.run(self._discard_sync, fd)
+
+    def _discard_sync(self, fd: int) -> None:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path)
+
+
+def _pread_path(path: str, size: int, offset: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.pread(fd, size, offset)
+    finally:
+        os.close(fd)
