@@ -16,7 +16,7 @@ import pytest
 import xxhash
 from obstore.exceptions import GenericError, NotFoundError, PermissionDeniedError
 
-from blobstore import s3, s3_pointers
+from blobstore import s3, s3_pointers, s3_staging
 from blobstore.errors import BlobNotFound, StorageFailure, StoreFull, StoreUnavailable
 from blobstore.refs import BlobRef, ref_candidates
 from blobstore.s3 import PART_SIZE, S3Backend, S3Location
@@ -172,7 +172,7 @@ async def test_a_large_upload_holds_a_bounded_number_of_parts(s3_location: S3Loc
             task.result()
             taken += MiB
         assert blocked is not None, f"took {taken} bytes while the engine took none"
-        assert taken <= (s3.PARTS_IN_FLIGHT + 1) * PART_SIZE
+        assert taken <= (s3_staging.PARTS_IN_FLIGHT + 1) * PART_SIZE
         relay.flowing.set()
         await blocked
         await write()
@@ -279,9 +279,9 @@ def test_engine_errors_map_to_typed_errors(raised: Exception, expected: type[Exc
 async def test_a_large_blob_is_published_by_a_pointer_without_a_copy(backend: S3Backend) -> None:
     data = os.urandom(PART_SIZE + 5)
     put = await ContentStore(backend).put(pieces(data))
-    [pointer] = [m async for m in list_meta(backend, s3.BLOBS)]
+    [pointer] = [m async for m in list_meta(backend, s3_staging.BLOBS)]
     assert pointer["size"] == s3_pointers.POINTER_SIZE
-    assert [m["size"] async for m in list_meta(backend, s3.DATA)] == [len(data)]
+    assert [m["size"] async for m in list_meta(backend, s3_staging.DATA)] == [len(data)]
     assert [(i.ref, i.size) async for i in backend.scan()] == [(put.ref, len(data))]
     # Another process (no pointer remembered) reads it, whole and in ranges past the pointer.
     other = S3Backend(backend.location)
@@ -300,7 +300,7 @@ async def test_a_large_blob_is_published_by_a_pointer_without_a_copy(backend: S3
 async def test_content_that_spells_a_pointer_is_content(backend: S3Backend) -> None:
     big = os.urandom(PART_SIZE + 5)
     await ContentStore(backend).put(pieces(big))
-    [name] = [m["path"].rsplit("/", 1)[1] async for m in list_meta(backend, s3.DATA)]
+    [name] = [m["path"].rsplit("/", 1)[1] async for m in list_meta(backend, s3_staging.DATA)]
     forged = s3_pointers.encode(name, len(big))
     put = await ContentStore(backend).put(pieces(forged))
     assert await backend.stat(put.ref) == len(forged)
