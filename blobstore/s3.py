@@ -13,10 +13,10 @@ or for a large blob a pointer to them) and ``data/<name>`` (a large blob's bytes
   with one conditional PUT (``If-None-Match: *``) straight to ``blobs/<ref>``: one round trip, and
   a blob is never replaced (412 means "exists": a dedup candidate).
 - **Large blobs** stream to ``data/<name>`` as a multipart upload with at most
-  :data:`~blobstore.s3_staging.PARTS_IN_FLIGHT` parts in flight besides the one filling, since the ref is known only
-  at the end.  Publish completes it, then writes a pointer to it at ``blobs/<ref>``, conditional
-  again (:mod:`blobstore.s3_pointers`): nothing is copied.  Reads of a large blob follow the
-  pointer (one small GET more, remembered per process).
+  :data:`~blobstore.s3_staging.PARTS_IN_FLIGHT` parts in flight besides the one filling, since
+  the ref is known only at the end.  Publish completes it, then writes a pointer to it at
+  ``blobs/<ref>``, conditional again (:mod:`blobstore.s3_pointers`): nothing is copied.  Reads of
+  a large blob follow the pointer (one small GET more, remembered per process).
 
 Dedup stays collision-safe: a hit is trusted only after the bytes compare equal (a GET of the
 small blob compared in memory; for large ones a size check by HEAD, then both objects compared by
