@@ -1,6 +1,7 @@
-"""``Tx.executemany_later``: a group commit's inserts handed to the database together.  They run
-in order before the transaction's next statement or commit, their error rolls the whole
-transaction back, and a transaction abandoned before they were handed over leaves nothing."""
+"""``Tx.executemany_later``: a group commit's inserts.  They run in order before the
+transaction's next statement or commit (at once on SQLite, where a statement queued behind a
+failed one would be refused as misuse), their error rolls the whole transaction back, and a
+transaction abandoned before they ran leaves nothing."""
 
 from __future__ import annotations
 

@@ -42,10 +42,10 @@ _SYNC_MODES = {"OFF", "NORMAL", "FULL", "EXTRA"}
 class SqliteTx:
     """A transaction on one aiosqlite connection.
 
-    Statements queued by :meth:`executemany_later` are handed to the connection's thread at
-    once, in order, and run there back to back; the transaction waits for them only before its
-    next statement or its commit.  A group commit's inserts then hold the writer lock for the
-    time SQLite takes, not for a loop round trip per statement."""
+    :meth:`executemany_later` runs its statement at once here: statements queued behind one that
+    failed (a full disk in the middle of a group commit) reached SQLite's thread anyway and were
+    refused as API misuse, which no caller can translate; the error of the statement that failed
+    must be the one raised."""
 
     dialect: Dialect = SQLITE
 
@@ -87,10 +87,7 @@ class SqliteTx:
             await self.conn.executemany(sql, batch)
 
     async def executemany_later(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
-        batch = list(rows)
-        if batch:
-            # A task's first step hands the statement over; tasks start in creation order.
-            self._queued.append(asyncio.ensure_future(self.conn.executemany(sql, batch)))
+        await self.executemany(sql, rows)
 
     async def fetch(self, sql: str, *args: object) -> list[Row]:
         await self.settle()
