@@ -51,37 +51,12 @@ class SqliteTx:
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self.conn = conn
-        self._queued: list[asyncio.Task[object]] = []
-
-    async def settle(self) -> None:
-        """Wait for the queued statements; raise the first one's error."""
-        if not self._queued:
-            return
-        queued, self._queued = self._queued, []
-        error: BaseException | None = None
-        for task in queued:
-            try:
-                await task
-            except BaseException as exc:  # every one awaited, the first error raised
-                error = error or exc
-        if error is not None:
-            raise error
-
-    def abandon(self) -> None:
-        """Before a rollback: a queued statement not yet handed to the thread never will be
-        (it would otherwise run after the rollback, outside the transaction).  One handed over
-        already runs before the rollback, which the connection's thread runs in order."""
-        queued, self._queued = self._queued, []
-        for task in queued:
-            task.cancel()
 
     async def execute(self, sql: str, *args: object) -> int:
-        await self.settle()
         cur = await self.conn.execute(sql, args)
         return cur.rowcount
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
-        await self.settle()
         batch = list(rows)
         if batch:
             await self.conn.executemany(sql, batch)
@@ -90,7 +65,6 @@ class SqliteTx:
         await self.executemany(sql, rows)
 
     async def fetch(self, sql: str, *args: object) -> list[Row]:
-        await self.settle()
         # execute_fetchall: one hand-off to the database thread instead of three.
         return cast(list[Row], list(await self.conn.execute_fetchall(sql, args)))
 
@@ -99,7 +73,6 @@ class SqliteTx:
         return rows[0] if rows else None
 
     async def stream(self, sql: str, *args: object) -> AsyncIterator[Row]:
-        await self.settle()
         async with self.conn.execute(sql, args) as cur:
             cur.arraysize = STREAM_BATCH
             async for row in cur:
@@ -251,9 +224,7 @@ class Database:
             try:
                 await conn.execute("BEGIN IMMEDIATE")
                 yield tx
-                await tx.settle()
             except BaseException as exc:
-                tx.abandon()
                 await asyncio.shield(conn.rollback())
                 translated = _translate(exc)
                 if translated is exc:
