@@ -189,6 +189,8 @@ class LocalBackend:
         self._tmp_prefix = uuid.uuid4().hex
         self._tmp_counter = itertools.count()
         self._known_dirs: set[Path] = set()
+        # Whether reads may ask for page-cache-only (RWF_NOWAIT); cleared where unsupported.
+        self._nowait = True
 
     def check_floor(self, fd: int, adding: int) -> None:
         """Raise ENOSPC (StoreFull) when writing ``adding`` bytes would go below the floor.
@@ -293,6 +295,10 @@ class LocalBackend:
         except BlockingIOError:
             return None
         except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                # A file system without RWF_NOWAIT (tmpfs): every read goes to a thread.
+                self._nowait = False
+                return None
             raise translate_oserror(exc) from None
         finally:
             os.close(fd)
@@ -305,9 +311,10 @@ class LocalBackend:
         # so does one of a MiB, when the page cache holds it (a range of a file just read).
         if end - start <= INLINE_READ:
             return self.read_now(ref, start, end)
-        cached = self.read_cached(ref, start, end)
-        if cached is not None:
-            return cached
+        if self._nowait:
+            cached = self.read_cached(ref, start, end)
+            if cached is not None:
+                return cached
         return await self.run(self.read_now, ref, start, end)
 
     async def delete(self, ref: BlobRef) -> None:
