@@ -108,6 +108,11 @@ WHOLE_BODY = 1024 * 1024
 SHORT_BLOB = "stored content of this file is shorter than recorded; an operator must run fsck"
 
 
+# The most a download hands the transport in one write, and so the most a client has
+# ``FILESVC_SEND_STALL_TIMEOUT`` to take (a client slower than this per timeout is cut).
+WRITE_SLICE = 1024 * 1024
+
+
 class SendStalled(ConnectionError):
     """The client took no bytes for the send stall timeout: its connection was closed."""
 
@@ -217,16 +222,20 @@ async def stream(
             sent = 0
             async for data in _pieces_of(request, blob):
                 size = len(data)
-                try:
-                    async with asyncio.timeout(stall_timeout):
-                        await response.write(data)
-                except TimeoutError:
-                    if request.transport is not None:
-                        request.transport.abort()
-                    raise SendStalled(f"client took no bytes for {stall_timeout:g} s") from None
+                # At most WRITE_SLICE per write: the stall timeout bounds each write, so a slow
+                # client that keeps reading is never cut for a large piece (a mapped window).
+                whole = data if size <= WRITE_SLICE else memoryview(data)  # slices: no copy
+                for at in range(0, size, WRITE_SLICE):
+                    try:
+                        async with asyncio.timeout(stall_timeout):
+                            await response.write(whole[at : at + WRITE_SLICE])
+                    except TimeoutError:
+                        if request.transport is not None:
+                            request.transport.abort()
+                        raise SendStalled(f"client took no bytes for {stall_timeout:g} s") from None
                 # Let go of the piece before the next is made: a mapped window is unmapped as
                 # soon as the transport is done with it too.
-                del data
+                del data, whole
                 sent += size
                 count_sent(request, size)
             if sent != end - start:

@@ -175,3 +175,40 @@ async def test_a_blob_truncated_under_a_download_cuts_it_and_the_server_lives(
     async with aiohttp.ClientSession() as s, s.get(url, headers=bearer(token())) as resp:
         assert await resp.read() == other
     assert server.proc.poll() is None
+
+
+async def test_a_slow_client_that_keeps_reading_is_not_cut(tmp_path: Path) -> None:
+    """Windows are written a MiB at a time, so the stall timeout (1 s here) bounds each MiB, not
+    each 8 MiB window: a client taking 2 MiB/s needs 4 s for a window and is never cut."""
+    env = {"FILESVC_ENCRYPTION": "off", "FILESVC_SEND_STALL_TIMEOUT": "1"}
+    server = start_server(tmp_path / "data", env=env)
+    try:
+        await _paced_download(server)
+    finally:
+        server.stop()
+
+
+async def _paced_download(server: ServerProcess) -> None:
+    content = os.urandom(2 * MAP_WINDOW + 4096)
+    fid, _ = await _upload(server, content)
+    sock = _request(server, fid)
+
+    def paced() -> bytes:
+        got = bytearray()
+        sock.settimeout(20)
+        start = time.monotonic()
+        while True:
+            data = sock.recv(64 * 1024)
+            if not data:
+                return bytes(got)
+            got += data
+            ahead = len(got) / (2 * 1024 * 1024) - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+
+    try:
+        answer = await asyncio.to_thread(paced)
+    finally:
+        sock.close()
+    _, body = _body(answer)
+    assert body == content
