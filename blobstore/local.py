@@ -14,7 +14,7 @@ import errno
 import itertools
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -130,7 +130,7 @@ class LocalBlobStream:
             self._backend.run(Window, self._fd, pos, min(pos + MAP_WINDOW, self._end))
         )
 
-    async def mapped(self) -> AsyncIterator[memoryview]:
+    async def mapped(self) -> AsyncGenerator[memoryview]:
         # Each window is mapped (and read from the disk if need be) in a thread while the one
         # before is sent (blobstore/local_maps.py).  A file now shorter than the window: ValueError
         # from mmap, and the stream ends short.
