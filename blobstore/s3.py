@@ -39,12 +39,13 @@ from obstore.store import S3Store
 
 from blobstore import s3_leftovers, s3_pointers
 from blobstore.backends import S3Location
+from blobstore.blobcache import BlobCache
 from blobstore.errors import BlobNotFound, StorageFailure
 from blobstore.port import BlobInfo, Leftover
 from blobstore.refs import BlobRef, is_ref
 from blobstore.s3_errors import RETRY_AFTER_S, call, translate
 from blobstore.s3_staging import BLOBS, DATA, PART_SIZE, S3Staging
-from blobstore.streams import read_opened
+from blobstore.streams import BytesStream, read_opened
 
 if TYPE_CHECKING:
     from obstore import GetResult
@@ -107,9 +108,11 @@ class S3BlobStream:
 class S3Backend:
     """Blobs as objects in one bucket, through one kept client (connections are pooled)."""
 
-    def __init__(self, location: S3Location) -> None:
+    def __init__(self, location: S3Location, *, cache: BlobCache | None = None) -> None:
         self.location = location
         self._pointers: dict[BlobRef, tuple[str, int]] = {}
+        # Small blobs' bytes, for reads only (never for stat or dedup: :mod:`blobstore.blobcache`).
+        self.cache = cache if cache is not None and cache.enabled else None
         self.store = S3Store(
             location.bucket,
             endpoint=location.endpoint,
@@ -185,7 +188,14 @@ class S3Backend:
         found = await self.locate(ref)
         return None if found is None else found[1]
 
-    async def open(self, ref: BlobRef, start: int = 0, end: int | None = None) -> S3BlobStream:
+    async def open(
+        self, ref: BlobRef, start: int = 0, end: int | None = None
+    ) -> S3BlobStream | BytesStream:
+        cache = self.cache
+        if cache is not None:
+            held = cache.get(ref)
+            if held is not None:
+                return BytesStream(held[start:end] if start or end is not None else held)
         if end is not None and end <= start:
             await self._require(ref)
             return S3BlobStream(None, 0)
@@ -200,6 +210,14 @@ class S3Backend:
             result = await self._get(self.key(BLOBS, ref), ref, start, end)
             if result is not None and not self._is_pointer(result):
                 lo, hi = result.range
+                if cache is not None and lo == 0 and hi == result.meta["size"] and cache.fits(hi):
+                    # The whole of a small blob: read it now and keep it.
+                    try:
+                        data = bytes(await result.bytes_async())
+                    except (BaseError, OSError) as exc:
+                        raise translate(exc) from None
+                    cache.put(ref, data)
+                    return BytesStream(data)
                 return S3BlobStream(result, hi - lo)
             known = await self.locate(ref)
             if known is None:
@@ -245,6 +263,63 @@ class S3Backend:
                 raise
             return None
 
+    async def tail(self, ref: BlobRef, count: int) -> tuple[int, bytes]:
+        """``(size, the blob's last count bytes)`` (all of it when it is shorter), in one GET
+        (two for a large blob whose pointer is not remembered yet; none when the blob is
+        cached).  A small blob read whole is kept in the cache.  Raises BlobNotFound."""
+        cache = self.cache
+        if cache is not None:
+            held = cache.get(ref)
+            if held is not None:
+                return len(held), held[-count:] if count < len(held) else held
+        known = self._pointers.get(ref)
+        if known is not None:
+            try:
+                return await self._tail_of(known[0], ref, count)
+            except BlobNotFound:
+                self._pointers.pop(ref, None)
+        key = self.key(BLOBS, ref)
+        result = await self._suffix(key, ref, count)
+        if result is None:
+            return 0, b""
+        if self._is_pointer(result):
+            known = await self.locate(ref)
+            if known is None:
+                raise BlobNotFound(ref)
+            return await self._tail_of(known[0], ref, count)
+        size = int(result.meta["size"])
+        data = await self._body(result)
+        if cache is not None and len(data) == size and cache.fits(size):
+            cache.put(ref, data)
+        return size, data
+
+    async def _tail_of(self, key: str, ref: BlobRef, count: int) -> tuple[int, bytes]:
+        result = await self._suffix(key, ref, count)
+        if result is None:
+            return 0, b""
+        return int(result.meta["size"]), await self._body(result)
+
+    async def _suffix(self, key: str, ref: BlobRef, count: int) -> GetResult | None:
+        """GET the last ``count`` bytes of ``key``; None when the object is empty."""
+        try:
+            return await call(
+                obstore.get_async(self.store, key, options={"range": {"suffix": count}})
+            )
+        except BlobNotFound:
+            self._pointers.pop(ref, None)
+            raise BlobNotFound(ref) from None
+        except StorageFailure as exc:
+            if "416" not in str(exc):
+                raise
+            return None
+
+    @staticmethod
+    async def _body(result: GetResult) -> bytes:
+        try:
+            return bytes(await result.bytes_async())
+        except (BaseError, OSError) as exc:
+            raise translate(exc) from None
+
     async def _require(self, ref: BlobRef) -> None:
         if await self.stat(ref) is None:
             raise BlobNotFound(ref)
@@ -256,6 +331,8 @@ class S3Backend:
         """The ref first (so the blob is gone at once), then a large blob's bytes; a crash in
         between leaves a data object no pointer names, which fsck reports as a leftover."""
         self._pointers.pop(ref, None)
+        if self.cache is not None:
+            self.cache.discard(ref)
         found = await self.locate(ref)
         await call(obstore.delete_async(self.store, self.key(BLOBS, ref)))
         if found is not None and found[0] != self.key(BLOBS, ref):

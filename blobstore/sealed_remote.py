@@ -1,0 +1,155 @@
+"""Reading sealed blobs from a backend behind a network (S3): a range in one ranged GET.
+
+A sealed blob's trailer says how to open its segments.  The streamed path
+(:meth:`SealedBackend.open <blobstore.sealed.SealedBackend.open>`) learns it anew for every read:
+an open of the whole blob for its size, a GET of the trailer, then a GET of the range, and the
+trailer's HMAC and the blob key's derivation each time.  Here a verified trailer is remembered per
+ref (a bounded LRU, with the blob's cipher), so once a blob has been read in this process a range
+is one GET of exactly the stored segments that hold it, or none when the inner backend's cache
+(:mod:`blobstore.blobcache`) has the blob.
+
+The first read of a ref is one suffix GET of up to :func:`first_read` bytes: a small blob comes
+whole (and its bytes are decrypted from it, and cached by the inner backend); for a large one it
+brings the trailer and the stored size, and the range takes one GET more.
+
+Why a remembered trailer is safe: a blob is never replaced while it is stored (publish creates
+or finds, never overwrites).  gc may delete a blob and an upload store the same content again
+under the same ref, sealed under a new blob key: then the remembered trailer no longer opens the
+stored segments, whose tags fail.  Every segment is still authenticated before its bytes are
+handed on, so that shows as BlobCorrupt before any byte, and the read is made once more from
+scratch (trailer and, from the engine, the bytes) before the error is believed.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from blobstore.blobcache import BlobCache
+from blobstore.errors import BlobCorrupt
+from blobstore.keyring import KeyRing
+from blobstore.port import BlobStream
+from blobstore.refs import BlobRef, ref_digest, ref_scope
+from blobstore.sealed_reads import SealedStream, crypt, decrypted, read_all, segments
+from blobstore.sealing import SEGMENT, TRAILER, Opener, ScopeKey, read_trailer, stored_range
+from blobstore.streams import BytesStream
+
+# Verified trailers remembered (a few hundred bytes each, with the blob's cipher).
+TRAILERS = 4096
+# Stored ranges up to this size are fetched and decrypted whole (one await, one hand-off at
+# most); larger ones stream a piece at a time.
+WHOLE = (1 << 20) + (1 << 10)
+# The first read of a blob when no cache says otherwise: small blobs come whole in it.
+FIRST_READ = 64 << 10
+
+
+@runtime_checkable
+class Tails(Protocol):
+    """What these reads need of the inner backend besides the reader role: a blob's size and
+    last bytes in one request, and the cache it keeps (if any)."""
+
+    cache: BlobCache | None
+
+    async def tail(self, ref: BlobRef, count: int) -> tuple[int, bytes]: ...
+
+    async def open(self, ref: BlobRef, start: int = 0, end: int | None = None) -> BlobStream: ...
+
+
+@dataclass(frozen=True)
+class _Known:
+    key: ScopeKey
+    stored: int
+    plain: int
+    opener: Opener
+
+
+class RemoteReads:
+    """Sealed reads over ``inner``, with the trailers it has verified."""
+
+    def __init__(self, inner: Tails, keys: KeyRing, limit: int = TRAILERS) -> None:
+        self._inner = inner
+        self._keys = keys
+        self._limit = limit
+        self._known: OrderedDict[BlobRef, _Known] = OrderedDict()
+        cache = inner.cache
+        # A blob the cache would keep comes whole in its first read.
+        self._first_read = max(FIRST_READ, cache.max_blob if cache is not None else 0)
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def forget(self, ref: BlobRef) -> None:
+        self._known.pop(ref, None)
+        if self._inner.cache is not None:
+            self._inner.cache.discard(ref)
+
+    async def open(self, ref: BlobRef, start: int, end: int | None) -> BlobStream:
+        scope = ref_scope(ref)
+        assert scope is not None
+        key = await self._keys.key(scope, create=False)
+        known = self._known.get(ref)
+        if known is not None and known.key is key:
+            self._known.move_to_end(ref)
+            try:
+                return await self._open_known(ref, known, start, end)
+            except BlobCorrupt:
+                # Stored again since (gc, then the same content uploaded): learn it anew.
+                self.forget(ref)
+        return await self._open_first(ref, key, scope, start, end)
+
+    async def _open_first(
+        self, ref: BlobRef, key: ScopeKey, scope: str, start: int, end: int | None
+    ) -> BlobStream:
+        stored, tail = await self._inner.tail(ref, self._first_read)
+        if stored < TRAILER:
+            raise BlobCorrupt("sealed blob is too short")
+        trailer = read_trailer(
+            key, tail[-TRAILER:], stored=stored, digest=ref_digest(ref), scope=scope
+        )
+        known = _Known(key, stored, trailer.plain, Opener(key, trailer))
+        self._known[ref] = known
+        while len(self._known) > self._limit:
+            self._known.popitem(last=False)
+        if len(tail) == stored:
+            return BytesStream(await self._decrypt(known, tail, start, end, offset=0))
+        return await self._open_known(ref, known, start, end)
+
+    async def _decrypt(
+        self, known: _Known, sealed: bytes, start: int, end: int | None, *, offset: int
+    ) -> bytes:
+        """Plaintext ``[start, end)`` from ``sealed``, the stored bytes from ``offset`` on."""
+        stop = known.plain if end is None else min(end, known.plain)
+        if start >= stop:
+            return b""
+        first, lo, hi = stored_range(known.plain, start, stop)
+        plain = await crypt(known.opener.open_many, first, sealed[lo - offset : hi - offset])
+        skip = start - first * SEGMENT
+        return plain[skip : skip + stop - start]
+
+    async def _open_known(
+        self, ref: BlobRef, known: _Known, start: int, end: int | None
+    ) -> BlobStream:
+        stop = known.plain if end is None else min(end, known.plain)
+        if start >= stop:
+            return BytesStream(b"")
+        first, lo, hi = stored_range(known.plain, start, stop)
+        stream = await self._inner.open(ref, lo, hi)
+        if hi - lo <= WHOLE:
+            sealed = await read_all(stream)
+            if len(sealed) != hi - lo:
+                raise BlobCorrupt("sealed blob ended early")
+            return BytesStream(await self._decrypt(known, sealed, start, stop, offset=lo))
+        try:
+            runs = segments(aiter(stream), first, hi - lo)
+            out = SealedStream(
+                decrypted(runs, known.opener),
+                skip=start - first * SEGMENT,
+                length=stop - start,
+                closing=stream,
+            )
+            await out.prime()
+            return out
+        except BaseException:
+            await stream.aclose()
+            raise
