@@ -191,14 +191,23 @@ class S3Backend:
     async def open(
         self, ref: BlobRef, start: int = 0, end: int | None = None
     ) -> S3BlobStream | BytesStream:
+        return (await self.open_sized(ref, start, end))[0]
+
+    async def open_sized(
+        self, ref: BlobRef, start: int = 0, end: int | None = None
+    ) -> tuple[S3BlobStream | BytesStream, int]:
+        """:meth:`open`, and the blob's whole size as the engine (or the cache) holds it now,
+        learnt from the same answer (a range past the end: at most ``start``)."""
         cache = self.cache
         if cache is not None:
             held = cache.get(ref)
             if held is not None:
-                return BytesStream(held[start:end] if start or end is not None else held)
+                return BytesStream(held[start:end] if start or end is not None else held), len(held)
         if end is not None and end <= start:
-            await self._require(ref)
-            return S3BlobStream(None, 0)
+            size = await self.stat(ref)
+            if size is None:
+                raise BlobNotFound(ref)
+            return S3BlobStream(None, 0), size
         known = self._pointers.get(ref)
         if known is not None:
             try:
@@ -210,33 +219,31 @@ class S3Backend:
             result = await self._get(self.key(BLOBS, ref), ref, start, end)
             if result is not None and not self._is_pointer(result):
                 lo, hi = result.range
-                if cache is not None and lo == 0 and hi == result.meta["size"] and cache.fits(hi):
+                size = int(result.meta["size"])
+                if cache is not None and lo == 0 and hi == size and cache.fits(hi):
                     # The whole of a small blob: read it now and keep it.
-                    try:
-                        data = bytes(await result.bytes_async())
-                    except (BaseError, OSError) as exc:
-                        raise translate(exc) from None
+                    data = await self._body(result)
                     cache.put(ref, data)
-                    return BytesStream(data)
-                return S3BlobStream(result, hi - lo)
+                    return BytesStream(data), size
+                return S3BlobStream(result, hi - lo), size
             known = await self.locate(ref)
             if known is None:
                 raise BlobNotFound(ref)
             if known[0] == self.key(BLOBS, ref):
-                return S3BlobStream(None, 0)  # a range past the end of a small blob
+                return S3BlobStream(None, 0), known[1]  # a range past the end of a small blob
         return await self._open_at(known, ref, start, end)
 
     async def _open_at(
         self, known: tuple[str, int], ref: BlobRef, start: int, end: int | None
-    ) -> S3BlobStream:
+    ) -> tuple[S3BlobStream, int]:
         key, size = known
         if start >= size:
-            return S3BlobStream(None, 0)
+            return S3BlobStream(None, 0), size
         result = await self._get(key, ref, start, None if end is None else min(end, size))
         if result is None:
-            return S3BlobStream(None, 0)
+            return S3BlobStream(None, 0), min(start, size)
         lo, hi = result.range
-        return S3BlobStream(result, hi - lo)
+        return S3BlobStream(result, hi - lo), int(result.meta["size"])
 
     @staticmethod
     def _is_pointer(result: GetResult) -> bool:
@@ -319,10 +326,6 @@ class S3Backend:
             return bytes(await result.bytes_async())
         except (BaseError, OSError) as exc:
             raise translate(exc) from None
-
-    async def _require(self, ref: BlobRef) -> None:
-        if await self.stat(ref) is None:
-            raise BlobNotFound(ref)
 
     def read(self, ref: BlobRef, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         return read_opened(self.open(ref, start, end))

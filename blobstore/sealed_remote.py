@@ -53,12 +53,15 @@ class Tails(Protocol):
 
     async def tail(self, ref: BlobRef, count: int) -> tuple[int, bytes]: ...
 
-    async def open(self, ref: BlobRef, start: int = 0, end: int | None = None) -> BlobStream: ...
+    async def open_sized(
+        self, ref: BlobRef, start: int = 0, end: int | None = None
+    ) -> tuple[BlobStream, int]: ...
 
 
 @dataclass(frozen=True)
 class _Known:
     key: ScopeKey
+    raw: bytes
     stored: int
     plain: int
     opener: Opener
@@ -107,12 +110,13 @@ class RemoteReads:
         trailer = read_trailer(
             key, tail[-TRAILER:], stored=stored, digest=ref_digest(ref), scope=scope
         )
-        known = _Known(key, stored, trailer.plain, Opener(key, trailer))
+        known = _Known(key, bytes(tail[-TRAILER:]), stored, trailer.plain, Opener(key, trailer))
         self._known[ref] = known
         while len(self._known) > self._limit:
             self._known.popitem(last=False)
         if len(tail) == stored:
-            return BytesStream(await self._decrypt(known, tail, start, end, offset=0))
+            plain = await self._decrypt(known, tail[: stored - TRAILER], start, end, offset=0)
+            return BytesStream(plain)
         return await self._open_known(ref, known, start, end)
 
     async def _decrypt(
@@ -130,17 +134,32 @@ class RemoteReads:
     async def _open_known(
         self, ref: BlobRef, known: _Known, start: int, end: int | None
     ) -> BlobStream:
+        """The range through the remembered trailer.  The blob's size comes with every answer
+        and must still be the one the trailer was verified with; a range that reaches the last
+        segment brings the trailer along (48 bytes more in the same GET), and a streamed one
+        (over :data:`WHOLE`) reads it first, so a blob cut, grown or given another trailer since
+        is BlobCorrupt before any byte.  Only a range of up to :data:`WHOLE` in the middle
+        trusts the remembered trailer alone; its segments are still authenticated by it."""
         stop = known.plain if end is None else min(end, known.plain)
         if start >= stop:
             return BytesStream(b"")
         first, lo, hi = stored_range(known.plain, start, stop)
-        stream = await self._inner.open(ref, lo, hi)
         if hi - lo <= WHOLE:
+            upto = known.stored if hi == known.stored - TRAILER else hi
+            stream, size = await self._inner.open_sized(ref, lo, upto)
             sealed = await read_all(stream)
-            if len(sealed) != hi - lo:
-                raise BlobCorrupt("sealed blob ended early")
+            if size != known.stored or len(sealed) != upto - lo:
+                raise BlobCorrupt("sealed blob was cut or grown")
+            if upto != hi and sealed[hi - lo :] != known.raw:
+                raise BlobCorrupt("sealed blob's trailer changed")
             return BytesStream(await self._decrypt(known, sealed, start, stop, offset=lo))
+        size, raw = await self._inner.tail(ref, TRAILER)
+        if size != known.stored or raw != known.raw:
+            raise BlobCorrupt("sealed blob's trailer changed")
+        stream, size = await self._inner.open_sized(ref, lo, hi)
         try:
+            if size != known.stored:
+                raise BlobCorrupt("sealed blob was cut or grown")
             runs = segments(aiter(stream), first, hi - lo)
             out = SealedStream(
                 decrypted(runs, known.opener),

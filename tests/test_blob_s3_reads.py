@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from blobstore.blobcache import BlobCache
-from blobstore.errors import BlobNotFound
+from blobstore.errors import BlobCorrupt, BlobNotFound
 from blobstore.keyring import KeyRing
 from blobstore.refs import BlobRef
 from blobstore.s3 import S3Backend, S3Location
@@ -140,7 +140,8 @@ async def test_a_sealed_range_is_one_get_of_exactly_its_segments(
     assert await read(reader, put.ref, start, end) == data[start:end]
     assert len(seen.requests) == 2
     assert seen.requests[0][2].startswith("bytes=-")
-    # Every range after that: one GET, of the cipher segments 1 to 3 and nothing else.
+    # Every range after that: one GET, of the cipher segments that hold it and nothing else;
+    # a range in the last segment brings the trailer along (checked against the one verified).
     for start, end in ((SEGMENT + 5, 3 * SEGMENT + 9), (0, 10), (len(data) - 5, len(data))):
         seen.clear()
         assert await read(reader, put.ref, start, end) == data[start:end]
@@ -149,11 +150,15 @@ async def test_a_sealed_range_is_one_get_of_exactly_its_segments(
         first, last = start // SEGMENT, (end - 1) // SEGMENT
         lo = first * SEALED_SEGMENT
         hi = min((last + 1) * SEALED_SEGMENT, stored - TRAILER)
+        hi = stored if hi == stored - TRAILER else hi
         assert (method, byte_range) == ("GET", f"bytes={lo}-{hi - 1}")
-    # A range streamed (larger than a MiB) is one GET too.
+    # A range streamed (over a MiB) checks the trailer first, then is one GET.
     seen.clear()
     assert await read(reader, put.ref, 5, 2 * MiB + 3) == data[5 : 2 * MiB + 3]
-    assert len(seen.requests) == 1
+    assert [r[2] for r in seen.requests] == [
+        f"bytes=-{TRAILER}",
+        f"bytes=0-{(2 * MiB + 2) // SEGMENT * SEALED_SEGMENT + SEALED_SEGMENT - 1}",
+    ]
 
 
 async def test_a_small_sealed_blob_is_cached_and_read_with_no_request(
@@ -195,3 +200,21 @@ async def test_a_blob_stored_again_under_a_new_blob_key_is_still_read_right(
     assert isinstance(reader.inner, S3Backend) and reader.inner.cache is not None
     reader.inner.cache.discard(put.ref)
     assert await read(reader, put.ref, size // 2) == data[size // 2 :]
+
+
+async def test_a_blob_cut_since_its_trailer_was_verified_is_refused_before_any_byte(
+    proxied: tuple[S3Location, Seen], keys: KeyRing
+) -> None:
+    location, _ = proxied
+    sealed = seal_backend(S3Backend(location), keys, sealing=True)
+    data = os.urandom(3 * MiB)
+    put = await ContentStore(sealed).put(pieces(data), scope=SCOPE)
+    assert await read(sealed, put.ref, SEGMENT, SEGMENT + 10) == data[SEGMENT : SEGMENT + 10]
+    inner = sealed.inner
+    whole = b"".join([p async for p in inner.read(put.ref)])
+    await inner.delete(put.ref)
+    staging = await inner.stage()
+    await staging.write(whole[: -TRAILER - 1000] + whole[-TRAILER:])  # the last segment cut
+    assert await staging.publish(put.ref)
+    with pytest.raises(BlobCorrupt):
+        await sealed.open(put.ref, SEGMENT, SEGMENT + 10)  # a middle range: the size tells
