@@ -10,9 +10,12 @@ moves within minutes, so a reference measured at another moment would not compar
 - a large download against an aiohttp client reading the same size from an aiohttp server's
   memory (repetitions interleaved).
 
-filesvc is measured in three configurations: the embedded default (SQLite, local disk), the
-same with two server processes (``--workers 2``, per-request figures only), and PostgreSQL + S3
-(the SeaweedFS that is also the peer, under another key prefix of its bucket).
+filesvc is measured in four configurations: the embedded default (SQLite, local disk), the
+same with two server processes (``--workers 2``, per-request figures only), PostgreSQL + S3
+(the SeaweedFS that is also the peer, under another key prefix of its bucket; its large download
+also beside a SeaweedFS GET of the same size, the engine's own rate), and PostgreSQL + S3
+without the blob cache (per-request figures only: the files are uploaded through filesvc, so
+with the cache every 4 KiB GET is served from memory).
 """
 
 from __future__ import annotations
