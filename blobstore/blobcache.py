@@ -8,10 +8,12 @@ and :mod:`blobstore.sealed_remote` reads a cached blob's trailer from the cached
 
 Whether a blob may be served at all is metadata's decision: a download reads the file's manifest
 first and asks for its refs only then, so a blob whose last manifest is gone (and which gc may
-have deleted) is never asked for.  The cache serves reads only; the write path's existence
-checks (stat, dedup comparison) always ask the engine, so an upload never commits a manifest to
-a blob that is only in some process's cache.  A blob gc deletes in this process is dropped from
-the cache too (:meth:`BlobCache.discard`).
+have deleted) is never asked for.  The cache serves reads only, never ``stat``: publishing is a
+conditional create in the engine, and a commit confirms every ref it uses by a ``stat`` in the
+engine under the lock gc takes (:mod:`blobstore.confirmations`), so an upload never commits a
+manifest to a blob that is only in some process's cache.  (A dedup comparison of a sealed blob
+reads through the cache: it compares with the bytes the ref names, which is the question.)  A
+blob gc deletes in this process is dropped from the cache too (:meth:`BlobCache.discard`).
 
 Bounded by bytes (the sum of the cached blobs' sizes), holding only blobs up to ``max_blob``
 bytes, least recently used first out.  It lives on the event loop: no lock.
