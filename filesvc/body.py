@@ -249,11 +249,18 @@ async def _raw(request: web.Request, watchdog: _Watchdog) -> AsyncIterator[bytes
     stream = request.content
     try:
         while True:
-            watchdog.waiting()
-            data = await stream.readany()
-            watchdog.arrived()
+            # Bytes already received are taken without a wait, so the watchdog's timer is
+            # armed only when a read must wait for the client: a small body usually arrives
+            # with its headers, and then no timer is made at all.
+            data = stream.read_nowait()
             if not data:
-                return
+                if stream.at_eof():
+                    return
+                watchdog.waiting()
+                data = await stream.readany()
+                watchdog.arrived()
+                if not data:
+                    return
             yield data
     except _READ_ERRORS as exc:
         raise _read_error(exc) from None
