@@ -10,9 +10,12 @@ moves within minutes, so a reference measured at another moment would not compar
 - a large download against an aiohttp client reading the same size from an aiohttp server's
   memory (repetitions interleaved).
 
-filesvc is measured in three configurations: the embedded default (SQLite, local disk), the
-same with two server processes (``--workers 2``, per-request figures only), and PostgreSQL + S3
-(the SeaweedFS that is also the peer, under another key prefix of its bucket).
+filesvc is measured in four configurations: the embedded default (SQLite, local disk), the
+same with two server processes (``--workers 2``, per-request figures only), PostgreSQL + S3
+(the SeaweedFS that is also the peer, under another key prefix of its bucket; its large download
+also beside a SeaweedFS GET of the same size, the engine's own rate), and PostgreSQL + S3
+without the blob cache (per-request figures only: the files are uploaded through filesvc, so
+with the cache every 4 KiB GET is served from memory).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ SMALL = 4096
 # The peer's large object for range GETs: ranges fall anywhere inside it.
 PEER_BIG = 64 * MiB
 PG_S3 = "PostgreSQL + S3"
+PG_S3_UNCACHED = "PostgreSQL + S3, FILESVC_BLOB_CACHE_BYTES=0"
 # Repetitions of the range figures, interleaved (the machine's load moves within seconds).
 RANGE_REPS = 3
 
@@ -74,6 +78,9 @@ SW_SMALL = "peer: SeaweedFS S3 GET 4 KiB"
 SW_RANGE = "peer: SeaweedFS S3 range GET 1 MiB"
 BARE_JSON = "reference: bare aiohttp JSON handler"
 MEM_BIG = "reference: aiohttp download from an aiohttp server's memory"
+SW_BIG = "peer: SeaweedFS S3 GET of the large size"
+# The peer's object of the large download's size (PostgreSQL + S3 is judged against it too).
+PEER_LARGE = "read/large"
 BEFORE_RANGE = f"filesvc range 1 MiB, code before issue 14 ({before_code.READS_BEFORE})"
 
 
@@ -106,8 +113,17 @@ async def scenario_reads(ctx: sc.Context) -> ScenarioResult:
             res.notes.append(f"SeaweedFS not measured: {sc.peer_failure(e)}")
         if s3 is not None:
             try:
-                url = await stack.enter_async_context(_postgres())
+                pg = await stack.enter_async_context(_postgres())
+                url = await asyncio.to_thread(pg.new_database)
                 configs.append(Config(PG_S3, _pg_s3_env(url, s3)))
+                # The 4 KiB files above are served from the blob cache (filled as they were
+                # uploaded): this one shows what each read costs when they come from S3.
+                url = await asyncio.to_thread(pg.new_database)
+                uncached = {
+                    **_pg_s3_env(url, s3, "filesvc-uncached"),
+                    "FILESVC_BLOB_CACHE_BYTES": "0",
+                }
+                configs.append(Config(PG_S3_UNCACHED, uncached, small_only=True))
             except Exception as e:
                 res.notes.append(f"PostgreSQL + S3 not measured: {sc.short(e)}")
         for config in configs:
@@ -157,10 +173,10 @@ async def _interleaved_rates(
         res.add(Metric(subject, kind, value, "req/s", runs=rates, note=note))
 
 
-def _pg_s3_env(db_url: str, s3: peers.S3Client) -> dict[str, str]:
+def _pg_s3_env(db_url: str, s3: peers.S3Client, prefix: str = "filesvc") -> dict[str, str]:
     return {
         "FILESVC_DB_URL": db_url,
-        "FILESVC_BLOB_URL": f"s3://{peers.S3_BUCKET}/filesvc?endpoint={s3.endpoint}"
+        "FILESVC_BLOB_URL": f"s3://{peers.S3_BUCKET}/{prefix}?endpoint={s3.endpoint}"
         f"&region={s3.region}",
         "AWS_ACCESS_KEY_ID": s3.key_id,
         "AWS_SECRET_ACCESS_KEY": s3.secret,
@@ -173,14 +189,15 @@ async def _fill_peer(ctx: sc.Context, s3: peers.S3Client) -> None:
         for i in range(FILES):
             await s3.put_bytes(s, peers.S3_BUCKET, f"read/{i}", small_body(i, SMALL))
         await s3.put_stream(s, peers.S3_BUCKET, "read/big", PEER_BIG, ctx.seed())
+        await s3.put_stream(s, peers.S3_BUCKET, PEER_LARGE, ctx.sizes.big, ctx.seed())
 
 
 @contextlib.asynccontextmanager
-async def _postgres() -> AsyncIterator[str]:
-    """A throwaway PostgreSQL cluster; yields a database URL."""
+async def _postgres() -> AsyncIterator[pgserver.PgServer]:
+    """A throwaway PostgreSQL cluster (a database of its own per configuration)."""
     server = await asyncio.to_thread(pgserver.start_postgres)
     try:
-        yield await asyncio.to_thread(server.new_database)
+        yield server
     finally:
         await asyncio.to_thread(pgserver.remove, server)
 
@@ -327,18 +344,22 @@ async def _large_reads(
             return once
 
         big = config.subject("download large")
-        await sc.interleaved(
-            res,
-            sz.big,
-            sz.reps,
-            [
-                (big, "filesvc", timed(api.file_url(big_id) + "/download", api.auth), ""),
-                (
-                    config.peer(MEM_BIG),
-                    "reference",
-                    timed(f"{ref.bare_url}/bytes/{sz.big}", {}),
-                    "",
-                ),
-            ],
-        )
+        figures: list[tuple[str, Kind, sc.Once, str]] = [
+            (big, "filesvc", timed(api.file_url(big_id) + "/download", api.auth), ""),
+            (config.peer(MEM_BIG), "reference", timed(f"{ref.bare_url}/bytes/{sz.big}", {}), ""),
+        ]
+        s3 = ref.s3
+        if s3 is not None and config.label == PG_S3:
+            # What the engine itself delivers to one client: filesvc's bytes come from it.
+            async def engine_get() -> float:
+                t = time.perf_counter()
+                n = await s3.get(s, peers.S3_BUCKET, PEER_LARGE)
+                if n != sz.big:
+                    raise client.WorkloadError(f"S3 GET gave {n} bytes, not {sz.big}")
+                return time.perf_counter() - t
+
+            figures.append((config.peer(SW_BIG), "peer", engine_get, ""))
+        await sc.interleaved(res, sz.big, sz.reps, figures)
         res.relate(big, config.peer(MEM_BIG))
+        if len(figures) > 2:
+            res.relate(big, config.peer(SW_BIG))

@@ -124,17 +124,21 @@ def describe(location: BlobLocation) -> str:
     return f"s3://{location.bucket}/{location.prefix} at {location.endpoint}"
 
 
-async def open_backend(location: BlobLocation, *, min_free_bytes: int = 0) -> BlobBackend:
+async def open_backend(
+    location: BlobLocation, *, min_free_bytes: int = 0, cache_bytes: int = 0
+) -> BlobBackend:
     """The backend for ``location``; the caller closes it.  Opening an S3 backend sends no
     request (an engine down at start shows as StoreUnavailable on first use).
     ``min_free_bytes`` is the local backend's free-space floor (see LocalBackend); an S3 engine
-    manages its own space."""
+    manages its own space.  ``cache_bytes`` bounds an S3 backend's cache of small blobs
+    (:mod:`blobstore.blobcache`; 0: none); the local backend has the kernel's page cache."""
     if isinstance(location, LocalLocation):
         return await asyncio.to_thread(
             functools.partial(LocalBackend, location.root, min_free_bytes=min_free_bytes)
         )
     # Imported here: the S3 client library costs a few MiB of memory to load, which the
     # embedded default does not need.
+    from blobstore.blobcache import BlobCache
     from blobstore.s3 import S3Backend
 
-    return S3Backend(location)
+    return S3Backend(location, cache=BlobCache(cache_bytes) if cache_bytes > 0 else None)

@@ -39,12 +39,13 @@ from obstore.store import S3Store
 
 from blobstore import s3_leftovers, s3_pointers
 from blobstore.backends import S3Location
+from blobstore.blobcache import BlobCache
 from blobstore.errors import BlobNotFound, StorageFailure
 from blobstore.port import BlobInfo, Leftover
 from blobstore.refs import BlobRef, is_ref
 from blobstore.s3_errors import RETRY_AFTER_S, call, translate
 from blobstore.s3_staging import BLOBS, DATA, PART_SIZE, S3Staging
-from blobstore.streams import read_opened
+from blobstore.streams import BytesStream, read_opened
 
 if TYPE_CHECKING:
     from obstore import GetResult
@@ -107,9 +108,11 @@ class S3BlobStream:
 class S3Backend:
     """Blobs as objects in one bucket, through one kept client (connections are pooled)."""
 
-    def __init__(self, location: S3Location) -> None:
+    def __init__(self, location: S3Location, *, cache: BlobCache | None = None) -> None:
         self.location = location
         self._pointers: dict[BlobRef, tuple[str, int]] = {}
+        # Small blobs' bytes, for reads only (never for stat or dedup: :mod:`blobstore.blobcache`).
+        self.cache = cache if cache is not None and cache.enabled else None
         self.store = S3Store(
             location.bucket,
             endpoint=location.endpoint,
@@ -185,10 +188,26 @@ class S3Backend:
         found = await self.locate(ref)
         return None if found is None else found[1]
 
-    async def open(self, ref: BlobRef, start: int = 0, end: int | None = None) -> S3BlobStream:
+    async def open(
+        self, ref: BlobRef, start: int = 0, end: int | None = None
+    ) -> S3BlobStream | BytesStream:
+        return (await self.open_sized(ref, start, end))[0]
+
+    async def open_sized(
+        self, ref: BlobRef, start: int = 0, end: int | None = None
+    ) -> tuple[S3BlobStream | BytesStream, int]:
+        """:meth:`open`, and the blob's whole size as the engine (or the cache) holds it now,
+        learnt from the same answer (a range past the end: at most ``start``)."""
+        cache = self.cache
+        if cache is not None:
+            held = cache.get(ref)
+            if held is not None:
+                return BytesStream(held[start:end] if start or end is not None else held), len(held)
         if end is not None and end <= start:
-            await self._require(ref)
-            return S3BlobStream(None, 0)
+            size = await self.stat(ref)
+            if size is None:
+                raise BlobNotFound(ref)
+            return S3BlobStream(None, 0), size
         known = self._pointers.get(ref)
         if known is not None:
             try:
@@ -200,25 +219,31 @@ class S3Backend:
             result = await self._get(self.key(BLOBS, ref), ref, start, end)
             if result is not None and not self._is_pointer(result):
                 lo, hi = result.range
-                return S3BlobStream(result, hi - lo)
+                size = int(result.meta["size"])
+                if cache is not None and lo == 0 and hi == size and cache.fits(hi):
+                    # The whole of a small blob: read it now and keep it.
+                    data = await self._body(result)
+                    cache.put(ref, data)
+                    return BytesStream(data), size
+                return S3BlobStream(result, hi - lo), size
             known = await self.locate(ref)
             if known is None:
                 raise BlobNotFound(ref)
             if known[0] == self.key(BLOBS, ref):
-                return S3BlobStream(None, 0)  # a range past the end of a small blob
+                return S3BlobStream(None, 0), known[1]  # a range past the end of a small blob
         return await self._open_at(known, ref, start, end)
 
     async def _open_at(
         self, known: tuple[str, int], ref: BlobRef, start: int, end: int | None
-    ) -> S3BlobStream:
+    ) -> tuple[S3BlobStream, int]:
         key, size = known
         if start >= size:
-            return S3BlobStream(None, 0)
+            return S3BlobStream(None, 0), size
         result = await self._get(key, ref, start, None if end is None else min(end, size))
         if result is None:
-            return S3BlobStream(None, 0)
+            return S3BlobStream(None, 0), min(start, size)
         lo, hi = result.range
-        return S3BlobStream(result, hi - lo)
+        return S3BlobStream(result, hi - lo), int(result.meta["size"])
 
     @staticmethod
     def _is_pointer(result: GetResult) -> bool:
@@ -245,9 +270,62 @@ class S3Backend:
                 raise
             return None
 
-    async def _require(self, ref: BlobRef) -> None:
-        if await self.stat(ref) is None:
-            raise BlobNotFound(ref)
+    async def tail(self, ref: BlobRef, count: int) -> tuple[int, bytes]:
+        """``(size, the blob's last count bytes)`` (all of it when it is shorter), in one GET
+        (two for a large blob whose pointer is not remembered yet; none when the blob is
+        cached).  A small blob read whole is kept in the cache.  Raises BlobNotFound."""
+        cache = self.cache
+        if cache is not None:
+            held = cache.get(ref)
+            if held is not None:
+                return len(held), held[-count:] if count < len(held) else held
+        known = self._pointers.get(ref)
+        if known is not None:
+            try:
+                return await self._tail_of(known[0], ref, count)
+            except BlobNotFound:
+                self._pointers.pop(ref, None)
+        key = self.key(BLOBS, ref)
+        result = await self._suffix(key, ref, count)
+        if result is None:
+            return 0, b""
+        if self._is_pointer(result):
+            known = await self.locate(ref)
+            if known is None:
+                raise BlobNotFound(ref)
+            return await self._tail_of(known[0], ref, count)
+        size = int(result.meta["size"])
+        data = await self._body(result)
+        if cache is not None and len(data) == size and cache.fits(size):
+            cache.put(ref, data)
+        return size, data
+
+    async def _tail_of(self, key: str, ref: BlobRef, count: int) -> tuple[int, bytes]:
+        result = await self._suffix(key, ref, count)
+        if result is None:
+            return 0, b""
+        return int(result.meta["size"]), await self._body(result)
+
+    async def _suffix(self, key: str, ref: BlobRef, count: int) -> GetResult | None:
+        """GET the last ``count`` bytes of ``key``; None when the object is empty."""
+        try:
+            return await call(
+                obstore.get_async(self.store, key, options={"range": {"suffix": count}})
+            )
+        except BlobNotFound:
+            self._pointers.pop(ref, None)
+            raise BlobNotFound(ref) from None
+        except StorageFailure as exc:
+            if "416" not in str(exc):
+                raise
+            return None
+
+    @staticmethod
+    async def _body(result: GetResult) -> bytes:
+        try:
+            return bytes(await result.bytes_async())
+        except (BaseError, OSError) as exc:
+            raise translate(exc) from None
 
     def read(self, ref: BlobRef, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         return read_opened(self.open(ref, start, end))
@@ -256,6 +334,8 @@ class S3Backend:
         """The ref first (so the blob is gone at once), then a large blob's bytes; a crash in
         between leaves a data object no pointer names, which fsck reports as a leftover."""
         self._pointers.pop(ref, None)
+        if self.cache is not None:
+            self.cache.discard(ref)
         found = await self.locate(ref)
         await call(obstore.delete_async(self.store, self.key(BLOBS, ref)))
         if found is not None and found[0] != self.key(BLOBS, ref):

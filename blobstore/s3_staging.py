@@ -71,7 +71,11 @@ class S3Staging:
         store, target = self._backend.store, self._backend.key(BLOBS, ref)
         try:
             if self._writer is None:
-                await call(obstore.put_async(store, target, bytes(self._held), mode="create"))
+                body = bytes(self._held)
+                await call(obstore.put_async(store, target, body, mode="create"))
+                cache = self._backend.cache
+                if cache is not None:
+                    cache.put(ref, body)  # likely read soon (a thumbnail, a first download)
             else:
                 await self._finish_upload()
                 pointer = s3_pointers.encode(self._name, self._size)

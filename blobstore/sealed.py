@@ -39,6 +39,7 @@ from blobstore.sealed_reads import (
     read_all,
     segments,
 )
+from blobstore.sealed_remote import RemoteReads, Tails
 from blobstore.sealed_staging import SealedStaging
 from blobstore.sealed_whole import LocalReads, WholeReads
 from blobstore.sealing import (
@@ -193,7 +194,18 @@ class SealedLocalBackend(SealedBackend):
 
 
 class SealedProbedBackend(SealedBackend):
-    """Over a backend behind a network, which the health check can ask whether it answers."""
+    """Over a backend behind a network, which the health check can ask whether it answers.
+    Sealed reads remember verified trailers, so a range is one ranged GET
+    (:mod:`blobstore.sealed_remote`), when the backend can read a blob's tail."""
+
+    def __init__(self, inner: BlobBackend, keys: KeyRing, *, sealing: bool) -> None:
+        super().__init__(inner, keys, sealing=sealing)
+        self._remote = RemoteReads(inner, keys) if isinstance(inner, Tails) else None
+
+    async def open(self, ref: BlobRef, start: int = 0, end: int | None = None) -> BlobStream:
+        if self._remote is None or not is_sealed(ref):
+            return await super().open(ref, start, end)
+        return await self._remote.open(ref, start, end)
 
     async def check(self) -> None:
         assert isinstance(self.inner, Probe)

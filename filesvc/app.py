@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from blobstore import keyring
 from blobstore.backends import open_backend
+from blobstore.blobcache import BlobCache
 from blobstore.engine import make_engine
 from blobstore.engine.base import DatabaseUnavailable, Engine
 from blobstore.engine.migrate import migrate
@@ -147,8 +148,13 @@ def create_app(
 
     async def store(app: web.Application) -> AsyncIterator[None]:
         chosen = backend or await open_backend(
-            settings.blob_location(), min_free_bytes=settings.min_free_bytes
+            settings.blob_location(),
+            min_free_bytes=settings.min_free_bytes,
+            cache_bytes=settings.blob_cache_bytes,
         )
+        cache = getattr(chosen, "cache", None)
+        if isinstance(cache, BlobCache):
+            app[METRICS].watch_blob_cache(cache)
         app[STORE] = ContentStore(seal_backend(chosen, app[KEYS], sealing=settings.encryption))
         yield
         await chosen.close()

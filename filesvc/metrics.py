@@ -8,7 +8,7 @@ and maximum descriptors, start time) come from the client library's process coll
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -18,6 +18,10 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from blobstore.blobcache import BlobCache
 
 # The client library leaves this one untyped.
 _disable_created: Callable[[], None] = disable_created_metrics
@@ -29,6 +33,36 @@ REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 THUMBNAIL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # Request series whose children are kept looked up (routes x methods x statuses in use).
 REQUEST_SERIES_KEPT = 1024
+
+
+class BlobCacheCollector(Collector):
+    """The S3 backend's cache of small blobs, read at each scrape (its counters are plain ints
+    on the request path)."""
+
+    def __init__(self, cache: BlobCache) -> None:
+        self._cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        cache, stats = self._cache, self._cache.stats
+        yield CounterMetricFamily(
+            "filesvc_blob_cache_hits", "Blob reads served from the cache", value=stats.hits
+        )
+        yield CounterMetricFamily(
+            "filesvc_blob_cache_misses",
+            "Blob reads the cache did not hold (read from the store)",
+            value=stats.misses,
+        )
+        yield CounterMetricFamily(
+            "filesvc_blob_cache_evictions",
+            "Blobs dropped from the cache to stay within its bound",
+            value=stats.evictions,
+        )
+        yield GaugeMetricFamily(
+            "filesvc_blob_cache_bytes", "Bytes held by the blob cache", value=cache.size
+        )
+        yield GaugeMetricFamily(
+            "filesvc_blob_cache_blobs", "Blobs held by the blob cache", value=len(cache)
+        )
 
 
 class Metrics:
@@ -115,6 +149,10 @@ class Metrics:
     def watch_queue(self, depth: Callable[[], float]) -> None:
         """Read the thumbnail queue's depth at each scrape."""
         self.thumbnail_queue.set_function(depth)
+
+    def watch_blob_cache(self, cache: BlobCache) -> None:
+        """Report the blob cache's counters at each scrape."""
+        self.registry.register(BlobCacheCollector(cache))
 
     def thumbnail_job(self, outcome: str, seconds: float) -> None:
         """Count one finished thumbnail job."""

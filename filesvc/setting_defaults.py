@@ -56,6 +56,10 @@ THUMB_LEASE_MARGIN = 30.0
 # before a byte is written, leaving room for the metadata writes (commits, deletes, thumbnails) of
 # what is already stored; a quarter GiB is far more than those need and little on any real disk.
 DEFAULT_MIN_FREE_BYTES = 256 << 20
+# Memory per server process for small blobs read from S3 (blobstore/blobcache.py): 64 MiB holds
+# about 16,000 files of 4 KiB, or 256 of the largest cached (256 KiB), against the 50 MiB or so
+# that a server process holds anyway.
+DEFAULT_BLOB_CACHE_BYTES = 64 << 20
 # Space preallocated in <data>/space-reserve and given back only when free space is exhausted, so
 # a DELETE can always commit.  A DELETE writes a few database pages (measured under 1 MiB on a full
 # disk, see tests/test_api_full_disk.py); 16 MiB covers that many times over, and a crash recovery.

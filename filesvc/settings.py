@@ -24,6 +24,7 @@ from blobstore.layout import blobs_dir
 from blobstore.masterkey import MasterKeyError, load_master_key
 from filesvc.secret_file import secret_from_data_dir
 from filesvc.setting_defaults import (
+    DEFAULT_BLOB_CACHE_BYTES,
     DEFAULT_BODY_IDLE_TIMEOUT,
     DEFAULT_BODY_MIN_RATE,
     DEFAULT_BODY_RATE_GRACE,
@@ -285,6 +286,13 @@ class Settings:
         text,
         "where blobs live: s3://BUCKET?endpoint=http://HOST:PORT&region=R (credentials from"
         " AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY); unset: <data dir>/blobs",
+    )
+    blob_cache_bytes: int = setting(
+        DEFAULT_BLOB_CACHE_BYTES,
+        "FILESVC_BLOB_CACHE_BYTES",
+        integer(0),
+        "memory per server process for blobs of up to 256 KiB read from S3 (served with no S3"
+        " request; least recently used out); 0: off; unused on the local disk",
     )
     uvloop: bool = setting(
         True,

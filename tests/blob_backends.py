@@ -1,4 +1,5 @@
-"""Open each blob backend for a test: in memory, on local disk, or on the run's SeaweedFS."""
+"""Open each blob backend for a test: in memory, on local disk, or on the run's SeaweedFS (with
+and without the cache of small blobs the server gives it)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from blobstore.blobcache import BlobCache
 from blobstore.local import LocalBackend
 from blobstore.memory import MemoryBackend
 from blobstore.port import BlobBackend
 from blobstore.s3 import S3Backend
 
-KINDS = ["memory", "local", "s3"]
+KINDS = ["memory", "local", "s3", "s3-cached"]
 
 
 @asynccontextmanager
@@ -27,6 +29,8 @@ async def opened_backend(
         chosen = MemoryBackend()
     elif request.param == "s3":
         chosen = S3Backend(request.getfixturevalue("s3_location"))
+    elif request.param == "s3-cached":
+        chosen = S3Backend(request.getfixturevalue("s3_location"), cache=BlobCache(8 << 20))
     else:
         chosen = await asyncio.to_thread(LocalBackend, tmp_path / "blobs")
     try:

@@ -1,4 +1,5 @@
-"""/metrics: Prometheus naming, no _created series, process, thumbnail and byte counters."""
+"""/metrics: Prometheus naming, no _created series, process, thumbnail, byte and blob cache
+counters."""
 
 from __future__ import annotations
 
@@ -68,6 +69,25 @@ async def test_bytes_in_and_out_are_counted(api: Api) -> None:
     upload_answer = len(str(res)) // 2  # a JSON resource: a few hundred bytes
     assert sent > len(first_text.encode()) + len(body) + upload_answer
     assert second["filesvc_download_bytes_total"] == len(body)
+
+
+async def test_the_blob_cache_is_counted_where_the_store_has_one(
+    api: Api, settings: Settings
+) -> None:
+    first = (await api.upload(b"a" * 3000))["id"]
+    second = (await api.upload(b"b" * 3000))["id"]
+    for file_id in (first, first, second):
+        assert len(await api.content(file_id)) == 3000
+    _, samples = await scrape(api)
+    if settings.blob is None:  # local disk: the kernel's page cache, no cache of ours
+        assert not any(name.startswith("filesvc_blob_cache") for name in samples)
+        return
+    # Both were kept on upload; every download was served from memory.
+    assert samples["filesvc_blob_cache_hits_total"] == 3
+    assert samples["filesvc_blob_cache_misses_total"] == 0
+    assert samples["filesvc_blob_cache_evictions_total"] == 0
+    assert samples["filesvc_blob_cache_blobs"] == 2
+    assert samples["filesvc_blob_cache_bytes"] > 6000  # sealed: the stored bytes, a tag more
 
 
 async def test_thumbnail_jobs_by_outcome_with_durations(api: Api) -> None:
