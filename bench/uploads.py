@@ -9,7 +9,7 @@ import shutil
 import time
 from collections.abc import Awaitable, Callable
 
-from bench import ceilings, client, peers
+from bench import ceilings, client, encryption, peers
 from bench.data import GiB
 from bench.kit import (
     CHUNK,
@@ -47,11 +47,13 @@ from bench.results_model import (
     ScenarioResult,
 )
 
+FS_TUS_PLAIN = "filesvc tus PATCH, encryption off"
+
 
 async def scenario_upload(ctx: Context) -> ScenarioResult:
     sz = ctx.sizes
     res = ScenarioResult(
-        "upload", f"single-stream upload of {sz.big / GiB:g} GiB (multipart and raw body)"
+        "upload", f"single-stream upload of {sz.big / GiB:g} GiB (raw body, multipart, tus PATCH)"
     )
     disk_dir = ctx.scratch("disk")
 
@@ -100,6 +102,18 @@ async def scenario_upload(ctx: Context) -> ScenarioResult:
         except Exception as e:
             unavailable(res, [FS_RAW, FS_MP, FS_TUS], "filesvc", "MB/s", f"failed: {short(e)}")
         try:
+            # The same PATCH on a filesvc that does not seal: what encryption costs on this path.
+            plain = await stack.enter_async_context(encryption.server(ctx, res, "plain", {}))
+
+            async def tus_plain() -> float:
+                t = time.perf_counter()
+                await peers.tus_upload(s, plain.uploads_url, sz.big, ctx.seed(), plain.auth)
+                return time.perf_counter() - t
+
+            items.append((FS_TUS_PLAIN, "reference", tus_plain, "FILESVC_ENCRYPTION=off"))
+        except Exception as e:
+            unavailable(res, [FS_TUS_PLAIN], "reference", "MB/s", f"failed: {short(e)}")
+        try:
             base = await stack.enter_async_context(tus(ctx, res))
 
             async def patch() -> float:
@@ -138,6 +152,8 @@ async def scenario_upload(ctx: Context) -> ScenarioResult:
     ratio_target(res, "raw upload ≥ SeaweedFS PUT", FS_RAW, SW_PUT, 1.0)
     ratio_target(res, "multipart upload ≥ SeaweedFS PUT", FS_MP, SW_PUT, 1.0)
     res.relate(FS_TUS, TUS_PATCH)
+    res.relate(FS_TUS_PLAIN, TUS_PATCH)
+    res.relate(FS_TUS, FS_TUS_PLAIN)
     ratio_target(res, "tus PATCH ≥ @tus/server PATCH", FS_TUS, TUS_PATCH, 1.0)
     return res
 
