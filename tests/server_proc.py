@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -12,6 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.helpers import MASTER_KEY, SECRET
+
+# The line ``filesvc serve`` logs once its socket is bound, with the port the kernel chose.
+_LISTENING = re.compile(rb"listening on http://[^:\s]+:(\d+),")
+_LOG_NUMBERS = itertools.count()
 
 
 def free_port() -> int:
@@ -51,15 +57,23 @@ def start_server(
     wait: bool = True,
     args: tuple[str, ...] = (),
 ) -> ServerProcess:
-    """Start ``filesvc serve`` on a free port and wait until /healthz answers (it may not be ready: a full disk, an engine down)."""
-    port = port or free_port()
-    log = data_dir.parent / f"server-{port}.log"
+    """Start ``filesvc serve`` and wait until /healthz answers (it may not be ready: a full
+    disk, an engine down); with ``wait=False``, only until it listens.
+
+    Without ``port``, the server binds port 0 and the port the kernel chose is read from its
+    log: a port picked here and released before the server binds it could be taken in between
+    by any socket of the other test process.  Workers (``--workers``) share one port chosen in
+    advance, since each binds its own socket."""
+    if port is None and "--workers" in args:
+        port = free_port()
+    log = data_dir.parent / f"server-{os.getpid()}-{next(_LOG_NUMBERS)}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, "FILESVC_JWT_SECRET": SECRET, **(env or {})}
     if full_env.get("FILESVC_DB_URL") or full_env.get("FILESVC_BLOB_URL"):
         # A shared store: every instance is given the same master key.
         full_env.setdefault("FILESVC_MASTER_KEY", MASTER_KEY)
     with open(log, "ab") as out:
+        start = out.tell()
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -67,7 +81,7 @@ def start_server(
                 "filesvc.cli",
                 "serve",
                 "--port",
-                str(port),
+                str(port or 0),
                 "--data-dir",
                 str(data_dir),
                 *args,
@@ -76,10 +90,10 @@ def start_server(
             stderr=subprocess.STDOUT,
             env=full_env,
         )
-    server = ServerProcess(proc, port, data_dir, log)
+    deadline = time.monotonic() + 30
+    server = ServerProcess(proc, port or _bound_port(proc, log, start, deadline), data_dir, log)
     if not wait:
         return server
-    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
@@ -91,3 +105,19 @@ def start_server(
             time.sleep(0.05)
     server.stop()
     raise RuntimeError("server did not become healthy")
+
+
+def _bound_port(proc: subprocess.Popen[bytes], log: Path, start: int, deadline: float) -> int:
+    """The port the server logs once it is bound (its log from offset ``start``)."""
+    while time.monotonic() < deadline:
+        with open(log, "rb") as f:
+            f.seek(start)
+            found = _LISTENING.search(f.read())
+        if found:
+            return int(found.group(1))
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError("server did not start listening")
