@@ -3,6 +3,7 @@ distorts least, beside the peers the targets compare with.
 
     python -m bench.write_cpu                          # embedded default, encryption on
     python -m bench.write_cpu --peers                  # also SeaweedFS S3 PUT and @tus/server
+    python -m bench.write_cpu --floor                  # also a bare aiohttp read-and-discard
     python -m bench.write_cpu --set FILESVC_WORKERS=2 --workload files-raw
     python -m bench.write_cpu --workload tus-post --py-spy /tmp/prof [--idle]
 
@@ -14,7 +15,10 @@ after), the client processes' CPU per upload, the cores the server kept busy mea
 wall time: well under one per server process on an idle machine means it was waiting, not
 computing) and the median latency.  With ``--peers`` the same for a SeaweedFS S3 PUT and an
 ``@tus/server`` creation-with-upload of the same bodies: on a machine where the server and the
-client share the cores, the rates compare as the sums of server and client CPU do.
+client share the cores, the rates compare as the sums of server and client CPU do.  The client's
+CPU is what its processes spent on the requests (their start-up left out).  With ``--floor``
+also a bare aiohttp server that reads each body and discards it (``bench.ceilings``): what
+aiohttp alone costs per request, the part of filesvc's figure no change of ours can remove.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import resource
 import secrets
 import shutil
 import signal
@@ -34,8 +37,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import client, peers, seaweedfs
-from bench.read_cpu import tree_cpu_seconds
+from bench import ceilings, client, peers, seaweedfs
+from bench.read_cpu import tree_cpu_split
 from bench.server import filesvc_server, venv_bin
 
 SMALL = 4096
@@ -49,6 +52,7 @@ WORKLOADS: dict[str, str] = {
 }
 PEER_PUT = "peer: SeaweedFS S3 PUT 4 KiB"
 PEER_TUS = "peer: @tus/server creation-with-upload 4 KiB"
+FLOOR = "floor: aiohttp read-and-discard 4 KiB"
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,6 @@ class Target:
     label: str
     spec: client.SmallSpec
     pid: int  # the server's process (its tree is counted)
-
-
-def _children_cpu() -> float:
-    """CPU seconds of this process's finished, waited-for children (the client processes)."""
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
 
 
 @contextlib.contextmanager
@@ -97,17 +95,21 @@ def run_one(
     client.run_many(target.spec, WARM, concurrency, CLIENT_PROCESSES, seed)
     seed += WARM
     with _profiled(target.pid, profile, idle):
-        before = tree_cpu_seconds(target.pid)
-        client_before = _children_cpu()
+        user0, sys0 = tree_cpu_split(target.pid)
         t0 = time.perf_counter()
-        seconds, lat = client.run_many(target.spec, requests, concurrency, CLIENT_PROCESSES, seed)
+        seconds, lat, client_used = client.run_many_cpu(
+            target.spec, requests, concurrency, CLIENT_PROCESSES, seed
+        )
         wall = time.perf_counter() - t0
-        used = tree_cpu_seconds(target.pid) - before
-        client_used = _children_cpu() - client_before
+        user1, sys1 = tree_cpu_split(target.pid)
+        user, system = user1 - user0, sys1 - sys0
+        used = user + system
     return (
         f"{target.label}: {requests / seconds:,.0f} req/s, "
-        f"server CPU {1e6 * used / requests:,.0f} µs per upload, "
+        f"server CPU {1e6 * used / requests:,.0f} µs per upload "
+        f"(user {1e6 * user / requests:,.0f}, system {1e6 * system / requests:,.0f}), "
         f"client {1e6 * client_used / requests:,.0f} µs, "
+        f"server + client {1e6 * (used + client_used) / requests:,.0f} µs, "
         f"{used / wall:.2f} cores busy, p50 {1e3 * statistics.median(lat):.1f} ms"
     )
 
@@ -148,6 +150,13 @@ def _seaweedfs(work: Path) -> Iterator[Target]:
 
 
 @contextlib.contextmanager
+def _floor() -> Iterator[Target]:
+    with ceilings.DiscardServer() as server:
+        spec = client.SmallSpec("files-raw", f"{server.url}/files", size=SMALL)
+        yield Target(FLOOR, spec, server.pid)
+
+
+@contextlib.contextmanager
 def _tus(work: Path) -> Iterator[Target]:
     peers.ensure_tus()
     proc = peers.tus_server(work / "tus", work / "tus.log")
@@ -166,6 +175,7 @@ def measure(
     workloads: list[str],
     *,
     with_peers: bool = False,
+    with_floor: bool = False,
     concurrency: int = CONCURRENCY,
     rounds: int = 1,
     profile_dir: Path | None = None,
@@ -182,6 +192,8 @@ def measure(
                 targets.append(stack.enter_context(_seaweedfs(work)))
                 if "tus-post" in workloads:
                     targets.append(stack.enter_context(_tus(work)))
+            if with_floor:
+                targets.append(stack.enter_context(_floor()))
             for r in range(rounds):
                 for i, target in enumerate(targets):
                     prof = None if profile_dir is None else profile_dir / f"{i}-{r + 1}.txt"
@@ -211,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a filesvc workload (default: all three)",
     )
     p.add_argument("--peers", action="store_true", help="also SeaweedFS and @tus/server")
+    p.add_argument("--floor", action="store_true", help="also a bare aiohttp discard server")
     p.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="a server setting"
     )
@@ -233,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         env,
         args.workload or list(WORKLOADS),
         with_peers=args.peers,
+        with_floor=args.floor,
         concurrency=args.concurrency,
         rounds=args.rounds,
         profile_dir=args.py_spy,

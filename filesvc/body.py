@@ -251,13 +251,21 @@ async def _raw(request: web.Request, watchdog: _Watchdog) -> AsyncIterator[bytes
     # of the body on the event loop (bench/README.md, single-stream upload).  ``readchunk``
     # marks the end of each HTTP chunk of a chunked body with an empty piece (skipped), and of
     # the body with an empty piece too (an empty body's reader keeps answering a chunk's end).
+    # Bytes already received (the reader has been fed more than was taken) are taken without
+    # arming the watchdog's timer: a small body usually arrives with its headers, and then no
+    # timer is made at all; only a read that must wait for the client is watched.
     stream = request.content
+    taken = 0
     try:
         while True:
-            watchdog.waiting()
-            data, chunk_end = await stream.readchunk()
-            watchdog.arrived()
+            if stream.total_bytes > taken or stream.at_eof():
+                data, chunk_end = await stream.readchunk()
+            else:
+                watchdog.waiting()
+                data, chunk_end = await stream.readchunk()
+                watchdog.arrived()
             if data:
+                taken += len(data)
                 yield data
             elif not chunk_end or stream.at_eof():
                 return
