@@ -10,7 +10,8 @@ of one backend are optional capabilities that callers test for with ``isinstance
 none when it is small),
 :class:`FileRange` (an opened blob is a range of a local file: the decrypting wrapper reads it
 in its own pieces), :class:`Views` (an opened blob's pieces as views of buffers it reuses, no
-copy), :class:`WriteFrom` (a staging that runs a wrapper's transform in its own writer thread),
+copy), :class:`Mapped` (an opened blob's bytes mapped from its file, for a socket write),
+:class:`WriteFrom` (a staging that runs a wrapper's transform in its own writer thread),
 :class:`WriteMany` (a staging that appends several pieces without joining them),
 :class:`LocalFiles` and :class:`TempFiles` (the local backend's files, for
 fsck and repair),
@@ -120,6 +121,22 @@ class Views(Protocol):
     later, and never sees it change: keeping views only costs memory."""
 
     def views(self) -> AsyncIterator[memoryview]:
+        """The bytes, in order, as iterating the stream would yield them (iterate one or the
+        other, once)."""
+
+
+@runtime_checkable
+class Mapped(Protocol):
+    """Optional ability of a :class:`BlobStream`: its bytes as views of the file mapped into
+    memory (the local backend), for a caller that hands them to a transport sending from them as
+    they are, with no copy and no read into a buffer of its own (a download on uvloop).
+
+    The views must be read by the kernel only (a socket write): a file truncated under a mapping
+    makes a read of the lost pages in user space a SIGBUS, where the kernel's read fails the
+    write instead.  The stream never maps past the file's end when it maps; if the file is found
+    shorter than the range, the views end short (the caller counts and cuts its connection)."""
+
+    def mapped(self) -> AsyncIterator[memoryview]:
         """The bytes, in order, as iterating the stream would yield them (iterate one or the
         other, once)."""
 

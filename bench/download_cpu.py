@@ -1,0 +1,143 @@
+"""A large download's rate and CPU per GiB, filesvc beside aiohttp sending from memory: the
+measure of the download path that a loaded machine distorts least.
+
+    python -m bench.download_cpu                          # plain blobs, 1 GiB, 3 rounds
+    python -m bench.download_cpu --before bfb8201         # and older server code, alternated
+    python -m bench.download_cpu --set FILESVC_UVLOOP=false --size-mib 512
+    python -m bench.download_cpu --set FILESVC_ENCRYPTION=on   # sealed blobs
+
+Starts ``filesvc serve`` (this tree's code, and with ``--before`` older code: a tree or a commit
+extracted with ``git archive``, :mod:`bench.before_code`) on fresh data directories with
+encryption off unless ``--set`` says otherwise, uploads one file to each, and starts the aiohttp
+server that sends the same size from memory (:class:`bench.ceilings.DiscardServer`).  Then,
+round after round, downloads from each in turn with the same client and prints per subject the
+rates (medians and every round) and the CPU seconds per GiB of the server's event loop thread,
+of all its threads, and of this client (the client shares the two cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import median
+
+import aiohttp
+import psutil  # type: ignore[import-untyped, unused-ignore]
+
+from bench import before_code, ceilings, client
+from bench.data import GiB, MiB
+from bench.server import ServerProcess, filesvc_server
+
+
+@dataclass
+class Subject:
+    label: str
+    pid: int
+    url: str
+    headers: dict[str, str]
+    runs: list[tuple[float, float, float, float]] = field(default_factory=list)
+
+
+def _cpu(pid: int) -> tuple[float, float]:
+    """(event loop thread, all threads of the process and its children) CPU seconds."""
+    proc = psutil.Process(pid)
+    loop = 0.0
+    for t in proc.threads():
+        if t.id == pid:
+            loop = t.user_time + t.system_time
+    total = 0.0
+    for p in (proc, *proc.children(recursive=True)):
+        times = p.cpu_times()
+        total += times.user + times.system
+    return loop, total
+
+
+async def _once(s: aiohttp.ClientSession, subject: Subject, size: int) -> None:
+    loop0, all0 = _cpu(subject.pid)
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    n = await client.download(s, subject.url, subject.headers)
+    seconds = time.perf_counter() - t0
+    mine = time.process_time() - c0
+    loop1, all1 = _cpu(subject.pid)
+    if n != size:
+        raise client.WorkloadError(f"{subject.label}: downloaded {n} bytes, not {size}")
+    gib = size / GiB
+    subject.runs.append(
+        (size / seconds / 1e6, (loop1 - loop0) / gib, (all1 - all0) / gib, mine / gib)
+    )
+
+
+async def _run(codes: list[tuple[str, dict[str, str]]], size: int, rounds: int) -> None:
+    work = Path(tempfile.mkdtemp(prefix="filesvc-download-cpu-"))
+    secret = secrets.token_urlsafe(32)
+    servers: list[ServerProcess] = []
+    subjects: list[Subject] = []
+    try:
+        for i, (label, env) in enumerate(codes):
+            server = filesvc_server(work / f"data{i}", work / f"filesvc{i}.log", secret, env=env)
+            servers.append(server)
+            await asyncio.to_thread(server.start)
+            assert server.proc is not None
+            api = client.FilesApi.local(server.port, "bench", secret)
+            await asyncio.to_thread(client.wait_ready, api.base_url)
+            async with aiohttp.ClientSession(timeout=client.TIMEOUT) as s:
+                fid = await client.upload_single(s, api, size, 1, multipart=False)
+            url = api.file_url(fid) + "/download"
+            subjects.append(Subject(label, server.proc.pid, url, api.auth))
+        with ceilings.DiscardServer() as mem:
+            ref = Subject("aiohttp from memory", mem.pid, f"{mem.url}/bytes/{size}", {})
+            async with aiohttp.ClientSession(timeout=client.TIMEOUT) as s:
+                for _ in range(rounds):
+                    for subject in (ref, *subjects):
+                        await _once(s, subject, size)
+        base = median(r[0] for r in ref.runs)
+        for subject in (ref, *subjects):
+            rates = [r[0] for r in subject.runs]
+            loop, total, mine = (median(r[k] for r in subject.runs) for k in (1, 2, 3))
+            print(
+                f"{subject.label}: {median(rates):,.0f} MB/s ({median(rates) / base:.2f} x from "
+                f"memory; rounds {', '.join(f'{r:,.0f}' for r in rates)}); CPU s/GiB: loop "
+                f"{loop:.2f}, server {total:.2f}, client {mine:.2f}",
+                flush=True,
+            )
+    finally:
+        for server in servers:
+            await asyncio.to_thread(server.stop)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.download_cpu",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--size-mib", type=int, default=GiB // MiB, help="the file's size")
+    p.add_argument("--rounds", type=int, default=3, help="downloads from each, interleaved")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="a server setting"
+    )
+    p.add_argument("--before", metavar="DIR_OR_COMMIT", help="older server code beside this")
+    args = p.parse_args(argv)
+    env = {"FILESVC_ENCRYPTION": "off", **dict(item.split("=", 1) for item in args.set)}
+    scratch = Path(tempfile.mkdtemp(prefix="filesvc-download-cpu-code-"))
+    try:
+        codes = [("filesvc", env)]
+        if args.before is not None:
+            code = before_code.tree(args.before, scratch / "before")
+            codes.append((f"filesvc {args.before}", {**env, **before_code.server_env(code)}))
+        asyncio.run(_run(codes, args.size_mib * MiB, args.rounds))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
