@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -148,10 +149,16 @@ Once = Callable[[], Awaitable[float]]
 
 
 async def interleaved(
-    res: ScenarioResult, size: int, reps: int, items: list[tuple[str, Kind, Once, str]]
+    res: ScenarioResult,
+    size: int,
+    reps: int,
+    items: list[tuple[str, Kind, Once, str]],
+    *,
+    settle: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Like `throughput` for several figures, their repetitions interleaved (a, b, c, a, b, c…)
-    so that slow drift of the machine (the disk's write-back state above all) hits each alike."""
+    so that slow drift of the machine (the disk's write-back state above all) hits each alike.
+    ``settle``, when given, runs untimed before each repetition (e.g. :func:`flush_disk`)."""
     runs: dict[str, list[float]] = {subject: [] for subject, _, _, _ in items}
     failed: dict[str, str] = {}
     for _ in range(reps):
@@ -159,12 +166,21 @@ async def interleaved(
             if subject in failed:
                 continue
             try:
+                if settle is not None:
+                    await settle()
                 runs[subject].append(client.mb_per_s(size, await once()))
             except Exception as e:
                 failed[subject] = f"failed: {short(e)}"
     for subject, kind, _, note in items:
         note = "; ".join(x for x in (note, failed.get(subject, "")) if x)
         res.add(Metric(subject, kind, median(runs[subject]), "MB/s", runs=runs[subject], note=note))
+
+
+async def flush_disk() -> None:
+    """Write back every dirty page (untimed, between repetitions): a subject that does not
+    fsync leaves its bytes in the page cache, and the next one's fsync (filesvc's, or the disk
+    ceiling's) would otherwise write them back on its own clock."""
+    await asyncio.to_thread(os.sync)
 
 
 async def rate(

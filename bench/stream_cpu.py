@@ -3,12 +3,15 @@ encryption's cost that a loaded machine distorts least.
 
     python -m bench.stream_cpu                     # 256 MiB, 3 interleaved rounds
     python -m bench.stream_cpu --size-mib 1024 --rounds 2
+    python -m bench.stream_cpu --tus --multipart --no-download --before bfb8201
 
 Starts two ``filesvc serve`` (this tree's code) on fresh data directories, one sealing blobs and
 one with ``FILESVC_ENCRYPTION=off``, then, round after round, uploads a raw body to each and
 downloads it back.  For each transfer it prints the rate (which moves with the machine's load),
 and the CPU seconds per GiB used by the server's event loop thread, by all the server's threads,
-and by this client: what a single stream is bound by on two cores.
+and by this client: what a single stream is bound by on two cores.  ``--before`` adds the same
+two servers running older code (a tree, or a commit extracted with ``git archive``), measured
+in the same rounds.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 import aiohttp
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
-from bench import client, peers
+from bench import before_code, client, peers
 from bench.data import GiB, MiB
 from bench.server import ServerProcess, filesvc_server
 
@@ -80,6 +83,9 @@ async def _run(
     size: int,
     rounds: int,
     tus: tuple[str, int] | None,
+    *,
+    multipart: bool = False,
+    download: bool = True,
 ) -> None:
     """``tus``: @tus/server's creation URL and pid, to measure its PATCH beside filesvc's."""
     apis = {k: client.FilesApi.local(p.port, "bench", secret) for k, p in servers.items()}
@@ -101,15 +107,20 @@ async def _run(
                     ids.append(await client.upload_single(s, api, size, seed, multipart=False))
 
                 await measure(f"{kind} upload", pid, up)
+                if multipart:
 
-                async def down(api: client.FilesApi = api, ids: list[str] = ids) -> None:
-                    if (
-                        await client.download(s, api.file_url(ids[0]) + "/download", api.auth)
-                        != size
-                    ):
-                        raise RuntimeError("short download")
+                    async def up_mp(api: client.FilesApi = api, seed: int = seed + 3) -> None:
+                        await client.upload_single(s, api, size, seed, multipart=True)
 
-                await measure(f"{kind} download", pid, down)
+                    await measure(f"{kind} multipart", pid, up_mp)
+                if download:
+
+                    async def down(api: client.FilesApi = api, ids: list[str] = ids) -> None:
+                        url = api.file_url(ids[0]) + "/download"
+                        if await client.download(s, url, api.auth) != size:
+                            raise RuntimeError("short download")
+
+                    await measure(f"{kind} download", pid, down)
                 if tus is not None:
 
                     async def patch(api: client.FilesApi = api, seed: int = seed + 1) -> None:
@@ -122,7 +133,7 @@ async def _run(
                     await peers.tus_upload(s, url, size, seed)
 
                 await measure("@tus/server tus PATCH", tus[1], peer_patch)
-    for what in sorted(lines, key=lambda w: (w.split(" ", 1)[1:], w)):
+    for what in sorted(lines, key=lambda w: (w.rsplit(" ", 1)[-1], w)):
         print(_line(what, size, lines[what]))
 
 
@@ -132,16 +143,28 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", choices=KINDS, help="measure one kind of server")
     ap.add_argument("--tus", action="store_true", help="also tus PATCH, and @tus/server's")
+    ap.add_argument("--multipart", action="store_true", help="also multipart uploads")
+    ap.add_argument("--no-download", action="store_true", help="uploads only")
+    ap.add_argument(
+        "--before",
+        metavar="COMMIT_OR_DIR",
+        help="also run older server code (a tree, or a commit of this repository), same rounds",
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="filesvc-stream-cpu-"))
     secret = secrets.token_urlsafe(32)
+    codes: dict[str, dict[str, str]] = {"": {}}
+    if args.before is not None:
+        old = before_code.tree(args.before, work / "before-code")
+        codes = {"before ": before_code.server_env(old), "": {}}
     servers = {
-        kind: filesvc_server(
-            work / f"{kind}-data",
-            work / f"{kind}.log",
+        f"{label}{kind}": filesvc_server(
+            work / f"{label.strip()}{kind}-data",
+            work / f"{label.strip()}{kind}.log",
             secret,
-            env={"FILESVC_ENCRYPTION": "on" if kind == "sealed" else "off"},
+            env={"FILESVC_ENCRYPTION": "on" if kind == "sealed" else "off", **env},
         )
+        for label, env in codes.items()
         for kind in ([args.only] if args.only else KINDS)
     }
     filesvcs = dict(servers)
@@ -159,7 +182,17 @@ def main() -> None:
             assert peer.proc is not None
             tus = (f"http://127.0.0.1:{peer.port}/files", peer.proc.pid)
         print(f"pids: {', '.join(f'{k} {p.proc.pid}' for k, p in servers.items() if p.proc)}")
-        asyncio.run(_run(filesvcs, secret, args.size_mib * MiB, args.rounds, tus))
+        asyncio.run(
+            _run(
+                filesvcs,
+                secret,
+                args.size_mib * MiB,
+                args.rounds,
+                tus,
+                multipart=args.multipart,
+                download=not args.no_download,
+            )
+        )
     finally:
         for proc in servers.values():
             proc.stop()

@@ -12,6 +12,7 @@ none when it is small),
 in its own pieces), :class:`Views` (an opened blob's pieces as views of buffers it reuses, no
 copy), :class:`Mapped` (an opened blob's bytes mapped from its file, for a socket write),
 :class:`WriteFrom` (a staging that runs a wrapper's transform in its own writer thread),
+:class:`WriteMany` (a staging that appends several pieces without joining them),
 :class:`LocalFiles` and :class:`TempFiles` (the local backend's files, for
 fsck and repair),
 :class:`Leftovers` (what interrupted writes left in a store behind a network, for fsck and
@@ -265,6 +266,20 @@ class WriteFrom(Protocol):
         """Like :meth:`Staging.write` of ``make()``'s result, with ``make`` called in the
         staging's thread after every earlier write, and its result written before any later
         operation starts.  A failure of ``make`` surfaces like a failed write."""
+
+
+@runtime_checkable
+class WriteMany(Protocol):
+    """Optional ability of a :class:`Staging`: append several pieces as one write, without
+    joining them first.  A large upload arrives in the HTTP parser's pieces (about 250 KB
+    each); joining a batch of them into one buffer was a copy of every byte on the event loop,
+    where a staging written from its own thread hands the pieces to the kernel as they are
+    (``writev``) or seals them there."""
+
+    async def write_many(self, pieces: Sequence[bytes]) -> None:
+        """Like :meth:`Staging.write` of the pieces joined.  The staging keeps the sequence and
+        its pieces until the write is done: the caller hands them over and does not change
+        them."""
 
 
 @runtime_checkable

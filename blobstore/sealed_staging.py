@@ -15,7 +15,7 @@ read back (:class:`~blobstore.port.Readback`) and decrypted with the key this st
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, cast
 
 from blobstore.errors import BlobCorrupt, BlobNotFound, StorageFailure
@@ -70,6 +70,17 @@ class SealedStaging:
         sealed = await crypt(sealer.feed, data)
         if sealed:
             await self._inner.write(sealed)
+
+    async def write_many(self, pieces: Sequence[bytes]) -> None:
+        size = sum(len(p) for p in pieces)
+        if self._from_thread is not None and (self._threaded or size >= THREAD_MIN):
+            # Sealed in the writer's thread straight from the pieces (no join on the loop).
+            self._size += size
+            self._threaded = True
+            sealer = self._sealer
+            await self._from_thread.write_from(lambda: sealer.feed_many(pieces))
+            return
+        await self.write(b"".join(pieces))
 
     async def _finish(self, ref: BlobRef) -> None:
         if self._finished:

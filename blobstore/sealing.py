@@ -33,6 +33,7 @@ import hashlib
 import hmac
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -129,30 +130,47 @@ class Sealer:
     def feed_view(self, data: bytes | memoryview) -> memoryview:
         """What :meth:`feed` returns, as a view of a buffer kept for the blob's life: valid until
         the next call (the caller writes it out before feeding more)."""
+        return self.feed_many((data,))
+
+    def feed_many(self, pieces: Sequence[bytes | memoryview]) -> memoryview:
+        """:meth:`feed_view` of the pieces' concatenation, without joining them: a segment is
+        sealed straight from the piece holding it, and only one that straddles two pieces is
+        gathered first (a copy of at most a segment per piece)."""
         # Sealed into one buffer kept for the blob's life: fresh memory for every segment's
         # output costs more than the AES here (page faults; docs/encryption.md).
-        self._size += len(data)
-        view = memoryview(data)
-        first: bytearray | None = None
-        if self._held:
-            take = min(SEGMENT - len(self._held), len(view))
-            self._held += view[:take]
-            view = view[take:]
-            if not view:
-                return memoryview(b"")
-            first = self._held  # full, and more follows: not the last segment
-            self._held = bytearray()
-        cut = (len(view) - 1) // SEGMENT * SEGMENT
-        count = cut // SEGMENT + (first is not None)
-        if count * SEALED_SEGMENT > len(self._out):
-            self._out = bytearray(count * SEALED_SEGMENT)
-        n = 0
+        held = self._held
+        fed = sum(len(p) for p in pieces)
+        self._size += fed
+        total = len(held) + fed
+        # Seal every whole segment but the last one known: more may follow, and the last
+        # segment of the blob is sealed apart (its flag), by finish.
+        left = (total - 1) // SEGMENT if total else 0
+        if left * SEALED_SEGMENT > len(self._out):
+            self._out = bytearray(left * SEALED_SEGMENT)
         out = memoryview(self._out)
-        if first is not None:
-            n = self._seal_into(first, out, n)
-        for i in range(0, cut, SEGMENT):
-            n = self._seal_into(view[i : i + SEGMENT], out, n)
-        self._held = bytearray(view[cut:])
+        n = 0
+        for piece in pieces:
+            view = memoryview(piece)
+            while left and view:
+                if held:
+                    take = min(SEGMENT - len(held), len(view))
+                    held += view[:take]
+                    view = view[take:]
+                    if len(held) == SEGMENT:
+                        n = self._seal_into(held, out, n)
+                        left -= 1
+                        held = bytearray()
+                elif len(view) >= SEGMENT:
+                    whole = min(len(view) // SEGMENT, left)
+                    for i in range(0, whole * SEGMENT, SEGMENT):
+                        n = self._seal_into(view[i : i + SEGMENT], out, n)
+                    left -= whole
+                    view = view[whole * SEGMENT :]
+                else:
+                    break
+            if view:
+                held += view
+        self._held = held
         return out[:n]
 
     def _seal_into(self, plain: bytes | bytearray | memoryview, out: memoryview, at: int) -> int:

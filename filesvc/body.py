@@ -246,22 +246,29 @@ def open_raw(request: web.Request, pace: BodyPace | None = None) -> AsyncIterato
 
 
 async def _raw(request: web.Request, watchdog: _Watchdog) -> AsyncIterator[bytes]:
+    # The parser's own pieces (about 250 KB each on a fast connection), one at a time:
+    # ``readany`` joins every piece buffered since the last read into a new one, a copy of most
+    # of the body on the event loop (bench/README.md, single-stream upload).  ``readchunk``
+    # marks the end of each HTTP chunk of a chunked body with an empty piece (skipped), and of
+    # the body with an empty piece too (an empty body's reader keeps answering a chunk's end).
+    # Bytes already received (the reader has been fed more than was taken) are taken without
+    # arming the watchdog's timer: a small body usually arrives with its headers, and then no
+    # timer is made at all; only a read that must wait for the client is watched.
     stream = request.content
+    taken = 0
     try:
         while True:
-            # Bytes already received are taken without a wait, so the watchdog's timer is
-            # armed only when a read must wait for the client: a small body usually arrives
-            # with its headers, and then no timer is made at all.
-            data = stream.read_nowait()
-            if not data:
-                if stream.at_eof():
-                    return
+            if stream.total_bytes > taken or stream.at_eof():
+                data, chunk_end = await stream.readchunk()
+            else:
                 watchdog.waiting()
-                data = await stream.readany()
+                data, chunk_end = await stream.readchunk()
                 watchdog.arrived()
-                if not data:
-                    return
-            yield data
+            if data:
+                taken += len(data)
+                yield data
+            elif not chunk_end or stream.at_eof():
+                return
     except _READ_ERRORS as exc:
         raise _read_error(exc) from None
     finally:

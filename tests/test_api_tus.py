@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from filesvc import jobqueue
@@ -89,6 +91,28 @@ async def test_offset_mismatch_is_409_and_stores_nothing(api: Api) -> None:
     assert await _patch(api, url, 0, b"12345") == 409
     assert await _patch(api, url, 7, b"678") == 409
     assert await _offset(api, url) == 5
+
+
+async def test_chunked_patch_stores_exactly_the_bytes_sent(api: Api) -> None:
+    # No Content-Length: the body comes in HTTP chunks of many sizes, whose ends the server's
+    # reader marks with empty pieces; none of them may end the upload early or add a byte.
+    data = os.urandom(3 * (1 << 20) + 5)
+    sizes = [1, 250_000, 65_537, 3, 1 << 20]
+
+    async def body() -> AsyncIterator[bytes]:
+        pos = k = 0
+        while pos < len(data):
+            n = sizes[k % len(sizes)]
+            yield data[pos : pos + n]
+            pos, k = pos + n, k + 1
+
+    url = await _create(api, len(data))
+    resp = await api.client.patch(
+        url, data=body(), headers=auth(**PATCH_TYPE, **{"Upload-Offset": "0"})
+    )
+    assert resp.status == 204, await resp.text()
+    assert resp.headers["Upload-Offset"] == str(len(data))
+    assert await api.content(url.rsplit("/", 1)[1]) == data
 
 
 async def test_creation_with_upload_completes_in_one_request(api: Api) -> None:
