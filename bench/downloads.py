@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from bench import ceilings, client, peers
+from bench import ceilings, client, many, peers
 from bench.data import GiB, MiB
 from bench.kit import (
     CHUNK,
@@ -149,10 +149,10 @@ async def scenario_many_files(ctx: Context) -> ScenarioResult:
         get = f"filesvc metadata GET cost, {count} files"
         try:
             async with filesvc(ctx, res) as api:
-                spec = client.SmallSpec("files-raw", api.files_url, tuple(api.auth.items()))
+                spec = many.SmallSpec("files-raw", api.files_url, tuple(api.auth.items()))
                 first = ctx.small_seeds(count)
                 seconds, lat = await asyncio.to_thread(
-                    client.run_many, spec, count, 16, CLIENT_PROCESSES, first
+                    many.run_many, spec, count, 16, CLIENT_PROCESSES, first
                 )
                 res.add(
                     Metric(up, "filesvc", seconds / count * 1e6, "µs/file",
@@ -160,12 +160,10 @@ async def scenario_many_files(ctx: Context) -> ScenarioResult:
                 )  # fmt: skip
                 per_file[count] = seconds / count * 1e6
                 ids = await _some_ids(api, 200)
-                gspec = client.SmallSpec(
-                    "files-get", api.files_url, tuple(api.auth.items()), ids=ids
-                )
+                gspec = many.SmallSpec("files-get", api.files_url, tuple(api.auth.items()), ids=ids)
                 gets = min(count, 2000)
                 seconds, lat = await asyncio.to_thread(
-                    client.run_many, gspec, gets, 16, CLIENT_PROCESSES, 0
+                    many.run_many, gspec, gets, 16, CLIENT_PROCESSES, 0
                 )
                 res.add(
                     Metric(get, "filesvc", seconds / gets * 1e6, "µs/req",

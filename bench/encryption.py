@@ -17,7 +17,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator
 
-from bench import client
+from bench import client, many
 from bench.data import GiB
 from bench.kit import (
     CLIENT_PROCESSES,
@@ -124,14 +124,14 @@ async def scenario_encryption(ctx: Context) -> ScenarioResult:
             )  # fmt: skip
             for kind in (PLAIN, SEALED, PLAIN, SEALED):
                 api = apis[kind]
-                spec = client.SmallSpec("files-raw", api.files_url, tuple(api.auth.items()))
+                spec = many.SmallSpec("files-raw", api.files_url, tuple(api.auth.items()))
                 first = ctx.small_seeds(sz.small_requests)
 
-                async def many(
-                    spec: client.SmallSpec = spec, first: int = first
+                async def uploads(
+                    spec: many.SmallSpec = spec, first: int = first
                 ) -> tuple[float, list[float]]:
                     return await asyncio.to_thread(
-                        client.run_many,
+                        many.run_many,
                         spec,
                         sz.small_requests,
                         SMALL_CONCURRENCY,
@@ -140,7 +140,7 @@ async def scenario_encryption(ctx: Context) -> ScenarioResult:
                     )
 
                 name = small[kind] + (" (2nd)" if res.metric(small[kind]) else "")
-                await rate(res, name, "filesvc", sz.small_requests, many)
+                await rate(res, name, "filesvc", sz.small_requests, uploads)
     except Exception as e:
         subjects = [*up.values(), *down.values(), *small.values()]
         unavailable(res, subjects, "filesvc", "MB/s", f"failed: {short(e)}")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
-from bench import before_code, client
+from bench import before_code, client, many
 from bench.data import MiB
 from bench.server import filesvc_server
 
@@ -90,7 +90,7 @@ async def _fill(api: client.FilesApi, ranges: bool, big: int) -> tuple[str, ...]
         return await client.upload_small_files(s, api, FILES, SMALL, "r")
 
 
-Workload = tuple[client.SmallSpec, int, str]
+Workload = tuple[many.SmallSpec, int, str]
 
 
 def _workloads(
@@ -98,16 +98,16 @@ def _workloads(
 ) -> list[Workload]:
     headers = tuple(api.auth.items())
     if ranges:
-        spec = client.SmallSpec("files-range", api.files_url, headers, RANGE, ids=ids, span=big)
+        spec = many.SmallSpec("files-range", api.files_url, headers, RANGE, ids=ids, span=big)
         return [(spec, RANGE_CONCURRENCY, "1 MiB range")]
     return [
         (
-            client.SmallSpec("files-download", api.files_url, headers, SMALL, ids=ids),
+            many.SmallSpec("files-download", api.files_url, headers, SMALL, ids=ids),
             CONCURRENCY,
             "4 KiB download",
         ),
         (
-            client.SmallSpec("files-get", api.files_url, headers, 0, ids=ids),
+            many.SmallSpec("files-get", api.files_url, headers, 0, ids=ids),
             CONCURRENCY,
             "metadata GET",
         ),
@@ -129,10 +129,10 @@ def measure(
         ids = asyncio.run(_fill(api, ranges, big))
         out = []
         for spec, conc, what in _workloads(api, ids, ranges, big):
-            client.run_many(spec, min(requests, 500), conc, CLIENT_PROCESSES, 0)  # warm
+            many.run_many(spec, min(requests, 500), conc, CLIENT_PROCESSES, 0)  # warm
             user0, sys0 = tree_cpu_split(server.proc.pid)
             faults0 = minor_faults(server.proc.pid)
-            seconds, _ = client.run_many(spec, requests, conc, CLIENT_PROCESSES, requests)
+            seconds, _ = many.run_many(spec, requests, conc, CLIENT_PROCESSES, requests)
             user1, sys1 = tree_cpu_split(server.proc.pid)
             faults = (minor_faults(server.proc.pid) - faults0) / requests
             user, system = (user1 - user0) / requests, (sys1 - sys0) / requests

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from statistics import median
 
-from bench import before_code, ceilings, client, peers, pgserver
+from bench import before_code, ceilings, client, many, peers, pgserver
 from bench import kit as sc
 from bench.data import GiB, MiB, small_body
 from bench.results_model import Kind, Metric, ScenarioResult
@@ -84,8 +84,8 @@ PEER_LARGE = "read/large"
 BEFORE_RANGE = f"filesvc range 1 MiB, code before issue 14 ({before_code.READS_BEFORE})"
 
 
-def _many(spec: client.SmallSpec, count: int, conc: int = CONCURRENCY) -> Many:
-    return lambda: asyncio.to_thread(client.run_many, spec, count, conc, sc.CLIENT_PROCESSES, 0)
+def _many(spec: many.SmallSpec, count: int, conc: int = CONCURRENCY) -> Many:
+    return lambda: asyncio.to_thread(many.run_many, spec, count, conc, sc.CLIENT_PROCESSES, 0)
 
 
 async def scenario_reads(ctx: sc.Context) -> ScenarioResult:
@@ -157,11 +157,11 @@ async def _interleaved_rates(
     runs: dict[str, list[float]] = {subject: [] for subject, _, _ in items}
     failed: dict[str, str] = {}
     for _ in range(RANGE_REPS):
-        for subject, _, many in items:
+        for subject, _, ranges in items:
             if subject in failed:
                 continue
             try:
-                seconds, _ = await many()
+                seconds, _ = await ranges()
             except Exception as e:
                 failed[subject] = f"failed: {sc.short(e)}"
                 continue
@@ -284,17 +284,17 @@ async def _small_reads(
 ) -> None:
     n = ctx.sizes.small_requests
     headers = tuple(api.auth.items())
-    small = client.SmallSpec("files-download", api.files_url, headers, SMALL, ids=ids)
+    small = many.SmallSpec("files-download", api.files_url, headers, SMALL, ids=ids)
     await sc.rate(res, config.subject("download 4 KiB"), "filesvc", n, _many(small, n))
     if ref.s3 is not None:
         creds = (peers.S3_BUCKET, ref.s3.key_id, ref.s3.secret)
         keys = tuple(f"read/{i}" for i in range(FILES))
-        peer = client.SmallSpec("s3-get", ref.s3.endpoint, s3=creds, ids=keys, size=SMALL)
+        peer = many.SmallSpec("s3-get", ref.s3.endpoint, s3=creds, ids=keys, size=SMALL)
         await sc.rate(res, config.peer(SW_SMALL), "peer", n, _many(peer, n))
         res.relate(config.subject("download 4 KiB"), config.peer(SW_SMALL))
-    meta = client.SmallSpec("files-get", api.files_url, headers, 0, ids=ids)
+    meta = many.SmallSpec("files-get", api.files_url, headers, 0, ids=ids)
     await sc.rate(res, config.subject("metadata GET"), "filesvc", n, _many(meta, n))
-    bare = client.SmallSpec("url-get", f"{ref.bare_url}/json", size=0)
+    bare = many.SmallSpec("url-get", f"{ref.bare_url}/json", size=0)
     await sc.rate(res, config.peer(BARE_JSON), "reference", n, _many(bare, n))
     res.relate(config.subject("metadata GET"), config.peer(BARE_JSON))
 
@@ -313,7 +313,7 @@ async def _large_reads(
 
     def ranges(target: client.FilesApi, file_id: str) -> Many:
         headers = tuple(target.auth.items())
-        spec = client.SmallSpec(
+        spec = many.SmallSpec(
             "files-range", target.files_url, headers, MiB, ids=(file_id,), span=sz.big
         )
         return _many(spec, count, RANGE_CONCURRENCY)
@@ -324,7 +324,7 @@ async def _large_reads(
         items.append((config.peer(BEFORE_RANGE), "reference", ranges(*before)))
     if ref.s3 is not None:
         creds = (peers.S3_BUCKET, ref.s3.key_id, ref.s3.secret)
-        peer = client.SmallSpec(
+        peer = many.SmallSpec(
             "s3-get", ref.s3.endpoint, s3=creds, ids=("read/big",), size=MiB, span=PEER_BIG
         )
         items.append((config.peer(SW_RANGE), "peer", _many(peer, count, RANGE_CONCURRENCY)))

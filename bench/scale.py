@@ -24,7 +24,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from bench import client, peers, seaweedfs
+from bench import client, many, peers, seaweedfs
 from bench.kit import (
     CLIENT_PROCESSES,
     SMALL_CONCURRENCY,
@@ -139,11 +139,11 @@ async def measure(
         api = client.FilesApi.local(server.port, ctx.company, ctx.secret)
         assert server.sampler is not None
         server.sampler.reset()
-        spec = client.SmallSpec("files-raw", api.files_url, tuple(api.auth.items()))
+        spec = many.SmallSpec("files-raw", api.files_url, tuple(api.auth.items()))
         total = small_requests(ctx)
         first = ctx.small_seeds(total)
         seconds, lat = await asyncio.to_thread(
-            client.run_many, spec, total, SMALL_CONCURRENCY, CLIENT_PROCESSES, first
+            many.run_many, spec, total, SMALL_CONCURRENCY, CLIENT_PROCESSES, first
         )
         row.small = total / seconds
         res.add(
@@ -202,11 +202,11 @@ async def peers_on(
     there are any."""
     s3 = peers.seaweedfs_client(weed)
     total = small_requests(ctx)
-    spec = client.SmallSpec("s3-put", s3.endpoint, s3=(peers.S3_BUCKET, s3.key_id, s3.secret))
+    spec = many.SmallSpec("s3-put", s3.endpoint, s3=(peers.S3_BUCKET, s3.key_id, s3.secret))
     first = ctx.small_seeds(total)
     try:
         seconds, lat = await asyncio.to_thread(
-            client.run_many, spec, total, SMALL_CONCURRENCY, CLIENT_PROCESSES, first
+            many.run_many, spec, total, SMALL_CONCURRENCY, CLIENT_PROCESSES, first
         )
         res.add(Metric(SW_SMALL, "peer", total / seconds, "req/s", runs=[total / seconds],
                        latency_ms=percentiles_ms(lat), note="no fsync"))  # fmt: skip

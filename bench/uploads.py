@@ -9,7 +9,7 @@ import shutil
 import time
 from collections.abc import Awaitable, Callable
 
-from bench import ceilings, client, encryption, peers
+from bench import ceilings, client, encryption, many, peers
 from bench.data import GiB
 from bench.kit import (
     CHUNK,
@@ -251,28 +251,28 @@ async def scenario_small(ctx: Context) -> ScenarioResult:
     tp = "peer: tus POST (creation-with-upload) 4 KiB"
     ftp = "filesvc tus POST (creation-with-upload) 4 KiB"
 
-    def many(spec: client.SmallSpec) -> Callable[[], Awaitable[tuple[float, list[float]]]]:
+    def uploads_of(spec: many.SmallSpec) -> Callable[[], Awaitable[tuple[float, list[float]]]]:
         first = ctx.small_seeds(total)
         return lambda: asyncio.to_thread(
-            client.run_many, spec, total, SMALL_CONCURRENCY, CLIENT_PROCESSES, first
+            many.run_many, spec, total, SMALL_CONCURRENCY, CLIENT_PROCESSES, first
         )
 
     with ceilings.DiscardServer() as discard:
-        await rate(res, discard_s, "ceiling", total, many(client.SmallSpec("discard", discard.url)))
+        await rate(
+            res, discard_s, "ceiling", total, uploads_of(many.SmallSpec("discard", discard.url))
+        )
     try:
         async with filesvc(ctx, res) as api:
-            spec = client.SmallSpec("files-raw", api.files_url, tuple(api.auth.items()))
-            await rate(res, fs, "filesvc", total, many(spec))
-            spec = client.SmallSpec("tus-post", api.uploads_url, tuple(api.auth.items()))
-            await rate(res, ftp, "filesvc", total, many(spec))
+            spec = many.SmallSpec("files-raw", api.files_url, tuple(api.auth.items()))
+            await rate(res, fs, "filesvc", total, uploads_of(spec))
+            spec = many.SmallSpec("tus-post", api.uploads_url, tuple(api.auth.items()))
+            await rate(res, ftp, "filesvc", total, uploads_of(spec))
     except Exception as e:
         unavailable(res, [fs, ftp], "filesvc", "req/s", short(e))
     try:
         async with seaweed(ctx, res) as s3:
-            spec = client.SmallSpec(
-                "s3-put", s3.endpoint, s3=(peers.S3_BUCKET, s3.key_id, s3.secret)
-            )
-            await rate(res, sw, "peer", total, many(spec), note="no fsync")
+            spec = many.SmallSpec("s3-put", s3.endpoint, s3=(peers.S3_BUCKET, s3.key_id, s3.secret))
+            await rate(res, sw, "peer", total, uploads_of(spec), note="no fsync")
     except Exception as e:
         unavailable(res, [sw], "peer", "req/s", peer_failure(e))
     try:
@@ -282,7 +282,7 @@ async def scenario_small(ctx: Context) -> ScenarioResult:
                 tp,
                 "peer",
                 total,
-                many(client.SmallSpec("tus-post", base + "/files")),
+                uploads_of(many.SmallSpec("tus-post", base + "/files")),
                 note="no fsync",
             )
     except Exception as e:

@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import ceilings, client, peers, seaweedfs
+from bench import ceilings, client, many, peers, seaweedfs
 from bench.read_cpu import tree_cpu_split
 from bench.server import filesvc_server, venv_bin
 
@@ -60,7 +60,7 @@ class Target:
     """One workload against one running server."""
 
     label: str
-    spec: client.SmallSpec
+    spec: many.SmallSpec
     pid: int  # the server's process (its tree is counted)
 
 
@@ -92,12 +92,12 @@ def run_one(
     target: Target, requests: int, concurrency: int, seed: int, profile: Path | None, idle: bool
 ) -> str:
     """Warm up, then ``requests`` uploads: one line of figures."""
-    client.run_many(target.spec, WARM, concurrency, CLIENT_PROCESSES, seed)
+    many.run_many(target.spec, WARM, concurrency, CLIENT_PROCESSES, seed)
     seed += WARM
     with _profiled(target.pid, profile, idle):
         user0, sys0 = tree_cpu_split(target.pid)
         t0 = time.perf_counter()
-        seconds, lat, client_used = client.run_many_cpu(
+        seconds, lat, client_used = many.run_many_cpu(
             target.spec, requests, concurrency, CLIENT_PROCESSES, seed
         )
         wall = time.perf_counter() - t0
@@ -127,7 +127,7 @@ def _filesvc(work: Path, env: dict[str, str], workloads: list[str]) -> Iterator[
         targets = []
         for kind in workloads:
             url = api.uploads_url if kind == "tus-post" else api.files_url
-            spec = client.SmallSpec(kind, url, headers, SMALL)  # type: ignore[arg-type]
+            spec = many.SmallSpec(kind, url, headers, SMALL)  # type: ignore[arg-type]
             targets.append(Target(WORKLOADS[kind], spec, server.proc.pid))
         yield targets
     finally:
@@ -141,7 +141,7 @@ def _seaweedfs(work: Path) -> Iterator[Target]:
         s3 = peers.seaweedfs_client(server)
         asyncio.run(peers.wait_s3_writable(s3))
         assert server.proc is not None
-        spec = client.SmallSpec(
+        spec = many.SmallSpec(
             "s3-put", s3.endpoint, s3=(peers.S3_BUCKET, s3.key_id, s3.secret), size=SMALL
         )
         yield Target(PEER_PUT, spec, server.proc.pid)
@@ -152,7 +152,7 @@ def _seaweedfs(work: Path) -> Iterator[Target]:
 @contextlib.contextmanager
 def _floor() -> Iterator[Target]:
     with ceilings.DiscardServer() as server:
-        spec = client.SmallSpec("files-raw", f"{server.url}/files", size=SMALL)
+        spec = many.SmallSpec("files-raw", f"{server.url}/files", size=SMALL)
         yield Target(FLOOR, spec, server.pid)
 
 
@@ -163,7 +163,7 @@ def _tus(work: Path) -> Iterator[Target]:
     try:
         proc.start()
         assert proc.proc is not None
-        spec = client.SmallSpec("tus-post", f"http://127.0.0.1:{proc.port}/files", size=SMALL)
+        spec = many.SmallSpec("tus-post", f"http://127.0.0.1:{proc.port}/files", size=SMALL)
         yield Target(PEER_TUS, spec, proc.proc.pid)
     finally:
         proc.stop()
