@@ -48,7 +48,7 @@ from blobstore.s3_staging import BLOBS, DATA, PART_SIZE, S3Staging
 from blobstore.streams import BytesStream, read_opened
 
 if TYPE_CHECKING:
-    from obstore import GetResult
+    from obstore import GetOptions, GetResult
 
 __all__ = [
     "DATA",
@@ -254,21 +254,11 @@ class S3Backend:
 
     async def _get(self, key: str, ref: BlobRef, start: int, end: int | None) -> GetResult | None:
         """GET ``[start, end)`` of ``key``; None when the range starts past its end (416)."""
-        try:
-            if start == 0 and end is None:
-                return await call(obstore.get_async(self.store, key))
-            if end is None:
-                return await call(
-                    obstore.get_async(self.store, key, options={"range": {"offset": start}})
-                )
-            return await call(obstore.get_async(self.store, key, options={"range": (start, end)}))
-        except BlobNotFound:
-            self._pointers.pop(ref, None)
-            raise BlobNotFound(ref) from None
-        except StorageFailure as exc:
-            if "416" not in str(exc):
-                raise
-            return None
+        if start == 0 and end is None:
+            return await self._fetch(key, ref, None)
+        if end is None:
+            return await self._fetch(key, ref, {"range": {"offset": start}})
+        return await self._fetch(key, ref, {"range": (start, end)})
 
     async def tail(self, ref: BlobRef, count: int) -> tuple[int, bytes]:
         """``(size, the blob's last count bytes)`` (all of it when it is shorter), in one GET
@@ -308,10 +298,13 @@ class S3Backend:
 
     async def _suffix(self, key: str, ref: BlobRef, count: int) -> GetResult | None:
         """GET the last ``count`` bytes of ``key``; None when the object is empty."""
+        return await self._fetch(key, ref, {"range": {"suffix": count}})
+
+    async def _fetch(self, key: str, ref: BlobRef, options: GetOptions | None) -> GetResult | None:
+        """GET ``key`` with ``options``; None for an unsatisfiable range (416), BlobNotFound
+        (naming ``ref``, whose remembered pointer is dropped) when the object is gone."""
         try:
-            return await call(
-                obstore.get_async(self.store, key, options={"range": {"suffix": count}})
-            )
+            return await call(obstore.get_async(self.store, key, options=options))
         except BlobNotFound:
             self._pointers.pop(ref, None)
             raise BlobNotFound(ref) from None
