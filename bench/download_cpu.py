@@ -28,11 +28,10 @@ from pathlib import Path
 from statistics import median
 
 import aiohttp
-import psutil  # type: ignore[import-untyped, unused-ignore]
 
 from bench import before_code, ceilings, client
 from bench.data import GiB, MiB
-from bench.server import ServerProcess, filesvc_server
+from bench.server import ServerProcess, filesvc_server, loop_and_cpu
 
 
 @dataclass
@@ -44,28 +43,14 @@ class Subject:
     runs: list[tuple[float, float, float, float]] = field(default_factory=list)
 
 
-def _cpu(pid: int) -> tuple[float, float]:
-    """(event loop thread, all threads of the process and its children) CPU seconds."""
-    proc = psutil.Process(pid)
-    loop = 0.0
-    for t in proc.threads():
-        if t.id == pid:
-            loop = t.user_time + t.system_time
-    total = 0.0
-    for p in (proc, *proc.children(recursive=True)):
-        times = p.cpu_times()
-        total += times.user + times.system
-    return loop, total
-
-
 async def _once(s: aiohttp.ClientSession, subject: Subject, size: int) -> None:
-    loop0, all0 = _cpu(subject.pid)
+    loop0, all0 = loop_and_cpu(subject.pid, children=True)
     c0 = time.process_time()
     t0 = time.perf_counter()
     n = await client.download(s, subject.url, subject.headers)
     seconds = time.perf_counter() - t0
     mine = time.process_time() - c0
-    loop1, all1 = _cpu(subject.pid)
+    loop1, all1 = loop_and_cpu(subject.pid, children=True)
     if n != size:
         raise client.WorkloadError(f"{subject.label}: downloaded {n} bytes, not {size}")
     gib = size / GiB

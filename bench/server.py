@@ -46,6 +46,21 @@ def venv_bin(name: str) -> str | None:
     return shutil.which(name)
 
 
+def loop_and_cpu(pid: int, *, children: bool = False) -> tuple[float, float]:
+    """(its event loop thread, the whole process) CPU seconds of a server process; with
+    ``children``, the whole includes its child processes too."""
+    proc = psutil.Process(pid)
+    loop = 0.0
+    for t in proc.threads():
+        if t.id == pid:
+            loop = t.user_time + t.system_time
+    total = 0.0
+    for p in (proc, *proc.children(recursive=True)) if children else (proc,):
+        times = p.cpu_times()
+        total += times.user + times.system
+    return loop, total
+
+
 def tree_rss(proc: psutil.Process) -> float:
     """RSS in MiB of `proc` and all its descendants (thumbnail workers count too)."""
     total = 0

@@ -27,11 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import psutil  # type: ignore[import-untyped, unused-ignore]
 
 from bench import before_code, client, peers
 from bench.data import GiB, MiB
-from bench.server import ServerProcess, filesvc_server
+from bench.server import ServerProcess, filesvc_server, loop_and_cpu
 
 KINDS = ("plain", "sealed")
 
@@ -44,25 +43,14 @@ class Sample:
     client_cpu: float
 
 
-def _cpu(pid: int) -> tuple[float, float]:
-    """(event loop thread, whole process) CPU seconds of a server process."""
-    proc = psutil.Process(pid)
-    loop = 0.0
-    for t in proc.threads():
-        if t.id == pid:
-            loop = t.user_time + t.system_time
-    times = proc.cpu_times()
-    return loop, float(times.user + times.system)
-
-
 async def _timed(pid: int, work: Callable[[], Awaitable[object]]) -> Sample:
-    loop0, all0 = _cpu(pid)
+    loop0, all0 = loop_and_cpu(pid)
     c0 = time.process_time()
     t0 = time.perf_counter()
     await work()
     seconds = time.perf_counter() - t0
     c1 = time.process_time()
-    loop1, all1 = _cpu(pid)
+    loop1, all1 = loop_and_cpu(pid)
     return Sample(seconds, loop1 - loop0, all1 - all0, c1 - c0)
 
 
