@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any, cast
 
 import aiohttp
@@ -119,3 +120,19 @@ async def error_of(resp: aiohttp.ClientResponse) -> tuple[int, str]:
     assert body["error"] == resp.reason
     assert "Traceback" not in body["message"]
     return resp.status, str(body["message"])
+
+
+async def upload_raw(base_url: str, content: bytes, filename: str = "big.bin") -> str:
+    """Upload ``content`` as a raw body to a running server at ``base_url`` (company acme,
+    alice's token), streamed from a file-like object; the new file's id."""
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            f"{base_url}{PREFIX}/companies/acme/files",
+            data=io.BytesIO(content),
+            params={"filename": filename},
+            headers={**bearer(token()), "Content-Type": "application/octet-stream"},
+        ) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        return cast(str, (await resp.json())["resource"]["id"])

@@ -6,7 +6,6 @@ a download cuts that connection without killing the server (SIGBUS would)."""
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import socket
 import time
@@ -18,7 +17,7 @@ import psutil  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from blobstore.local_maps import MAP_WINDOW
-from tests.helpers import PREFIX, bearer, token
+from tests.helpers import PREFIX, bearer, token, upload_raw
 from tests.server_proc import ServerProcess, start_server
 
 FILES = f"{PREFIX}/companies/acme/files"
@@ -41,17 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 async def _upload(server: ServerProcess, content: bytes) -> tuple[str, Path]:
     """Upload ``content``: the file id, and the path of its blob file (the only new one)."""
     before = set((server.data_dir / "blobs").rglob("xxh3_128-*"))
-    async with (
-        aiohttp.ClientSession() as s,
-        s.post(
-            server.url + FILES,
-            data=io.BytesIO(content),
-            params={"filename": "big.bin"},
-            headers={**bearer(token()), "Content-Type": "application/octet-stream"},
-        ) as resp,
-    ):
-        assert resp.status == 200, await resp.text()
-        fid = (await resp.json())["resource"]["id"]
+    fid = await upload_raw(server.url, content)
     (blob,) = set((server.data_dir / "blobs").rglob("xxh3_128-*")) - before
     assert blob.stat().st_size == len(content)  # stored plain: the file is the content
     return fid, blob

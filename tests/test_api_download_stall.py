@@ -4,7 +4,6 @@ to a real server; the server keeps serving others."""
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import socket
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.helpers import PREFIX, bearer, token
+from tests.helpers import PREFIX, bearer, token, upload_raw
 from tests.server_proc import ServerProcess, start_server
 
 SIZE = 48 * 1024 * 1024
@@ -49,17 +48,7 @@ def _drain(sock: socket.socket, deadline: float) -> tuple[int, bool]:
 async def test_a_client_that_stops_reading_loses_its_connection(server: ServerProcess) -> None:
     files = f"{PREFIX}/companies/acme/files"
     content = os.urandom(SIZE)
-    async with (
-        aiohttp.ClientSession() as s,
-        s.post(
-            server.url + files,
-            data=io.BytesIO(content),
-            params={"filename": "big.bin"},
-            headers={**bearer(token()), "Content-Type": "application/octet-stream"},
-        ) as resp,
-    ):
-        assert resp.status == 200, await resp.text()
-        fid = (await resp.json())["resource"]["id"]
+    fid = await upload_raw(server.url, content)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", server.port))
