@@ -117,10 +117,12 @@ async def quiet_descriptors(server: ServerProcess) -> int:
 
 
 async def settle_descriptors(server: ServerProcess, ceiling: int) -> int:
-    """The server's descriptor count once it is at most ``ceiling``, or after 5 s."""
+    """The server's descriptor count once it is at most ``ceiling`` and no client socket is
+    left, or after 5 s: a connection the client has just closed is gone from the server only
+    once it has read the end, and the callers also check that no client socket is left."""
     count = descriptors(server)
     for _ in range(50):
-        if count <= ceiling:
+        if count <= ceiling and client_sockets(server) == 0:
             break
         await asyncio.sleep(0.1)
         count = descriptors(server)
