@@ -47,8 +47,21 @@ $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
 
 js-deps: system-packages $(JS_STAMP)
 
-test: lint system-packages js-deps
-	$(BIN)/pytest -n 2 --dist loadfile
+# pytest's worker processes (pytest-xdist); each file runs whole on one of them.
+TEST_WORKERS ?= 2
+
+# The quick checks first (they fail in seconds); then mypy --strict, about 40 s of one core on a
+# clean clone, runs beside pytest, whose processes spend much of their time waiting on servers
+# and subprocesses.  Its report is printed after the tests', and either failing fails the target.
+test: $(STAMP) system-packages js-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	@types=$$(mktemp); $(BIN)/mypy >"$$types" 2>&1 & checking=$$!; \
+	echo "$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile (and $(BIN)/mypy beside it)"; \
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile; tests=$$?; \
+	wait $$checking; typed=$$?; echo "$(BIN)/mypy"; cat "$$types"; rm -f "$$types"; \
+	if [ $$tests -ne 0 ]; then exit $$tests; fi; exit $$typed
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
