@@ -108,13 +108,47 @@ WHOLE_BODY = 1024 * 1024
 SHORT_BLOB = "stored content of this file is shorter than recorded; an operator must run fsck"
 
 
-# The most a download hands the transport in one write, and so the most a client has
-# ``FILESVC_SEND_STALL_TIMEOUT`` to take (a client slower than this per timeout is cut).
-WRITE_SLICE = 1024 * 1024
-
-
 class SendStalled(ConnectionError):
     """The client took no bytes for the send stall timeout: its connection was closed."""
+
+
+class StallGuard:
+    """Cuts a download's connection once its client has taken no bytes for the stall timeout.
+
+    One timer per download, re-armed every half timeout, rather than a timeout around each
+    write (a timer armed and cancelled per MiB cost the event loop a few per cent of a large
+    download).  At each tick it compares what the stream has handed the transport and what the
+    transport still holds with the last tick: both unchanged while bytes wait means the client
+    took none in that half; two such halves in a row, and the connection is cut.  So a client
+    that stops reading is cut after one to one and a half timeouts, and one that keeps reading,
+    however slowly, is never cut for the size of a write."""
+
+    __slots__ = ("_half", "_handle", "_last", "_quiet", "_transport", "fed", "stalled")
+
+    def __init__(self, transport: asyncio.Transport | None, timeout: float) -> None:
+        self._transport = transport
+        self._half = timeout / 2
+        self.fed = 0  # bytes handed to the transport so far (the stream counts them)
+        self.stalled = False
+        self._last = (-1, -1)
+        self._quiet = 0
+        self._handle = asyncio.get_running_loop().call_later(self._half, self._tick)
+
+    def _tick(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        now = (self.fed, transport.get_write_buffer_size())
+        self._quiet = self._quiet + 1 if now[1] > 0 and now == self._last else 0
+        if self._quiet >= 2:
+            self.stalled = True
+            transport.abort()
+            return
+        self._last = now
+        self._handle = asyncio.get_running_loop().call_later(self._half, self._tick)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
 
 
 _READS_WHOLE: dict[type, bool] = {}
@@ -211,34 +245,47 @@ async def stream(
 
     The headers go out alone first: aiohttp would join them with the first piece into a new
     bytes object (a copy of the piece, and a read of a mapped file in user space).  Pieces come
-    from :func:`_pieces_of` and are written to the transport as they are.  A write the client
-    does not drain within ``stall_timeout`` closes the connection (SendStalled), so a client that
-    stops reading cannot hold it; a blob shorter than recorded is DamagedContent (the caller cuts
-    the connection: the headers promised more)."""
+    from :func:`_pieces_of` and are written to the transport as they are.  A client that takes
+    no bytes for ``stall_timeout`` loses its connection (:class:`StallGuard`, SendStalled), so
+    one that stops reading cannot hold it; a blob shorter than recorded is DamagedContent (the
+    caller cuts the connection: the headers promised more)."""
     await response.write(b"")
-    for i, (entry, start, end) in enumerate(pieces):
-        blob = first if i == 0 and first is not None else await reader.open(entry.ref, start, end)
-        try:
-            sent = 0
-            async for data in _pieces_of(request, blob):
-                size = len(data)
-                # At most WRITE_SLICE per write: the stall timeout bounds each write, so a slow
-                # client that keeps reading is never cut for a large piece (a mapped window).
-                whole = data if size <= WRITE_SLICE else memoryview(data)  # slices: no copy
-                for at in range(0, size, WRITE_SLICE):
-                    try:
-                        async with asyncio.timeout(stall_timeout):
-                            await response.write(whole[at : at + WRITE_SLICE])
-                    except TimeoutError:
-                        if request.transport is not None:
-                            request.transport.abort()
-                        raise SendStalled(f"client took no bytes for {stall_timeout:g} s") from None
-                # Let go of the piece before the next is made: a mapped window is unmapped as
-                # soon as the transport is done with it too.
-                del data, whole
-                sent += size
-                count_sent(request, size)
-            if sent != end - start:
-                raise DamagedContent(SHORT_BLOB)
-        finally:
-            await blob.aclose()
+    guard = StallGuard(request.transport, stall_timeout)
+    try:
+        for i, (entry, start, end) in enumerate(pieces):
+            blob = (
+                first if i == 0 and first is not None else await reader.open(entry.ref, start, end)
+            )
+            try:
+                await _send_blob(request, response, blob, end - start, guard)
+            finally:
+                await blob.aclose()
+    except ConnectionError:
+        if guard.stalled:
+            raise SendStalled(f"client took no bytes for {stall_timeout:g} s") from None
+        raise
+    finally:
+        guard.cancel()
+
+
+async def _send_blob(
+    request: web.Request,
+    response: web.StreamResponse,
+    blob: BlobStream,
+    length: int,
+    guard: StallGuard,
+) -> None:
+    """Write one blob's pieces as they come (a mapped window whole: the guard, not the size of
+    a write, bounds how long a client may take)."""
+    sent = 0
+    async for data in _pieces_of(request, blob):
+        size = len(data)
+        guard.fed += size
+        await response.write(data)
+        # Let go of the piece before the next is made: a mapped window is unmapped as soon as
+        # the transport is done with it too.
+        del data
+        sent += size
+        count_sent(request, size)
+    if sent != length:
+        raise DamagedContent(SHORT_BLOB)

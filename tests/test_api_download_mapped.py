@@ -167,8 +167,9 @@ async def test_a_blob_truncated_under_a_download_cuts_it_and_the_server_lives(
 
 
 async def test_a_slow_client_that_keeps_reading_is_not_cut(tmp_path: Path) -> None:
-    """Windows are written a MiB at a time, so the stall timeout (1 s here) bounds each MiB, not
-    each 8 MiB window: a client taking 2 MiB/s needs 4 s for a window and is never cut."""
+    """A window is written whole, but the stall timeout (1 s here) bounds how long the client
+    takes no bytes, not how long it takes a write: a client taking 2 MiB/s needs 4 s for an
+    8 MiB window and is never cut."""
     env = {"FILESVC_ENCRYPTION": "off", "FILESVC_SEND_STALL_TIMEOUT": "1"}
     server = start_server(tmp_path / "data", env=env)
     try:

@@ -125,19 +125,18 @@ async def _answer(
 ) -> web.StreamResponse:
     """The response carrying ``pieces`` (``length`` bytes; none for HEAD): a body up to
     WHOLE_BODY read whole and answered in one go, a larger one streamed."""
+    # As a header, not through ``content_type``: aiohttp's setter parses the header it replaces
+    # first (2 % of a read's event-loop time), and writes the same header in the end.
+    headers["Content-Type"] = content_type
     if pieces and length <= WHOLE_BODY:
         body = await read_whole(request.app[STORE].backend, pieces)
         if len(body) < SEND_APART:
-            whole = web.Response(status=status, headers=headers, body=body)
-            whole.content_type = content_type
-            return whole
+            return web.Response(status=status, headers=headers, body=body)
         response = web.StreamResponse(status=status, headers=headers)
-        response.content_type = content_type
         response.content_length = len(body)
         await send_apart(request, response, body)
         return response
     response = web.StreamResponse(status=status, headers=headers)
-    response.content_type = content_type
     response.content_length = length
     await _send(request, response, pieces)
     await response.write_eof()
