@@ -6,6 +6,8 @@ writer lock included, runs without waiting for a turn of the event loop."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import sqlite3
 import threading
 import time
@@ -21,6 +23,7 @@ from blobstore.engine import make_engine, parse_db_url
 from blobstore.engine.base import Engine
 from blobstore.engine.postgres import PostgresEngine
 from blobstore.engine.sqlite import Database
+from blobstore.errors import StorageFailure
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS t (x INTEGER PRIMARY KEY, y TEXT)"
 INSERT = "INSERT INTO t (x, y) VALUES (?, ?)"
@@ -143,3 +146,64 @@ async def _unit_with_check(db: Engine, check: Callable[[], None]) -> None:
         await tx.executemany_later(INSERT, [(1, "a")])
         await tx.check_later(check)
         await tx.executemany_later(INSERT, [(2, "b")])
+
+
+@pytest.mark.sqlite_only
+async def test_a_durable_unit_syncs_the_wal_after_commit_before_it_returns(
+    db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``synchronous`` FULL (the default) the unit's connection commits without the WAL's
+    fsync and syncs the WAL itself once the writer lock is free: the commit is durable before
+    the unit returns, and the other writers did not wait for the flush."""
+    path = layout.db_path(tmp_path)
+    real = os.fdatasync
+    seen: list[tuple[str, int, bool]] = []
+
+    def watched(fd: int) -> None:
+        other = sqlite3.connect(path, isolation_level=None, timeout=0)
+        try:
+            rows = other.execute("SELECT count(*) FROM t").fetchone()[0]
+            try:
+                other.execute("BEGIN IMMEDIATE")  # the writer lock is free during the sync
+                other.execute("ROLLBACK")
+                free = True
+            except sqlite3.OperationalError:
+                free = False
+        finally:
+            other.close()
+        seen.append((os.readlink(f"/proc/self/fd/{fd}"), rows, free))
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", watched)
+    async with db.write_unit() as tx:
+        await tx.executemany_later(INSERT, [(1, "a"), (2, "b")])
+    assert seen == [(f"{path}-wal", 2, True)]
+
+
+@pytest.mark.sqlite_only
+async def test_a_unit_whose_wal_sync_fails_is_not_reported_durable(
+    db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(fd: int) -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(os, "fdatasync", broken)
+    with pytest.raises(StorageFailure, match="could not be synced"):
+        async with db.write_unit() as tx:
+            await tx.executemany_later(INSERT, [(1, "a")])
+
+
+async def test_a_unit_without_durable_commits_syncs_nothing_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``FILESVC_SQLITE_SYNCHRONOUS=NORMAL`` (a benchmark setting) keeps SQLite's own rule."""
+    calls: list[int] = []
+    monkeypatch.setattr(os, "fdatasync", calls.append)
+    db = Database(tmp_path / "normal.db", synchronous="NORMAL")
+    await db.open([SCHEMA])
+    try:
+        async with db.write_unit() as tx:
+            await tx.executemany_later(INSERT, [(1, "a")])
+    finally:
+        await db.close()
+    assert calls == []

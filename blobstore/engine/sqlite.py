@@ -164,11 +164,8 @@ class Database:
                     await tx.execute(ddl)
         self._units = await UnitRunner.open(
             self.path,
-            [
-                f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
-                f"PRAGMA synchronous = {self._synchronous}",
-                "PRAGMA foreign_keys = ON",
-            ],
+            [f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}", "PRAGMA foreign_keys = ON"],
+            synchronous=self._synchronous,
         )
         await self._open_readers()
 

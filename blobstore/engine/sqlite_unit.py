@@ -12,12 +12,14 @@ only while SQLite (and the blob check that must run under it) works.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from blobstore.engine.base import SQLITE, Dialect, Row
+from blobstore.errors import StorageFailure
 
 # One operation of a unit: a statement with its rows of arguments, or a blocking check.
 Operation = tuple[str, list[Sequence[object]]] | Callable[[], None]
@@ -65,20 +67,29 @@ class UnitRunner:
     asyncio write lock keeps it and the aiosqlite writer from both holding a transaction in one
     process; SQLite's file lock orders it with other processes."""
 
-    def __init__(self, conn: sqlite3.Connection, pool: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, pool: ThreadPoolExecutor, wal: Path | None
+    ) -> None:
         self._conn = conn
         self._pool = pool
+        self._wal = wal
 
     @classmethod
-    async def open(cls, path: Path, pragmas: Sequence[str]) -> UnitRunner:
+    async def open(cls, path: Path, pragmas: Sequence[str], *, synchronous: str) -> UnitRunner:
+        """``synchronous`` is the engine's setting; FULL and EXTRA become NORMAL with the WAL
+        synced after each unit's COMMIT (module docstring)."""
+        sync_after = synchronous.upper() in ("FULL", "EXTRA")
+        mode = "NORMAL" if sync_after else synchronous
         pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-unit")
         loop = asyncio.get_running_loop()
         try:
-            conn = await loop.run_in_executor(pool, _connect, path, list(pragmas))
+            conn = await loop.run_in_executor(
+                pool, _connect, path, [*pragmas, f"PRAGMA synchronous = {mode}"]
+            )
         except BaseException:
             pool.shutdown(wait=False)
             raise
-        return cls(conn, pool)
+        return cls(conn, pool, path.with_name(path.name + "-wal") if sync_after else None)
 
     async def run(self, operations: list[Operation]) -> None:
         """Run the unit to its end, even when the caller is cancelled meanwhile (the thread
@@ -86,7 +97,7 @@ class UnitRunner:
         if not operations:
             return
         fut = asyncio.get_running_loop().run_in_executor(
-            self._pool, _run_unit, self._conn, operations
+            self._pool, _run_unit, self._conn, operations, self._wal
         )
         try:
             await asyncio.shield(fut)
@@ -113,9 +124,10 @@ def _connect(path: Path, pragmas: list[str]) -> sqlite3.Connection:
     return conn
 
 
-def _run_unit(conn: sqlite3.Connection, operations: list[Operation]) -> None:
+def _run_unit(conn: sqlite3.Connection, operations: list[Operation], wal: Path | None) -> None:
     """On the unit's thread: BEGIN IMMEDIATE, every operation in order, COMMIT; on any error
-    the whole transaction is rolled back and the error raised."""
+    the whole transaction is rolled back and the error raised.  Then, with ``wal``, the WAL
+    synced (the writer lock is free again meanwhile)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         for op in operations:
@@ -129,3 +141,19 @@ def _run_unit(conn: sqlite3.Connection, operations: list[Operation]) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    if wal is not None:
+        _sync_wal(wal)
+
+
+def _sync_wal(wal: Path) -> None:
+    try:
+        fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        # Removed by the last connection's close, after a checkpoint that synced the database.
+        return
+    try:
+        os.fdatasync(fd)
+    except OSError as exc:
+        raise StorageFailure(f"the metadata database's log could not be synced ({exc})") from None
+    finally:
+        os.close(fd)
