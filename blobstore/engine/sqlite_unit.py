@@ -106,6 +106,11 @@ class UnitRunner:
                 await asyncio.wait([fut])
             raise
 
+    async def pragma(self, statement: str) -> None:
+        """Set a connection setting on the unit's connection (as on the engine's writer:
+        a limit the tests put on both writers to fill the database)."""
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._conn.execute, statement)
+
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._pool, self._conn.close)
