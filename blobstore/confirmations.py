@@ -15,13 +15,14 @@ commits and gc anyway; on PostgreSQL the lock is an advisory lock, shared by com
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from functools import partial
 from typing import cast
 
 from blobstore.engine.base import Tx
 from blobstore.engine.migrate import Step
 from blobstore.errors import BlobStoreError
-from blobstore.port import BlobReader, StatMany, supports
+from blobstore.port import BlobReader, StatMany, StatManyBlocking, supports
 from blobstore.refs import BlobRef
 
 GC_LOCK = "blobstore:gc"
@@ -47,6 +48,12 @@ class BlobGone(BlobStoreError):
     committed.  Nothing was committed; the upload must be sent again."""
 
 
+def can_confirm_in_unit(reader: BlobReader) -> bool:
+    """True when :func:`confirm` may run in a write unit (:meth:`Engine.write_unit`): the
+    reader checks its blobs with a blocking call, which the unit runs under its lock."""
+    return supports(reader, StatManyBlocking)
+
+
 async def confirm(tx: Tx, reader: BlobReader, refs: Iterable[BlobRef], *, now_ms: int) -> None:
     """Confirm that the caller's transaction now uses ``refs``: under the shared gc lock, check
     each is stored and record the time.  Raises BlobGone (the caller rolls back)."""
@@ -54,18 +61,33 @@ async def confirm(tx: Tx, reader: BlobReader, refs: Iterable[BlobRef], *, now_ms
     if not wanted:
         return
     await tx.lock(GC_LOCK, shared=True)
-    if supports(reader, StatMany):
-        sizes = await cast(StatMany, reader).stat_many(wanted)
+    if supports(reader, StatManyBlocking):
+        await tx.check_later(partial(_check_stored, cast(StatManyBlocking, reader), wanted))
     else:
-        sizes = await asyncio.gather(*(reader.stat(ref) for ref in wanted))
-    gone = [ref for ref, size in zip(wanted, sizes, strict=True) if size is None]
-    if gone:
-        raise BlobGone(f"{len(gone)} blob(s) reclaimed by gc before the upload committed")
+        if tx.runs_later:
+            # Its statements run when the block ends: a check made now would not be under
+            # the lock gc takes.
+            raise TypeError("this blob reader cannot confirm inside a write unit")
+        if supports(reader, StatMany):
+            sizes = await cast(StatMany, reader).stat_many(wanted)
+        else:
+            sizes = await asyncio.gather(*(reader.stat(ref) for ref in wanted))
+        _raise_gone(wanted, sizes)
     await tx.executemany_later(
         "INSERT INTO blob_refs (ref, confirmed_at) VALUES (?, ?)"
         " ON CONFLICT (ref) DO UPDATE SET confirmed_at = excluded.confirmed_at",
         [(ref, now_ms) for ref in wanted],
     )
+
+
+def _check_stored(reader: StatManyBlocking, refs: list[BlobRef]) -> None:
+    _raise_gone(refs, reader.stat_many_blocking(refs))
+
+
+def _raise_gone(refs: list[BlobRef], sizes: Sequence[int | None]) -> None:
+    gone = [ref for ref, size in zip(refs, sizes, strict=True) if size is None]
+    if gone:
+        raise BlobGone(f"{len(gone)} blob(s) reclaimed by gc before the upload committed")
 
 
 async def lock_for_gc(tx: Tx) -> None:

@@ -246,6 +246,13 @@ class LocalBackend:
         except OSError as exc:
             raise translate_oserror(exc) from None
 
+    def stat_many_blocking(self, refs: Sequence[BlobRef]) -> list[int | None]:
+        """:meth:`stat_many` on the caller's thread (never call it on the event loop)."""
+        try:
+            return _sizes([self.local_path(ref) for ref in refs])
+        except OSError as exc:
+            raise translate_oserror(exc) from None
+
     async def open(self, ref: BlobRef, start: int = 0, end: int | None = None) -> LocalBlobStream:
         loop = asyncio.get_running_loop()
         # One hand-off opens the file and learns its size (to clip the range).

@@ -224,6 +224,16 @@ class StatMany(Protocol):
 
 
 @runtime_checkable
+class StatManyBlocking(Protocol):
+    """Optional ability: :meth:`StatMany.stat_many` as a plain blocking call, for a caller
+    already on a worker thread (a commit checks its blobs inside a SQLite write unit, on the
+    database's thread, under the writer lock: :mod:`blobstore.confirmations`)."""
+
+    def stat_many_blocking(self, refs: Sequence[BlobRef]) -> list[int | None]:
+        """Each ref's size, or None where it is not stored, in the order given."""
+
+
+@runtime_checkable
 class LocalFiles(Protocol):
     """Optional ability: each blob is a local file, for tools that want a path (the thumbnail
     worker's input, fsck's re-hash in threads, repair's quarantine)."""

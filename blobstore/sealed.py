@@ -28,6 +28,7 @@ from blobstore.port import (
     Probe,
     Staging,
     StatMany,
+    StatManyBlocking,
     TempFiles,
 )
 from blobstore.refs import BlobRef, is_sealed, ref_digest, ref_scope
@@ -183,14 +184,23 @@ class SealedLocalBackend(SealedBackend):
         return self.inner.temp_files()
 
     async def stat_many(self, refs: Sequence[BlobRef]) -> list[int | None]:
-        """The group commit's check, in the inner backend's one hand-off; sealed sizes mapped
-        to plaintext (a size no sealed blob has stays as stored: present, and fsck's to judge)."""
+        """The group commit's check, in the inner backend's one hand-off."""
         assert isinstance(self.inner, StatMany)
-        sizes = await self.inner.stat_many(refs)
-        return [
-            size if size is None or not is_sealed(ref) else (plain_size(size) or size)
-            for ref, size in zip(refs, sizes, strict=True)
-        ]
+        return _plain_sizes(refs, await self.inner.stat_many(refs))
+
+    def stat_many_blocking(self, refs: Sequence[BlobRef]) -> list[int | None]:
+        """:meth:`stat_many` on the caller's thread (a commit's check inside a write unit)."""
+        assert isinstance(self.inner, StatManyBlocking)
+        return _plain_sizes(refs, self.inner.stat_many_blocking(refs))
+
+
+def _plain_sizes(refs: Sequence[BlobRef], sizes: list[int | None]) -> list[int | None]:
+    """Sealed sizes mapped to plaintext (a size no sealed blob has stays as stored: present,
+    and fsck's to judge)."""
+    return [
+        size if size is None or not is_sealed(ref) else (plain_size(size) or size)
+        for ref, size in zip(refs, sizes, strict=True)
+    ]
 
 
 class SealedProbedBackend(SealedBackend):
@@ -230,6 +240,7 @@ def seal_backend(inner: BlobBackend, keys: KeyRing, *, sealing: bool) -> SealedB
         isinstance(inner, LocalFiles)
         and isinstance(inner, TempFiles)
         and isinstance(inner, StatMany)
+        and isinstance(inner, StatManyBlocking)
     ):
         return SealedLocalBackend(inner, keys, sealing=sealing)
     if isinstance(inner, Probe) and isinstance(inner, Leftovers):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from blobstore import confirmations, manifests
@@ -159,9 +160,15 @@ class CreateBatcher:
             if stop:
                 return
 
+    def _write(self) -> AbstractAsyncContextManager[Tx]:
+        # A unit holds SQLite's writer lock only while SQLite works (engine/sqlite_unit.py).
+        if confirmations.can_confirm_in_unit(self.reader):
+            return self.db.write_unit()
+        return self.db.write()
+
     async def _commit(self, batch: list[tuple[NewFile, asyncio.Future[None]]]) -> None:
         try:
-            async with self.db.write() as tx:
+            async with self._write() as tx:
                 await _insert(tx, self.reader, [new for new, _ in batch])
         except Exception:
             await self._one_by_one(batch)
@@ -173,7 +180,7 @@ class CreateBatcher:
     async def _one_by_one(self, batch: list[tuple[NewFile, asyncio.Future[None]]]) -> None:
         for new, done in batch:
             try:
-                async with self.db.write() as tx:
+                async with self._write() as tx:
                     await _insert(tx, self.reader, [new])
             except Exception as exc:
                 if not done.done():

@@ -35,7 +35,13 @@ async def _limit_pages(api: Api) -> None:
     async with writer.execute("PRAGMA page_count") as cur:
         row = await cur.fetchone()
     assert row is not None
-    await writer.execute(f"PRAGMA max_page_count = {int(row[0])}")
+    # Fetched to the end: a statement left active would keep the writer's read snapshot open,
+    # and its next BEGIN IMMEDIATE would fail once the unit connection has committed.
+    await writer.execute_fetchall(f"PRAGMA max_page_count = {int(row[0])}")
+    # The group commit of new files writes through the engine's unit connection.
+    units = db._units
+    assert units is not None
+    await units.pragma(f"PRAGMA max_page_count = {int(row[0])}")
 
 
 @pytest.mark.local_blobs

@@ -16,6 +16,7 @@ from blobstore import confirmations, gc, manifests
 from blobstore.confirmations import BlobGone
 from blobstore.engine.base import Tx
 from blobstore.gc import GcPlan, plan_expiry, plan_gc
+from blobstore.manifest_model import NewManifest
 from blobstore.manifests import PendingUpload, Slot
 from blobstore.port import BlobInfo
 from blobstore.refs import BlobRef, make_ref
@@ -166,8 +167,17 @@ async def test_a_commit_after_gc_took_its_blob_fails_and_commits_nothing(tmp_pat
                     tx, "late", "acme", expected_chunks=1, expected_size=11, now_ms=0
                 )
                 await confirmations.confirm(tx, store.backend, [put.ref], now_ms=0)
+        # The same in a write unit (the group commit's), whose check runs under its lock.
+        assert confirmations.can_confirm_in_unit(store.backend)
+        with pytest.raises(BlobGone):
+            async with store.db.write_unit() as tx:
+                await manifests.create_many(
+                    tx, [NewManifest("late", "acme", 1, 11, True, 0, (1, put.ref, 11))]
+                )
+                await confirmations.confirm(tx, store.backend, [put.ref], now_ms=0)
         async with store.db.read() as tx:
             assert await manifests.head(tx, "late") is None
+            assert await confirmations.confirmed_at(tx, [put.ref]) == {}
 
 
 async def test_a_blob_a_manifest_took_after_planning_is_not_deleted(

@@ -7,7 +7,7 @@ subset SQLite and PostgreSQL share; what differs between the two (placeholder sy
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -58,6 +58,9 @@ class Tx(Protocol):
     """A transaction: statements run in order, committed together or not at all."""
 
     dialect: Dialect
+    # True in a transaction of :meth:`Engine.write_unit` on SQLite: nothing runs until the
+    # block ends, so only the ``*_later`` operations (and ``lock``) may be used in it.
+    runs_later: bool
 
     async def execute(self, sql: str, *args: object) -> int:
         """Run one statement; return the number of rows it changed."""
@@ -69,6 +72,12 @@ class Tx(Protocol):
         """:meth:`executemany`, possibly still running when this returns: it runs before the
         transaction's next statement or commit, and its error is raised there (the
         transaction rolls back).  For a group commit's inserts, which nothing reads back."""
+
+    async def check_later(self, check: Callable[[], None]) -> None:
+        """Run ``check``, a short blocking function (a few file system calls), inside the
+        transaction, in order with its statements and under its locks; what it raises rolls
+        the transaction back and reaches the caller.  Like :meth:`executemany_later`, it may
+        run only when the transaction's next statement or commit does."""
 
     async def fetch(self, sql: str, *args: object) -> list[Row]:
         """Every row of a query."""
@@ -95,6 +104,15 @@ class Engine(Protocol):
 
     def write(self) -> AbstractAsyncContextManager[Tx]:
         """A write transaction, committed on normal exit and rolled back on error."""
+
+    def write_unit(self) -> AbstractAsyncContextManager[Tx]:
+        """A write transaction made only of ``executemany_later``, ``check_later`` and
+        ``lock``, run as one unit when the block ends: on SQLite, recorded and then run in one
+        call on a database thread (BEGIN IMMEDIATE, each operation in order, COMMIT), so the
+        writer lock is held for SQLite's own time, never across a turn of a busy event loop
+        (the group commit of small uploads, :mod:`filesvc.creates`).  On PostgreSQL, where
+        each statement is a round trip anyway and other transactions only wait for the rows
+        and locks it takes, it is :meth:`write`."""
 
     async def query(self, sql: str, *args: object) -> list[Row]:
         """Every row of one read-only statement, run outside an explicit transaction.  One

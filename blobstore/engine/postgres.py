@@ -16,7 +16,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -102,6 +102,7 @@ class PostgresTx:
     """A transaction on one pooled connection."""
 
     dialect: Dialect = POSTGRESQL
+    runs_later = False
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
@@ -126,6 +127,9 @@ class PostgresTx:
     async def executemany_later(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
         # One connection runs one statement at a time: nothing to overlap.
         await self.executemany(sql, rows)
+
+    async def check_later(self, check: Callable[[], None]) -> None:
+        await asyncio.to_thread(check)
 
     async def fetch(self, sql: str, *args: object) -> list[Row]:
         try:
@@ -246,6 +250,9 @@ class PostgresEngine:
         return self._transaction(isolation="repeatable_read", readonly=True)
 
     def write(self) -> AbstractAsyncContextManager[PostgresTx]:
+        return self._transaction()
+
+    def write_unit(self) -> AbstractAsyncContextManager[PostgresTx]:
         return self._transaction()
 
     async def query(self, sql: str, *args: object) -> list[Row]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import cast
@@ -18,6 +18,7 @@ from typing import cast
 import aiosqlite
 
 from blobstore.engine.base import SQLITE, Dialect, Row
+from blobstore.engine.sqlite_unit import UnitRunner, UnitTx
 from blobstore.errors import StoreFull
 
 # FULL: a commit is on disk before the caller is answered, so an acknowledged upload survives
@@ -48,6 +49,7 @@ class SqliteTx:
     must be the one raised."""
 
     dialect: Dialect = SQLITE
+    runs_later = False
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self.conn = conn
@@ -63,6 +65,9 @@ class SqliteTx:
 
     async def executemany_later(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
         await self.executemany(sql, rows)
+
+    async def check_later(self, check: Callable[[], None]) -> None:
+        await asyncio.to_thread(check)
 
     async def fetch(self, sql: str, *args: object) -> list[Row]:
         # execute_fetchall: one hand-off to the database thread instead of three.
@@ -116,6 +121,7 @@ class Database:
         self._idle: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._reader_count = readers
         self._write_lock = asyncio.Lock()
+        self._units: UnitRunner | None = None
         # A plain sqlite3 reader used on the event loop by ``query`` (see _query_inline).
         self._inline: sqlite3.Connection | None = None
         self._inline_checks = 0
@@ -156,6 +162,11 @@ class Database:
             async with self.write() as tx:
                 for ddl in schema:
                     await tx.execute(ddl)
+        self._units = await UnitRunner.open(
+            self.path,
+            [f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}", "PRAGMA foreign_keys = ON"],
+            synchronous=self._synchronous,
+        )
         await self._open_readers()
 
     async def _open_readers(self) -> None:
@@ -243,6 +254,24 @@ class Database:
                 raise translated from exc
 
     @asynccontextmanager
+    async def write_unit(self) -> AsyncIterator[UnitTx]:
+        """A write transaction recorded in the block and run as one unit at its end
+        (:mod:`blobstore.engine.sqlite_unit`): nothing is written when the block raises."""
+        units = self._units
+        if units is None:
+            raise RuntimeError("database is not open for writing")
+        tx = UnitTx()
+        yield tx
+        async with self._write_lock:
+            try:
+                await units.run(tx.operations)
+            except BaseException as exc:
+                translated = _translate(exc)
+                if translated is exc:
+                    raise
+                raise translated from exc
+
+    @asynccontextmanager
     async def read(self) -> AsyncIterator[SqliteTx]:
         """A consistent read snapshot (a deferred transaction on an idle reader connection)."""
         if not self._readers:
@@ -284,6 +313,9 @@ class Database:
         for conn in [*self._readers, self._writer]:
             if conn is not None:
                 await conn.close()
+        units, self._units = self._units, None
+        if units is not None:
+            await units.close()
         inline, self._inline = self._inline, None
         if inline is not None:
             inline.close()

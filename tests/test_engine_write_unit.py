@@ -1,0 +1,209 @@
+"""``Engine.write_unit``: a write transaction recorded in its block and run as one unit at the
+end.  Its statements and checks run in order, all commit or none does (a failed statement or
+check rolls back everything and its own error reaches the caller), and on SQLite the whole unit,
+writer lock included, runs without waiting for a turn of the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+from blockbuster import BlockBuster
+
+from blobstore import layout
+from blobstore.engine import make_engine, parse_db_url
+from blobstore.engine.base import Engine
+from blobstore.engine.postgres import PostgresEngine
+from blobstore.engine.sqlite import Database
+from blobstore.errors import StorageFailure
+
+SCHEMA = "CREATE TABLE IF NOT EXISTS t (x INTEGER PRIMARY KEY, y TEXT)"
+INSERT = "INSERT INTO t (x, y) VALUES (?, ?)"
+
+
+class CheckFailed(Exception):
+    pass
+
+
+@pytest.fixture
+async def db(engine: str | None, tmp_path: Path) -> AsyncIterator[Engine]:
+    opened = make_engine(parse_db_url(engine, tmp_path))
+    if isinstance(opened, Database):
+        await opened.open()
+    else:
+        assert isinstance(opened, PostgresEngine)
+        await opened.connect()
+    async with opened.write() as tx:
+        await tx.execute(SCHEMA)
+        await tx.execute("DELETE FROM t")
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def _rows(db: Engine) -> list[tuple[int, str]]:
+    return [(r["x"], r["y"]) for r in await db.query("SELECT x, y FROM t ORDER BY x")]
+
+
+async def test_a_unit_runs_its_statements_and_checks_in_order(db: Engine) -> None:
+    seen: list[str] = []
+    async with db.write_unit() as tx:
+        await tx.executemany_later(INSERT, [(1, "a"), (2, "b")])
+        await tx.check_later(lambda: seen.append("check"))
+        await tx.executemany_later("UPDATE t SET y = ? WHERE x = ?", [("B", 2)])
+        await tx.executemany_later(INSERT, [])  # nothing to do
+    assert seen == ["check"]
+    assert await _rows(db) == [(1, "a"), (2, "B")]
+
+
+async def test_a_failing_statement_rolls_the_whole_unit_back(db: Engine) -> None:
+    seen: list[str] = []
+    with pytest.raises((sqlite3.IntegrityError, asyncpg.UniqueViolationError)):
+        async with db.write_unit() as tx:
+            await tx.executemany_later(INSERT, [(1, "a")])
+            await tx.executemany_later(INSERT, [(1, "again")])
+            await tx.check_later(lambda: seen.append("after the failure"))
+            await tx.executemany_later(INSERT, [(2, "b")])
+    assert await _rows(db) == []
+    if db.dialect.name == "sqlite":
+        assert seen == []  # nothing after the failed statement ran
+    async with db.write_unit() as tx:  # the writer is usable again
+        await tx.executemany_later(INSERT, [(5, "e")])
+    assert await _rows(db) == [(5, "e")]
+
+
+async def test_a_failing_check_rolls_the_whole_unit_back_with_its_own_error(db: Engine) -> None:
+    def refuse() -> None:
+        raise CheckFailed("blob gone")
+
+    with pytest.raises(CheckFailed, match="blob gone"):
+        async with db.write_unit() as tx:
+            await tx.executemany_later(INSERT, [(1, "a")])
+            await tx.check_later(refuse)
+            await tx.executemany_later(INSERT, [(2, "b")])
+    assert await _rows(db) == []
+
+
+async def test_a_block_that_raises_writes_nothing(db: Engine) -> None:
+    with pytest.raises(RuntimeError):
+        async with db.write_unit() as tx:
+            await tx.executemany_later(INSERT, [(1, "a")])
+            raise RuntimeError("the caller gave up")
+    assert await _rows(db) == []
+
+
+@pytest.mark.sqlite_only
+async def test_a_sqlite_unit_reads_nothing(db: Engine) -> None:
+    """Its statements run only at the end: a read in the block could not see them."""
+    async with db.write_unit() as tx:
+        with pytest.raises(TypeError):
+            await tx.fetch("SELECT x FROM t")
+        with pytest.raises(TypeError):
+            await tx.execute("DELETE FROM t")
+    assert tx.runs_later
+
+
+@pytest.mark.sqlite_only
+async def test_a_sqlite_unit_commits_while_the_event_loop_is_blocked(
+    db: Engine, tmp_path: Path, blockbuster: BlockBuster
+) -> None:
+    """Once the unit has begun (its check runs under the writer lock), it reaches COMMIT with
+    the event loop blocked: the lock is never held across a turn of the loop, which a busy
+    server is slow to give (two workers' group commits waited on each other for that)."""
+    begun = threading.Event()
+    task = asyncio.create_task(_unit_with_check(db, begun.set))
+    while not begun.is_set():
+        await asyncio.sleep(0.001)
+    # Block the loop (no await from here on, on purpose) and watch from another connection.
+    blockbuster.deactivate()
+    reader = sqlite3.connect(layout.db_path(tmp_path))
+    try:
+        deadline = time.monotonic() + 10
+        count = 0
+        while time.monotonic() < deadline:
+            count = reader.execute("SELECT count(*) FROM t").fetchone()[0]
+            if count:
+                break
+            time.sleep(0.001)
+    finally:
+        reader.close()
+        blockbuster.activate()
+    assert count == 2
+    await task
+
+
+async def _unit_with_check(db: Engine, check: Callable[[], None]) -> None:
+    async with db.write_unit() as tx:
+        await tx.executemany_later(INSERT, [(1, "a")])
+        await tx.check_later(check)
+        await tx.executemany_later(INSERT, [(2, "b")])
+
+
+@pytest.mark.sqlite_only
+async def test_a_durable_unit_syncs_the_wal_after_commit_before_it_returns(
+    db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``synchronous`` FULL (the default) the unit's connection commits without the WAL's
+    fsync and syncs the WAL itself once the writer lock is free: the commit is durable before
+    the unit returns, and the other writers did not wait for the flush."""
+    path = layout.db_path(tmp_path)
+    real = os.fdatasync
+    seen: list[tuple[str, int, bool]] = []
+
+    def watched(fd: int) -> None:
+        other = sqlite3.connect(path, isolation_level=None, timeout=0)
+        try:
+            rows = other.execute("SELECT count(*) FROM t").fetchone()[0]
+            try:
+                other.execute("BEGIN IMMEDIATE")  # the writer lock is free during the sync
+                other.execute("ROLLBACK")
+                free = True
+            except sqlite3.OperationalError:
+                free = False
+        finally:
+            other.close()
+        seen.append((os.readlink(f"/proc/self/fd/{fd}"), rows, free))
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", watched)
+    async with db.write_unit() as tx:
+        await tx.executemany_later(INSERT, [(1, "a"), (2, "b")])
+    assert seen == [(f"{path}-wal", 2, True)]
+
+
+@pytest.mark.sqlite_only
+async def test_a_unit_whose_wal_sync_fails_is_not_reported_durable(
+    db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(fd: int) -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(os, "fdatasync", broken)
+    with pytest.raises(StorageFailure, match="could not be synced"):
+        async with db.write_unit() as tx:
+            await tx.executemany_later(INSERT, [(1, "a")])
+
+
+async def test_a_unit_without_durable_commits_syncs_nothing_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``FILESVC_SQLITE_SYNCHRONOUS=NORMAL`` (a benchmark setting) keeps SQLite's own rule."""
+    calls: list[int] = []
+    monkeypatch.setattr(os, "fdatasync", calls.append)
+    db = Database(tmp_path / "normal.db", synchronous="NORMAL")
+    await db.open([SCHEMA])
+    try:
+        async with db.write_unit() as tx:
+            await tx.executemany_later(INSERT, [(1, "a")])
+    finally:
+        await db.close()
+    assert calls == []
