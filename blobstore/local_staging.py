@@ -14,7 +14,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from blobstore.direct_writes import DirectAppender, open_flags
 from blobstore.errors import StorageFailure, translate_oserror
 from blobstore.refs import BlobRef
 
@@ -28,12 +27,10 @@ READ_SIZE = 1 << 20
 # A staged blob is held in memory, not written, while it is at most this long: most uploads are
 # small, and one that fits costs no thread hand-off of its own at all (see LocalStaging).
 HOLD_BYTES = 1 << 20
-# A large blob is written past the page cache (:mod:`blobstore.direct_writes`).  Where the file
-# system refuses that, its bytes are handed to the disk in steps of this many bytes as they are
-# written (``sync_file_range``: write-back started, not waited for), so the flush that makes the
-# blob durable at publish finds at most a step or two still to write, rather than the whole
-# blob: the disk works while the rest of the upload arrives (bench/README.md, single-stream
-# upload).
+# A large blob's bytes are handed to the disk in steps of this many bytes as they are written
+# (``sync_file_range``: write-back started, not waited for), so the flush that makes the blob
+# durable at publish finds at most a step or two still to write, rather than the whole blob:
+# the disk works while the rest of the upload arrives (bench/README.md, single-stream upload).
 WRITEBACK_STEP = 8 << 20
 _SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start write-back of the range's dirty pages, no wait
 
@@ -72,9 +69,6 @@ class LocalStaging:
         self._backend = backend
         self._path = path
         self._fd: int | None = None
-        # Appends past the page cache while the file is being filled (None once finished, or
-        # where direct writes cannot be used): see :mod:`blobstore.direct_writes`.
-        self._direct: DirectAppender | None = None
         self._held: bytes | None = None
         self._written = 0
         # Bytes in the file, and how many of them have had their write-back started (both
@@ -88,28 +82,10 @@ class LocalStaging:
 
     def _open(self) -> int:
         if self._fd is None:
-            # Only a blob past HOLD_BYTES gets a file: a large one, written directly.
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-            direct = open_flags()
-            try:
-                self._fd = os.open(self._path, flags | direct, 0o644)
-            except OSError as exc:
-                if not direct or exc.errno != errno.EINVAL:
-                    raise
-                self._fd, direct = os.open(self._path, flags, 0o644), 0
-            if direct:
-                self._direct = DirectAppender(self._fd)
+            self._fd = os.open(
+                self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+            )
         return self._fd
-
-    def _finish_direct(self) -> None:
-        """Write what the direct appender still holds: the file is then whole (before it is
-        read back, checked or published)."""
-        if self._direct is not None:
-            direct, self._direct = self._direct, None
-            try:
-                direct.finish()
-            finally:
-                direct.close()
 
     def _write_all(self, data: bytes | memoryview) -> None:
         self._write_pieces((data,))
@@ -122,9 +98,6 @@ class LocalStaging:
             pieces, self._held = (self._held, *pieces), None
         views = [memoryview(p) for p in pieces if len(p)]
         self._backend.check_floor(fd, sum(len(v) for v in views))
-        if self._direct is not None:
-            self._direct.append(views)
-            return
         while views:
             n = os.writev(fd, views)
             self._filled += n
@@ -203,7 +176,6 @@ class LocalStaging:
             #    against it, and unreferenced it is only an orphan for gc.
             if not await self._carry(self._link, ref):
                 return False
-
         except OSError as exc:
             raise translate_oserror(exc) from None
         return True
@@ -213,7 +185,6 @@ class LocalStaging:
         if os.path.exists(self._backend.path_str(ref)):
             return False
         self._write_all(b"")
-        self._finish_direct()
         assert self._fd is not None
         if os.fstat(self._fd).st_size != self._written:
             raise OSError(errno.EIO, "short write")
@@ -263,7 +234,6 @@ class LocalStaging:
                     return stored.read() == self._held
                 if self._fd is None:
                     return self._written == 0
-                self._finish_direct()
                 with open(self._path, "rb") as staged:
                     while True:
                         a = stored.read(READ_SIZE)
@@ -281,9 +251,6 @@ class LocalStaging:
             if self._held:
                 yield self._held
             return
-        if self._direct is not None:
-            self._pending = asyncio.ensure_future(self._backend.run(self._finish_direct))
-            await self._settle()
         pos = 0
         while pos < self._written:
             try:
@@ -316,9 +283,6 @@ class LocalStaging:
         await self._backend.run(self._discard_sync, fd)
 
     def _discard_sync(self, fd: int) -> None:
-        if self._direct is not None:
-            self._direct.close()
-            self._direct = None
         os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path)

@@ -8,13 +8,13 @@ import asyncio
 import itertools
 import os
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import xxhash
 
-from blobstore import direct_writes, local_staging
+from blobstore import local_staging
 from blobstore.keyring import KeyRing
 from blobstore.local import LocalBackend
 from blobstore.memory import MemoryBackend
@@ -140,46 +140,9 @@ def kicks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
 
 
 @pytest.mark.parametrize("sealed", [False, True])
-async def test_large_blob_is_written_past_the_page_cache(
+async def test_large_blob_starts_its_write_back_step_by_step(
     tmp_path: Path, kicks: list[tuple[int, int]], sealed: bool
 ) -> None:
-    appended: list[int] = []
-    append = direct_writes.DirectAppender.append
-
-    def record(self: direct_writes.DirectAppender, pieces: Sequence[memoryview]) -> None:
-        appended.append(sum(len(p) for p in pieces))
-        append(self, pieces)
-
-    size = 5 * direct_writes.DIRECT_BUFFER + 12_345
-    local = await asyncio.to_thread(LocalBackend, tmp_path / "blobs")
-    try:
-        async with migrated(None, tmp_path / "meta") as db:
-            backend: BlobBackend = local
-            if sealed:
-                keys = KeyRing(db, os.urandom(32))
-                await keys.check(record=True)
-                backend = seal_backend(local, keys, sealing=True)
-            data = random.Random(8).randbytes(size)
-            with pytest.MonkeyPatch.context() as mp:
-                mp.setattr(direct_writes.DirectAppender, "append", record)
-                put = await ContentStore(backend).put(
-                    _stream(_pieces(data, [250_000, 4097])), scope=SCOPE
-                )
-            assert b"".join([p async for p in backend.read(put.ref)]) == data
-    finally:
-        await local.close()
-    # Every byte went through the direct appender (the sealed bytes, and a trailer, are
-    # longer), and no write-back was needed.
-    assert sum(appended) >= size
-    assert kicks == []
-
-
-@pytest.mark.parametrize("sealed", [False, True])
-async def test_large_blob_starts_its_write_back_step_by_step(
-    tmp_path: Path, kicks: list[tuple[int, int]], sealed: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A file system that refuses direct writes: written through the page cache.
-    monkeypatch.setattr(local_staging, "open_flags", lambda: 0)
     step = local_staging.WRITEBACK_STEP
     size = 3 * step + step // 2
     local = await asyncio.to_thread(LocalBackend, tmp_path / "blobs")
