@@ -21,8 +21,8 @@ from blobstore.backends import BadBlobUrl, BlobLocation, LocalLocation, parse_bl
 from blobstore.engine import DbTarget, parse_db_url
 from blobstore.engine.base import BadDatabaseUrl
 from blobstore.layout import blobs_dir
-from blobstore.masterkey import MasterKeyError, load_master_key
-from filesvc.secret_file import secret_from_data_dir
+from blobstore.masterkey import load_master_key
+from filesvc.secret_file import resolve_master_key, secret_from_data_dir
 from filesvc.setting_defaults import (
     DEFAULT_BLOB_CACHE_BYTES,
     DEFAULT_BODY_IDLE_TIMEOUT,
@@ -382,26 +382,6 @@ class Settings:
         """The environment with a few flags over it (what the tests and scripts need)."""
         flags = {"host": host, "port": port, "data_dir": data_dir, "workers": workers}
         return cls.load(env, flags={k: v for k, v in flags.items() if v is not None})
-
-
-def resolve_master_key(values: Mapping[str, Any], *, create: bool) -> bytes | None:
-    """The master key the settings name.  A shared store (PostgreSQL or S3) with encryption on
-    must be given one (``FILESVC_MASTER_KEY`` or ``FILESVC_MASTER_KEY_FILE``) when serving; the
-    data directory's own key is read or made at start (:mod:`filesvc.app`), where an unusable
-    data directory is reported as such."""
-    shared = bool(values["db_url"]) or bool((values["blob_url"] or "").strip())
-    if not shared and not values["master_key"] and values["master_key_file"] is None:
-        return None
-    try:
-        return load_master_key(
-            values["data_dir"],
-            configured=values["master_key"],
-            key_file=values["master_key_file"],
-            shared=shared and values["encryption"] and create,
-            create=False,
-        )
-    except MasterKeyError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def specs() -> Iterator[tuple[Field[Any], Spec]]:
