@@ -206,9 +206,12 @@ async def test_blocked_write_back_start_does_not_hold_up_the_writes(
     finally:
         release.set()
         await local.close()
-    assert len(kicks) == 2
-    (first, n1), (second, n2) = kicks
-    assert first == 0 and second == n1 and n2 >= 2 * step
+    # The blocked start covered the first step; a later one, if the writer saw it finished
+    # before publishing, covers everything since (publish's flush writes the rest anyway).
+    assert kicks[0][0] == 0 and kicks[0][1] >= step
+    assert len(kicks) <= 2
+    for (offset, nbytes), (following, _) in itertools.pairwise(kicks):
+        assert following == offset + nbytes
 
 
 async def test_small_blob_starts_no_write_back(
