@@ -185,6 +185,9 @@ class LocalBackend:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._tmp_str = str(self.tmp)
         self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="blobstore")
+        # Starts the write-back of large blobs' bytes (``sync_file_range``), which can block
+        # while the device's queue is full: in a thread of its own, so no writer waits for it.
+        self.writeback = ThreadPoolExecutor(1, thread_name_prefix="blobstore-writeback")
         self.syncer = GroupSync(root, self.run)
         self._tmp_prefix = uuid.uuid4().hex
         self._tmp_counter = itertools.count()
@@ -351,6 +354,7 @@ class LocalBackend:
 
     async def close(self) -> None:
         await asyncio.to_thread(self._pool.shutdown, True)
+        await asyncio.to_thread(self.writeback.shutdown, True)
 
 
 def _listdir(path: Path) -> list[str]:

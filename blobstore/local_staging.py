@@ -5,6 +5,7 @@ are durable (see :mod:`blobstore.local` for the layout and the order)."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ctypes
 import errno
@@ -75,6 +76,7 @@ class LocalStaging:
         # touched only by the operation in flight).
         self._filled = 0
         self._kicked = 0
+        self._kicking: concurrent.futures.Future[None] | None = None
         # The thread operation in flight (a write, or a publish step), if any.  It touches the
         # fd, so nothing else may until it is over; a cancelled caller leaves it here for
         # :meth:`discard` to wait for (a thread cannot be stopped).
@@ -105,9 +107,22 @@ class LocalStaging:
                 n -= len(views.pop(0))
             if n:
                 views[0] = views[0][n:]
-        if _start_writeback is not None and self._filled - self._kicked >= WRITEBACK_STEP:
-            _start_writeback(fd, self._kicked, self._filled - self._kicked)
-            self._kicked = self._filled
+        self._kick(fd, WRITEBACK_STEP)
+
+    def _kick(self, fd: int, step: int) -> None:
+        """Start the write-back of the bytes written since the last start, once there are at
+        least ``step`` of them, in the backend's write-back thread: ``sync_file_range`` blocks
+        while the device's queue is full (tens to hundreds of ms seen), and the writer, and
+        the upload's socket behind it, must not wait for that.  One start in flight at a time:
+        while it runs, the next range grows.  It gets a descriptor of its own, so the file may
+        be closed meanwhile."""
+        if _start_writeback is None or self._filled - self._kicked < step:
+            return
+        if self._kicking is not None and not self._kicking.done():
+            return
+        offset, nbytes = self._kicked, self._filled - self._kicked
+        self._kicking = self._backend.writeback.submit(_writeback, os.dup(fd), offset, nbytes)
+        self._kicked = self._filled
 
     async def _settle(self) -> None:
         """Wait for the operation in flight.  Cancelling the wait does not cancel it: it stays
@@ -185,6 +200,10 @@ class LocalStaging:
         if os.path.exists(self._backend.path_str(ref)):
             return False
         self._write_all(b"")
+        if self._kicking is not None:
+            # A start still queued is finished first: the round's flush writes everything
+            # anyway, and this way none is left running on the file once it is published.
+            self._kicking.result()
         assert self._fd is not None
         if os.fstat(self._fd).st_size != self._written:
             raise OSError(errno.EIO, "short write")
@@ -286,6 +305,14 @@ class LocalStaging:
         os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path)
+
+
+def _writeback(fd: int, offset: int, nbytes: int) -> None:
+    try:
+        assert _start_writeback is not None
+        _start_writeback(fd, offset, nbytes)
+    finally:
+        os.close(fd)
 
 
 def _pread_path(path: str, size: int, offset: int) -> bytes:
