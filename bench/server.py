@@ -261,8 +261,17 @@ def filesvc_server(
         if fake
         else f"{base}/readyz",
         ready_needs_ok=not fake,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=server_code_dir(env),
     )
+
+
+def server_code_dir(env: dict[str, str] | None) -> Path:
+    """The working directory of a filesvc server: the tree its code comes from.  Workers are
+    started as ``python -m filesvc.cli``, which puts the working directory before
+    ``PYTHONPATH``, so a server given an older tree (``PYTHONPATH``, :mod:`bench.before_code`)
+    must also start in it, or its workers import this repository's code."""
+    code = (env or {}).get("PYTHONPATH", "").split(os.pathsep)[0]
+    return Path(code) if os.path.isabs(code) else Path(__file__).resolve().parent.parent
 
 
 def master_key_env() -> dict[str, str]:

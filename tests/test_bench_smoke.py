@@ -21,6 +21,7 @@ from bench.results_model import (
     percentiles_ms,
 )
 from bench.scenarios import SCENARIOS
+from bench.server import server_code_dir
 from bench.thumb_scenario import absorb_thumbs
 
 
@@ -172,3 +173,11 @@ def test_scale_table_has_a_row_per_configuration() -> None:
     assert local.split()[-4:] == ["1,000", "900", "1,800", "80"]
     assert scaled.startswith("PostgreSQL + S3 (SeaweedFS), 2 workers")
     assert scaled.split()[-4:] == ["n/a"] * 4
+
+
+def test_a_server_given_older_code_starts_in_that_tree(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parent.parent
+    assert server_code_dir({"PYTHONPATH": str(tmp_path)}) == tmp_path
+    assert server_code_dir({"PYTHONPATH": "relative/tree"}) == repo
+    assert server_code_dir({"FILESVC_WORKERS": "2"}) == repo
+    assert server_code_dir(None) == repo
