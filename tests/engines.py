@@ -15,16 +15,45 @@ from filesvc.schema import TRACKS
 
 
 @asynccontextmanager
-async def migrated(url: str | None, data_dir: Path) -> AsyncIterator[Engine]:
-    """The engine ``url`` names (None: SQLite in ``data_dir``), open and migrated."""
-    db = make_engine(parse_db_url(url, data_dir), synchronous="NORMAL")
+async def opened(
+    url: str | None, data_dir: Path, *, synchronous: str = "FULL"
+) -> AsyncIterator[Engine]:
+    """The engine ``url`` names (None: SQLite in ``data_dir``), open; closed on the way out."""
+    db = make_engine(parse_db_url(url, data_dir), synchronous=synchronous)
     if isinstance(db, Database):
         await db.open()
     else:
         assert isinstance(db, PostgresEngine)
         await db.connect()
     try:
-        await migrate(db, TRACKS)
         yield db
     finally:
         await db.close()
+
+
+@asynccontextmanager
+async def migrated(url: str | None, data_dir: Path) -> AsyncIterator[Engine]:
+    """The engine ``url`` names (None: SQLite in ``data_dir``), open and migrated."""
+    async with opened(url, data_dir, synchronous="NORMAL") as db:
+        await migrate(db, TRACKS)
+        yield db
+
+
+# A table of no schema's own, for tests of the engine interface itself.
+SCRATCH_SCHEMA = "CREATE TABLE IF NOT EXISTS t (x INTEGER PRIMARY KEY, y TEXT)"
+SCRATCH_INSERT = "INSERT INTO t (x, y) VALUES (?, ?)"
+
+
+@asynccontextmanager
+async def with_scratch_table(url: str | None, data_dir: Path) -> AsyncIterator[Engine]:
+    """The engine ``url`` names, open, with the scratch table ``t`` made and empty."""
+    async with opened(url, data_dir) as db:
+        async with db.write() as tx:
+            await tx.execute(SCRATCH_SCHEMA)
+            await tx.execute("DELETE FROM t")
+        yield db
+
+
+async def scratch_rows(db: Engine) -> list[tuple[int, str]]:
+    """The scratch table's rows, in key order."""
+    return [(r["x"], r["y"]) for r in await db.query("SELECT x, y FROM t ORDER BY x")]

@@ -13,33 +13,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from blobstore.engine import make_engine, parse_db_url
 from blobstore.engine.base import Engine
-from blobstore.engine.postgres import PostgresEngine
-from blobstore.engine.sqlite import Database
-
-SCHEMA = "CREATE TABLE IF NOT EXISTS t (x INTEGER PRIMARY KEY, y TEXT)"
+from tests.engines import scratch_rows, with_scratch_table
 
 
 @pytest.fixture
 async def db(engine: str | None, tmp_path: Path) -> AsyncIterator[Engine]:
-    opened = make_engine(parse_db_url(engine, tmp_path))
-    if isinstance(opened, Database):
-        await opened.open()
-    else:
-        assert isinstance(opened, PostgresEngine)
-        await opened.connect()
-    async with opened.write() as tx:
-        await tx.execute(SCHEMA)
-        await tx.execute("DELETE FROM t")
-    try:
+    async with with_scratch_table(engine, tmp_path) as opened:
         yield opened
-    finally:
-        await opened.close()
-
-
-async def _rows(db: Engine) -> list[tuple[int, str]]:
-    return [(r["x"], r["y"]) for r in await db.query("SELECT x, y FROM t ORDER BY x")]
 
 
 async def test_deferred_statements_run_in_order_before_the_next_one(db: Engine) -> None:
@@ -50,7 +31,7 @@ async def test_deferred_statements_run_in_order_before_the_next_one(db: Engine) 
         # A read in the same transaction sees them all, in order.
         assert [r["y"] for r in await tx.fetch("SELECT y FROM t ORDER BY x")] == ["a", "B"]
         await tx.executemany_later("INSERT INTO t (x, y) VALUES (?, ?)", [(3, "c")])
-    assert await _rows(db) == [(1, "a"), (2, "B"), (3, "c")]
+    assert await scratch_rows(db) == [(1, "a"), (2, "B"), (3, "c")]
 
 
 async def test_a_failing_deferred_statement_rolls_the_transaction_back(db: Engine) -> None:
@@ -59,10 +40,10 @@ async def test_a_failing_deferred_statement_rolls_the_transaction_back(db: Engin
             await tx.executemany_later("INSERT INTO t (x, y) VALUES (?, ?)", [(1, "a")])
             await tx.executemany_later("INSERT INTO t (x, y) VALUES (?, ?)", [(1, "again")])
             await tx.executemany_later("INSERT INTO t (x, y) VALUES (?, ?)", [(2, "b")])
-    assert await _rows(db) == []
+    assert await scratch_rows(db) == []
     async with db.write() as tx:  # the writer is usable again
         await tx.executemany_later("INSERT INTO t (x, y) VALUES (?, ?)", [(5, "e")])
-    assert await _rows(db) == [(5, "e")]
+    assert await scratch_rows(db) == [(5, "e")]
 
 
 async def test_an_error_before_the_hand_over_leaves_nothing(db: Engine) -> None:
@@ -73,4 +54,4 @@ async def test_an_error_before_the_hand_over_leaves_nothing(db: Engine) -> None:
             await tx.executemany_later("INSERT INTO t (x, y) VALUES (?, ?)", [(1, "a")])
             raise RuntimeError("the caller gave up")
     await asyncio.sleep(0.05)  # time enough for a stray statement to have run
-    assert await _rows(db) == []
+    assert await scratch_rows(db) == []

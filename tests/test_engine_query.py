@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from blobstore.engine import make_engine, parse_db_url
-from blobstore.engine.postgres import PostgresEngine
 from blobstore.engine.sqlite import INLINE_STEPS, Database
+from tests.engines import opened
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS t (x INTEGER PRIMARY KEY)"
 MANY = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) SELECT i FROM n"
@@ -19,13 +18,7 @@ MANY = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i <
 async def test_query_sees_the_last_commit_on_both_engines(
     engine: str | None, tmp_path: Path
 ) -> None:
-    db = make_engine(parse_db_url(engine, tmp_path))
-    if isinstance(db, Database):
-        await db.open()
-    else:
-        assert isinstance(db, PostgresEngine)
-        await db.connect()
-    try:
+    async with opened(engine, tmp_path) as db:
         async with db.write() as tx:
             await tx.execute(SCHEMA)
             await tx.execute("DELETE FROM t")
@@ -34,8 +27,6 @@ async def test_query_sees_the_last_commit_on_both_engines(
             await tx.executemany("INSERT INTO t (x) VALUES (?)", [(1,), (2,)])
         rows = await db.query("SELECT x FROM t WHERE x >= ? ORDER BY x", 1)
         assert [r["x"] for r in rows] == [1, 2]
-    finally:
-        await db.close()
 
 
 async def test_a_statement_over_the_inline_budget_runs_on_a_thread_with_the_same_rows(

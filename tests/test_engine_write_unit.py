@@ -19,14 +19,10 @@ import pytest
 from blockbuster import BlockBuster
 
 from blobstore import layout
-from blobstore.engine import make_engine, parse_db_url
 from blobstore.engine.base import Engine
-from blobstore.engine.postgres import PostgresEngine
 from blobstore.engine.sqlite import Database
 from blobstore.errors import StorageFailure
-
-SCHEMA = "CREATE TABLE IF NOT EXISTS t (x INTEGER PRIMARY KEY, y TEXT)"
-INSERT = "INSERT INTO t (x, y) VALUES (?, ?)"
+from tests.engines import SCRATCH_INSERT, SCRATCH_SCHEMA, scratch_rows, with_scratch_table
 
 
 class CheckFailed(Exception):
@@ -35,50 +31,35 @@ class CheckFailed(Exception):
 
 @pytest.fixture
 async def db(engine: str | None, tmp_path: Path) -> AsyncIterator[Engine]:
-    opened = make_engine(parse_db_url(engine, tmp_path))
-    if isinstance(opened, Database):
-        await opened.open()
-    else:
-        assert isinstance(opened, PostgresEngine)
-        await opened.connect()
-    async with opened.write() as tx:
-        await tx.execute(SCHEMA)
-        await tx.execute("DELETE FROM t")
-    try:
+    async with with_scratch_table(engine, tmp_path) as opened:
         yield opened
-    finally:
-        await opened.close()
-
-
-async def _rows(db: Engine) -> list[tuple[int, str]]:
-    return [(r["x"], r["y"]) for r in await db.query("SELECT x, y FROM t ORDER BY x")]
 
 
 async def test_a_unit_runs_its_statements_and_checks_in_order(db: Engine) -> None:
     seen: list[str] = []
     async with db.write_unit() as tx:
-        await tx.executemany_later(INSERT, [(1, "a"), (2, "b")])
+        await tx.executemany_later(SCRATCH_INSERT, [(1, "a"), (2, "b")])
         await tx.check_later(lambda: seen.append("check"))
         await tx.executemany_later("UPDATE t SET y = ? WHERE x = ?", [("B", 2)])
-        await tx.executemany_later(INSERT, [])  # nothing to do
+        await tx.executemany_later(SCRATCH_INSERT, [])  # nothing to do
     assert seen == ["check"]
-    assert await _rows(db) == [(1, "a"), (2, "B")]
+    assert await scratch_rows(db) == [(1, "a"), (2, "B")]
 
 
 async def test_a_failing_statement_rolls_the_whole_unit_back(db: Engine) -> None:
     seen: list[str] = []
     with pytest.raises((sqlite3.IntegrityError, asyncpg.UniqueViolationError)):
         async with db.write_unit() as tx:
-            await tx.executemany_later(INSERT, [(1, "a")])
-            await tx.executemany_later(INSERT, [(1, "again")])
+            await tx.executemany_later(SCRATCH_INSERT, [(1, "a")])
+            await tx.executemany_later(SCRATCH_INSERT, [(1, "again")])
             await tx.check_later(lambda: seen.append("after the failure"))
-            await tx.executemany_later(INSERT, [(2, "b")])
-    assert await _rows(db) == []
+            await tx.executemany_later(SCRATCH_INSERT, [(2, "b")])
+    assert await scratch_rows(db) == []
     if db.dialect.name == "sqlite":
         assert seen == []  # nothing after the failed statement ran
     async with db.write_unit() as tx:  # the writer is usable again
-        await tx.executemany_later(INSERT, [(5, "e")])
-    assert await _rows(db) == [(5, "e")]
+        await tx.executemany_later(SCRATCH_INSERT, [(5, "e")])
+    assert await scratch_rows(db) == [(5, "e")]
 
 
 async def test_a_failing_check_rolls_the_whole_unit_back_with_its_own_error(db: Engine) -> None:
@@ -87,18 +68,18 @@ async def test_a_failing_check_rolls_the_whole_unit_back_with_its_own_error(db: 
 
     with pytest.raises(CheckFailed, match="blob gone"):
         async with db.write_unit() as tx:
-            await tx.executemany_later(INSERT, [(1, "a")])
+            await tx.executemany_later(SCRATCH_INSERT, [(1, "a")])
             await tx.check_later(refuse)
-            await tx.executemany_later(INSERT, [(2, "b")])
-    assert await _rows(db) == []
+            await tx.executemany_later(SCRATCH_INSERT, [(2, "b")])
+    assert await scratch_rows(db) == []
 
 
 async def test_a_block_that_raises_writes_nothing(db: Engine) -> None:
     with pytest.raises(RuntimeError):
         async with db.write_unit() as tx:
-            await tx.executemany_later(INSERT, [(1, "a")])
+            await tx.executemany_later(SCRATCH_INSERT, [(1, "a")])
             raise RuntimeError("the caller gave up")
-    assert await _rows(db) == []
+    assert await scratch_rows(db) == []
 
 
 @pytest.mark.sqlite_only
@@ -143,9 +124,9 @@ async def test_a_sqlite_unit_commits_while_the_event_loop_is_blocked(
 
 async def _unit_with_check(db: Engine, check: Callable[[], None]) -> None:
     async with db.write_unit() as tx:
-        await tx.executemany_later(INSERT, [(1, "a")])
+        await tx.executemany_later(SCRATCH_INSERT, [(1, "a")])
         await tx.check_later(check)
-        await tx.executemany_later(INSERT, [(2, "b")])
+        await tx.executemany_later(SCRATCH_INSERT, [(2, "b")])
 
 
 @pytest.mark.sqlite_only
@@ -176,7 +157,7 @@ async def test_a_durable_unit_syncs_the_wal_after_commit_before_it_returns(
 
     monkeypatch.setattr(os, "fdatasync", watched)
     async with db.write_unit() as tx:
-        await tx.executemany_later(INSERT, [(1, "a"), (2, "b")])
+        await tx.executemany_later(SCRATCH_INSERT, [(1, "a"), (2, "b")])
     assert seen == [(f"{path}-wal", 2, True)]
 
 
@@ -190,7 +171,7 @@ async def test_a_unit_whose_wal_sync_fails_is_not_reported_durable(
     monkeypatch.setattr(os, "fdatasync", broken)
     with pytest.raises(StorageFailure, match="could not be synced"):
         async with db.write_unit() as tx:
-            await tx.executemany_later(INSERT, [(1, "a")])
+            await tx.executemany_later(SCRATCH_INSERT, [(1, "a")])
 
 
 async def test_a_unit_without_durable_commits_syncs_nothing_itself(
@@ -200,10 +181,10 @@ async def test_a_unit_without_durable_commits_syncs_nothing_itself(
     calls: list[int] = []
     monkeypatch.setattr(os, "fdatasync", calls.append)
     db = Database(tmp_path / "normal.db", synchronous="NORMAL")
-    await db.open([SCHEMA])
+    await db.open([SCRATCH_SCHEMA])
     try:
         async with db.write_unit() as tx:
-            await tx.executemany_later(INSERT, [(1, "a")])
+            await tx.executemany_later(SCRATCH_INSERT, [(1, "a")])
     finally:
         await db.close()
     assert calls == []
