@@ -86,7 +86,7 @@ class Peers:
 SW_SMALL = "peer: SeaweedFS S3 GET 4 KiB"
 SW_RANGE = "peer: SeaweedFS S3 range GET 1 MiB"
 BARE_JSON = "reference: bare aiohttp JSON handler"
-MEM_BIG = "reference: aiohttp download from an aiohttp server's memory"
+MEM_BIG = "reference: download from an aiohttp server's memory"
 SW_BIG = "peer: SeaweedFS S3 GET of the large size"
 # The peer's object of the large download's size (PostgreSQL + S3 is judged against it too).
 PEER_LARGE = "read/large"
