@@ -19,6 +19,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.children import die_with_parent
+
 KEY_ID = "filesvc-test"
 SECRET_KEY = "filesvc-test-secret-key"  # noqa: S105 - a throwaway key for a loopback-only server
 REGION = "us-east-1"
@@ -58,6 +60,7 @@ class SeaweedFS:
                 env=env,
                 cwd=self.data_dir,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
         try:
             _wait_ready(self, self.buckets)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs in the venv
 
+from bench.children import die_with_parent
 from bench.results_model import RssStats
 
 SAMPLE_INTERVAL_S = 0.1
@@ -156,6 +157,7 @@ class ServerProcess:
                 env=env,
                 cwd=self.cwd,
                 start_new_session=True,  # our Ctrl-C reaches us, and we stop it ourselves
+                preexec_fn=die_with_parent(),
             )
         try:
             self._wait_ready()

@@ -13,6 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.children import die_with_parent
 from tests.helpers import MASTER_KEY, SECRET
 
 # The line ``filesvc serve`` logs once its socket is bound, with the port the kernel chose.
@@ -89,6 +90,7 @@ def start_server(
             stdout=out,
             stderr=subprocess.STDOUT,
             env=full_env,
+            preexec_fn=die_with_parent(),
         )
     deadline = time.monotonic() + 30
     server = ServerProcess(proc, port or _bound_port(proc, log, start, deadline), data_dir, log)
