@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.children import die_with_parent
+from filesvc.lifetime import die_with_parent
 
 # Test data is disposable: no fsync (a killed server still keeps every commit: the kernel has
 # it), so creating a database per test costs milliseconds.

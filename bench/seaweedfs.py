@@ -20,7 +20,7 @@ from pathlib import Path
 import obstore
 from obstore.store import S3Store
 
-from bench.children import die_with_parent
+from filesvc.lifetime import die_with_parent
 
 KEY_ID = "filesvc-test"
 SECRET_KEY = "filesvc-test-secret-key"  # noqa: S105 - a throwaway key for a loopback-only server

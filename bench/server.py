@@ -24,8 +24,8 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs in the venv
 
-from bench.children import die_with_parent
 from bench.results_model import RssStats
+from filesvc.lifetime import die_with_parent
 
 SAMPLE_INTERVAL_S = 0.1
 STOP_TIMEOUT_S = 15.0

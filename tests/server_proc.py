@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.children import die_with_parent
+from filesvc.lifetime import die_with_parent
 from tests.helpers import MASTER_KEY, SECRET
 
 # The line ``filesvc serve`` logs once its socket is bound, with the port the kernel chose.

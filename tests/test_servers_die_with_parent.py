@@ -1,6 +1,7 @@
 """The servers tests and benchmarks start (PostgreSQL, SeaweedFS, ``filesvc serve``) die with the
 process that started them when it is killed outright (``kill -9``, a CI timeout), every process
-of theirs with them: none is left holding ports, files and CPU for the runs that follow."""
+of theirs with them (PostgreSQL's own, the workers of ``filesvc serve --workers``): none is left
+holding ports, files and CPU for the runs that follow."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from tests.server_proc import start_server
 work = Path(sys.argv[1])
 pg = start_postgres()
 weed = start_seaweedfs(work / "weed", ["orphans"])
-server = start_server(work / "server" / "data")
+server = start_server(work / "server" / "data", args=("--workers", "2"))
 print(pg.root, pg.proc.pid, weed.proc.pid, server.proc.pid, flush=True)
 sys.stdin.read()
 """
@@ -58,7 +59,9 @@ def test_servers_die_with_the_process_that_started_them(tmp_path: Path) -> None:
         for pid in servers:
             assert psutil.Process(pid).ppid() == parent.pid
             everyone |= {child.pid for child in psutil.Process(pid).children(recursive=True)}
-        assert len(everyone) > len(servers)  # PostgreSQL's own processes are watched too
+        # PostgreSQL's own processes and the filesvc workers are watched too.
+        assert len(psutil.Process(servers[2]).children()) == 2
+        assert len(everyone) > len(servers) + 2
         assert not any(_gone(pid) for pid in everyone)
 
         os.kill(parent.pid, signal.SIGKILL)

@@ -1,6 +1,8 @@
-"""Servers started for a test or a benchmark (SeaweedFS, PostgreSQL, ``filesvc serve``) die with
-the process that started them, even when it is killed (``kill -9``, a CI timeout) and has no
-chance to stop them: the kernel sends them SIGKILL (``PR_SET_PDEATHSIG``).
+"""Child processes that die with the process that started them, even when it is killed
+(``kill -9``, an orchestrator's or a CI run's timeout) and has no chance to stop them: the kernel
+sends them SIGKILL (``PR_SET_PDEATHSIG``).  The workers of ``filesvc serve --workers N``, so that
+none goes on serving the port without its supervisor; and the servers tests and benchmarks start
+(SeaweedFS, PostgreSQL, ``filesvc serve``), so that none outlives a killed run.
 
 The kernel sends the signal when the *thread* that started the child ends, not the process:
 start a server from a thread that outlives it (the main thread, or a worker thread of the
