@@ -18,7 +18,6 @@ halves every difference between servers.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import secrets
 import shutil
@@ -31,7 +30,7 @@ from statistics import median
 
 import aiohttp
 
-from bench import before_code, ceilings, client, many, peers, rawhttp, seaweedfs
+from bench import before_code, ceilings, client, cpu_args, many, peers, rawhttp, seaweedfs
 from bench.data import GiB, MiB
 from bench.read_cpu import tree_cpu_seconds
 from bench.server import ServerProcess, filesvc_server
@@ -196,19 +195,12 @@ async def _run(env: dict[str, str], size: int, count: int, rounds: int, work: Pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.client_cost",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = cpu_args.parser("bench.client_cost", __doc__)
     p.add_argument("--big-mib", type=int, default=256, help="the large file's size")
     p.add_argument("--ranges", type=int, default=300, help="1 MiB ranges per measurement")
     p.add_argument("--rounds", type=int, default=2, help="rounds, subjects and clients alternated")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="NAME=VALUE", help="a server setting"
-    )
     args = p.parse_args(argv)
-    env = {"FILESVC_ENCRYPTION": "off", **dict(item.split("=", 1) for item in args.set)}
+    env = {"FILESVC_ENCRYPTION": "off", **cpu_args.settings(args)}
     work = Path(tempfile.mkdtemp(prefix="filesvc-client-cost-"))
     try:
         asyncio.run(_run(env, args.big_mib * MiB, args.ranges, args.rounds, work))
