@@ -24,6 +24,7 @@ from bench.client import (
     timed_many,
 )
 from bench.data import small_body
+from bench.rawhttp import Expect, RawClient, target_of
 
 SmallKind = Literal[
     "files-raw",
@@ -50,6 +51,9 @@ class SmallSpec:
     s3: tuple[str, str, str] | None = None  # (bucket, access key, secret key)
     ids: tuple[str, ...] = ()  # for files-get/-download/-range, s3-get: ids (keys) to read
     span: int = 0  # for files-range: the file's size (ranges of `size` bytes fall inside it)
+    # Which client reads a read workload's bodies: aiohttp's, or the lean one of bench/rawhttp.py
+    # (files-download, files-range, s3-get and url-get only).
+    client: Literal["aiohttp", "raw"] = "aiohttp"
 
 
 async def _small_one(session: aiohttp.ClientSession, spec: SmallSpec, seed: int) -> None:
@@ -95,9 +99,8 @@ async def _read_one(
     if spec.kind == "files-download":
         n = await download(session, f"{spec.url}/{spec.ids[seed % len(spec.ids)]}/download", hdrs)
     elif spec.kind == "files-range":
-        start = (seed * 7919 * 4096) % (spec.span - spec.size)
         url = f"{spec.url}/{spec.ids[0]}/download"
-        n = await download(session, url, hdrs, (start, start + spec.size - 1))
+        n = await download(session, url, hdrs, _range_of(spec, seed))
     elif spec.kind == "s3-get":
         from bench.peers import S3Client
 
@@ -106,8 +109,7 @@ async def _read_one(
         s3 = S3Client(spec.url, key_id, secret)
         key = spec.ids[seed % len(spec.ids)]
         if spec.span:
-            start = (seed * 7919 * 4096) % (spec.span - spec.size)
-            n = await s3.get(session, bucket, key, (start, start + spec.size - 1))
+            n = await s3.get(session, bucket, key, _range_of(spec, seed))
         else:
             n = await s3.get(session, bucket, key)
     else:
@@ -119,7 +121,59 @@ async def _read_one(
         raise WorkloadError(f"{spec.kind}: read {n} bytes, not {spec.size}")
 
 
+def _range_of(spec: SmallSpec, seed: int) -> tuple[int, int]:
+    """The inclusive byte range read ``seed`` of a range workload asks for."""
+    start = (seed * 7919 * 4096) % (spec.span - spec.size)
+    return start, start + spec.size - 1
+
+
+async def _raw_one(raw: RawClient, spec: SmallSpec, seed: int, hdrs: list[tuple[str, str]]) -> None:
+    """One read of a read workload through the lean client, which checks status, length and
+    Content-Range itself."""
+    first_last: tuple[int, int] | None = None
+    if spec.kind == "files-download":
+        target = f"{spec.url}/{spec.ids[seed % len(spec.ids)]}/download"
+    elif spec.kind == "files-range":
+        target = f"{spec.url}/{spec.ids[0]}/download"
+        first_last = _range_of(spec, seed)
+    elif spec.kind == "s3-get":
+        from bench.peers import EMPTY_SHA256, S3Client
+
+        assert spec.s3 is not None
+        bucket, key_id, secret = spec.s3
+        key = spec.ids[seed % len(spec.ids)]
+        url, signed = S3Client(spec.url, key_id, secret).sign(
+            "GET", f"/{bucket}/{key}", payload_hash=EMPTY_SHA256
+        )
+        target = str(url)
+        hdrs = [*hdrs, *signed.items()]
+        if spec.span:
+            first_last = _range_of(spec, seed)
+    elif spec.kind == "url-get":
+        target = spec.url
+    else:
+        raise WorkloadError(f"{spec.kind}: not a read the lean client makes")
+    if first_last is not None:
+        hdrs = [*hdrs, ("Range", f"bytes={first_last[0]}-{first_last[1]}")]
+        expect = Expect(206, spec.size, (first_last[0], first_last[1], spec.span or None))
+    else:
+        expect = Expect(200, spec.size)
+    await raw.get(target_of(target)[1], hdrs, expect)
+
+
+async def _raw_batch(spec: SmallSpec, seeds: list[int], concurrency: int) -> list[float]:
+    raw = RawClient(target_of(spec.url)[0], concurrency)
+    hdrs = list(spec.headers)
+    try:
+        _, lat = await timed_many(lambda s: _raw_one(raw, spec, s, hdrs), seeds, concurrency)
+    finally:
+        raw.close()
+    return lat
+
+
 async def _small_batch(spec: SmallSpec, seeds: list[int], concurrency: int) -> list[float]:
+    if spec.client == "raw":
+        return await _raw_batch(spec, seeds, concurrency)
     conn = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     async with aiohttp.ClientSession(connector=conn, timeout=TIMEOUT) as session:
         _, lat = await timed_many(lambda s: _small_one(session, spec, s), seeds, concurrency)
