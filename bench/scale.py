@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from bench import client, many, peers, seaweedfs
+from bench import client, many, peers, seaweedfs, trash
 from bench.kit import (
     CLIENT_PROCESSES,
     SMALL_CONCURRENCY,
@@ -111,7 +110,7 @@ async def engines(ctx: Context, res: ScenarioResult) -> AsyncIterator[Engines]:
             await asyncio.to_thread(weed.stop)
         if pg is not None:
             await asyncio.to_thread(remove, pg)
-        shutil.rmtree(work, ignore_errors=True)
+        trash.retire(work)
 
 
 async def measure(
@@ -182,7 +181,7 @@ async def measure(
             row.rss_peak = stats.peak_mib
             res.rss[config.name] = stats
         await asyncio.to_thread(server.stop)
-        shutil.rmtree(data, ignore_errors=True)
+        trash.retire(data)
     return row
 
 

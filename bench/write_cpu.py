@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import secrets
-import shutil
 import signal
 import statistics
 import subprocess
@@ -37,7 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import ceilings, client, many, peers, seaweedfs
+from bench import ceilings, client, many, peers, seaweedfs, trash
 from bench.read_cpu import tree_cpu_split
 from bench.server import filesvc_server, venv_bin
 
@@ -182,6 +181,7 @@ def measure(
     idle: bool = False,
 ) -> list[str]:
     """One line per target and round, rounds interleaved across the targets."""
+    trash.settle()
     work = Path(tempfile.mkdtemp(prefix="filesvc-write-cpu-"))
     seed = 0
     out: list[str] = []
@@ -204,7 +204,7 @@ def measure(
                     out.append(line)
         return out
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        trash.retire(work)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,17 +241,20 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(item.split("=", 1) for item in args.set)
     if args.py_spy is not None:
         args.py_spy.mkdir(parents=True, exist_ok=True)
-    measure(
-        args.requests,
-        env,
-        args.workload or list(WORKLOADS),
-        with_peers=args.peers,
-        with_floor=args.floor,
-        concurrency=args.concurrency,
-        rounds=args.rounds,
-        profile_dir=args.py_spy,
-        idle=args.idle,
-    )
+    try:
+        measure(
+            args.requests,
+            env,
+            args.workload or list(WORKLOADS),
+            with_peers=args.peers,
+            with_floor=args.floor,
+            concurrency=args.concurrency,
+            rounds=args.rounds,
+            profile_dir=args.py_spy,
+            idle=args.idle,
+        )
+    finally:
+        trash.empty()
     return 0
 
 
