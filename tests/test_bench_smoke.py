@@ -181,3 +181,23 @@ def test_a_server_given_older_code_starts_in_that_tree(tmp_path: Path) -> None:
     assert server_code_dir({"PYTHONPATH": "relative/tree"}) == repo
     assert server_code_dir({"FILESVC_WORKERS": "2"}) == repo
     assert server_code_dir(None) == repo
+
+
+def test_scale_names_the_best_configuration_and_the_best_with_encryption_on() -> None:
+    from bench.scale import LOCAL, SCALED, Config, small_targets
+
+    overall, default = small_targets(
+        {
+            Config(LOCAL, 1): 500.0,
+            Config(LOCAL, 2): 600.0,
+            Config(LOCAL, 2, plain=True): 900.0,
+            Config(SCALED, 2): 300.0,
+        },
+        800.0,
+    )
+    assert (overall.value, overall.met) == (900 / 800, True)
+    assert overall.note == "best: local disk + SQLite, 2 workers, encryption off"
+    assert (default.value, default.met) == (600 / 800, False)
+    assert default.note == "best: local disk + SQLite, 2 workers"
+    missing = small_targets({Config(LOCAL, 1): 500.0}, None)
+    assert [t.value for t in missing] == [None, None]
