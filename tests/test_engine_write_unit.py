@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import os
 import sqlite3
 import threading
@@ -247,3 +248,36 @@ async def test_committed_is_set_when_a_unit_fails_too(db: Engine) -> None:
             await tx.check_later(fail)
     assert committed.is_set()
     assert await scratch_rows(db) == []
+
+
+@pytest.mark.sqlite_only
+async def test_units_of_other_processes_queue_on_the_units_lock_file(
+    db: Engine, tmp_path: Path
+) -> None:
+    """Units queue for the writer on an flock of ``<db>-units.lock`` (woken as soon as it is
+    free, where SQLite's busy handler sleeps): while another process's unit holds it, this one
+    has not begun; once it is let go, this one commits."""
+    path = layout.db_path(tmp_path)
+    other = os.open(path.with_name(path.name + "-units.lock"), os.O_RDWR)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        committed = asyncio.Event()
+
+        async def unit() -> None:
+            async with db.write_unit(committed=committed) as tx:
+                await tx.executemany_later(SCRATCH_INSERT, [(1, "a")])
+
+        task = asyncio.create_task(unit())
+        await asyncio.sleep(0.3)
+        assert not committed.is_set()
+        writer = sqlite3.connect(path, isolation_level=None, timeout=0)
+        try:
+            writer.execute("BEGIN IMMEDIATE")  # SQLite's writer lock is still free
+            writer.execute("ROLLBACK")
+        finally:
+            writer.close()
+        fcntl.flock(other, fcntl.LOCK_UN)
+        await asyncio.wait_for(task, 10)
+    finally:
+        os.close(other)
+    assert await scratch_rows(db) == [(1, "a")]
