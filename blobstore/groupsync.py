@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from blobstore.errors import StorageFailure
-from blobstore.sharedsync import SharedSync
 
 T = TypeVar("T")
 
@@ -86,12 +85,6 @@ class GroupSync:
         self._carried: list[Carried[Any]] = []
         self._task: asyncio.Task[None] | None = None
         self._syncfs = _load_syncfs()
-        # Shared with the other processes serving this store (blobstore/sharedsync.py).
-        self._shared = SharedSync(root, self._flush_own)
-
-    def close(self) -> None:
-        """Let go of the shared flush numbers (after the last round)."""
-        self._shared.close()
 
     async def sync(self) -> None:
         """Wait until everything written before the call is durable."""
@@ -171,9 +164,6 @@ class GroupSync:
             self._task = None
 
     def _flush(self) -> None:
-        self._shared.flush()
-
-    def _flush_own(self) -> None:
         if self._syncfs is None:
             os.sync()
             return

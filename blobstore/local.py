@@ -355,7 +355,6 @@ class LocalBackend:
     async def close(self) -> None:
         await asyncio.to_thread(self._pool.shutdown, True)
         await asyncio.to_thread(self.writeback.shutdown, True)
-        self.syncer.close()
 
 
 def _listdir(path: Path) -> list[str]:
