@@ -165,8 +165,10 @@ class CreateBatcher:
                 if stop:
                     return
         finally:
-            # Every batch started is seen to its end (a stop commits what was queued); when
-            # this task is cancelled, so are they, and they answer their waiters.
+            # Every batch started is seen to its end: a stop commits what was queued, and when
+            # this task is cancelled their commits are already running, so their waiters get
+            # the real outcome.  Cancelled again meanwhile, they are cancelled too (and answer
+            # their waiters: _commit_batch).
             if inflight:
                 try:
                     await asyncio.wait(list(inflight))
