@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench import report
+from bench import report, trash
 from bench.kit import Context
 from bench.results_model import RunResult
 from bench.scenarios import SCENARIOS, run_scenario
@@ -145,9 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     work_dir = Path(tempfile.mkdtemp(prefix="filesvc-bench-", dir=args.work_dir))
     if _fs_type(work_dir) == "tmpfs":
         print(f"warning: {work_dir} is on tmpfs; the disk figures will not be disk figures")
+    trash.settle()
     try:
         result = asyncio.run(run(args, work_dir, results_dir))
     finally:
+        trash.empty()
         shutil.rmtree(work_dir, ignore_errors=True)
     print("=" * 100)
     print(report.format_table(result))

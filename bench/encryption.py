@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import time
 from collections.abc import AsyncIterator
 
-from bench import client, many
+from bench import client, many, trash
 from bench.data import GiB
 from bench.kit import (
     CLIENT_PROCESSES,
@@ -63,7 +62,7 @@ async def server(
         if proc.sampler is not None:
             res.rss[f"filesvc {kind}"] = proc.sampler.stats()
         await asyncio.to_thread(proc.stop)
-        shutil.rmtree(data, ignore_errors=True)
+        trash.retire(data)
 
 
 async def scenario_encryption(ctx: Context) -> ScenarioResult:

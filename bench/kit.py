@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Literal
 
 import aiohttp
 
-from bench import client, peers, seaweedfs
+from bench import client, peers, seaweedfs, trash
 from bench.data import GiB, MiB
 from bench.results_model import (
     Kind,
@@ -268,7 +267,7 @@ async def filesvc(ctx: Context, res: ScenarioResult) -> AsyncIterator[client.Fil
         if server.sampler is not None:
             res.rss["filesvc"] = server.sampler.stats()
         await asyncio.to_thread(server.stop)
-        shutil.rmtree(data, ignore_errors=True)
+        trash.retire(data)
 
 
 def _peer_usable(ctx: Context, name: str) -> str | None:
@@ -317,7 +316,7 @@ async def seaweed(ctx: Context, res: ScenarioResult) -> AsyncIterator[peers.S3Cl
             sampler.close()
         if server is not None:
             await asyncio.to_thread(server.stop)
-        shutil.rmtree(work, ignore_errors=True)
+        trash.retire(work)
 
 
 @contextlib.asynccontextmanager
@@ -345,4 +344,4 @@ async def tus(ctx: Context, res: ScenarioResult) -> AsyncIterator[str]:
             if proc.sampler is not None:
                 res.rss["tus"] = proc.sampler.stats()
             await asyncio.to_thread(proc.stop)
-        shutil.rmtree(work, ignore_errors=True)
+        trash.retire(work)

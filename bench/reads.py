@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from statistics import median
 
-from bench import before_code, ceilings, client, many, peers, pgserver, rawhttp
+from bench import before_code, ceilings, client, many, peers, pgserver, rawhttp, trash
 from bench import kit as sc
 from bench.data import GiB, MiB, small_body
 from bench.results_model import Kind, Metric, ScenarioResult
@@ -233,7 +232,7 @@ async def _filesvc_reads(ctx: sc.Context, res: ScenarioResult, config: Config, r
         res.notes.append(f"filesvc [{config.label}] failed: {sc.short(e)}")
     finally:
         await asyncio.to_thread(server.stop)
-        shutil.rmtree(data, ignore_errors=True)
+        trash.retire(data)
 
 
 @contextlib.asynccontextmanager
@@ -268,7 +267,7 @@ async def _before_server(
     finally:
         if server is not None:
             await asyncio.to_thread(server.stop)
-        shutil.rmtree(data, ignore_errors=True)
+        trash.retire(data)
 
 
 async def _fill(

@@ -6,6 +6,7 @@ distorts least, beside the peers the targets compare with.
     python -m bench.write_cpu --floor                  # also a bare aiohttp read-and-discard
     python -m bench.write_cpu --set FILESVC_WORKERS=2 --workload files-raw
     python -m bench.write_cpu --workload tus-post --py-spy /tmp/prof [--idle]
+    python -m bench.write_cpu --workload files-raw --before c66bb4b --rounds 4   # A/B
 
 Starts ``filesvc serve`` (this tree's code) on a fresh data directory and runs 4 KiB uploads
 as the bench's ``small`` scenario sends them (raw body and multipart through the files API, and
@@ -26,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import shutil
 import signal
 import statistics
 import subprocess
@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import ceilings, client, cpu_args, many, peers, seaweedfs
+from bench import before_code, ceilings, client, cpu_args, many, peers, seaweedfs, trash
 from bench.read_cpu import tree_cpu_split
 from bench.server import filesvc_server, venv_bin
 
@@ -114,9 +114,12 @@ def run_one(
 
 
 @contextlib.contextmanager
-def _filesvc(work: Path, env: dict[str, str], workloads: list[str]) -> Iterator[list[Target]]:
+def _filesvc(
+    work: Path, env: dict[str, str], workloads: list[str], tag: str = ""
+) -> Iterator[list[Target]]:
     secret = secrets.token_urlsafe(32)
-    server = filesvc_server(work / "data", work / "filesvc.log", secret, env=env)
+    name = f"data{tag and '-'}{tag}"
+    server = filesvc_server(work / name, work / f"{name}.log", secret, env=env)
     try:
         server.start()
         assert server.proc is not None
@@ -127,7 +130,8 @@ def _filesvc(work: Path, env: dict[str, str], workloads: list[str]) -> Iterator[
         for kind in workloads:
             url = api.uploads_url if kind == "tus-post" else api.files_url
             spec = many.SmallSpec(kind, url, headers, SMALL)  # type: ignore[arg-type]
-            targets.append(Target(WORKLOADS[kind], spec, server.proc.pid))
+            label = WORKLOADS[kind] + (f" ({tag})" if tag else "")
+            targets.append(Target(label, spec, server.proc.pid))
         yield targets
     finally:
         server.stop()
@@ -179,14 +183,24 @@ def measure(
     rounds: int = 1,
     profile_dir: Path | None = None,
     idle: bool = False,
+    before: str | None = None,
 ) -> list[str]:
-    """One line per target and round, rounds interleaved across the targets."""
+    """One line per target and round, rounds interleaved across the targets (their order
+    reversed every other round).  With ``before`` (a commit or a directory of older code),
+    the same filesvc workloads on that code too, beside this tree's."""
+    trash.settle()
     work = Path(tempfile.mkdtemp(prefix="filesvc-write-cpu-"))
     seed = 0
     out: list[str] = []
     try:
         with contextlib.ExitStack() as stack:
             targets = list(stack.enter_context(_filesvc(work, env, workloads)))
+            if before is not None:
+                code = before_code.tree(before, work / "before-code")
+                old_env = {**env, **before_code.server_env(code)}
+                targets += stack.enter_context(
+                    _filesvc(work, old_env, workloads, f"before: {before}")
+                )
             if with_peers:
                 targets.append(stack.enter_context(_seaweedfs(work)))
                 if "tus-post" in workloads:
@@ -194,7 +208,8 @@ def measure(
             if with_floor:
                 targets.append(stack.enter_context(_floor()))
             for r in range(rounds):
-                for i, target in enumerate(targets):
+                order = list(enumerate(targets))
+                for i, target in order if r % 2 == 0 else reversed(order):
                     prof = None if profile_dir is None else profile_dir / f"{i}-{r + 1}.txt"
                     line = run_one(target, requests, concurrency, seed, prof, idle)
                     seed += WARM + requests
@@ -203,7 +218,7 @@ def measure(
                     out.append(line)
         return out
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        trash.retire(work)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,21 +244,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--idle", action="store_true", help="with --py-spy: every thread, waiting or not"
     )
+    p.add_argument(
+        "--before",
+        metavar="COMMIT",
+        help="also run the filesvc workloads on older code (a commit of this repository, or "
+        "a directory holding its tree), alternating with this tree's round by round",
+    )
     args = p.parse_args(argv)
     env = cpu_args.settings(args)
     if args.py_spy is not None:
         args.py_spy.mkdir(parents=True, exist_ok=True)
-    measure(
-        args.requests,
-        env,
-        args.workload or list(WORKLOADS),
-        with_peers=args.peers,
-        with_floor=args.floor,
-        concurrency=args.concurrency,
-        rounds=args.rounds,
-        profile_dir=args.py_spy,
-        idle=args.idle,
-    )
+    try:
+        measure(
+            args.requests,
+            env,
+            args.workload or list(WORKLOADS),
+            with_peers=args.peers,
+            with_floor=args.floor,
+            concurrency=args.concurrency,
+            rounds=args.rounds,
+            profile_dir=args.py_spy,
+            idle=args.idle,
+            before=args.before,
+        )
+    finally:
+        trash.empty()
     return 0
 
 

@@ -136,41 +136,77 @@ class CreateBatcher:
         await asyncio.shield(done)
 
     async def _run(self) -> None:
-        while True:
-            first = await self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            try:
-                await self._commit(batch)
-            except BaseException:
-                # Cancelled (or worse), in the batch or in its one-by-one retry: every waiter
-                # of the batch still waiting is answered, none is left hanging.
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(RuntimeError("shutting down"))
-                raise
-            if stop:
-                return
+        # Batches whose commit has started and which have not answered their waiters yet.  The
+        # next batch is gathered as soon as the last one's writer is free (on SQLite, before its
+        # log sync has finished: the two overlap), so at most a couple are in flight.
+        inflight: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                first = await self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < MAX_BATCH and not self._queue.empty():
+                    item = self._queue.get_nowait()
+                    if item is None:
+                        stop = True
+                        break
+                    batch.append(item)
+                released = asyncio.Event()
+                task = asyncio.create_task(self._commit_batch(batch, released))
+                inflight.add(task)
+                task.add_done_callback(inflight.discard)
+                waiter = asyncio.create_task(released.wait())
+                try:
+                    await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                if stop:
+                    return
+        finally:
+            # Every batch started is seen to its end: a stop commits what was queued, and when
+            # this task is cancelled their commits are already running, so their waiters get
+            # the real outcome.  Cancelled again meanwhile, they are cancelled too (and answer
+            # their waiters: _commit_batch).
+            if inflight:
+                try:
+                    await asyncio.wait(list(inflight))
+                except asyncio.CancelledError:
+                    for task in list(inflight):
+                        task.cancel()
+                    await asyncio.wait(list(inflight))
+                    raise
 
-    def _write(self) -> AbstractAsyncContextManager[Tx]:
+    async def _commit_batch(
+        self, batch: list[tuple[NewFile, asyncio.Future[None]]], released: asyncio.Event
+    ) -> None:
+        try:
+            await self._commit(batch, released)
+        except BaseException:
+            # Cancelled (or worse), in the batch or in its one-by-one retry: every waiter of
+            # the batch still waiting is answered, none is left hanging.
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(RuntimeError("shutting down"))
+            raise
+        finally:
+            released.set()
+
+    def _write(self, released: asyncio.Event) -> AbstractAsyncContextManager[Tx]:
         # A unit holds SQLite's writer lock only while SQLite works (engine/sqlite_unit.py).
         if confirmations.can_confirm_in_unit(self.reader):
-            return self.db.write_unit()
+            return self.db.write_unit(committed=released)
         return self.db.write()
 
-    async def _commit(self, batch: list[tuple[NewFile, asyncio.Future[None]]]) -> None:
+    async def _commit(
+        self, batch: list[tuple[NewFile, asyncio.Future[None]]], released: asyncio.Event
+    ) -> None:
         try:
-            async with self._write() as tx:
+            async with self._write(released) as tx:
                 await _insert(tx, self.reader, [new for new, _ in batch])
         except Exception:
+            # One by one, ahead of any batch gathered meanwhile (which waits for the writer).
             await self._one_by_one(batch)
         else:
             for _, done in batch:
@@ -180,7 +216,7 @@ class CreateBatcher:
     async def _one_by_one(self, batch: list[tuple[NewFile, asyncio.Future[None]]]) -> None:
         for new, done in batch:
             try:
-                async with self._write() as tx:
+                async with self._write(asyncio.Event()) as tx:
                     await _insert(tx, self.reader, [new])
             except Exception as exc:
                 if not done.done():

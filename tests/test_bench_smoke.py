@@ -147,7 +147,10 @@ def test_scale_table_has_a_row_per_configuration() -> None:
     from bench.scale import LOCAL, SCALED, Config, Row, closing_table
 
     table = closing_table(
-        {Config(LOCAL, 1): Row(1000.0, 900.0, 1800.0, 80.0), Config(SCALED, 2): Row()},
+        {
+            Config(LOCAL, 1): Row(1000.0, 900.0, 1800.0, 80.0, peer_small=800.0),
+            Config(SCALED, 2): Row(),
+        },
         "1 GiB",
     )
     head, local, scaled = table.splitlines()
@@ -168,11 +171,14 @@ def test_scale_table_has_a_row_per_configuration() -> None:
             "peak",
             "RSS",
             "MiB",
+            "x",
+            "PUT",
+            "beside",
         ]
     )
-    assert local.split()[-4:] == ["1,000", "900", "1,800", "80"]
+    assert local.split()[-5:] == ["1,000", "900", "1,800", "80", "1.25"]
     assert scaled.startswith("PostgreSQL + S3 (SeaweedFS), 2 workers")
-    assert scaled.split()[-4:] == ["n/a"] * 4
+    assert scaled.split()[-5:] == ["n/a"] * 5
 
 
 def test_a_server_given_older_code_starts_in_that_tree(tmp_path: Path) -> None:
@@ -181,3 +187,24 @@ def test_a_server_given_older_code_starts_in_that_tree(tmp_path: Path) -> None:
     assert server_code_dir({"PYTHONPATH": "relative/tree"}) == repo
     assert server_code_dir({"FILESVC_WORKERS": "2"}) == repo
     assert server_code_dir(None) == repo
+
+
+def test_scale_names_the_best_configuration_and_the_best_with_encryption_on() -> None:
+    from bench.scale import LOCAL, SCALED, Config, Row, small_targets
+
+    overall, default = small_targets(
+        {
+            Config(LOCAL, 1): Row(500.0, peer_small=1000.0),
+            Config(LOCAL, 2): Row(600.0, peer_small=500.0),
+            Config(LOCAL, 2, plain=True): Row(900.0, peer_small=600.0),
+            # No PUTs beside it: judged against the peer's overall figure
+            Config(SCALED, 2): Row(300.0),
+        },
+        800.0,
+    )
+    assert (overall.value, overall.met) == (1.5, True)
+    assert overall.note.startswith("best: local disk + SQLite, 2 workers, encryption off;")
+    assert (default.value, default.met) == (1.2, True)
+    assert default.note.startswith("best: local disk + SQLite, 2 workers;")
+    missing = small_targets({Config(LOCAL, 1): Row(500.0)}, None)
+    assert [t.value for t in missing] == [None, None]

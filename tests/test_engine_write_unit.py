@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import os
 import sqlite3
 import threading
@@ -188,3 +189,95 @@ async def test_a_unit_without_durable_commits_syncs_nothing_itself(
     finally:
         await db.close()
     assert calls == []
+
+
+@pytest.mark.sqlite_only
+async def test_the_next_unit_commits_while_the_last_ones_wal_sync_runs(
+    db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The WAL's flush runs off the writer: a second unit commits meanwhile (its ``committed``
+    is set), but neither block returns before a flush that started after its own COMMIT has
+    finished."""
+    path = layout.db_path(tmp_path)
+    real = os.fdatasync
+    entered = threading.Event()
+    release = threading.Event()
+    synced_rows: list[int] = []
+
+    def held(fd: int) -> None:
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            synced_rows.append(other.execute("SELECT count(*) FROM t").fetchone()[0])
+        finally:
+            other.close()
+        entered.set()
+        release.wait(10)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", held)
+
+    async def unit(row: tuple[int, str], committed: asyncio.Event) -> None:
+        async with db.write_unit(committed=committed) as tx:
+            await tx.executemany_later(SCRATCH_INSERT, [row])
+
+    first_committed, second_committed = asyncio.Event(), asyncio.Event()
+    first = asyncio.create_task(unit((1, "a"), first_committed))
+    while not entered.is_set():
+        await asyncio.sleep(0.001)
+    assert first_committed.is_set()
+    second = asyncio.create_task(unit((2, "b"), second_committed))
+    await asyncio.wait_for(second_committed.wait(), 10)
+    assert await scratch_rows(db) == [(1, "a"), (2, "b")]
+    assert not first.done() and not second.done()  # nobody is told before the flush ends
+    release.set()
+    await asyncio.wait_for(asyncio.gather(first, second), 10)
+    # The first flush started after the first COMMIT only; the second unit waited for one
+    # that started after its own.
+    assert synced_rows == [1, 2]
+
+
+async def test_committed_is_set_when_a_unit_fails_too(db: Engine) -> None:
+    committed = asyncio.Event()
+    with pytest.raises(CheckFailed):
+        async with db.write_unit(committed=committed) as tx:
+            await tx.executemany_later(SCRATCH_INSERT, [(1, "a")])
+
+            def fail() -> None:
+                raise CheckFailed()
+
+            await tx.check_later(fail)
+    assert committed.is_set()
+    assert await scratch_rows(db) == []
+
+
+@pytest.mark.sqlite_only
+async def test_units_of_other_processes_queue_on_the_units_lock_file(
+    db: Engine, tmp_path: Path
+) -> None:
+    """Units queue for the writer on an flock of ``<db>-units.lock`` (woken as soon as it is
+    free, where SQLite's busy handler sleeps): while another process's unit holds it, this one
+    has not begun; once it is let go, this one commits."""
+    path = layout.db_path(tmp_path)
+    other = os.open(path.with_name(path.name + "-units.lock"), os.O_RDWR)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        committed = asyncio.Event()
+
+        async def unit() -> None:
+            async with db.write_unit(committed=committed) as tx:
+                await tx.executemany_later(SCRATCH_INSERT, [(1, "a")])
+
+        task = asyncio.create_task(unit())
+        await asyncio.sleep(0.3)
+        assert not committed.is_set()
+        writer = sqlite3.connect(path, isolation_level=None, timeout=0)
+        try:
+            writer.execute("BEGIN IMMEDIATE")  # SQLite's writer lock is still free
+            writer.execute("ROLLBACK")
+        finally:
+            writer.close()
+        fcntl.flock(other, fcntl.LOCK_UN)
+        await asyncio.wait_for(task, 10)
+    finally:
+        os.close(other)
+    assert await scratch_rows(db) == [(1, "a")]

@@ -252,8 +252,17 @@ class PostgresEngine:
     def write(self) -> AbstractAsyncContextManager[PostgresTx]:
         return self._transaction()
 
-    def write_unit(self) -> AbstractAsyncContextManager[PostgresTx]:
-        return self._transaction()
+    @contextlib.asynccontextmanager
+    async def write_unit(
+        self, *, committed: asyncio.Event | None = None
+    ) -> AsyncIterator[PostgresTx]:
+        # A transaction's COMMIT is its durability here: the next may start once it is over.
+        try:
+            async with self._transaction() as tx:
+                yield tx
+        finally:
+            if committed is not None:
+                committed.set()
 
     async def query(self, sql: str, *args: object) -> list[Row]:
         pool = self._pool

@@ -254,17 +254,31 @@ class Database:
                 raise translated from exc
 
     @asynccontextmanager
-    async def write_unit(self) -> AsyncIterator[UnitTx]:
+    async def write_unit(self, *, committed: asyncio.Event | None = None) -> AsyncIterator[UnitTx]:
         """A write transaction recorded in the block and run as one unit at its end
-        (:mod:`blobstore.engine.sqlite_unit`): nothing is written when the block raises."""
+        (:mod:`blobstore.engine.sqlite_unit`): nothing is written when the block raises.  The
+        writer lock is free again once the unit has committed; ``committed`` is set then (or
+        when it failed), and the block's exit waits until the unit is durable."""
         units = self._units
         if units is None:
             raise RuntimeError("database is not open for writing")
         tx = UnitTx()
-        yield tx
-        async with self._write_lock:
+        try:
+            yield tx
+            async with self._write_lock:
+                try:
+                    wrote = await units.run(tx.operations)
+                except BaseException as exc:
+                    translated = _translate(exc)
+                    if translated is exc:
+                        raise
+                    raise translated from exc
+        finally:
+            if committed is not None:
+                committed.set()
+        if wrote:
             try:
-                await units.run(tx.operations)
+                await units.durable()
             except BaseException as exc:
                 translated = _translate(exc)
                 if translated is exc:
