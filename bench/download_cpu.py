@@ -17,7 +17,6 @@ of all its threads, and of this client (the client shares the two cores).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import secrets
 import shutil
@@ -29,7 +28,7 @@ from statistics import median
 
 import aiohttp
 
-from bench import before_code, ceilings, client
+from bench import before_code, ceilings, client, cpu_args
 from bench.data import GiB, MiB
 from bench.server import ServerProcess, filesvc_server, loop_and_cpu
 
@@ -99,19 +98,12 @@ async def _run(codes: list[tuple[str, dict[str, str]]], size: int, rounds: int) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.download_cpu",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = cpu_args.parser("bench.download_cpu", __doc__)
     p.add_argument("--size-mib", type=int, default=GiB // MiB, help="the file's size")
     p.add_argument("--rounds", type=int, default=3, help="downloads from each, interleaved")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="NAME=VALUE", help="a server setting"
-    )
     p.add_argument("--before", metavar="DIR_OR_COMMIT", help="older server code beside this")
     args = p.parse_args(argv)
-    env = {"FILESVC_ENCRYPTION": "off", **dict(item.split("=", 1) for item in args.set)}
+    env = {"FILESVC_ENCRYPTION": "off", **cpu_args.settings(args)}
     scratch = Path(tempfile.mkdtemp(prefix="filesvc-download-cpu-code-"))
     try:
         codes = [("filesvc", env)]

@@ -1,7 +1,7 @@
 """A throwaway PostgreSQL server (tests, benchmarks): Debian's binaries, a temp dir, a loopback
 port.
 
-initdb and pg_ctl refuse to run as root, so as root they run as the ``postgres`` user (which
+initdb and postgres refuse to run as root, so as root they run as the ``postgres`` user (which
 Debian's package creates) on a directory handed to it.  The socket lives in the temp dir too, so
 nothing touches the machine's own clusters.  ``make test`` installs the package when missing
 (scripts/system-packages.txt).
@@ -9,20 +9,31 @@ nothing touches the machine's own clusters.  ``make test`` installs the package 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from filesvc.lifetime import die_with_parent
+
 # Test data is disposable: no fsync (a killed server still keeps every commit: the kernel has
 # it), so creating a database per test costs milliseconds.
 SERVER_OPTIONS = "-c fsync=off -c full_page_writes=off"
+# How long a start may take before it counts as failed (pg_ctl -w waits 60 s by default).
+START_TIMEOUT_S = 120.0
+# pg_ctl's shutdown modes, as the postmaster's signals.
+_SHUTDOWN_SIGNALS = {
+    "smart": signal.SIGTERM,
+    "fast": signal.SIGINT,
+    "immediate": signal.SIGQUIT,
+}
 
 
 def free_port() -> int:
@@ -52,6 +63,7 @@ class PgServer:
     as_user: list[str] = field(default_factory=list)
     durable: bool = False  # True: fsync as in production (benchmarks)
     shared: str = ""
+    proc: subprocess.Popen[bytes] | None = None
 
     @property
     def data(self) -> Path:
@@ -101,27 +113,67 @@ class PgServer:
         self.psql(f"CREATE DATABASE {name} TEMPLATE template0 STRATEGY FILE_COPY")
         return self.url(name)
 
-    def pg_ctl(self, *args: str) -> None:
-        subprocess.run(
-            [*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.data), *args],
-            capture_output=True,
-            timeout=120,
-            check=True,
-        )
-
     def start(self) -> None:
-        options = "" if self.durable else SERVER_OPTIONS
-        self.pg_ctl(
-            "-l",
-            str(self.root / "server.log"),
-            "-w",
-            "-o",
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 {options}",
-            "start",
-        )
+        """Run ``postgres`` in the foreground as this process's child (not daemonised by
+        pg_ctl), so that it dies with this process (bench/children.py); wait until it takes
+        connections."""
+        options = [] if self.durable else SERVER_OPTIONS.split()
+        argv = [
+            str(self.bin / "postgres"),
+            "-D",
+            str(self.data),
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.root),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            *options,
+        ]
+        user: int | None = None
+        group: int | None = None
+        groups: list[int] | None = None
+        if os.geteuid() == 0:  # postgres refuses to run as root
+            pw = pwd.getpwnam("postgres")
+            user, group, groups = pw.pw_uid, pw.pw_gid, []
+        with open(self.root / "server.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+                start_new_session=True,  # our Ctrl-C (to postgres: fast shutdown) stays ours
+                preexec_fn=die_with_parent(),
+                user=user,
+                group=group,
+                extra_groups=groups,
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._accepting():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop("immediate")
+                log_text = (self.root / "server.log").read_text(errors="replace")
+                raise RuntimeError(f"postgres did not start: {log_text[-2000:]}")
+            time.sleep(0.1)
+
+    def _accepting(self) -> bool:
+        ready = [str(self.bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
+        return subprocess.run(ready, timeout=30, check=False).returncode == 0
 
     def stop(self, mode: str = "fast") -> None:
-        self.pg_ctl("-m", mode, "-w", "stop")
+        """Shut down as ``pg_ctl stop -m MODE`` does (the postmaster's signal for that mode)
+        and wait for it to exit."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(_SHUTDOWN_SIGNALS[mode])
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
 
 
 def start_postgres(*, durable: bool = False) -> PgServer:
@@ -155,6 +207,5 @@ def start_postgres(*, durable: bool = False) -> PgServer:
 
 def remove(server: PgServer) -> None:
     """Stop the server (if running) and delete its files."""
-    with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
-        server.stop("immediate")
+    server.stop("immediate")
     shutil.rmtree(server.root, ignore_errors=True)

@@ -18,7 +18,6 @@ code are measured back to back.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import secrets
 import shutil
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped, unused-ignore]
 
-from bench import before_code, client, many
+from bench import before_code, client, cpu_args, many
 from bench.data import MiB
 from bench.server import filesvc_server
 
@@ -149,15 +148,8 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.read_cpu",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = cpu_args.parser("bench.read_cpu", __doc__)
     p.add_argument("--requests", type=int, default=None, help="requests per workload")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="NAME=VALUE", help="a server setting"
-    )
     p.add_argument("--ranges", action="store_true", help="random 1 MiB ranges of one large file")
     p.add_argument("--big-mib", type=int, default=BIG // MiB, help="the large file's size")
     p.add_argument(
@@ -168,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--rounds", type=int, default=1, help="alternations (with --before)")
     args = p.parse_args(argv)
-    env = dict(item.split("=", 1) for item in args.set)
+    env = cpu_args.settings(args)
     requests = args.requests or (1000 if args.ranges else 3000)
     subjects = [("", env)]
     scratch = Path(tempfile.mkdtemp(prefix="filesvc-read-cpu-code-"))

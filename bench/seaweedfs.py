@@ -14,10 +14,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+import obstore
+from obstore.store import S3Store
+
+from filesvc.lifetime import die_with_parent
 
 KEY_ID = "filesvc-test"
 SECRET_KEY = "filesvc-test-secret-key"  # noqa: S105 - a throwaway key for a loopback-only server
@@ -58,6 +61,7 @@ class SeaweedFS:
                 env=env,
                 cwd=self.data_dir,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
         try:
             _wait_ready(self, self.buckets)
@@ -140,9 +144,10 @@ def start_seaweedfs(work_dir: Path, buckets: list[str], log: Path | None = None)
 
 
 def _wait_ready(server: SeaweedFS, buckets: list[str]) -> None:
-    """`weed mini` answers HTTP before its buckets exist and its volumes take writes: wait for
-    an anonymous request on each bucket to be refused for want of a signature (403), not 404
-    or 5xx, then for a signed write to go through (checked by the caller's first use)."""
+    """`weed mini` answers HTTP before its buckets exist: for a second or so after an anonymous
+    request on a bucket is refused for want of a signature (403, the signature is checked
+    first), a signed one still gets 404 (no such bucket).  Wait for a signed listing of each
+    bucket to go through, as a client's first request would."""
     deadline = time.monotonic() + START_TIMEOUT_S
     pending = list(buckets)
     while pending:
@@ -150,15 +155,18 @@ def _wait_ready(server: SeaweedFS, buckets: list[str]) -> None:
             raise RuntimeError(f"weed mini exited: {server.log.read_text()[-2000:]}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"weed mini not ready: {server.log.read_text()[-2000:]}")
+        store = S3Store(
+            pending[0],
+            endpoint=server.endpoint,
+            region=REGION,
+            access_key_id=KEY_ID,
+            secret_access_key=SECRET_KEY,
+            virtual_hosted_style_request=False,
+            client_options={"allow_http": True, "timeout": "2s"},
+        )
         try:
-            with urllib.request.urlopen(  # noqa: S310 - our own loopback server
-                f"{server.endpoint}/{pending[0]}", timeout=2
-            ):
-                pass
-        except urllib.error.HTTPError as e:
-            if e.code == 403:
-                pending.pop(0)
-                continue
-        except OSError:
-            pass
-        time.sleep(0.2)
+            next(iter(obstore.list(store, chunk_size=1)), None)
+        except (obstore.exceptions.BaseError, OSError):
+            time.sleep(0.2)
+        else:
+            pending.pop(0)

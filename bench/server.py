@@ -25,6 +25,7 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped, unused-ignore]  # no stubs in the venv
 
 from bench.results_model import RssStats
+from filesvc.lifetime import die_with_parent
 
 SAMPLE_INTERVAL_S = 0.1
 # How often a sampler looks for the server's child processes again.  Finding them scans every
@@ -171,6 +172,7 @@ class ServerProcess:
                 env=env,
                 cwd=self.cwd,
                 start_new_session=True,  # our Ctrl-C reaches us, and we stop it ourselves
+                preexec_fn=die_with_parent(),
             )
         try:
             self._wait_ready()

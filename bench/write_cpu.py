@@ -23,7 +23,6 @@ aiohttp alone costs per request, the part of filesvc's figure no change of ours 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import secrets
@@ -37,7 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import ceilings, client, many, peers, seaweedfs
+from bench import ceilings, client, cpu_args, many, peers, seaweedfs
 from bench.read_cpu import tree_cpu_split
 from bench.server import filesvc_server, venv_bin
 
@@ -208,11 +207,7 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.write_cpu",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = cpu_args.parser("bench.write_cpu", __doc__)
     p.add_argument("--requests", type=int, default=3000, help="uploads per workload")
     p.add_argument("--rounds", type=int, default=1, help="repetitions, interleaved")
     p.add_argument("--concurrency", type=int, default=CONCURRENCY, help="connections")
@@ -225,9 +220,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peers", action="store_true", help="also SeaweedFS and @tus/server")
     p.add_argument("--floor", action="store_true", help="also a bare aiohttp discard server")
     p.add_argument(
-        "--set", action="append", default=[], metavar="NAME=VALUE", help="a server setting"
-    )
-    p.add_argument(
         "--py-spy",
         type=Path,
         metavar="DIR",
@@ -238,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "--idle", action="store_true", help="with --py-spy: every thread, waiting or not"
     )
     args = p.parse_args(argv)
-    env = dict(item.split("=", 1) for item in args.set)
+    env = cpu_args.settings(args)
     if args.py_spy is not None:
         args.py_spy.mkdir(parents=True, exist_ok=True)
     measure(

@@ -23,30 +23,19 @@ scratch (trailer and, from the engine, the bytes) before the error is believed.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from blobstore.blobcache import BlobCache
 from blobstore.errors import BlobCorrupt
 from blobstore.keyring import KeyRing
 from blobstore.port import BlobStream
-from blobstore.refs import BlobRef, ref_digest, ref_scope
+from blobstore.refs import BlobRef, ref_scope
 from blobstore.sealed_reads import THREAD_MIN, SealedStream, read_all
-from blobstore.sealing import (
-    SEALED_SEGMENT,
-    SEGMENT,
-    TRAILER,
-    Opener,
-    ScopeKey,
-    read_trailer,
-    stored_range,
-)
+from blobstore.sealed_trailers import TRAILERS, Verified, VerifiedTrailers
+from blobstore.sealing import SEALED_SEGMENT, SEGMENT, TRAILER, Opener, ScopeKey, stored_range
 from blobstore.streams import BytesStream
 
-# Verified trailers remembered (a few hundred bytes each, with the blob's cipher).
-TRAILERS = 4096
 # Stored ranges up to this size are fetched and decrypted whole (one await, one hand-off at
 # most); larger ones stream a piece at a time.
 WHOLE = (1 << 20) + (1 << 10)
@@ -100,23 +89,13 @@ class Tails(Protocol):
     ) -> tuple[BlobStream, int]: ...
 
 
-@dataclass(frozen=True)
-class _Known:
-    key: ScopeKey
-    raw: bytes
-    stored: int
-    plain: int
-    opener: Opener
-
-
 class RemoteReads:
     """Sealed reads over ``inner``, with the trailers it has verified."""
 
     def __init__(self, inner: Tails, keys: KeyRing, limit: int = TRAILERS) -> None:
         self._inner = inner
         self._keys = keys
-        self._limit = limit
-        self._known: OrderedDict[BlobRef, _Known] = OrderedDict()
+        self._known = VerifiedTrailers(limit)
         cache = inner.cache
         # A blob the cache would keep comes whole in its first read.
         self._first_read = max(FIRST_READ, cache.max_blob if cache is not None else 0)
@@ -125,7 +104,7 @@ class RemoteReads:
         return len(self._known)
 
     def forget(self, ref: BlobRef) -> None:
-        self._known.pop(ref, None)
+        self._known.forget(ref)
         if self._inner.cache is not None:
             self._inner.cache.discard(ref)
 
@@ -135,7 +114,6 @@ class RemoteReads:
         key = await self._keys.key(scope, create=False)
         known = self._known.get(ref)
         if known is not None and known.key is key:
-            self._known.move_to_end(ref)
             try:
                 return await self._open_known(ref, known, start, end)
             except BlobCorrupt:
@@ -149,20 +127,14 @@ class RemoteReads:
         stored, tail = await self._inner.tail(ref, self._first_read)
         if stored < TRAILER:
             raise BlobCorrupt("sealed blob is too short")
-        trailer = read_trailer(
-            key, tail[-TRAILER:], stored=stored, digest=ref_digest(ref), scope=scope
-        )
-        known = _Known(key, bytes(tail[-TRAILER:]), stored, trailer.plain, Opener(key, trailer))
-        self._known[ref] = known
-        while len(self._known) > self._limit:
-            self._known.popitem(last=False)
+        known = self._known.verify(ref, key, scope, tail[-TRAILER:], stored)
         if len(tail) == stored:
             plain = await self._decrypt(known, tail[: stored - TRAILER], start, end, offset=0)
             return BytesStream(plain)
         return await self._open_known(ref, known, start, end)
 
     async def _decrypt(
-        self, known: _Known, sealed: bytes, start: int, end: int | None, *, offset: int
+        self, known: Verified, sealed: bytes, start: int, end: int | None, *, offset: int
     ) -> bytes:
         """Plaintext ``[start, end)`` from ``sealed``, the stored bytes from ``offset`` on (no
         copy of the ciphertext; the plaintext decrypted into the buffer that is returned)."""
@@ -183,7 +155,7 @@ class RemoteReads:
         return out  # type: ignore[return-value]  # a bytearray: a body like bytes, no copy
 
     async def _open_known(
-        self, ref: BlobRef, known: _Known, start: int, end: int | None
+        self, ref: BlobRef, known: Verified, start: int, end: int | None
     ) -> BlobStream:
         """The range through the remembered trailer.  The blob's size comes with every answer
         and must still be the one the trailer was verified with; a range that reaches the last

@@ -18,22 +18,14 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol, TypeVar, runtime_checkable
 
 from blobstore.errors import BlobCorrupt, translate_oserror
 from blobstore.keyring import KeyRing
-from blobstore.refs import BlobRef, is_sealed, ref_digest, ref_scope
-from blobstore.sealing import (
-    SEGMENT,
-    TRAILER,
-    Opener,
-    ScopeKey,
-    read_trailer,
-    stored_range,
-)
+from blobstore.refs import BlobRef, is_sealed, ref_scope
+from blobstore.sealed_trailers import VerifiedTrailers
+from blobstore.sealing import SEGMENT, TRAILER, ScopeKey, stored_range
 
 T = TypeVar("T")
 
@@ -41,8 +33,6 @@ T = TypeVar("T")
 # KiB cost less than the hand-off), larger ones in one hand-off to the store's threads: a blob
 # not in the page cache would stall the event loop on the disk (docs/measured.md).
 INLINE = 64 * 1024
-# Verified trailers remembered (a few hundred bytes each, with the blob's cipher).
-TRAILERS = 4096
 
 
 @runtime_checkable
@@ -55,48 +45,6 @@ class LocalReads(Protocol):
     async def run(self, fn: Callable[..., T], *args: object) -> T: ...
 
     async def read_whole(self, ref: BlobRef, start: int, end: int) -> bytes | bytearray: ...
-
-
-@dataclass(frozen=True)
-class _Verified:
-    key: ScopeKey
-    stored: int
-    raw: bytes
-    plain: int
-    opener: Opener
-
-
-class VerifiedTrailers:
-    """Trailers checked against their ref, with the blob's cipher: a bounded LRU shared by the
-    threads that read (hence the lock)."""
-
-    def __init__(self, limit: int = TRAILERS) -> None:
-        self._limit = limit
-        self._items: OrderedDict[BlobRef, _Verified] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def opener(
-        self, ref: BlobRef, key: ScopeKey, scope: str, raw: bytes, stored: int
-    ) -> tuple[int, Opener]:
-        """``(plaintext size, opener)`` of the blob whose trailer is ``raw`` and whose file
-        holds ``stored`` bytes; BlobCorrupt when the trailer does not belong to ``ref``."""
-        with self._lock:
-            hit = self._items.get(ref)
-            if hit is not None:
-                self._items.move_to_end(ref)
-        if hit is not None and hit.key is key and hit.stored == stored and hit.raw == raw:
-            return hit.plain, hit.opener
-        trailer = read_trailer(key, raw, stored=stored, digest=ref_digest(ref), scope=scope)
-        opener = Opener(key, trailer)
-        with self._lock:
-            self._items[ref] = _Verified(key, stored, bytes(raw), trailer.plain, opener)
-            self._items.move_to_end(ref)
-            while len(self._items) > self._limit:
-                self._items.popitem(last=False)
-        return trailer.plain, opener
 
 
 class _Scratch(threading.local):
@@ -146,11 +94,11 @@ class WholeReads:
         if stored < TRAILER:
             raise BlobCorrupt("sealed blob is too short")
         raw = os.pread(fd, TRAILER, stored - TRAILER)
-        plain, opener = self.trailers.opener(ref, key, scope, raw, stored)
-        stop = min(end, plain)
+        verified = self.trailers.verify(ref, key, scope, raw, stored)
+        stop = min(end, verified.plain)
         if start >= stop:
             return b""
-        first, lo, hi = stored_range(plain, start, stop)
+        first, lo, hi = stored_range(verified.plain, start, stop)
         size = hi - lo
         scratch = self._scratch
         if len(scratch.buf) < size:
@@ -160,7 +108,7 @@ class WholeReads:
             if os.preadv(fd, [sealed], lo) != size:
                 raise BlobCorrupt("sealed blob ended early")
             out = bytearray(size)
-            n = opener.open_into(first, sealed, out)
+            n = verified.opener.open_into(first, sealed, out)
             sealed.release()
         skip = start - first * SEGMENT
         # Both cuts move no bytes: a bytearray drops its head by moving its start.

@@ -18,6 +18,7 @@ import signal
 import sys
 from dataclasses import dataclass
 
+from filesvc.lifetime import die_with_parent
 from filesvc.settings import Settings
 
 log = logging.getLogger("filesvc.workers")
@@ -61,7 +62,11 @@ class Supervisor:
 
     async def _spawn(self, worker: _Worker) -> asyncio.subprocess.Process:
         env = {**os.environ, "FILESVC_WORKER_INDEX": str(worker.index)}
-        proc = await asyncio.create_subprocess_exec(*self._argv(), env=env)
+        # A worker dies with the supervisor, even one killed outright: none goes on serving the
+        # port beside the workers of the supervisor started next.
+        proc = await asyncio.create_subprocess_exec(
+            *self._argv(), env=env, preexec_fn=die_with_parent()
+        )
         worker.proc = proc
         log.info("worker %d started (pid %d)", worker.index, proc.pid)
         return proc

@@ -131,6 +131,13 @@ def blob_kind(request: pytest.FixtureRequest) -> str:
     return str(getattr(request, "param", "local"))
 
 
+# A test that uploads with thumbnail_sync=1 asserts on the thumbnails, not on the wait's cap
+# (test_api_thumbnails covers the cap): the wait still ends when the job does, but a loaded CI
+# machine (a first render starts a worker process and loads libvips) may pass the default 10 s.
+# Under the 300 s test timeout, so that a job that never ends fails on its status.
+THUMB_SYNC_WAIT_S = 240.0
+
+
 @pytest.fixture
 def settings(
     tmp_path: Path, engine: str | None, blob_kind: str, request: pytest.FixtureRequest
@@ -145,6 +152,7 @@ def settings(
         # No preallocated reserve in each of the many test apps (the full-disk tests set one).
         disk_reserve_bytes=0,
         blob=blob,
+        thumb_sync_timeout=THUMB_SYNC_WAIT_S,
     )
 
 

@@ -13,6 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from filesvc.lifetime import die_with_parent
 from tests.helpers import MASTER_KEY, SECRET
 
 # The line ``filesvc serve`` logs once its socket is bound, with the port the kernel chose.
@@ -55,10 +56,13 @@ def start_server(
     port: int | None = None,
     env: dict[str, str] | None = None,
     wait: bool = True,
+    ready: bool = False,
     args: tuple[str, ...] = (),
 ) -> ServerProcess:
     """Start ``filesvc serve`` and wait until /healthz answers (it may not be ready: a full
-    disk, an engine down); with ``wait=False``, only until it listens.
+    disk, an engine down); with ``wait=False``, only until it listens; with ``ready=True``,
+    until /readyz answers 200: a server on PostgreSQL listens (and answers /healthz) before
+    it has connected and migrated, and answers the API 503 until then.
 
     Without ``port``, the server binds port 0 and the port the kernel chose is read from its
     log: a port picked here and released before the server binds it could be taken in between
@@ -89,22 +93,24 @@ def start_server(
             stdout=out,
             stderr=subprocess.STDOUT,
             env=full_env,
+            preexec_fn=die_with_parent(),
         )
     deadline = time.monotonic() + 30
     server = ServerProcess(proc, port or _bound_port(proc, log, start, deadline), data_dir, log)
     if not wait:
         return server
+    probe = "/readyz" if ready else "/healthz"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
         try:
-            with urllib.request.urlopen(f"{server.url}/healthz", timeout=1) as resp:  # noqa: S310
+            with urllib.request.urlopen(server.url + probe, timeout=1) as resp:  # noqa: S310
                 if resp.status == 200:
                     return server
-        except OSError:
+        except OSError:  # not listening yet, or 503 (urllib's HTTPError)
             time.sleep(0.05)
     server.stop()
-    raise RuntimeError("server did not become healthy")
+    raise RuntimeError(f"server did not answer {probe} with 200: {log.read_text()[-2000:]}")
 
 
 def _bound_port(proc: subprocess.Popen[bytes], log: Path, start: int, deadline: float) -> int:

@@ -37,13 +37,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         srv.stop()
 
 
-async def _upload(server: ServerProcess, content: bytes) -> tuple[str, Path]:
-    """Upload ``content``: the file id, and the path of its blob file (the only new one)."""
+async def _upload(server: ServerProcess, size: int) -> tuple[bytes, str, Path]:
+    """Upload ``size`` random bytes: them, the file id, and the path of its blob file (the only
+    new one)."""
+    content = os.urandom(size)
     before = set((server.data_dir / "blobs").rglob("xxh3_128-*"))
     fid = await upload_raw(server.url, content)
     (blob,) = set((server.data_dir / "blobs").rglob("xxh3_128-*")) - before
     assert blob.stat().st_size == len(content)  # stored plain: the file is the content
-    return fid, blob
+    return content, fid, blob
 
 
 def _mapped_bytes(pid: int, path: Path) -> int:
@@ -92,6 +94,15 @@ def _read_slowly(sock: socket.socket, watch: Path, pid: int) -> tuple[bytes, int
         time.sleep(0.001)
 
 
+async def _download_slowly(server: ServerProcess, fid: str, blob: Path) -> tuple[bytes, int, bool]:
+    """Download the file, reading as :func:`_read_slowly` does (what it returns)."""
+    sock = _request(server, fid)
+    try:
+        return await asyncio.to_thread(_read_slowly, sock, blob, server.proc.pid)
+    finally:
+        sock.close()
+
+
 def _body(answer: bytes) -> tuple[bytes, bytes]:
     head, _, body = answer.partition(b"\r\n\r\n")
     return head, body
@@ -100,13 +111,8 @@ def _body(answer: bytes) -> tuple[bytes, bytes]:
 async def test_whole_file_and_ranges_are_right_and_mapping_stays_bounded(
     server: ServerProcess,
 ) -> None:
-    content = os.urandom(SIZE)
-    fid, blob = await _upload(server, content)
-    sock = _request(server, fid)
-    try:
-        answer, most, reset = await asyncio.to_thread(_read_slowly, sock, blob, server.proc.pid)
-    finally:
-        sock.close()
+    content, fid, blob = await _upload(server, SIZE)
+    answer, most, reset = await _download_slowly(server, fid, blob)
     head, body = _body(answer)
     assert head.startswith(b"HTTP/1.1 200") and not reset
     assert body == content
@@ -128,8 +134,7 @@ async def test_whole_file_and_ranges_are_right_and_mapping_stays_bounded(
 async def test_a_blob_truncated_under_a_download_cuts_it_and_the_server_lives(
     server: ServerProcess,
 ) -> None:
-    content = os.urandom(SIZE)
-    fid, blob = await _upload(server, content)
+    content, fid, blob = await _upload(server, SIZE)
     sock = _request(server, fid)
     try:
         sock.settimeout(20)
@@ -150,16 +155,11 @@ async def test_a_blob_truncated_under_a_download_cuts_it_and_the_server_lives(
     assert server.proc.poll() is None, "the server died"
     # A download after the damage is cut too (the file is now shorter than recorded), and
     # other files are still served.
-    sock = _request(server, fid)
-    try:
-        answer, _, _ = await asyncio.to_thread(_read_slowly, sock, blob, server.proc.pid)
-    finally:
-        sock.close()
+    answer, _, _ = await _download_slowly(server, fid, blob)
     head, body = _body(answer)
     assert head.startswith(b"HTTP/1.1 200") and len(body) < SIZE
     assert body == content[: len(body)]
-    other = os.urandom(2 * MAP_WINDOW)
-    ofid, _ = await _upload(server, other)
+    other, ofid, _ = await _upload(server, 2 * MAP_WINDOW)
     url = f"{server.url}{FILES}/{ofid}/download"
     async with aiohttp.ClientSession() as s, s.get(url, headers=bearer(token())) as resp:
         assert await resp.read() == other
@@ -179,8 +179,7 @@ async def test_a_slow_client_that_keeps_reading_is_not_cut(tmp_path: Path) -> No
 
 
 async def _paced_download(server: ServerProcess) -> None:
-    content = os.urandom(2 * MAP_WINDOW + 4096)
-    fid, _ = await _upload(server, content)
+    content, fid, _ = await _upload(server, 2 * MAP_WINDOW + 4096)
     sock = _request(server, fid)
 
     def paced() -> bytes:

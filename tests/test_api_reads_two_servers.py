@@ -34,9 +34,10 @@ def pair(
         )
         env["AWS_ACCESS_KEY_ID"] = loc.access_key_id
         env["AWS_SECRET_ACCESS_KEY"] = loc.secret_access_key
-    first = start_server(dirs[0], env=env)
+    # Ready, not only listening: on PostgreSQL a server answers 503 until it has connected.
+    first = start_server(dirs[0], env=env, ready=True)
     try:
-        second = start_server(dirs[1], env=env)
+        second = start_server(dirs[1], env=env, ready=True)
         try:
             yield first, second
         finally:

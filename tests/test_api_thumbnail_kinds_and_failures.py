@@ -37,9 +37,9 @@ async def test_video_gets_a_thumbnail_of_its_first_frame(api: Api) -> None:
 @pytest.fixture
 def with_converter(settings: Settings) -> Settings:
     assert resolve_converter("soffice") is not None, "LibreOffice is installed by make test"
-    # A worker's first conversion starts LibreOffice cold and makes its template profile: on a
-    # loaded 2-core machine that can pass the default 10 s thumbnail_sync wait.
-    return dataclasses.replace(settings, office_converter="soffice", thumb_sync_timeout=120)
+    # A worker's first conversion starts LibreOffice cold: the settings fixture's long
+    # thumbnail_sync wait (tests/conftest.py) covers it.
+    return dataclasses.replace(settings, office_converter="soffice")
 
 
 async def test_office_document_gets_its_pages(

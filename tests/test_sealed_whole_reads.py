@@ -18,7 +18,8 @@ from blobstore.local import LocalBackend
 from blobstore.port import ReadWhole
 from blobstore.refs import BlobRef, make_ref
 from blobstore.sealed import SealedBackend, seal_backend
-from blobstore.sealed_whole import VerifiedTrailers, WholeReads
+from blobstore.sealed_trailers import VerifiedTrailers
+from blobstore.sealed_whole import WholeReads
 from blobstore.sealing import SEALED_SEGMENT, SEGMENT, TRAILER
 from blobstore.store import ContentStore
 from tests.engines import migrated

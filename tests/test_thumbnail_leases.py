@@ -12,8 +12,10 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from blobstore import manifests
-from blobstore.engine.base import Engine
+from blobstore.engine.base import Engine, Tx
 from blobstore.manifest_model import NewManifest
 from blobstore.memory import MemoryBackend
 from blobstore.store import ContentStore
@@ -162,5 +164,36 @@ async def test_a_lease_of_a_dead_process_of_this_host_is_taken_over_at_once(
         await r.start()
         try:
             await wait_done(db, [file_id], limit=5.0)
+        finally:
+            await r.stop()
+
+
+async def test_a_job_notified_while_a_worker_looks_at_the_table_is_run_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upload commits its job and notifies while an idle worker's look at the table is
+    under way (its read saw no job): the notice is kept, so the job runs now rather than at the
+    next poll (an hour here)."""
+    store = ContentStore(MemoryBackend())
+    async with migrated(None, tmp_path) as db:
+        r = ThumbnailRunner(
+            db, store, Recorder(), work_dir=tmp_path / "work", workers=1, lease=30.0, poll=3600
+        )
+        committed: list[str] = []
+        real = jobqueue.claimable
+
+        async def look(tx: Tx, *, now_ms: int) -> bool:
+            found = await real(tx, now_ms=now_ms)
+            if not committed:  # the first look: the job is committed and notified meanwhile
+                committed.extend(await add_jobs(db, store, 1))
+                r.notify(committed[0], 1)
+            return found
+
+        monkeypatch.setattr(jobqueue, "claimable", look)
+        await r.start()
+        try:
+            while not committed:
+                await asyncio.sleep(0.01)
+            await wait_done(db, committed)
         finally:
             await r.stop()

@@ -49,7 +49,7 @@ def server(
             "FILESVC_DB_URL": pg.new_database(),
             "FILESVC_BLOB_URL": f"{url}&region={REGION}",
         }
-    proc = start_server(tmp_path_factory.mktemp("tus-clients") / "data", env=env)
+    proc = start_server(tmp_path_factory.mktemp("tus-clients") / "data", env=env, ready=True)
     yield proc
     proc.stop()
 

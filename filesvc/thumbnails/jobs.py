@@ -213,6 +213,9 @@ class ThumbnailRunner:
         if self._ready is not None:
             await self._ready.wait()
         while True:
+            # Cleared before the look at the table, not after it finds nothing: a job committed
+            # (and notified) while the look is under way would otherwise wait for the next poll.
+            self._wake.clear()
             try:
                 if not self._reaped:
                     await self._reap_dead_holders()
@@ -231,7 +234,6 @@ class ThumbnailRunner:
                 await asyncio.sleep(self.poll)
                 continue
             if job is None:
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll)
                 continue
