@@ -21,9 +21,10 @@ import hmac
 import json
 import shutil
 import subprocess
+import time
 import urllib.parse
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -306,9 +307,11 @@ async def tus_upload(
     size: int,
     seed: int,
     auth: Mapping[str, str] | None = None,
+    sent: list[float] | None = None,
 ) -> str:
     """Creation, then one PATCH with the whole stream; the upload's URL.  ``endpoint`` is the
-    creation URL (the peer's ``/files``, filesvc's ``.../uploads``)."""
+    creation URL (the peer's ``/files``, filesvc's ``.../uploads``).  ``sent`` gets the
+    ``perf_counter`` at which the last byte was handed to the socket."""
     url = await tus_create(session, endpoint, size, auth)
     headers = {
         **TUS_HEADERS,
@@ -317,7 +320,14 @@ async def tus_upload(
         "Content-Type": "application/offset+octet-stream",
         "Content-Length": str(size),
     }
-    async with session.patch(url, data=aiter_stream(size, seed), headers=headers) as resp:
+
+    async def body() -> AsyncIterator[bytes | memoryview]:
+        async for piece in aiter_stream(size, seed):
+            yield piece
+        if sent is not None:
+            sent.append(time.perf_counter())
+
+    async with session.patch(url, data=body(), headers=headers) as resp:
         if resp.status != 204:
             raise RuntimeError(f"tus PATCH: HTTP {resp.status}: {(await resp.text())[:200]}")
     return url

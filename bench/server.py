@@ -28,6 +28,12 @@ from bench.results_model import RssStats
 from filesvc.lifetime import die_with_parent
 
 SAMPLE_INTERVAL_S = 0.1
+# How often a sampler looks for the server's child processes again.  Finding them scans every
+# process on the machine (about 3 ms here): done every 100 ms in each server's sampler, that was
+# most of the bench's own CPU during a 1 GiB upload (0.2-0.3 s per GiB per server sampled, taken
+# from the same two cores as the subject; bench/README.md, single-stream tus PATCH).  Between
+# scans the known processes' RSS alone is read (0.06 ms each).
+TREE_SCAN_S = 2.0
 STOP_TIMEOUT_S = 15.0
 MiB = float(1 << 20)
 
@@ -62,23 +68,24 @@ def loop_and_cpu(pid: int, *, children: bool = False) -> tuple[float, float]:
     return loop, total
 
 
-def tree_rss(proc: psutil.Process) -> float:
-    """RSS in MiB of `proc` and all its descendants (thumbnail workers count too)."""
+def _rss_mib(procs: Sequence[psutil.Process]) -> float:
     total = 0
-    with contextlib.suppress(psutil.Error):
-        total += proc.memory_info().rss
-        for child in proc.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                total += child.memory_info().rss
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
     return total / MiB
 
 
 class RssSampler:
-    """Samples the RSS of one process tree every `interval` seconds in a daemon thread."""
+    """Samples the RSS of one process tree every `interval` seconds in a daemon thread.  The
+    tree itself is looked up every ``TREE_SCAN_S`` and at each window's start and end: a child
+    started between two scans counts from the next."""
 
     def __init__(self, pid: int, interval: float = SAMPLE_INTERVAL_S) -> None:
         self._proc = psutil.Process(pid)
         self._interval = interval
+        self._tree: list[psutil.Process] = [self._proc]
+        self._scanned = -TREE_SCAN_S
         self._lock = threading.Lock()
         self._t0 = time.monotonic()
         self._samples: list[tuple[float, float]] = []
@@ -86,23 +93,31 @@ class RssSampler:
         self._thread = threading.Thread(target=self._run, name=f"rss-{pid}", daemon=True)
         self._thread.start()
 
+    def _sample(self, *, scan: bool = False) -> float:
+        now = time.monotonic()
+        if scan or now - self._scanned >= TREE_SCAN_S:
+            with contextlib.suppress(psutil.Error):
+                self._tree = [self._proc, *self._proc.children(recursive=True)]
+            self._scanned = now
+        return _rss_mib(self._tree)
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            rss = tree_rss(self._proc)
+            rss = self._sample()
             with self._lock:
                 self._samples.append((time.monotonic() - self._t0, rss))
             self._stop.wait(self._interval)
 
     def reset(self) -> None:
         """Start a new window: forget earlier samples and take one now as the baseline."""
-        rss = tree_rss(self._proc)
+        rss = self._sample(scan=True)
         with self._lock:
             self._t0 = time.monotonic()
             self._samples = [(0.0, rss)]
 
     def stats(self) -> RssStats:
         """Start, peak and end of the current window (one more sample is taken now)."""
-        rss = tree_rss(self._proc)
+        rss = self._sample(scan=True)
         with self._lock:
             self._samples.append((time.monotonic() - self._t0, rss))
             samples = list(self._samples)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import shutil
 import tempfile
@@ -41,27 +42,33 @@ class Sample:
     loop_cpu: float
     server_cpu: float
     client_cpu: float
+    tail: float | None  # from the last byte sent to the answer (tus PATCH)
 
 
-async def _timed(pid: int, work: Callable[[], Awaitable[object]]) -> Sample:
+async def _timed(
+    pid: int, work: Callable[[], Awaitable[object]], sent: list[float] | None = None
+) -> Sample:
     loop0, all0 = loop_and_cpu(pid)
     c0 = time.process_time()
     t0 = time.perf_counter()
     await work()
-    seconds = time.perf_counter() - t0
+    t1 = time.perf_counter()
     c1 = time.process_time()
     loop1, all1 = loop_and_cpu(pid)
-    return Sample(seconds, loop1 - loop0, all1 - all0, c1 - c0)
+    tail = t1 - sent[-1] if sent else None
+    return Sample(t1 - t0, loop1 - loop0, all1 - all0, c1 - c0, tail)
 
 
 def _line(what: str, size: int, samples: list[Sample]) -> str:
     gib = size / GiB * len(samples)
     secs = sum(s.seconds for s in samples)
+    tails = sorted(s.tail for s in samples if s.tail is not None)
+    tail = f", tail median {tails[len(tails) // 2] * 1000:4.0f} ms" if tails else ""
     return (
         f"{what:<16} {size * len(samples) / secs / 1e6:7.0f} MB/s   CPU s/GiB: loop"
         f" {sum(s.loop_cpu for s in samples) / gib:5.2f}, server"
         f" {sum(s.server_cpu for s in samples) / gib:5.2f}, client"
-        f" {sum(s.client_cpu for s in samples) / gib:5.2f}"
+        f" {sum(s.client_cpu for s in samples) / gib:5.2f}{tail}"
     )
 
 
@@ -79,8 +86,13 @@ async def _run(
     apis = {k: client.FilesApi.local(p.port, "bench", secret) for k, p in servers.items()}
     lines: dict[str, list[Sample]] = {}
 
-    async def measure(what: str, pid: int, work: Callable[[], Awaitable[object]]) -> None:
-        lines.setdefault(what, []).append(await _timed(pid, work))
+    async def measure(
+        what: str, pid: int, work: Callable[[], Awaitable[object]], sent: list[float] | None = None
+    ) -> None:
+        # The page cache flushed first (untimed): the peer does not fsync, and a flush of its
+        # bytes must not land in the next subject's time.
+        await asyncio.to_thread(os.sync)
+        lines.setdefault(what, []).append(await _timed(pid, work, sent))
 
     async with aiohttp.ClientSession() as s:
         for r in range(rounds):
@@ -110,17 +122,23 @@ async def _run(
 
                     await measure(f"{kind} download", pid, down)
                 if tus is not None:
+                    sent: list[float] = []
 
-                    async def patch(api: client.FilesApi = api, seed: int = seed + 1) -> None:
-                        await peers.tus_upload(s, api.uploads_url, size, seed, api.auth)
+                    async def patch(
+                        api: client.FilesApi = api, seed: int = seed + 1, sent: list[float] = sent
+                    ) -> None:
+                        await peers.tus_upload(s, api.uploads_url, size, seed, api.auth, sent)
 
-                    await measure(f"{kind} tus PATCH", pid, patch)
+                    await measure(f"{kind} tus PATCH", pid, patch, sent)
             if tus is not None:
+                peer_sent: list[float] = []
 
-                async def peer_patch(url: str = tus[0], seed: int = seed + 2) -> None:
-                    await peers.tus_upload(s, url, size, seed)
+                async def peer_patch(
+                    url: str = tus[0], seed: int = seed + 2, peer_sent: list[float] = peer_sent
+                ) -> None:
+                    await peers.tus_upload(s, url, size, seed, sent=peer_sent)
 
-                await measure("@tus/server tus PATCH", tus[1], peer_patch)
+                await measure("@tus/server tus PATCH", tus[1], peer_patch, peer_sent)
     for what in sorted(lines, key=lambda w: (w.rsplit(" ", 1)[-1], w)):
         print(_line(what, size, lines[what]))
 

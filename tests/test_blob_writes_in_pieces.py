@@ -5,6 +5,7 @@ stored are exactly the bytes sent, whatever the pieces, sealed or not."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import os
 import random
@@ -16,6 +17,7 @@ import pytest
 import xxhash
 
 from blobstore import local_staging
+from blobstore.errors import StorageFailure
 from blobstore.keyring import KeyRing
 from blobstore.local import LocalBackend
 from blobstore.memory import MemoryBackend
@@ -225,3 +227,60 @@ async def test_small_blob_starts_no_write_back(
     finally:
         await local.close()
     assert kicks == []
+
+
+@pytest.fixture
+def flushes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The early flushes a local staging asks for: the file's size at each."""
+    seen: list[int] = []
+
+    def record(fd: int) -> None:
+        try:
+            seen.append(os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+
+    monkeypatch.setattr(local_staging, "_flush", record)
+    monkeypatch.setattr(local_staging, "FLUSH_STEP", 2 * local_staging.WRITEBACK_STEP)
+    return seen
+
+
+async def test_large_blob_is_flushed_while_it_streams(
+    tmp_path: Path, kicks: list[tuple[int, int]], flushes: list[int]
+) -> None:
+    # The device's own write cache is flushed every FLUSH_STEP while the bytes still arrive,
+    # so the publish's flush finds at most a step of them still to persist.
+    step = local_staging.FLUSH_STEP
+    data = random.Random(11).randbytes(3 * step + step // 2)
+    local = await asyncio.to_thread(LocalBackend, tmp_path / "blobs")
+    try:
+        put = await ContentStore(local).put(_stream(_pieces(data, [250_000])))
+        assert b"".join([p async for p in local.read(put.ref)]) == data
+    finally:
+        await local.close()
+    assert 1 <= len(flushes) <= 3
+    assert all(step <= size < len(data) for size in flushes)
+    assert flushes == sorted(flushes)
+    assert kicks  # write-back is still started between flushes
+
+
+async def test_failed_early_flush_fails_the_put(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The descriptor an early flush uses shares the file's error state with the staging's own:
+    # its failure must fail the publish, not be consumed unseen.
+    def failing(fd: int) -> None:
+        os.close(fd)
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(local_staging, "_flush", failing)
+    monkeypatch.setattr(local_staging, "FLUSH_STEP", local_staging.WRITEBACK_STEP)
+    data = random.Random(12).randbytes(3 * local_staging.WRITEBACK_STEP)
+    local = await asyncio.to_thread(LocalBackend, tmp_path / "blobs")
+    try:
+        with pytest.raises(StorageFailure, match="blob store I/O failed: EIO"):
+            await ContentStore(local).put(_stream(_pieces(data, [250_000])))
+        assert [b async for b in local.scan()] == []
+        assert await asyncio.to_thread(local.temp_files) == []
+    finally:
+        await local.close()
