@@ -55,12 +55,18 @@ def test_servers_die_with_the_process_that_started_them(tmp_path: Path) -> None:
     try:
         assert len(line) == 4, line
         servers = [int(pid) for pid in line[1:]]
+        # The supervisor starts its second worker only once the first listens, which may be
+        # after the server first answered: wait for both before taking the roll.
+        supervisor = psutil.Process(servers[2])
+        deadline = time.monotonic() + 60
+        while len(supervisor.children()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(supervisor.children()) == 2
         everyone = set(servers)
         for pid in servers:
             assert psutil.Process(pid).ppid() == parent.pid
             everyone |= {child.pid for child in psutil.Process(pid).children(recursive=True)}
         # PostgreSQL's own processes and the filesvc workers are watched too.
-        assert len(psutil.Process(servers[2]).children()) == 2
         assert len(everyone) > len(servers) + 2
         assert not any(_gone(pid) for pid in everyone)
 
