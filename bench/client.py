@@ -14,11 +14,13 @@ import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import jwt
 
 from bench.data import aiter_stream, small_body
+from bench.server import ServerProcess, filesvc_server
 
 PREFIX = "/internal/services/files/v1"
 TIMEOUT = aiohttp.ClientTimeout(total=600, sock_connect=30)
@@ -265,3 +267,20 @@ def wait_ready(base_url: str, timeout_s: float = 60.0) -> None:
         except (urllib.error.URLError, OSError):
             time.sleep(0.2)
     raise RuntimeError(f"filesvc at {base_url} not ready within {timeout_s:.0f} s")
+
+
+async def started_with_file(
+    servers: list[ServerProcess], work: Path, secret: str, env: dict[str, str], size: int
+) -> tuple[ServerProcess, FilesApi, str]:
+    """A `filesvc serve` started on a data directory of its own under ``work`` (added to
+    ``servers``, which the caller stops), with one file of ``size`` bytes (stream 1) uploaded
+    through it: the server, its API and the file's id."""
+    n = len(servers)
+    server = filesvc_server(work / f"data{n}", work / f"filesvc{n}.log", secret, env=env)
+    servers.append(server)
+    await asyncio.to_thread(server.start)
+    api = FilesApi.local(server.port, "bench", secret)
+    await asyncio.to_thread(wait_ready, api.base_url)
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as s:
+        fid = await upload_single(s, api, size, 1, multipart=False)
+    return server, api, fid

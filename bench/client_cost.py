@@ -33,7 +33,7 @@ import aiohttp
 from bench import before_code, ceilings, client, cpu_args, many, peers, rawhttp, seaweedfs
 from bench.data import GiB, MiB
 from bench.read_cpu import tree_cpu_seconds
-from bench.server import ServerProcess, filesvc_server
+from bench.server import ServerProcess
 
 CLIENTS = ("aiohttp", "raw")
 RANGE_CONCURRENCY = 8
@@ -98,26 +98,28 @@ async def _measure(subject: Subject, which: str, count: int, size: int, seed: in
 
 def _report(subjects: list[Subject]) -> None:
     print("\n1 MiB ranges: req/s, server CPU µs per range, client CPU µs per range (medians)")
-    for which in CLIENTS:
-        for s in subjects:
-            runs = s.range_runs.get(which)
-            if runs:
-                rate, srv, cli = (median(r[k] for r in runs) for k in range(3))
-                every = ", ".join(f"{r[0]:,.0f}" for r in runs)
-                print(
-                    f"  {which:7} {s.label:34} {rate:7,.0f} req/s ({every})  server {srv:6,.0f}"
-                    f"  client {cli:6,.0f}  sum {srv + cli:6,.0f}"
-                )
+    _report_runs(subjects, lambda s: s.range_runs, "req/s", "6,.0f")
     print("large download: MB/s, server CPU s/GiB, client CPU s/GiB (medians)")
+    _report_runs(subjects, lambda s: s.large_runs, "MB/s", "5.2f")
+
+
+def _report_runs(
+    subjects: list[Subject],
+    runs_of: Callable[[Subject], dict[str, list[tuple[float, float, float]]]],
+    unit: str,
+    cpu: str,
+) -> None:
+    """A line per client and subject: the median rate (and every run's), server and client
+    CPU per unit of work, in the format ``cpu``."""
     for which in CLIENTS:
         for s in subjects:
-            runs = s.large_runs.get(which)
+            runs = runs_of(s).get(which)
             if runs:
                 rate, srv, cli = (median(r[k] for r in runs) for k in range(3))
                 every = ", ".join(f"{r[0]:,.0f}" for r in runs)
                 print(
-                    f"  {which:7} {s.label:34} {rate:7,.0f} MB/s ({every})  server {srv:5.2f}"
-                    f"  client {cli:5.2f}  sum {srv + cli:5.2f}"
+                    f"  {which:7} {s.label:34} {rate:7,.0f} {unit} ({every})  server {srv:{cpu}}"
+                    f"  client {cli:{cpu}}  sum {srv + cli:{cpu}}"
                 )
 
 
@@ -129,16 +131,8 @@ async def _filesvc(
     size: int,
     servers: list[ServerProcess],
 ) -> Subject:
-    server = filesvc_server(
-        work / f"data-{len(servers)}", work / f"{len(servers)}.log", secret, env=env
-    )
-    servers.append(server)
-    await asyncio.to_thread(server.start)
+    server, api, fid = await client.started_with_file(servers, work, secret, env, size)
     assert server.proc is not None
-    api = client.FilesApi.local(server.port, "bench", secret)
-    await asyncio.to_thread(client.wait_ready, api.base_url)
-    async with aiohttp.ClientSession(timeout=client.TIMEOUT) as s:
-        fid = await client.upload_single(s, api, size, 1, multipart=False)
     headers = tuple(api.auth.items())
     spec = many.SmallSpec("files-range", api.files_url, headers, MiB, ids=(fid,), span=size)
     return Subject(

@@ -30,7 +30,7 @@ import aiohttp
 
 from bench import before_code, ceilings, client, cpu_args
 from bench.data import GiB, MiB
-from bench.server import ServerProcess, filesvc_server, loop_and_cpu
+from bench.server import ServerProcess, loop_and_cpu
 
 
 @dataclass
@@ -64,15 +64,9 @@ async def _run(codes: list[tuple[str, dict[str, str]]], size: int, rounds: int) 
     servers: list[ServerProcess] = []
     subjects: list[Subject] = []
     try:
-        for i, (label, env) in enumerate(codes):
-            server = filesvc_server(work / f"data{i}", work / f"filesvc{i}.log", secret, env=env)
-            servers.append(server)
-            await asyncio.to_thread(server.start)
+        for label, env in codes:
+            server, api, fid = await client.started_with_file(servers, work, secret, env, size)
             assert server.proc is not None
-            api = client.FilesApi.local(server.port, "bench", secret)
-            await asyncio.to_thread(client.wait_ready, api.base_url)
-            async with aiohttp.ClientSession(timeout=client.TIMEOUT) as s:
-                fid = await client.upload_single(s, api, size, 1, multipart=False)
             url = api.file_url(fid) + "/download"
             subjects.append(Subject(label, server.proc.pid, url, api.auth))
         with ceilings.DiscardServer() as mem:

@@ -293,22 +293,31 @@ def small_targets(rows: dict[Config, Row], peer: float | None) -> list[Target]:
         for c, r in rows.items()
         if r.small is not None and (ref := r.peer_small or peer)
     }
-    out = []
-    for label, pool in (
-        ("best configuration", ratios),
-        ("best with encryption on", {c: v for c, v in ratios.items() if not c.plain}),
-    ):
-        best = max(pool, key=lambda c: pool[c]) if pool else None
-        out.append(
-            Target(
-                f"4 KiB durable uploads ({label}) ≥ 1.0 x SeaweedFS S3 PUT",
-                pool[best] if best is not None else None,
-                ">=",
-                1.0,
-                note=f"best: {best.name if best else 'n/a'}; each beside PUTs run right after it",
-            )
+    return [
+        best_target(
+            f"4 KiB durable uploads ({label}) ≥ 1.0 x SeaweedFS S3 PUT",
+            pool,
+            1.0,
+            "each beside PUTs run right after it",
         )
-    return out
+        for label, pool in (
+            ("best configuration", ratios),
+            ("best with encryption on", {c: v for c, v in ratios.items() if not c.plain}),
+        )
+    ]
+
+
+def best_target(what: str, ratios: dict[Config, float], want: float, how: str) -> Target:
+    """The target met by the configuration with the highest ratio, naming it (none measured:
+    not measured)."""
+    best = max(ratios, key=lambda c: ratios[c]) if ratios else None
+    return Target(
+        what,
+        ratios[best] if best is not None else None,
+        ">=",
+        want,
+        note=f"best: {best.name if best else 'n/a'}; {how}",
+    )
 
 
 async def scenario_scale(ctx: Context) -> ScenarioResult:
@@ -356,14 +365,12 @@ async def scenario_scale(ctx: Context) -> ScenarioResult:
         for c, r in rows.items()
         if c.kind == SCALED and r.up is not None and (ref := reference.get(c))
     }
-    best_up = max(ups, key=lambda c: ups[c]) if ups else None
     res.targets.append(
-        Target(
+        best_target(
             f"{size_label} upload on PostgreSQL + S3 ≥ 0.8 x a direct SeaweedFS S3 PUT",
-            ups[best_up] if best_up is not None else None,
-            ">=",
+            ups,
             0.8,
-            note=f"best: {best_up.name if best_up else 'n/a'}; each upload beside a direct PUT",
+            "each upload beside a direct PUT",
         )
     )
     return res

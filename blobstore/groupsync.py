@@ -32,6 +32,30 @@ class Carried(Generic[T]):
     durable: asyncio.Future[T]
 
 
+# A caller waiting for a flush: its number (callers are numbered in the order they came) and
+# the future that answers it.
+Waiter = tuple[int, "asyncio.Future[None]"]
+
+
+def answer_covered(waiters: list[Waiter], upto: int, error: BaseException | None) -> list[Waiter]:
+    """Answer each waiter numbered at most ``upto`` (it came before the flush started, so the
+    flush covered it) with the flush's outcome; return the others, left for a later flush."""
+    for number, done in waiters:
+        if number <= upto and not done.done():  # a done one: its caller gave up
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+    return [w for w in waiters if w[0] > upto]
+
+
+def fail_all(waiters: list[Waiter], failure: BaseException) -> None:
+    """Fail every waiter still waiting: nothing is known to be durable."""
+    for _, done in waiters:
+        if not done.done():
+            done.set_exception(failure)
+
+
 def _run_round(fns: list[Callable[[], Any]], flush: Callable[[], None]) -> tuple[list[Any], Any]:
     """In the round's thread: every carried operation (each outcome kept apart, so one failure
     fails only its own upload), then the flush.  Returns the outcomes and the flush's error."""
@@ -81,7 +105,7 @@ class GroupSync:
         self._root = root
         self._run = run
         self._issued = 0
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._waiters: list[Waiter] = []
         self._carried: list[Carried[Any]] = []
         self._task: asyncio.Task[None] | None = None
         self._syncfs = _load_syncfs()
@@ -129,9 +153,7 @@ class GroupSync:
                     # wait for a round that will never end.
                     failure = StorageFailure("blob store sync was interrupted")
                     waiters, self._waiters = self._waiters, []
-                    for _, done in waiters:
-                        if not done.done():
-                            done.set_exception(failure)
+                    fail_all(waiters, failure)
                     for c in [*carried, *self._carried]:
                         if not c.durable.done():
                             c.durable.set_exception(failure)
@@ -151,15 +173,7 @@ class GroupSync:
                         c.durable.set_exception(error)
                     else:
                         c.durable.set_result(value)
-                covered = [w for w in self._waiters if w[0] <= upto]
-                self._waiters = [w for w in self._waiters if w[0] > upto]
-                for _, done in covered:
-                    if done.done():
-                        continue
-                    if error is None:
-                        done.set_result(None)
-                    else:
-                        done.set_exception(error)
+                self._waiters = answer_covered(self._waiters, upto, error)
         finally:
             self._task = None
 

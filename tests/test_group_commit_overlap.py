@@ -9,7 +9,6 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -17,27 +16,9 @@ import pytest
 from blobstore.engine.migrate import migrate
 from blobstore.engine.sqlite import Database
 from blobstore.local import LocalBackend
-from filesvc.creates import CreateBatcher, NewFile
+from filesvc.creates import CreateBatcher
 from filesvc.schema import TRACKS
-
-
-def _new(file_id: str) -> NewFile:
-    return NewFile(
-        file_id=file_id,
-        company_id="c1",
-        user_id="u1",
-        application_id=None,
-        name="x",
-        mime="text/plain",
-        now_ms=1,
-        expected_chunks=None,
-        expected_size=None,
-        entry=None,
-        complete=False,
-        etag=None,
-        thumbnails_status="waiting",
-        thumbnail_job=False,
-    )
+from tests.new_files import new_file
 
 
 def _rows_within(path: Path, want: int, seconds: float) -> int:
@@ -82,10 +63,10 @@ async def test_the_next_batch_commits_during_the_last_ones_log_flush(
     batcher.start()
     try:
         monkeypatch.setattr(os, "fdatasync", held)
-        first = asyncio.create_task(batcher.add(_new(str(uuid.uuid4()))))
+        first = asyncio.create_task(batcher.add(new_file()))
         while not entered.is_set():
             await asyncio.sleep(0.001)
-        second = asyncio.create_task(batcher.add(_new(str(uuid.uuid4()))))
+        second = asyncio.create_task(batcher.add(new_file()))
         # The second batch commits while the first one's flush is still held.
         assert await asyncio.to_thread(_rows_within, path, 2, 10.0) == 2
         assert not first.done() and not second.done()  # neither told before its flush

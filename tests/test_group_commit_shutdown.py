@@ -3,33 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 
 from blobstore.engine.migrate import migrate
 from blobstore.engine.sqlite import Database
 from blobstore.memory import MemoryBackend
-from filesvc.creates import CreateBatcher, NewFile
+from filesvc.creates import CreateBatcher
 from filesvc.schema import TRACKS
-
-
-def _new() -> NewFile:
-    return NewFile(
-        file_id=str(uuid.uuid4()),
-        company_id="c1",
-        user_id="u1",
-        application_id=None,
-        name="x",
-        mime="text/plain",
-        now_ms=1,
-        expected_chunks=None,
-        expected_size=None,
-        entry=None,
-        complete=False,
-        etag=None,
-        thumbnails_status="waiting",
-        thumbnail_job=False,
-    )
+from tests.new_files import new_file
 
 
 async def _settle() -> None:
@@ -49,7 +30,7 @@ async def test_a_create_arriving_while_stop_runs_is_answered(tmp_path: Path) -> 
         await _settle()
         stopping = asyncio.create_task(batcher.stop())
         await asyncio.sleep(0)  # stop() is under way
-        late = asyncio.create_task(batcher.add(_new()))
+        late = asyncio.create_task(batcher.add(new_file()))
         await stopping
         await _settle()
         assert late.done()
@@ -65,7 +46,7 @@ async def test_stop_commits_what_is_queued(tmp_path: Path) -> None:
     batcher = CreateBatcher(db, MemoryBackend())
     batcher.start()
     try:
-        adds = [asyncio.create_task(batcher.add(_new())) for _ in range(5)]
+        adds = [asyncio.create_task(batcher.add(new_file())) for _ in range(5)]
         await asyncio.sleep(0)
         await batcher.stop()
         await asyncio.gather(*adds)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from blobstore.engine.base import SQLITE, Dialect, Row
 from blobstore.errors import StorageFailure
+from blobstore.groupsync import Waiter, answer_covered, fail_all
 
 # One operation of a unit: a statement with its rows of arguments, or a blocking check.
 Operation = tuple[str, list[Sequence[object]]] | Callable[[], None]
@@ -211,7 +212,7 @@ class WalSync:
         self._wal = wal
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-wal-sync")
         self._issued = 0
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._waiters: list[Waiter] = []
         self._task: asyncio.Task[None] | None = None
 
     async def sync(self) -> None:
@@ -234,21 +235,11 @@ class WalSync:
                 except asyncio.CancelledError:
                     # Nothing is known to be durable: no caller may go on as if it were.
                     waiters, self._waiters = self._waiters, []
-                    for _, done in waiters:
-                        if not done.done():
-                            done.set_exception(StorageFailure("the metadata log sync stopped"))
+                    fail_all(waiters, StorageFailure("the metadata log sync stopped"))
                     raise
                 except Exception as exc:  # StorageFailure, or the pool shut down
                     error = exc
-                covered = [w for w in self._waiters if w[0] <= upto]
-                self._waiters = [w for w in self._waiters if w[0] > upto]
-                for _, done in covered:
-                    if done.done():
-                        continue  # its caller gave up
-                    if error is None:
-                        done.set_result(None)
-                    else:
-                        done.set_exception(error)
+                self._waiters = answer_covered(self._waiters, upto, error)
         finally:
             self._task = None
 
