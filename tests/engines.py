@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,6 +12,7 @@ from blobstore.engine.base import Engine
 from blobstore.engine.migrate import migrate
 from blobstore.engine.postgres import PostgresEngine
 from blobstore.engine.sqlite import Database
+from blobstore.keyring import KeyRing
 from filesvc.schema import TRACKS
 
 
@@ -37,6 +39,16 @@ async def migrated(url: str | None, data_dir: Path) -> AsyncIterator[Engine]:
     async with opened(url, data_dir, synchronous="NORMAL") as db:
         await migrate(db, TRACKS)
         yield db
+
+
+@asynccontextmanager
+async def key_ring(data_dir: Path) -> AsyncIterator[KeyRing]:
+    """A key ring under a fresh random master key, its data key recorded in a SQLite engine
+    in ``data_dir``."""
+    async with migrated(None, data_dir) as engine:
+        ring = KeyRing(engine, os.urandom(32))
+        await ring.check(record=True)
+        yield ring
 
 
 # A table of no schema's own, for tests of the engine interface itself.

@@ -20,7 +20,7 @@ from blobstore.s3 import S3Backend, S3Location
 from blobstore.sealed import SealedBackend, seal_backend
 from blobstore.sealing import SEALED_SEGMENT, SEGMENT, TRAILER, sealed_size
 from blobstore.store import ContentStore
-from tests.engines import migrated
+from tests.engines import key_ring
 from tests.s3_counting_proxy import Seen, counting_proxy
 
 SCOPE = "c" * 32
@@ -46,9 +46,7 @@ async def proxied(s3_location: S3Location) -> AsyncIterator[tuple[S3Location, Se
 
 @pytest.fixture
 async def keys(tmp_path: Path) -> AsyncIterator[KeyRing]:
-    async with migrated(None, tmp_path / "meta") as engine:
-        ring = KeyRing(engine, os.urandom(32))
-        await ring.check(record=True)
+    async with key_ring(tmp_path / "meta") as ring:
         yield ring
 
 

@@ -22,7 +22,7 @@ from blobstore.sealed_trailers import VerifiedTrailers
 from blobstore.sealed_whole import WholeReads
 from blobstore.sealing import SEALED_SEGMENT, SEGMENT, TRAILER
 from blobstore.store import ContentStore
-from tests.engines import migrated
+from tests.engines import key_ring
 
 SCOPE_A = "a" * 32
 SCOPE_B = "b" * 32
@@ -31,9 +31,7 @@ MiB = 1 << 20
 
 @pytest.fixture
 async def keys(tmp_path: Path) -> AsyncIterator[KeyRing]:
-    async with migrated(None, tmp_path / "meta") as engine:
-        ring = KeyRing(engine, os.urandom(32))
-        await ring.check(record=True)
+    async with key_ring(tmp_path / "meta") as ring:
         yield ring
 
 
