@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import cast
 
@@ -98,10 +98,16 @@ def is_full(exc: BaseException) -> bool:
     return "disk is full" in str(exc)
 
 
-def _translate(exc: BaseException) -> BaseException:
-    if is_full(exc):
-        return StoreFull("no space left for the metadata database")
-    return exc
+@contextmanager
+def _full_as_store_full() -> Iterator[None]:
+    """Lack of space surfaces as the store's own StoreFull, so callers (and the HTTP layer's
+    one error switch) treat a full database like a full blob store."""
+    try:
+        yield
+    except BaseException as exc:
+        if is_full(exc):
+            raise StoreFull("no space left for the metadata database") from exc
+        raise
 
 
 class Database:
@@ -229,29 +235,22 @@ class Database:
             # connection's thread runs it anyway), so the rollback must follow it; a rollback
             # with no transaction open does nothing.  Statements run in order on the
             # connection's thread, so the rollback always comes after the BEGIN.
-            # Lack of space surfaces as the store's own StoreFull, so callers (and the HTTP
-            # layer's one error switch) treat a full database like a full blob store.
             tx = SqliteTx(conn)
-            try:
-                await conn.execute("BEGIN IMMEDIATE")
-                yield tx
-            except BaseException as exc:
-                await asyncio.shield(conn.rollback())
-                translated = _translate(exc)
-                if translated is exc:
+            with _full_as_store_full():
+                try:
+                    await conn.execute("BEGIN IMMEDIATE")
+                    yield tx
+                except BaseException:
+                    await asyncio.shield(conn.rollback())
                     raise
-                raise translated from exc
-            try:
-                await asyncio.shield(conn.commit())
-            except BaseException as exc:
-                # A failed COMMIT (SQLITE_FULL, IOERR, a deferred constraint) may leave the
-                # transaction open, and then every later BEGIN would fail.  After a cancelled
-                # (still running) commit this is a no-op: it runs after the commit.
-                await asyncio.shield(conn.rollback())
-                translated = _translate(exc)
-                if translated is exc:
+                try:
+                    await asyncio.shield(conn.commit())
+                except BaseException:
+                    # A failed COMMIT (SQLITE_FULL, IOERR, a deferred constraint) may leave the
+                    # transaction open, and then every later BEGIN would fail.  After a
+                    # cancelled (still running) commit this is a no-op: it runs after it.
+                    await asyncio.shield(conn.rollback())
                     raise
-                raise translated from exc
 
     @asynccontextmanager
     async def write_unit(self, *, committed: asyncio.Event | None = None) -> AsyncIterator[UnitTx]:
@@ -266,24 +265,14 @@ class Database:
         try:
             yield tx
             async with self._write_lock:
-                try:
+                with _full_as_store_full():
                     wrote = await units.run(tx.operations)
-                except BaseException as exc:
-                    translated = _translate(exc)
-                    if translated is exc:
-                        raise
-                    raise translated from exc
         finally:
             if committed is not None:
                 committed.set()
         if wrote:
-            try:
+            with _full_as_store_full():
                 await units.durable()
-            except BaseException as exc:
-                translated = _translate(exc)
-                if translated is exc:
-                    raise
-                raise translated from exc
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[SqliteTx]:
