@@ -243,11 +243,7 @@ class LocalBackend:
     async def stat_many(self, refs: Sequence[BlobRef]) -> list[int | None]:
         """A commit confirms a whole group of uploads' blobs while it holds the database's writer:
         one thread hand-off for all of them, not one each."""
-        paths = [self.local_path(ref) for ref in refs]
-        try:
-            return await self.run(_sizes, paths)
-        except OSError as exc:
-            raise translate_oserror(exc) from None
+        return await self.run(self.stat_many_blocking, refs)
 
     def stat_many_blocking(self, refs: Sequence[BlobRef]) -> list[int | None]:
         """:meth:`stat_many` on the caller's thread (never call it on the event loop)."""
