@@ -54,13 +54,30 @@ def can_confirm_in_unit(reader: BlobReader) -> bool:
     return supports(reader, StatManyBlocking)
 
 
-async def confirm(tx: Tx, reader: BlobReader, refs: Iterable[BlobRef], *, now_ms: int) -> None:
+async def confirm(
+    tx: Tx,
+    reader: BlobReader,
+    refs: Iterable[BlobRef],
+    *,
+    now_ms: int,
+    inline: Collection[BlobRef] = (),
+) -> None:
     """Confirm that the caller's transaction now uses ``refs``: under the shared gc lock, check
-    each is stored and record the time.  Raises BlobGone (the caller rolls back)."""
-    wanted = sorted(set(refs))
-    if not wanted:
+    each is stored and record the time.  Raises BlobGone (the caller rolls back).  Refs in
+    ``inline`` are rows the same transaction inserts (:func:`blobstore.inline.add`): stored by
+    construction, so only their time is recorded."""
+    every = sorted(set(refs))
+    if not every:
         return
     await tx.lock(GC_LOCK, shared=True)
+    await tx.executemany_later(
+        "INSERT INTO blob_refs (ref, confirmed_at) VALUES (?, ?)"
+        " ON CONFLICT (ref) DO UPDATE SET confirmed_at = excluded.confirmed_at",
+        [(ref, now_ms) for ref in every],
+    )
+    wanted = [ref for ref in every if ref not in inline] if inline else every
+    if not wanted:
+        return
     if supports(reader, StatManyBlocking):
         await tx.check_later(partial(_check_stored, cast(StatManyBlocking, reader), wanted))
     else:
@@ -73,11 +90,6 @@ async def confirm(tx: Tx, reader: BlobReader, refs: Iterable[BlobRef], *, now_ms
         else:
             sizes = await asyncio.gather(*(reader.stat(ref) for ref in wanted))
         _raise_gone(wanted, sizes)
-    await tx.executemany_later(
-        "INSERT INTO blob_refs (ref, confirmed_at) VALUES (?, ?)"
-        " ON CONFLICT (ref) DO UPDATE SET confirmed_at = excluded.confirmed_at",
-        [(ref, now_ms) for ref in wanted],
-    )
 
 
 def _check_stored(reader: StatManyBlocking, refs: list[BlobRef]) -> None:

@@ -8,10 +8,10 @@ writes the blob store's tables itself: it calls :mod:`blobstore.manifests`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
-from blobstore import manifests
+from blobstore import inline, manifests
 from blobstore.engine.base import Engine, Row, Tx
 from blobstore.engine.migrate import Step
 from blobstore.manifests import Entry
@@ -142,10 +142,12 @@ async def get(tx: Tx, company_id: str, file_id: str) -> FileRow | None:
 _VIEW = (
     "SELECT "
     + _COLUMNS
-    + ", e.slot AS e_slot, e.idx AS e_idx, e.ref AS e_ref, e.size AS e_size, e.attrs AS e_attrs"
+    + ", e.slot AS e_slot, e.idx AS e_idx, e.ref AS e_ref, e.size AS e_size, e.attrs AS e_attrs, "
+    + inline.VIEW_COLUMN
     + _FROM
     + " LEFT JOIN manifest_entries e ON e.file_id = f.file_id AND e.slot IN ('chunk', 'thumb')"
-    " WHERE f.file_id = ? AND f.company_id = ? ORDER BY e.slot, e.idx"
+    + inline.VIEW_JOIN
+    + " WHERE f.file_id = ? AND f.company_id = ? ORDER BY e.slot, e.idx"
 )
 
 
@@ -163,6 +165,9 @@ async def get_view(
         slot = r["e_slot"]
         if slot is not None:
             entry = manifests.decode_entry(r["e_idx"], r["e_ref"], r["e_size"], r["e_attrs"])
+            stored = r["e_inline"]
+            if stored is not None:
+                entry = replace(entry, inline=bytes(stored))
             (chunks if slot == "chunk" else thumbs).append(entry)
     return _row(rows[0]), chunks, thumbs
 

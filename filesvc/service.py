@@ -13,11 +13,11 @@ from dataclasses import dataclass, replace
 
 import xxhash
 
-from blobstore import confirmations, manifests
+from blobstore import confirmations, inline, manifests
 from blobstore.engine.base import Engine, Tx
 from blobstore.errors import TooLarge
 from blobstore.manifests import Entry, Slot
-from blobstore.store import ContentStore, PutResult
+from blobstore.store import ContentStore, PutResult, inline_refs
 from filesvc import jobqueue, repo
 from filesvc.auth import Caller
 from filesvc.body import UploadBody
@@ -195,6 +195,7 @@ class FileService:
             # What cannot be an image is settled now: no job, no second transaction.
             thumbnails_status="done" if complete and not thumbable else "waiting",
             thumbnail_job=thumbable,
+            inline=None if put is None else put.inline,
         )
         await self.creates.add(new)
         await self._after_commit(file_id, 1 if thumbable else None, params.thumbnail_sync)
@@ -227,7 +228,11 @@ class FileService:
         put = await self._put(body.chunks, plan.budget, request.number, company_id)
         async with self.db.write() as tx:
             ts = now_ms()
-            await confirmations.confirm(tx, self.store.backend, [put.ref], now_ms=ts)
+            if put.inline is not None:
+                await inline.add(tx, [put.inline])
+            await confirmations.confirm(
+                tx, self.store.backend, [put.ref], now_ms=ts, inline=inline_refs(put)
+            )
             if await manifests.lock(tx, file_id) is None:
                 raise NotFound("the file was deleted while the chunk was uploading")
             state = await self._state(tx, company_id, file_id)
@@ -305,7 +310,9 @@ class FileService:
     ) -> PutResult:
         cap = self.max_upload_bytes if budget is None else min(budget, self.max_upload_bytes)
         try:
-            put = await self.store.put(chunks, max_size=cap, scope=self.scope_of(company_id))
+            put = await self.store.put(
+                chunks, max_size=cap, scope=self.scope_of(company_id), inline=True
+            )
         except TooLarge:
             if budget is not None and budget < self.max_upload_bytes:
                 raise BadRequest(
