@@ -131,6 +131,20 @@ def open_sealed(key: ScopeKey, ref: BlobRef, stored: bytes) -> bytes:
     return Opener(key, trailer).open_many(0, memoryview(stored)[:-TRAILER])
 
 
+async def present(tx: Tx, refs: Sequence[BlobRef]) -> set[BlobRef]:
+    """Which of ``refs`` have a row, in the caller's transaction."""
+    found: set[BlobRef] = set()
+    for i in range(0, len(refs), 500):
+        part = refs[i : i + 500]
+        marks = ", ".join("?" * len(part))
+        rows = await tx.fetch(
+            f"SELECT ref FROM inline_blobs WHERE ref IN ({marks})",  # noqa: S608
+            *part,
+        )
+        found.update(BlobRef(r[0]) for r in rows)
+    return found
+
+
 async def scan(tx: Tx) -> AsyncIterator[tuple[BlobRef, int, bytes]]:
     """Every row as (ref, plaintext size, stored bytes), a batch at a time (fsck's re-hash)."""
     async for row in tx.stream("SELECT ref, size, data FROM inline_blobs"):

@@ -19,7 +19,6 @@ from blobstore.port import (
     BlobBackend,
     SealingWriter,
     Staging,
-    StatManyBlocking,
     WriteMany,
     supports,
 )
@@ -224,7 +223,7 @@ class ContentStore:
                 if await plain(inline.keys, ref, row.data) == data:
                     return PutResult(ref, len(data), False, row)
                 continue
-            if await self._in_backend(ref):
+            if await self.backend.stat(ref) is not None:
                 return None
             stored = data
             if key is not None:
@@ -234,13 +233,6 @@ class ContentStore:
             fp = fingerprint(key, data)
             return PutResult(ref, len(data), True, InlineRow(ref, len(data), fp, stored))
         raise CollisionLimit(f"more than {MAX_COLLISION_VARIANTS} contents share {digest}")
-
-    async def _in_backend(self, ref: BlobRef) -> bool:
-        backend = self.backend
-        if supports(backend, StatManyBlocking):
-            # A local stat: microseconds, cheaper than a hand-off to a thread.
-            return cast(StatManyBlocking, backend).stat_many_blocking([ref])[0] is not None
-        return await backend.stat(ref) is not None
 
     async def _inline_differs(self, ref: BlobRef, small: bytes | None) -> bool:
         """True when an inline row holds another content under ``ref`` (the backend must not

@@ -63,7 +63,7 @@ async def _insert(tx: Tx, reader: BlobReader, batch: list[NewFile]) -> None:
         reader,
         [f.entry[1] for f in batch if f.entry is not None],
         now_ms=now,
-        inline={r.ref for r in rows},
+        inserted={r.ref for r in rows},
     )
     await manifests.create_many(
         tx,

@@ -231,7 +231,7 @@ class FileService:
             if put.inline is not None:
                 await inline.add(tx, [put.inline])
             await confirmations.confirm(
-                tx, self.store.backend, [put.ref], now_ms=ts, inline=inline_refs(put)
+                tx, self.store.backend, [put.ref], now_ms=ts, inserted=inline_refs(put)
             )
             if await manifests.lock(tx, file_id) is None:
                 raise NotFound("the file was deleted while the chunk was uploading")

@@ -334,7 +334,11 @@ class ThumbnailRunner:
             if rows:
                 await inline.add(tx, rows)
             await confirmations.confirm(
-                tx, self.store.backend, [p.ref for p in puts], now_ms=ts, inline=inline_refs(*puts)
+                tx,
+                self.store.backend,
+                [p.ref for p in puts],
+                now_ms=ts,
+                inserted=inline_refs(*puts),
             )
             # Every change to a file takes its manifest's lock first: one order, no deadlock
             # with a chunk or an overwrite of the same file committing meanwhile.

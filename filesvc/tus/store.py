@@ -206,7 +206,7 @@ class TusStore:
                     self.service.store.backend,
                     [put_ref.ref],
                     now_ms=ts,
-                    inline=inline_refs(put_ref),
+                    inserted=inline_refs(put_ref),
                 )
             # Another process's PATCH of the same upload waits here (PostgreSQL row lock).
             await manifests.lock(conn, upload.file_id)
