@@ -100,10 +100,10 @@ async def lookup(db: Engine, ref: BlobRef) -> InlineRow | None:
     return InlineRow(ref, int(r[0]), bytes(r[1]), bytes(r[2]))
 
 
-async def fetch(tx: Tx, ref: BlobRef) -> bytes | None:
-    """The stored bytes under ``ref`` in the caller's transaction, or None."""
-    row = await tx.fetchrow("SELECT data FROM inline_blobs WHERE ref = ?", ref)
-    return None if row is None else bytes(row[0])
+async def content(db: Engine, keys: KeyRing | None, ref: BlobRef) -> bytes | None:
+    """The content stored under ``ref`` (opened when sealed), or None when it has no row."""
+    row = await lookup(db, ref)
+    return None if row is None else await plain(keys, ref, row.data)
 
 
 async def plain(keys: KeyRing | None, ref: BlobRef, stored: bytes) -> bytes:
