@@ -166,7 +166,7 @@ async def test_two_contents_racing_for_one_name_fail_the_later_commit(store: Sto
     same = await put(content, b"content a")
     await commit(store, "fa", [a])
     await commit(store, "fa2", [same])  # the same content: the row is kept, no error
-    with pytest.raises(Exception, match="(?i)not.null|null value"):
+    with pytest.raises(Exception, match=r"(?i)not.null|null value"):
         await commit(store, "fb", [b])
     assert await content.read(a.ref) == b"content a"
     async with store.db.read() as tx:
