@@ -138,6 +138,7 @@ async def test_damage_far_in_cuts_the_connection_after_only_good_bytes(api: Api)
     assert bytes(got) == data[: len(got)]  # every byte sent was right
 
 
+@pytest.mark.blob_files
 async def test_small_file_flipped_answers_500(api: Api) -> None:
     res = await api.upload(b"a short document")
     ref = await ref_of(api, res["id"])

@@ -47,6 +47,7 @@ def new_key(path: Path) -> bytes:
     return key
 
 
+@pytest.mark.blob_files
 @pytest.mark.sqlite_only
 async def test_cat_decrypts_and_a_wrong_key_is_one_line(
     api: Api, tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
@@ -66,6 +67,7 @@ async def test_cat_decrypts_and_a_wrong_key_is_one_line(
     )
 
 
+@pytest.mark.blob_files
 @pytest.mark.sqlite_only
 async def test_fsck_full_authenticates_sealed_blobs(
     api: Api, tmp_path: Path, capfd: pytest.CaptureFixture[str]
