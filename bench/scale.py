@@ -58,14 +58,21 @@ class Config:
     # FILESVC_ENCRYPTION=off: a configuration an operator may choose, reported beside the
     # default (encryption at rest on), never instead of it
     plain: bool = False
+    # FILESVC_INLINE_MAX=0: every small blob written to the blob store (a file, an S3 PUT)
+    # instead of kept in the metadata database, the default's comparison in the same run
+    files: bool = False
 
     @property
     def name(self) -> str:
         plain = ", encryption off" if self.plain else ""
-        return f"{self.kind}, {self.workers} worker{'s' if self.workers > 1 else ''}{plain}"
+        files = ", small blobs as files" if self.files else ""
+        return f"{self.kind}, {self.workers} worker{'s' if self.workers > 1 else ''}{plain}{files}"
 
     def env(self) -> dict[str, str]:
-        return {"FILESVC_ENCRYPTION": "off"} if self.plain else {}
+        env = {"FILESVC_ENCRYPTION": "off"} if self.plain else {}
+        if self.files:
+            env["FILESVC_INLINE_MAX"] = "0"
+        return env
 
 
 @dataclass
@@ -331,7 +338,8 @@ async def scenario_scale(ctx: Context) -> ScenarioResult:
     )
     local = [Config(LOCAL, 1), Config(LOCAL, many)]
     local += [Config(LOCAL, 1, plain=True), Config(LOCAL, many, plain=True)]
-    configs = [*local, Config(SCALED, 1), Config(SCALED, many)]
+    local += [Config(LOCAL, many, files=True)]
+    configs = [*local, Config(SCALED, 1), Config(SCALED, many), Config(SCALED, many, files=True)]
     rows: dict[Config, Row] = {}
     # The engines first: the SeaweedFS 4 KiB PUTs run right after every configuration's.
     try:
