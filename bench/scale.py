@@ -278,13 +278,13 @@ def closing_table(rows: dict[Config, Row], size_label: str) -> str:
         return f"{row.small / row.peer_small:.2f}"
 
     head = (
-        f"{'configuration':<48} {'4 KiB req/s':>12} {size_label + ' up MB/s':>14} "
+        f"{'configuration':<64} {'4 KiB req/s':>12} {size_label + ' up MB/s':>14} "
         f"{size_label + ' down MB/s':>16} {'peak RSS MiB':>13} {'x PUT beside':>13}"
     )
     lines = [head]
     for config, row in rows.items():
         lines.append(
-            f"{config.name:<48} {num(row.small):>12} {num(row.up):>14} {num(row.down):>16} "
+            f"{config.name:<64} {num(row.small):>12} {num(row.up):>14} {num(row.down):>16} "
             f"{num(row.rss_peak):>13} {ratio(row):>13}"
         )
     return "\n".join(lines)
