@@ -30,7 +30,8 @@ from blobstore.engine.migrate import Step
 from blobstore.errors import BlobCorrupt
 from blobstore.keyring import KeyRing
 from blobstore.refs import BlobRef, is_sealed, ref_digest, ref_scope
-from blobstore.sealing import TRAILER, Opener, ScopeKey, read_trailer
+from blobstore.sealed_trailers import VerifiedTrailers
+from blobstore.sealing import SEGMENT, TRAILER, Opener, ScopeKey, read_trailer, stored_range
 
 # The most the setting may be: a row is read whole with the query that fetches a download's
 # chunks, and held in memory by a put.
@@ -143,6 +144,37 @@ async def present(tx: Tx, refs: Sequence[BlobRef]) -> set[BlobRef]:
         )
         found.update(BlobRef(r[0]) for r in rows)
     return found
+
+
+def open_range(
+    trailers: VerifiedTrailers,
+    key: ScopeKey,
+    ref: BlobRef,
+    stored: bytes,
+    start: int,
+    end: int,
+) -> bytes | bytearray:
+    """Plaintext ``[start, end)`` of a sealed row, for a download: the trailer checked (or found
+    already checked, with its cipher, in ``trailers``), then only the segments that hold the
+    range authenticated and decrypted, cut without copying."""
+    scope = ref_scope(ref)
+    assert scope is not None
+    size = len(stored)
+    if size < TRAILER:
+        raise BlobCorrupt("sealed blob is too short")
+    verified = trailers.verify(ref, key, scope, stored[-TRAILER:], size)
+    stop = min(end, verified.plain)
+    if start >= stop:
+        return b""
+    first, lo, hi = stored_range(verified.plain, start, stop)
+    out = bytearray(hi - lo)
+    with memoryview(stored) as view:
+        n = verified.opener.open_into(first, view[lo:hi], out)
+    skip = start - first * SEGMENT
+    # Both cuts move no bytes: a bytearray drops its head by moving its start.
+    del out[min(n, skip + stop - start) :]
+    del out[:skip]
+    return out
 
 
 async def scan(tx: Tx) -> AsyncIterator[tuple[BlobRef, int, bytes]]:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import cast
 
 from blobstore.engine.base import Engine
-from blobstore.errors import CollisionLimit, TooLarge
-from blobstore.inline import CEILING, InlineRow, fingerprint, lookup, plain
+from blobstore.errors import BlobCorrupt, CollisionLimit, TooLarge
+from blobstore.inline import CEILING, InlineRow, fingerprint, lookup, open_range, plain
 from blobstore.keyring import UNSCOPED, KeyRing
 from blobstore.port import (
     BlobBackend,
@@ -29,8 +29,11 @@ from blobstore.refs import (
     HasherFactory,
     check_scope,
     default_hasher,
+    is_sealed,
     ref_candidates,
+    ref_scope,
 )
+from blobstore.sealed_trailers import VerifiedTrailers
 from blobstore.sealing import TAG, TRAILER, Sealer
 
 # Bytes handed to the backend per write.  Larger batches amortise the thread hand-off that a
@@ -82,6 +85,7 @@ class ContentStore:
         self.backend = backend
         self._hasher = hasher
         self.inline = inline
+        self._trailers = VerifiedTrailers()  # the inline rows' (downloads read them often)
 
     def _inline_limit(self, sealed: bool) -> int:
         """The largest plaintext a put may keep inline (0: none)."""
@@ -242,11 +246,20 @@ class ContentStore:
         row = await lookup(self.inline.db, ref)
         return row is not None and await plain(self.inline.keys, ref, row.data) != small
 
-    async def inline_range(self, ref: BlobRef, stored: bytes, start: int, end: int) -> bytes:
+    async def inline_range(
+        self, ref: BlobRef, stored: bytes, start: int, end: int
+    ) -> bytes | bytearray:
         """Bytes ``[start, end)`` of an inline blob whose stored bytes are at hand (a download's
         view query brought them): opened and checked when sealed."""
+        if not is_sealed(ref):
+            return stored[start:end] if start or end < len(stored) else stored
         keys = None if self.inline is None else self.inline.keys
-        return (await plain(keys, ref, stored))[start:end]
+        if keys is None:
+            raise BlobCorrupt(f"{ref} is sealed and no key ring is at hand")
+        scope = ref_scope(ref)
+        assert scope is not None
+        key = await keys.key(scope, create=False)
+        return open_range(self._trailers, key, ref, stored, start, end)
 
     async def is_inline(self, ref: BlobRef) -> bool:
         """True when the blob is an inline row."""

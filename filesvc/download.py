@@ -213,7 +213,7 @@ async def open_piece(store: ContentStore, entry: Entry, start: int, end: int) ->
     """Open bytes ``[start, end)`` of an entry's blob: an inline one from the bytes its entry
     came with, others from the backend."""
     if entry.inline is not None:
-        return BytesStream(await store.inline_range(entry.ref, entry.inline, start, end))
+        return BytesStream(bytes(await store.inline_range(entry.ref, entry.inline, start, end)))
     return await store.backend.open(entry.ref, start, end)
 
 
