@@ -120,11 +120,12 @@ class FileService:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    async def view(self, company_id: str, file_id: str) -> FileView:
+    async def view(self, company_id: str, file_id: str, *, content: bool = False) -> FileView:
         """The file and its entries, or NotFound: one statement, one database round trip.  No
         cache: every read sees the last commit, so nothing is stale after a 2xx overwrite or
-        delete, on any process or instance (docs/design.md, reads)."""
-        found = await repo.get_view(self.db, company_id, file_id)
+        delete, on any process or instance (docs/design.md, reads).  ``content``: entries kept
+        inline come with their stored bytes (the reads that send them)."""
+        found = await repo.get_view(self.db, company_id, file_id, content=content)
         if found is None:
             raise NotFound("no such file in this company")
         return FileView(*found)
@@ -138,7 +139,7 @@ class FileService:
 
     async def content(self, company_id: str, file_id: str) -> FileView:
         """A complete, undamaged file's view for download; 409 while incomplete."""
-        view = await self.view(company_id, file_id)
+        view = await self.view(company_id, file_id, content=True)
         if not view.row.complete:
             raise Conflict("the upload of this file is not complete yet")
         if view.row.damaged:

@@ -179,7 +179,7 @@ async def thumbnail(request: web.Request) -> web.StreamResponse:
     # digits (an alias of another index).
     if not (raw_index.isascii() and raw_index.isdigit()) or len(raw_index) > 6:
         raise BadRequest("thumbnail index must be a whole number")
-    view = await request.app[SERVICE].view(company, fid)
+    view = await request.app[SERVICE].view(company, fid, content=True)
     entry = next((t for t in view.thumbnails if t.idx == int(raw_index)), None)
     if entry is None:
         raise NotFound("this file has no thumbnail with that index")
