@@ -22,12 +22,13 @@ the rows through the functions below, under the same guard as the backend's blob
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from blobstore.engine.base import Engine, Tx
 from blobstore.engine.migrate import Step
-from blobstore.errors import BlobCorrupt
+from blobstore.errors import BlobCorrupt, NameTaken
 from blobstore.keyring import KeyRing
 from blobstore.refs import BlobRef, is_sealed, ref_digest, ref_scope
 from blobstore.sealed_trailers import VerifiedTrailers
@@ -90,6 +91,28 @@ async def add(tx: Tx, rows: Iterable[InlineRow]) -> None:
         " ON CONFLICT (ref) DO UPDATE SET size = NULL WHERE inline_blobs.fp <> excluded.fp",
         [(r.ref, r.size, r.fp, r.data) for r in rows],
     )
+
+
+@contextmanager
+def name_races() -> Iterator[None]:
+    """Around a commit that inserts rows (:func:`add`): the engine's error for a row of the
+    same name with another fingerprint becomes :class:`~blobstore.errors.NameTaken`."""
+    try:
+        yield
+    except NameTaken:
+        raise
+    except Exception as exc:
+        if is_name_race(exc):
+            raise NameTaken("another content took this blob's name before the commit") from None
+        raise
+
+
+def is_name_race(exc: BaseException) -> bool:
+    """True for the error :func:`add` raises when a row of the name holds another content (the
+    NOT NULL violation on ``inline_blobs.size``: "NOT NULL constraint failed: inline_blobs.size"
+    on SQLite, 'null value in column "size" of relation "inline_blobs"' on PostgreSQL)."""
+    text = str(exc)
+    return "inline_blobs" in text and ("NOT NULL" in text or "null value" in text)
 
 
 async def lookup(db: Engine, ref: BlobRef) -> InlineRow | None:

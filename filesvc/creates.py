@@ -227,8 +227,9 @@ class CreateBatcher:
     async def _one_by_one(self, batch: list[tuple[NewFile, asyncio.Future[None]]]) -> None:
         for new, done in batch:
             try:
-                async with self._write(asyncio.Event()) as tx:
-                    await _insert(tx, self.reader, [new])
+                with inline.name_races():
+                    async with self._write(asyncio.Event()) as tx:
+                        await _insert(tx, self.reader, [new])
             except Exception as exc:
                 if not done.done():
                     done.set_exception(exc)

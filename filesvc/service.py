@@ -227,6 +227,26 @@ class FileService:
             raise NotFound("no such file in this company")
         plan = plan_chunk(state, request)
         put = await self._put(body.chunks, plan.budget, request.number, company_id)
+        with inline.name_races():
+            generation = await self._commit_chunk(
+                caller, company_id, file_id, params, body, request, plan, put
+            )
+        await self._after_commit(file_id, generation, params.thumbnail_sync)
+        return await self.view(company_id, file_id)
+
+    async def _commit_chunk(
+        self,
+        caller: Caller,
+        company_id: str,
+        file_id: str,
+        params: UploadParams,
+        body: UploadBody,
+        request: ChunkRequest,
+        plan: ChunkPlan,
+        put: PutResult,
+    ) -> int | None:
+        """The chunk's commit: planned again under the manifest's lock, its entry put, the
+        file settled; the thumbnail job's generation when the file became complete."""
         async with self.db.write() as tx:
             ts = now_ms()
             if put.inline is not None:
@@ -251,9 +271,7 @@ class FileService:
                 mime=params.mime,
                 now_ms=ts,
             )
-            generation = await self._settle(tx, file_id, final.slot, ts)
-        await self._after_commit(file_id, generation, params.thumbnail_sync)
-        return await self.view(company_id, file_id)
+            return await self._settle(tx, file_id, final.slot, ts)
 
     async def delete(self, company_id: str, file_id: str) -> None:
         """Remove the file's metadata now; gc reclaims blobs no other file shares."""

@@ -167,9 +167,10 @@ class TusStore:
             inline=None if stored is None else stored.inline,
         )
         if partial:
-            async with self.service.db.write() as tx:
-                await insert_files(tx, self.service.store.backend, [new])
-                await table.insert(tx, file_id, "partial")
+            with inline.name_races():
+                async with self.service.db.write() as tx:
+                    await insert_files(tx, self.service.store.backend, [new])
+                    await table.insert(tx, file_id, "partial")
         else:
             await self.service.creates.add(new)
         if thumbable:
@@ -196,62 +197,65 @@ class TusStore:
         """Commit one PATCH's blob (``put_ref``, None for no bytes) at ``upload.offset``, and
         ``length`` when a deferred length arrives with it.  409 when the offset moved."""
         generation: int | None = None
-        async with self.service.db.write() as conn:
-            ts = now_ms()
-            if put_ref is not None and put_ref.size:
-                if put_ref.inline is not None:
-                    await inline.add(conn, [put_ref.inline])
-                await confirmations.confirm(
-                    conn,
-                    self.service.store.backend,
-                    [put_ref.ref],
-                    now_ms=ts,
-                    inserted=inline_refs(put_ref),
-                )
-            # Another process's PATCH of the same upload waits here (PostgreSQL row lock).
-            await manifests.lock(conn, upload.file_id)
-            now = await self._state(conn, company_id, upload.file_id)
-            if now.offset != upload.offset or now.complete:
-                raise Conflict(
-                    f"the upload's offset is {now.offset}, not {upload.offset}:"
-                    " another request wrote to it; ask HEAD where to resume"
-                )
-            total = now.length if now.length is not None else length
-            entries = await manifests.entries(conn, upload.file_id, "chunk")
-            offset = now.offset
-            if put_ref is not None and put_ref.size:
-                idx = (entries[-1].idx if entries else 0) + 1
-                await manifests.put_entry(
-                    conn, upload.file_id, "chunk", idx, put_ref.ref, put_ref.size
-                )
-                entries.append(Entry(idx, put_ref.ref, put_ref.size))
-                offset += put_ref.size
-            if total is not None and offset > total:
-                raise Conflict(f"the upload would grow past its length of {total} bytes")
-            complete = total is not None and offset == total
-            chunks = len(entries) if complete else None
-            if complete and not entries:
-                # An empty file still has one (empty) chunk, as the files API stores it.
-                put = await self.service.store.put_bytes(
-                    b"", scope=self.service.scope_of(company_id)
-                )
-                await confirmations.confirm(conn, self.service.store.backend, [put.ref], now_ms=ts)
-                await manifests.put_entry(conn, upload.file_id, "chunk", 1, put.ref, 0)
-                entries.append(Entry(1, put.ref, 0))
-                chunks = 1
-            await manifests.set_expected(conn, upload.file_id, chunks=chunks, size=total)
-            await manifests.record_activity(conn, upload.file_id, now_ms=ts)
-            if complete:
-                await manifests.mark(conn, upload.file_id, now_ms=ts, complete=True)
-                await repo.set_completed(
-                    conn, upload.file_id, etag=content_etag(entries), now_ms=ts
-                )
-                if now.concat == "partial":
-                    # A partial upload is only ever a part of a final upload: no thumbnails.
-                    await repo.set_thumbnail_status(conn, upload.file_id, "done")
-                else:
-                    generation = await jobqueue.enqueue(conn, upload.file_id, now_ms=ts)
-            result = await self._state(conn, company_id, upload.file_id)
+        with inline.name_races():
+            async with self.service.db.write() as conn:
+                ts = now_ms()
+                if put_ref is not None and put_ref.size:
+                    if put_ref.inline is not None:
+                        await inline.add(conn, [put_ref.inline])
+                    await confirmations.confirm(
+                        conn,
+                        self.service.store.backend,
+                        [put_ref.ref],
+                        now_ms=ts,
+                        inserted=inline_refs(put_ref),
+                    )
+                # Another process's PATCH of the same upload waits here (PostgreSQL row lock).
+                await manifests.lock(conn, upload.file_id)
+                now = await self._state(conn, company_id, upload.file_id)
+                if now.offset != upload.offset or now.complete:
+                    raise Conflict(
+                        f"the upload's offset is {now.offset}, not {upload.offset}:"
+                        " another request wrote to it; ask HEAD where to resume"
+                    )
+                total = now.length if now.length is not None else length
+                entries = await manifests.entries(conn, upload.file_id, "chunk")
+                offset = now.offset
+                if put_ref is not None and put_ref.size:
+                    idx = (entries[-1].idx if entries else 0) + 1
+                    await manifests.put_entry(
+                        conn, upload.file_id, "chunk", idx, put_ref.ref, put_ref.size
+                    )
+                    entries.append(Entry(idx, put_ref.ref, put_ref.size))
+                    offset += put_ref.size
+                if total is not None and offset > total:
+                    raise Conflict(f"the upload would grow past its length of {total} bytes")
+                complete = total is not None and offset == total
+                chunks = len(entries) if complete else None
+                if complete and not entries:
+                    # An empty file still has one (empty) chunk, as the files API stores it.
+                    put = await self.service.store.put_bytes(
+                        b"", scope=self.service.scope_of(company_id)
+                    )
+                    await confirmations.confirm(
+                        conn, self.service.store.backend, [put.ref], now_ms=ts
+                    )
+                    await manifests.put_entry(conn, upload.file_id, "chunk", 1, put.ref, 0)
+                    entries.append(Entry(1, put.ref, 0))
+                    chunks = 1
+                await manifests.set_expected(conn, upload.file_id, chunks=chunks, size=total)
+                await manifests.record_activity(conn, upload.file_id, now_ms=ts)
+                if complete:
+                    await manifests.mark(conn, upload.file_id, now_ms=ts, complete=True)
+                    await repo.set_completed(
+                        conn, upload.file_id, etag=content_etag(entries), now_ms=ts
+                    )
+                    if now.concat == "partial":
+                        # A partial upload is only ever a part of a final upload: no thumbnails.
+                        await repo.set_thumbnail_status(conn, upload.file_id, "done")
+                    else:
+                        generation = await jobqueue.enqueue(conn, upload.file_id, now_ms=ts)
+                result = await self._state(conn, company_id, upload.file_id)
         if generation is not None:
             self.service.thumbs.notify(upload.file_id, generation)
         return result
