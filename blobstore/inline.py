@@ -224,6 +224,15 @@ async def totals(tx: Tx) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+async def remove_damaged(tx: Tx, row: InlineRow) -> bool:
+    """Remove a row fsck found damaged (repair), only if it still holds the bytes that were
+    checked: a commit may have put the right content back under the name meanwhile."""
+    gone = await tx.execute(
+        "DELETE FROM inline_blobs WHERE ref = ? AND data = ?", row.ref, row.data
+    )
+    return gone > 0
+
+
 async def delete(tx: Tx, refs: Sequence[BlobRef]) -> None:
     """Remove rows (gc, under the lock commits take; repair)."""
     await tx.executemany("DELETE FROM inline_blobs WHERE ref = ?", [(ref,) for ref in refs])
