@@ -236,3 +236,18 @@ async def remove_damaged(tx: Tx, row: InlineRow) -> bool:
 async def delete(tx: Tx, refs: Sequence[BlobRef]) -> None:
     """Remove rows (gc, under the lock commits take; repair)."""
     await tx.executemany("DELETE FROM inline_blobs WHERE ref = ?", [(ref,) for ref in refs])
+
+
+async def stored_many(db: Engine, refs: Sequence[BlobRef]) -> dict[BlobRef, bytes]:
+    """The stored bytes of those of ``refs`` that have a row (one statement per 500 refs, each
+    its own snapshot: rows are content-addressed, so a row read is the bytes its ref names)."""
+    found: dict[BlobRef, bytes] = {}
+    for i in range(0, len(refs), 500):
+        part = refs[i : i + 500]
+        marks = ", ".join("?" * len(part))
+        rows = await db.query(
+            f"SELECT ref, data FROM inline_blobs WHERE ref IN ({marks})",  # noqa: S608
+            *part,
+        )
+        found.update((BlobRef(r[0]), bytes(r[1])) for r in rows)
+    return found
