@@ -13,8 +13,9 @@ commit that lost a race to another content of the same name fails the insert (it
 a keyed hash of the plaintext, differs), so the commit rolls back instead of referencing
 someone else's bytes.
 
-Reads resolve a ref here first (the download's view query joins this table, :data:`VIEW_JOIN`),
-then the backend (blobs stored before the feature, or above the limit).  gc, fsck and stat walk
+Reads resolve a ref here first (the download's view query joins this table, :data:`VIEW_JOIN`,
+or, where the server keeps a blob cache, :mod:`blobstore.inline_cached` reads through it), then
+the backend (blobs stored before the feature, or above the limit).  gc, fsck and stat walk
 the rows through the functions below, under the same guard as the backend's blobs
 (:mod:`blobstore.confirmations`).
 """
