@@ -265,8 +265,14 @@ def _serve(path: str, loop_name: str) -> None:
         asyncio.run(main())
 
 
-async def _measure(port: int, ref_port: int, size: int, rounds: int, ways: list[str]) -> None:
-    urls = {w: f"http://127.0.0.1:{port}/{w}" for w in ways}
+async def _measure(
+    ports: dict[str, int], ref_port: int, size: int, rounds: int, ways: list[str]
+) -> None:
+    urls = {
+        f"{w} ({loop})": f"http://127.0.0.1:{port}/{w}"
+        for loop, port in ports.items()
+        for w in ways
+    }
     # The median of each round's ratio to the reference of the same round (printed as xN).
     urls["reference"] = f"http://127.0.0.1:{ref_port}/bytes/{size}"
     runs: dict[str, list[float]] = {k: [] for k in urls}
@@ -280,14 +286,16 @@ async def _measure(port: int, ref_port: int, size: int, rounds: int, ways: list[
     for name, r in runs.items():
         each = " ".join(f"{x:.2f}" for x in r)
         ratio = median(x / y for x, y in zip(r, runs["reference"], strict=True))
-        print(f"{name:22s} {median(r):5.2f} GB/s  x{ratio:4.2f}   [{each}]")
+        print(f"{name:34s} {median(r):5.2f} GB/s  x{ratio:4.2f}   [{each}]")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.download_paths")
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    parser.add_argument(
+        "--loop", default="uvloop", help="uvloop, asyncio, or both: uvloop,asyncio (a server each)"
+    )
     parser.add_argument("--ways", default=",".join(WAYS))
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -296,28 +304,23 @@ def main() -> None:
         return
     size = args.size_mib * MiB
     tmp = Path(tempfile.mkdtemp(prefix="dl-paths-"))
-    proc = None
+    procs: list[subprocess.Popen[bytes]] = []
     try:
         path = tmp / "big.bin"
         _write_file(path, size)
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench.download_paths",
-                "--serve",
-                str(path),
-                "--loop",
-                args.loop,
-            ],
-            stdout=subprocess.PIPE,
-        )
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline().split()[1])
+        ports = {}
+        for loop in args.loop.split(","):
+            if loop not in ("uvloop", "asyncio"):
+                parser.error(f"unknown loop {loop!r}")
+            argv = ["-m", "bench.download_paths", "--serve", str(path), "--loop", loop]
+            proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE)
+            procs.append(proc)
+            assert proc.stdout is not None
+            ports[loop] = int(proc.stdout.readline().split()[1])
         with ceilings.DiscardServer() as ref:
-            asyncio.run(_measure(port, ref.port, size, args.rounds, args.ways.split(",")))
+            asyncio.run(_measure(ports, ref.port, size, args.rounds, args.ways.split(",")))
     finally:
-        if proc is not None:
+        for proc in procs:
             proc.terminate()
             proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
