@@ -145,14 +145,28 @@ def _read_response(sock: socket.socket) -> tuple[bytes, bytes]:
     return head, bytes(body)
 
 
+async def _sent_bytes_metric(server: ServerProcess) -> float:
+    async with aiohttp.ClientSession() as s, s.get(f"{server.url}/metrics") as resp:
+        text = await resp.text()
+    (line,) = [x for x in text.splitlines() if x.startswith("filesvc_http_sent_bytes_total ")]
+    return float(line.split()[1])
+
+
 async def test_whole_file_and_ranges_are_right_and_sent_by_a_pump(server: ServerProcess) -> None:
     content, fid, _ = await _upload(server)
+    sent_before = await _sent_bytes_metric(server)
     answer, most, reset = await _download_slowly(server, fid)
     head, body = _body(answer)
     assert head.startswith(b"HTTP/1.1 200") and not reset
     assert body == content
     assert most == 1  # the connection's socket was duplicated for the body
     assert await _no_duplicates_left(server)
+    # The metrics count the bytes the pump sent (once the handler is done, which may be just
+    # after the client read the last byte).
+    deadline = time.monotonic() + 10
+    while await _sent_bytes_metric(server) - sent_before < SIZE and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert SIZE <= await _sent_bytes_metric(server) - sent_before < SIZE + 100_000
     url = f"{server.url}{FILES}/{fid}/download"
     # Unaligned starts and ends, across buffer edges, and a suffix range.
     for first, last in ((4097, 2 * MiB + 3), (MiB - 1, SIZE - 1), (SIZE - 3_000_000, SIZE - 1)):
