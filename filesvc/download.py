@@ -1,7 +1,9 @@
 """Download mechanics: byte ranges, conditional requests, Content-Disposition, and sending a
 file's chunks in order through the blob port's reader role: a body up to a MiB read whole (in at
 most one thread hand-off where the reader offers :class:`~blobstore.port.ReadWhole`), a larger
-one streamed a piece at a time with a send stall timeout."""
+one sent by a thread of the store that owns the connection's socket for the body where the blob
+offers :class:`~blobstore.port.Pumps` (a plain local blob), else streamed a piece at a time; both
+with a send stall timeout."""
 
 from __future__ import annotations
 
@@ -271,11 +273,13 @@ async def stream(
     already opened (:func:`open_first`); it is closed here.
 
     The headers go out alone first: aiohttp would join them with the first piece into a new
-    bytes object (a copy of the piece, and a read of a mapped file in user space).  Pieces come
-    from :func:`_pieces_of` and are written to the transport as they are.  A client that takes
-    no bytes for ``stall_timeout`` loses its connection (:class:`StallGuard`, SendStalled), so
-    one that stops reading cannot hold it; a blob shorter than recorded is DamagedContent (the
-    caller cuts the connection: the headers promised more)."""
+    bytes object (a copy of the piece, and a read of a mapped file in user space).  A blob that
+    can pump itself is sent by its pump (:func:`_pump_blob`) while one is free; otherwise its
+    pieces come from :func:`_pieces_of` and are written to the transport as they are.  A client
+    that takes no bytes for ``stall_timeout`` loses its connection (the pump's timed sends, or
+    :class:`StallGuard`; SendStalled), so one that stops reading cannot hold it; a blob shorter
+    than recorded is DamagedContent (the caller cuts the connection: the headers promised
+    more)."""
     await response.write(b"")
     guard = StallGuard(request.transport, stall_timeout)
     pumps = True
