@@ -38,7 +38,8 @@ INLINE_READ = 64 * 1024
 # executor (which DNS and others share).  Writes of one blob are serialised anyway.
 IO_THREADS = 8
 # Downloads sent by a thread of their own at once (blobstore/local_pump.py), each with a 1 MiB
-# buffer; a download beyond them is sent as mapped windows by the event loop.
+# buffer, unless the backend is given another count (FILESVC_DOWNLOAD_THREADS); a download beyond
+# them is sent as mapped windows by the event loop.
 PUMP_THREADS = 16
 TEMP_DIR = "tmp"
 
@@ -197,7 +198,9 @@ class LocalBackend:
     database needs to record (and delete) what is stored.  Checked per write batch (1 MiB), so
     concurrent uploads can overshoot it by at most a batch each."""
 
-    def __init__(self, root: Path, *, min_free_bytes: int = 0) -> None:
+    def __init__(
+        self, root: Path, *, min_free_bytes: int = 0, pump_threads: int = PUMP_THREADS
+    ) -> None:
         self.root = root
         self._root_str = str(root)
         self.min_free_bytes = min_free_bytes
@@ -214,7 +217,7 @@ class LocalBackend:
         self._known_dirs: set[Path] = set()
         # Whether reads may ask for page-cache-only (RWF_NOWAIT); cleared where unsupported.
         self._nowait = True
-        self.pumps = PumpThreads(PUMP_THREADS)
+        self.pumps = PumpThreads(pump_threads)
 
     def check_floor(self, fd: int, adding: int) -> None:
         """Raise ENOSPC (StoreFull) when writing ``adding`` bytes would go below the floor.

@@ -138,7 +138,7 @@ class PumpThreads:
 
     def __init__(self, count: int) -> None:
         self._count = count
-        self._pool = ThreadPoolExecutor(count, thread_name_prefix="blobstore-pump")
+        self._pool = ThreadPoolExecutor(max(1, count), thread_name_prefix="blobstore-pump")
         self._running: set[SocketPump] = set()
 
     def new(
@@ -146,7 +146,7 @@ class PumpThreads:
     ) -> SocketPump | None:
         """A pump with a thread of its own, or None when all are taken: a pump holds its
         thread for as long as its client takes, so pumps are never queued."""
-        if len(self._running) >= self._count:
+        if len(self._running) >= self._count:  # (a count of 0: never)
             return None
         pump = SocketPump(self._pool, fd, start, end, sock, stall_timeout, self._running.discard)
         self._running.add(pump)
