@@ -246,7 +246,15 @@ def _pump_socket(request: web.Request) -> socket.socket | None:
     raw = transport.get_extra_info("socket")
     if raw is None:
         return None
-    return socket.socket(fileno=os.dup(raw.fileno()))
+    try:
+        fd = os.dup(raw.fileno())
+    except OSError:  # out of file descriptors: the transport sends this one
+        return None
+    try:
+        return socket.socket(fileno=fd)
+    except OSError:
+        os.close(fd)
+        return None
 
 
 def _pieces_of(request: web.Request, blob: BlobStream) -> AsyncIterator[bytes | memoryview]:
