@@ -166,7 +166,7 @@ async def test_whole_file_and_ranges_are_right_and_sent_by_a_pump(server: Server
     deadline = time.monotonic() + 10
     while await _sent_bytes_metric(server) - sent_before < SIZE and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-    assert SIZE <= await _sent_bytes_metric(server) - sent_before < SIZE + 100_000
+    assert SIZE <= await _sent_bytes_metric(server) - sent_before < 2 * SIZE  # once, not twice
     url = f"{server.url}{FILES}/{fid}/download"
     # Unaligned starts and ends, across buffer edges, and a suffix range.
     for first, last in ((4097, 2 * MiB + 3), (MiB - 1, SIZE - 1), (SIZE - 3_000_000, SIZE - 1)):
