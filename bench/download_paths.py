@@ -2,22 +2,26 @@
 size from memory, with the lean client of :mod:`bench.rawhttp`, repetitions interleaved:
 
     python -m bench.download_paths                  # 1 GiB, 7 rounds, an aiohttp server on uvloop
-    python -m bench.download_paths --loop asyncio --size-mib 512 --rounds 5
+    python -m bench.download_paths --loop uvloop,asyncio --size-mib 512 --rounds 5
+    python -m bench.download_paths --ways mapped,pump-1024,sendfile --rounds 9
 
 The server under test is a bare aiohttp application in a subprocess (no filesvc code: the ways
-themselves), each way one route:
+themselves; with ``--loop uvloop,asyncio`` one on each loop), each way one route (N in KiB):
 
 - ``mapped``: 8 MiB windows mapped with ``MAP_POPULATE`` in a thread, one ahead, each written
-  whole to the transport (filesvc's way until the body pump);
+  whole to the transport (filesvc's way before the pump, now its fallback);
 - ``pump-N``: a thread that owns the socket for the body (a duplicate of its fd): ``preadv`` into
-  two reused N MiB buffers, each sent with a blocking-with-timeout ``send``;
-- ``loop-N``: ``preadv`` on the event loop (``RWF_NOWAIT``) into three rotating N MiB buffers
+  a reused N KiB buffer, then a blocking-with-timeout ``send`` of it (filesvc's way: N = 1024);
+- ``pumpw-N[?sndbuf=B]``: the same with ``os.write`` and ``poll`` on EAGAIN, optionally with
+  ``SO_SNDBUF`` set to B;
+- ``pump2-N``: two threads, one reading into three N KiB buffers, one sending;
+- ``loop-N``: ``preadv`` on the event loop (``RWF_NOWAIT``) into three rotating N KiB buffers
   written to the transport, a buffer reused only once the transport holds none of it;
 - ``sendfile``: ``os.sendfile`` from a thread on a duplicate of the socket's fd.
 
 The reference is :class:`bench.ceilings.DiscardServer`'s ``GET /bytes/N`` (views of one 1 MiB
-buffer from memory), as in the reads scenario.  Prints per way the median rate, every round and
-the ratio to the reference's median of the same run.
+buffer from memory), as in the reads scenario.  Prints per way the median rate, every round, and
+the median of each round's ratio to the reference's rate in the same round.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import asyncio
 import contextlib
 import mmap
 import os
+import queue
 import select
 import shutil
 import socket
@@ -41,7 +46,7 @@ from statistics import median
 from bench import ceilings, rawhttp
 from bench.data import MiB, iter_stream
 
-WAYS = ("mapped", "pump-128", "pump-256", "pump-512", "pump-1024", "loop-256", "loop-1024")
+WAYS = ("mapped", "pump-512", "pump-1024", "pump-2048", "pump2-1024", "loop-1024", "sendfile")
 
 
 def _write_file(path: Path, size: int) -> None:
@@ -98,6 +103,51 @@ def _serve(path: str, loop_name: str) -> None:
                 del view
                 with contextlib.suppress(BufferError):
                     m.close()
+            await resp.write_eof()
+            return resp
+        finally:
+            os.close(fd)
+
+    def reader(fd: int, bufsize: int, full: queue.Queue[memoryview | None]) -> None:
+        bufs = [memoryview(bytearray(bufsize)) for _ in range(3)]
+        pos = i = 0
+        while pos < size:
+            view = bufs[i % 3]
+            n = os.preadv(fd, [view[: min(bufsize, size - pos)]], pos)
+            if n == 0:
+                break
+            pos += n
+            i += 1
+            full.put(view[:n])  # at most one waiting: the sender holds one, the reader fills one
+        full.put(None)
+
+    def pump2_body(fd: int, sock_fd: int, bufsize: int) -> int:
+        sock = socket.socket(fileno=sock_fd)
+        sock.settimeout(60)
+        full: queue.Queue[memoryview | None] = queue.Queue(maxsize=1)
+        done = pool.submit(reader, fd, bufsize, full)
+        sent = 0
+        try:
+            while (out := full.get()) is not None:
+                while out:
+                    k = sock.send(out)
+                    sent += k
+                    out = out[k:]
+            done.result()
+            return sent
+        finally:
+            sock.close()
+
+    async def pump2(request: web.Request) -> web.StreamResponse:
+        bufsize = int(request.match_info["n"]) * 1024
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            resp = await prepared(request)
+            transport = request.transport
+            assert transport is not None and transport.get_write_buffer_size() == 0
+            sock_fd = os.dup(transport.get_extra_info("socket").fileno())
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(pool, pump2_body, fd, sock_fd, bufsize)
             await resp.write_eof()
             return resp
         finally:
@@ -247,6 +297,7 @@ def _serve(path: str, loop_name: str) -> None:
         app = web.Application()
         app.router.add_get("/mapped", mapped)
         app.router.add_get("/pump-{n:[0-9]+}", pump)
+        app.router.add_get("/pump2-{n:[0-9]+}", pump2)
         app.router.add_get("/loop-{n:[0-9]+}", on_loop)
         app.router.add_get("/sendfile", sendfile)
         app.router.add_get("/pumpw-{n:[0-9]+}", pumpw)
