@@ -58,14 +58,21 @@ class Config:
     # FILESVC_ENCRYPTION=off: a configuration an operator may choose, reported beside the
     # default (encryption at rest on), never instead of it
     plain: bool = False
+    # FILESVC_INLINE_MAX=0: every small blob written to the blob store (a file, an S3 PUT)
+    # instead of kept in the metadata database, the default's comparison in the same run
+    files: bool = False
 
     @property
     def name(self) -> str:
         plain = ", encryption off" if self.plain else ""
-        return f"{self.kind}, {self.workers} worker{'s' if self.workers > 1 else ''}{plain}"
+        files = ", small blobs as files" if self.files else ""
+        return f"{self.kind}, {self.workers} worker{'s' if self.workers > 1 else ''}{plain}{files}"
 
     def env(self) -> dict[str, str]:
-        return {"FILESVC_ENCRYPTION": "off"} if self.plain else {}
+        env = {"FILESVC_ENCRYPTION": "off"} if self.plain else {}
+        if self.files:
+            env["FILESVC_INLINE_MAX"] = "0"
+        return env
 
 
 @dataclass
@@ -271,13 +278,13 @@ def closing_table(rows: dict[Config, Row], size_label: str) -> str:
         return f"{row.small / row.peer_small:.2f}"
 
     head = (
-        f"{'configuration':<48} {'4 KiB req/s':>12} {size_label + ' up MB/s':>14} "
+        f"{'configuration':<64} {'4 KiB req/s':>12} {size_label + ' up MB/s':>14} "
         f"{size_label + ' down MB/s':>16} {'peak RSS MiB':>13} {'x PUT beside':>13}"
     )
     lines = [head]
     for config, row in rows.items():
         lines.append(
-            f"{config.name:<48} {num(row.small):>12} {num(row.up):>14} {num(row.down):>16} "
+            f"{config.name:<64} {num(row.small):>12} {num(row.up):>14} {num(row.down):>16} "
             f"{num(row.rss_peak):>13} {ratio(row):>13}"
         )
     return "\n".join(lines)
@@ -331,7 +338,8 @@ async def scenario_scale(ctx: Context) -> ScenarioResult:
     )
     local = [Config(LOCAL, 1), Config(LOCAL, many)]
     local += [Config(LOCAL, 1, plain=True), Config(LOCAL, many, plain=True)]
-    configs = [*local, Config(SCALED, 1), Config(SCALED, many)]
+    local += [Config(LOCAL, many, files=True)]
+    configs = [*local, Config(SCALED, 1), Config(SCALED, many), Config(SCALED, many, files=True)]
     rows: dict[Config, Row] = {}
     # The engines first: the SeaweedFS 4 KiB PUTs run right after every configuration's.
     try:

@@ -19,6 +19,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from functools import partial
 from typing import cast
 
+from blobstore import inline
 from blobstore.engine.base import Tx
 from blobstore.engine.migrate import Step
 from blobstore.errors import BlobStoreError
@@ -54,30 +55,47 @@ def can_confirm_in_unit(reader: BlobReader) -> bool:
     return supports(reader, StatManyBlocking)
 
 
-async def confirm(tx: Tx, reader: BlobReader, refs: Iterable[BlobRef], *, now_ms: int) -> None:
+async def confirm(
+    tx: Tx,
+    reader: BlobReader,
+    refs: Iterable[BlobRef],
+    *,
+    now_ms: int,
+    inserted: Collection[BlobRef] = (),
+) -> None:
     """Confirm that the caller's transaction now uses ``refs``: under the shared gc lock, check
-    each is stored and record the time.  Raises BlobGone (the caller rolls back)."""
-    wanted = sorted(set(refs))
-    if not wanted:
+    each is stored and record the time.  Raises BlobGone (the caller rolls back).  Refs in
+    ``inserted`` are inline rows the same transaction inserts (:func:`blobstore.inline.add`):
+    stored by construction, so only their time is recorded."""
+    every = sorted(set(refs))
+    if not every:
         return
     await tx.lock(GC_LOCK, shared=True)
-    if supports(reader, StatManyBlocking):
-        await tx.check_later(partial(_check_stored, cast(StatManyBlocking, reader), wanted))
-    else:
-        if tx.runs_later:
-            # Its statements run when the block ends: a check made now would not be under
-            # the lock gc takes.
-            raise TypeError("this blob reader cannot confirm inside a write unit")
-        if supports(reader, StatMany):
-            sizes = await cast(StatMany, reader).stat_many(wanted)
-        else:
-            sizes = await asyncio.gather(*(reader.stat(ref) for ref in wanted))
-        _raise_gone(wanted, sizes)
     await tx.executemany_later(
         "INSERT INTO blob_refs (ref, confirmed_at) VALUES (?, ?)"
         " ON CONFLICT (ref) DO UPDATE SET confirmed_at = excluded.confirmed_at",
-        [(ref, now_ms) for ref in wanted],
+        [(ref, now_ms) for ref in every],
     )
+    wanted = [ref for ref in every if ref not in inserted] if inserted else every
+    if not wanted:
+        return
+    if tx.runs_later:
+        # A unit (the group commit of new files): its statements run when the block ends, so
+        # the check runs then too, under the lock gc takes.  Its refs are the unit's own puts:
+        # each is in the backend, or an inline row the unit inserts (left out above).
+        if not supports(reader, StatManyBlocking):
+            raise TypeError("this blob reader cannot confirm inside a write unit")
+        await tx.check_later(partial(_check_stored, cast(StatManyBlocking, reader), wanted))
+        return
+    if supports(reader, StatMany):
+        sizes = await cast(StatMany, reader).stat_many(wanted)
+    else:
+        sizes = await asyncio.gather(*(reader.stat(ref) for ref in wanted))
+    missing = [ref for ref, size in zip(wanted, sizes, strict=True) if size is None]
+    if missing:
+        # Blobs an earlier commit kept inline (a tus final upload lists its parts' blobs).
+        rows = await inline.present(tx, missing)
+        _raise_gone(missing, [0 if ref in rows else None for ref in missing])
 
 
 def _check_stored(reader: StatManyBlocking, refs: list[BlobRef]) -> None:

@@ -20,13 +20,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from blobstore import confirmations, manifests
+from blobstore import confirmations, inline, manifests
 from blobstore.engine.base import Engine
 from blobstore.errors import BlobCorrupt, BlobNotFound
 from blobstore.keyring import UNSCOPED
 from blobstore.refs import BlobRef, is_sealed, ref_digest, ref_scope
 from blobstore.sealed import SealedBackend
-from blobstore.store import ContentStore
+from blobstore.store import ContentStore, InlineStore
 
 
 @dataclass
@@ -57,7 +57,9 @@ async def encrypt_store(
     """Seal every referenced plain blob (see the module's doc).  ``backend`` must be sealing."""
     if not backend.sealing:
         raise ValueError("encrypt needs a sealing backend (encryption on)")
-    store = ContentStore(backend)
+    # Plain inline rows are read (and then deleted) like plain blob files; the sealed copies
+    # go to the blob store (this command commits no rows of its own).
+    store = ContentStore(backend, inline=InlineStore(db, 0, backend.keys))
     todo = await plain_refs(db)
     report = EncryptReport(plain=len(todo))
     for n, ref in enumerate(todo, 1):
@@ -72,7 +74,7 @@ async def _seal_one(
 ) -> None:
     scope = ref_scope(ref) or UNSCOPED
     try:
-        put = await store.put(backend.read(ref), scope=scope)
+        put = await store.put(store.read_any(ref), scope=scope)
     except BlobNotFound:
         report.missing.append(ref)
         return
@@ -97,6 +99,7 @@ async def _seal_one(
     async with db.write() as tx:
         await confirmations.lock_for_gc(tx)
         if not await manifests.is_referenced(tx, ref):
+            await inline.delete(tx, [ref])
             await backend.delete(ref)
             await confirmations.forget(tx, [ref])
             report.removed += 1

@@ -60,3 +60,9 @@ def translate_oserror(exc: OSError) -> Exception:
     if exc.errno in _FULL_ERRNOS:
         return StoreFull("no space left in the blob store")
     return StorageFailure(f"blob store I/O failed: {errno.errorcode.get(exc.errno or 0, 'EIO')}")
+
+
+class NameTaken(BlobStoreError):
+    """Another content took a small blob's name (its inline row) between the put and the
+    commit: a planted collision racing this upload.  Nothing was committed; sent again, the
+    upload takes the next collision variant."""

@@ -53,6 +53,8 @@ from blobstore.findings import (
 from blobstore.findings import (
     rehash_sample as rehash_sample,
 )
+from blobstore.fsck_inline import InlineScan, scan_rows
+from blobstore.keyring import KeyRing
 from blobstore.manifests import Entry, Head, Holder
 from blobstore.port import BlobBackend, BlobInfo, Leftovers, LocalFiles, TempFiles
 from blobstore.refs import BlobRef, default_hasher, is_ref, is_sealed, ref_digest
@@ -169,13 +171,17 @@ class Checker:
         rehash: Selector = rehash_none,
         progress: Progress | None = None,
         clock: Callable[[], float] = time.time,
+        keys: KeyRing | None = None,
     ) -> None:
         self._db = db
         self._backend = backend
+        # Opens sealed inline rows: the sealing backend's key ring unless one is given.
+        self._keys = keys if keys is not None else getattr(backend, "keys", None)
         self._rehash = rehash
         self._progress = progress
         self._clock = clock
         self.counts = Counts()
+        self._inline: set[BlobRef] = set()
 
     def _begin(self, phase: str, total: int | None) -> None:
         if self._progress is not None:
@@ -193,6 +199,8 @@ class Checker:
         async for finding in self._walk_manifests(claims, conflicting):
             yield self._count(finding)
         self.counts.referenced = len(claims)
+        async for finding in self._scan_inline(claims, conflicting):
+            yield self._count(finding)
         async for finding in self._scan_blobs(claims, conflicting):
             yield self._count(finding)
         async for finding in self._missing(claims):
@@ -229,9 +237,41 @@ class Checker:
                         holders=(holder,),
                     )
 
+    async def _scan_inline(
+        self, claims: dict[BlobRef, int], conflicting: set[BlobRef]
+    ) -> AsyncIterator[Finding]:
+        """The inline rows first; a referenced row's ref then leaves ``claims`` (a backend copy
+        of the same content, if any, is then checked as a blob of its own)."""
+        seen = InlineScan()
+        async for finding in scan_rows(
+            self._db, self._keys, claims, conflicting, self._rehash, seen
+        ):
+            yield finding
+        self.counts.blobs += seen.rows
+        self.counts.blob_bytes += seen.row_bytes
+        self.counts.hashed += seen.hashed
+        self.counts.hashed_bytes += seen.hashed_bytes
+        for blob, why in seen.corrupt:
+            claim = claims.get(blob.ref)
+            yield Finding(
+                Kind.CORRUPT_BLOB,
+                why + " (inline row)",
+                ref=blob.ref,
+                size=blob.size,
+                expected_size=claim if claim is not None and claim >= 0 else None,
+                holders=await self._holders(blob.ref),
+            )
+        for blob, checked in seen.wrong_size:
+            wrong = await self._wrong_size(blob, checked=checked)
+            if wrong is not None:
+                yield wrong
+        self._inline = seen.present
+
     async def _scan_blobs(
         self, claims: dict[BlobRef, int], conflicting: set[BlobRef]
     ) -> AsyncIterator[Finding]:
+        for ref in self._inline:
+            claims.pop(ref, None)
         self._begin("blobs", len(claims) or None)
         batch: list[tuple[BlobInfo, int | None]] = []
         batch_bytes = 0
@@ -239,7 +279,7 @@ class Checker:
             claim = claims.pop(blob.ref, None)
             self.counts.blobs += 1
             self.counts.blob_bytes += blob.size
-            if claim is None:
+            if claim is None and blob.ref not in self._inline:
                 yield Finding(
                     Kind.ORPHAN_BLOB,
                     "no manifest references this blob; gc reclaims it once it is older than"

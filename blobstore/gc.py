@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from blobstore import confirmations, manifests
+from blobstore import confirmations, inline, manifests
 from blobstore.engine.base import Engine
 from blobstore.manifests import PendingUpload, Slot
 from blobstore.port import BlobBackend, BlobInfo
@@ -146,7 +146,17 @@ async def collect(
         report.scanned_bytes += blob.size
         if blob.ref in pending_refs or blob.ref not in live_before:
             maybe_garbage.append(blob)
-    del live_before
+    # Inline rows are blobs too: the same plan, the same guard; their deletes are row deletes.
+    async with db.read() as tx:
+        rows = await inline.sizes(tx)
+    inline_garbage: set[BlobRef] = set()
+    for ref, size in rows.items():
+        report.scanned += 1
+        report.scanned_bytes += size
+        if ref in pending_refs or ref not in live_before:
+            maybe_garbage.append(BlobInfo(ref, size))
+            inline_garbage.add(ref)
+    del live_before, rows
 
     expiring = plan_expiry(pending, now=started, abandon_after=abandon_after)
     if dry_run:
@@ -182,15 +192,20 @@ async def collect(
             batch = todo[i : i + DELETE_BATCH]
             seen = await confirmations.confirmed_at(tx, [b.ref for b in batch])
             gone: list[BlobRef] = []
+            rows_gone: list[BlobRef] = []
             for blob in batch:
                 if await manifests.is_referenced(tx, blob.ref):
                     report.kept_rereferenced += 1
                 elif not confirmations.is_stale(seen, blob.ref, now_ms=now_ms, grace_ms=grace_ms):
                     report.kept_confirmed += 1
                 else:
-                    await backend.delete(blob.ref)
+                    if blob.ref in inline_garbage and blob.ref not in rows_gone:
+                        rows_gone.append(blob.ref)
+                    else:
+                        await backend.delete(blob.ref)
                     gone.append(blob.ref)
                     report.freed += 1
                     report.freed_bytes += blob.size
-            await confirmations.forget(tx, gone)
+            await inline.delete(tx, rows_gone)
+            await confirmations.forget(tx, sorted(set(gone)))
     return report

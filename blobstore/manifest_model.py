@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from blobstore.refs import BlobRef
@@ -20,6 +20,9 @@ class Entry:
     ref: BlobRef
     size: int
     attrs: dict[str, object] | None = None
+    # The blob's stored bytes when it is an inline row (blobstore.inline) and the query that
+    # read the entry fetched them with it (a download's view); None otherwise.
+    inline: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

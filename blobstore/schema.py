@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from blobstore import confirmations, keyring, manifests
+from blobstore import confirmations, inline, keyring, manifests
 from blobstore.engine.migrate import Track
 
-TRACK = Track("blobstore", (manifests.STEP_TABLES, confirmations.STEP_TABLE, keyring.STEP_TABLES))
+TRACK = Track(
+    "blobstore",
+    (manifests.STEP_TABLES, confirmations.STEP_TABLE, keyring.STEP_TABLES, inline.STEP_TABLE),
+)

@@ -104,6 +104,10 @@ class ScopeKey:
     def blob_cipher(self, blob_id: bytes) -> AESGCM:
         return AESGCM(hmac.new(self._key, _BLOB_KEY_LABEL + blob_id, hashlib.sha256).digest())
 
+    def derived(self, label: bytes) -> bytes:
+        """A 32-byte key for another use of this scope's key (the inline rows' fingerprints)."""
+        return hmac.new(self._key, label, hashlib.sha256).digest()
+
     def binding(self, head: bytes, digest: str, scope: str) -> bytes:
         msg = head + bytes.fromhex(digest) + bytes.fromhex(scope)
         return hmac.new(self._bind_key, msg, hashlib.sha256).digest()[:16]

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from blobstore import manifests
+from blobstore import inline, manifests
 from blobstore.engine.base import Engine
 from blobstore.port import BlobBackend, TempFiles
 
@@ -45,6 +45,9 @@ class StoreStats:
     pending_uploads: tuple[PendingAge, ...]
     temp_files: int
     temp_bytes: int
+    # Of ``blobs``: those kept as rows of the metadata database (blobstore.inline).
+    inline_blobs: int = 0
+    inline_bytes: int = 0
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -66,6 +69,14 @@ async def gather(
         if blob.ref in live:
             ref_blobs += 1
             ref_bytes += blob.size
+    async with db.read() as tx:
+        rows = await inline.sizes(tx)
+    for ref, size in rows.items():
+        blobs += 1
+        stored += size
+        if ref in live:
+            ref_blobs += 1
+            ref_bytes += size
     temps: list[tuple[object, int, float]] = []
     if isinstance(backend, TempFiles):
         temps = list(await asyncio.to_thread(backend.temp_files))
@@ -95,4 +106,6 @@ async def gather(
         pending_uploads=ages,
         temp_files=len(temps),
         temp_bytes=sum(t[1] for t in temps),
+        inline_blobs=len(rows),
+        inline_bytes=sum(rows.values()),
     )

@@ -28,7 +28,7 @@ from blobstore.keyring import KeyRing
 from blobstore.masterkey import KEY_FILE
 from blobstore.port import BlobBackend
 from blobstore.sealed import seal_backend
-from blobstore.store import ContentStore, PutResult
+from blobstore.store import ContentStore, InlineStore, PutResult
 from filesvc import apidocs, health
 from filesvc.accesslog import AccessLog, add_request_id
 from filesvc.apidocs import ASSET_CACHE, AssetCache
@@ -156,7 +156,10 @@ def create_app(
         cache = getattr(chosen, "cache", None)
         if isinstance(cache, BlobCache):
             app[METRICS].watch_blob_cache(cache)
-        app[STORE] = ContentStore(seal_backend(chosen, app[KEYS], sealing=settings.encryption))
+        app[STORE] = ContentStore(
+            seal_backend(chosen, app[KEYS], sealing=settings.encryption),
+            inline=InlineStore(app[DATABASE], settings.inline_max, app[KEYS]),
+        )
         yield
         await chosen.close()
 

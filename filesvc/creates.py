@@ -6,7 +6,8 @@ table, so the database costs a handful of thread hand-offs and one commit (one f
 not per file (each aiosqlite call costs ~80 us; batches of 100 rows reach 150k+ rows/s; on
 PostgreSQL each statement is a round trip, so batching pays there too).  A batch that fails is
 retried one file per transaction, so one bad row fails alone.  The batch's blobs are confirmed
-(:mod:`blobstore.confirmations`) in the same transaction.
+(:mod:`blobstore.confirmations`) in the same transaction, and its small blobs' rows inserted
+(:mod:`blobstore.inline`): one commit makes a small upload durable.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import logging
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
-from blobstore import confirmations, manifests
+from blobstore import confirmations, inline, manifests
 from blobstore.engine.base import Engine, Tx
+from blobstore.inline import InlineRow
 from blobstore.manifest_model import NewManifest
 from blobstore.port import BlobReader
 from blobstore.refs import BlobRef
@@ -47,12 +49,21 @@ class NewFile:
     etag: str | None
     thumbnails_status: str
     thumbnail_job: bool
+    # The entry's blob row, when it is kept in the database (blobstore.inline): inserted here.
+    inline: InlineRow | None = None
 
 
 async def _insert(tx: Tx, reader: BlobReader, batch: list[NewFile]) -> None:
     now = max(f.now_ms for f in batch)
+    rows = [f.inline for f in batch if f.inline is not None]
+    if rows:
+        await inline.add(tx, rows)
     await confirmations.confirm(
-        tx, reader, [f.entry[1] for f in batch if f.entry is not None], now_ms=now
+        tx,
+        reader,
+        [f.entry[1] for f in batch if f.entry is not None],
+        now_ms=now,
+        inserted={r.ref for r in rows},
     )
     await manifests.create_many(
         tx,
@@ -216,8 +227,9 @@ class CreateBatcher:
     async def _one_by_one(self, batch: list[tuple[NewFile, asyncio.Future[None]]]) -> None:
         for new, done in batch:
             try:
-                async with self._write(asyncio.Event()) as tx:
-                    await _insert(tx, self.reader, [new])
+                with inline.name_races():
+                    async with self._write(asyncio.Event()) as tx:
+                        await _insert(tx, self.reader, [new])
             except Exception as exc:
                 if not done.done():
                     done.set_exception(exc)

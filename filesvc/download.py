@@ -20,6 +20,8 @@ from aiohttp import web
 
 from blobstore.manifests import Entry
 from blobstore.port import BlobReader, BlobStream, Mapped, Pumps, ReadWhole, Views, supports
+from blobstore.store import ContentStore
+from blobstore.streams import BytesStream
 from filesvc.accesslog import count_sent
 from filesvc.errors import DamagedContent
 
@@ -168,13 +170,18 @@ def _reads_whole(reader: BlobReader) -> bool:
     return known
 
 
-async def read_whole(reader: BlobReader, pieces: Sequence[Piece]) -> bytes | bytearray:
-    """The bytes of the pieces (at most WHOLE_BODY in all), whole.  A blob shorter than its
-    manifest says is DamagedContent: still an error status, since no byte has gone out."""
+async def read_whole(store: ContentStore, pieces: Sequence[Piece]) -> bytes | bytearray:
+    """The bytes of the pieces (at most WHOLE_BODY in all), whole: an inline blob's from the
+    bytes its entry came with, others from the backend.  A blob shorter than its manifest
+    says is DamagedContent: still an error status, since no byte has gone out."""
+    reader = store.backend
     whole = cast(ReadWhole, reader) if _reads_whole(reader) else None
-    parts = []
+    parts: list[bytes | bytearray] = []
     for entry, start, end in pieces:
-        if whole is not None:
+        data: bytes | bytearray
+        if entry.inline is not None:
+            data = await store.inline_range(entry.ref, entry.inline, start, end)
+        elif whole is not None:
             data = await whole.read_whole(entry.ref, start, end)
         else:
             blob = await reader.open(entry.ref, start, end)
@@ -206,13 +213,20 @@ async def send_apart(
     await response.write_eof()
 
 
-async def open_first(reader: BlobReader, pieces: Sequence[Piece]) -> BlobStream | None:
+async def open_piece(store: ContentStore, entry: Entry, start: int, end: int) -> BlobStream:
+    """Open bytes ``[start, end)`` of an entry's blob: an inline one from the bytes its entry
+    came with, others from the backend."""
+    if entry.inline is not None:
+        return BytesStream(bytes(await store.inline_range(entry.ref, entry.inline, start, end)))
+    return await store.backend.open(entry.ref, start, end)
+
+
+async def open_first(store: ContentStore, pieces: Sequence[Piece]) -> BlobStream | None:
     """Open the first piece before the response is prepared, so that a missing blob or an
     engine that is down is still answered with an error status, not a cut body."""
     if not pieces:
         return None
-    entry, start, end = pieces[0]
-    return await reader.open(entry.ref, start, end)
+    return await open_piece(store, *pieces[0])
 
 
 def _sends_from_buffers(transport: asyncio.BaseTransport | None) -> bool:
@@ -271,7 +285,7 @@ def _pieces_of(request: web.Request, blob: BlobStream) -> AsyncIterator[bytes | 
 async def stream(
     request: web.Request,
     response: web.StreamResponse,
-    reader: BlobReader,
+    store: ContentStore,
     pieces: Sequence[Piece],
     first: BlobStream | None = None,
     *,
@@ -294,7 +308,9 @@ async def stream(
     try:
         for i, (entry, start, end) in enumerate(pieces):
             blob = (
-                first if i == 0 and first is not None else await reader.open(entry.ref, start, end)
+                first
+                if i == 0 and first is not None
+                else await open_piece(store, entry, start, end)
             )
             try:
                 if pumps and supports(blob, Pumps):

@@ -23,6 +23,7 @@ from blobstore.errors import (
     BlobStoreError,
     CollisionLimit,
     KeyUnavailable,
+    NameTaken,
     StoreFull,
     StoreUnavailable,
 )
@@ -77,6 +78,13 @@ def _store_error(exc: BlobStoreError) -> web.Response:
             503,
             "the store reclaimed this content while it was uploading: nothing was saved;"
             " send it again",
+            {"Retry-After": "1"},
+        )
+    if isinstance(exc, NameTaken):
+        log.warning("%s", exc)
+        return envelope(
+            503,
+            "another upload took this content's name meanwhile: nothing was saved; send it again",
             {"Retry-After": "1"},
         )
     if isinstance(exc, StoreFull):

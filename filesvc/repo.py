@@ -8,10 +8,10 @@ writes the blob store's tables itself: it calls :mod:`blobstore.manifests`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
-from blobstore import manifests
+from blobstore import inline, manifests
 from blobstore.engine.base import Engine, Row, Tx
 from blobstore.engine.migrate import Step
 from blobstore.manifests import Entry
@@ -138,23 +138,32 @@ async def get(tx: Tx, company_id: str, file_id: str) -> FileRow | None:
 
 
 # The file with its chunk and thumbnail entries in one statement (one snapshot, one round trip):
-# a file with no entry yet still gives its one row, with NULL entry columns.
-_VIEW = (
-    "SELECT "
-    + _COLUMNS
-    + ", e.slot AS e_slot, e.idx AS e_idx, e.ref AS e_ref, e.size AS e_size, e.attrs AS e_attrs"
-    + _FROM
-    + " LEFT JOIN manifest_entries e ON e.file_id = f.file_id AND e.slot IN ('chunk', 'thumb')"
-    " WHERE f.file_id = ? AND f.company_id = ? ORDER BY e.slot, e.idx"
-)
+# a file with no entry yet still gives its one row, with NULL entry columns.  The reads that send
+# content also bring each small blob's inline bytes with its entry (a metadata GET does not).
+def _view(with_inline: bool) -> str:
+    return (
+        "SELECT "
+        + _COLUMNS
+        + ", e.slot AS e_slot, e.idx AS e_idx, e.ref AS e_ref, e.size AS e_size,"
+        + " e.attrs AS e_attrs, "
+        + (inline.VIEW_COLUMN if with_inline else "NULL AS e_inline")
+        + _FROM
+        + " LEFT JOIN manifest_entries e ON e.file_id = f.file_id AND e.slot IN ('chunk', 'thumb')"
+        + (inline.VIEW_JOIN if with_inline else "")
+        + " WHERE f.file_id = ? AND f.company_id = ? ORDER BY e.slot, e.idx"
+    )
+
+
+_VIEW = _view(with_inline=False)
+_CONTENT_VIEW = _view(with_inline=True)
 
 
 async def get_view(
-    db: Engine, company_id: str, file_id: str
+    db: Engine, company_id: str, file_id: str, *, content: bool = False
 ) -> tuple[FileRow, list[Entry], list[Entry]] | None:
     """The file with its chunk and thumbnail entries (each in index order), or None when it is
-    not in this company."""
-    rows = await db.query(_VIEW, file_id, company_id)
+    not in this company.  ``content``: each entry kept inline comes with its stored bytes."""
+    rows = await db.query(_CONTENT_VIEW if content else _VIEW, file_id, company_id)
     if not rows:
         return None
     chunks: list[Entry] = []
@@ -163,6 +172,9 @@ async def get_view(
         slot = r["e_slot"]
         if slot is not None:
             entry = manifests.decode_entry(r["e_idx"], r["e_ref"], r["e_size"], r["e_attrs"])
+            stored = r["e_inline"]
+            if stored is not None:
+                entry = replace(entry, inline=bytes(stored))
             (chunks if slot == "chunk" else thumbs).append(entry)
     return _row(rows[0]), chunks, thumbs
 

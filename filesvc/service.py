@@ -13,11 +13,11 @@ from dataclasses import dataclass, replace
 
 import xxhash
 
-from blobstore import confirmations, manifests
+from blobstore import confirmations, inline, manifests
 from blobstore.engine.base import Engine, Tx
 from blobstore.errors import TooLarge
 from blobstore.manifests import Entry, Slot
-from blobstore.store import ContentStore, PutResult
+from blobstore.store import ContentStore, PutResult, inline_refs
 from filesvc import jobqueue, repo
 from filesvc.auth import Caller
 from filesvc.body import UploadBody
@@ -120,11 +120,12 @@ class FileService:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    async def view(self, company_id: str, file_id: str) -> FileView:
+    async def view(self, company_id: str, file_id: str, *, content: bool = False) -> FileView:
         """The file and its entries, or NotFound: one statement, one database round trip.  No
         cache: every read sees the last commit, so nothing is stale after a 2xx overwrite or
-        delete, on any process or instance (docs/design.md, reads)."""
-        found = await repo.get_view(self.db, company_id, file_id)
+        delete, on any process or instance (docs/design.md, reads).  ``content``: entries kept
+        inline come with their stored bytes (the reads that send them)."""
+        found = await repo.get_view(self.db, company_id, file_id, content=content)
         if found is None:
             raise NotFound("no such file in this company")
         return FileView(*found)
@@ -138,7 +139,7 @@ class FileService:
 
     async def content(self, company_id: str, file_id: str) -> FileView:
         """A complete, undamaged file's view for download; 409 while incomplete."""
-        view = await self.view(company_id, file_id)
+        view = await self.view(company_id, file_id, content=True)
         if not view.row.complete:
             raise Conflict("the upload of this file is not complete yet")
         if view.row.damaged:
@@ -195,6 +196,7 @@ class FileService:
             # What cannot be an image is settled now: no job, no second transaction.
             thumbnails_status="done" if complete and not thumbable else "waiting",
             thumbnail_job=thumbable,
+            inline=None if put is None else put.inline,
         )
         await self.creates.add(new)
         await self._after_commit(file_id, 1 if thumbable else None, params.thumbnail_sync)
@@ -225,9 +227,33 @@ class FileService:
             raise NotFound("no such file in this company")
         plan = plan_chunk(state, request)
         put = await self._put(body.chunks, plan.budget, request.number, company_id)
+        with inline.name_races():
+            generation = await self._commit_chunk(
+                caller, company_id, file_id, params, body, request, plan, put
+            )
+        await self._after_commit(file_id, generation, params.thumbnail_sync)
+        return await self.view(company_id, file_id)
+
+    async def _commit_chunk(
+        self,
+        caller: Caller,
+        company_id: str,
+        file_id: str,
+        params: UploadParams,
+        body: UploadBody,
+        request: ChunkRequest,
+        plan: ChunkPlan,
+        put: PutResult,
+    ) -> int | None:
+        """The chunk's commit: planned again under the manifest's lock, its entry put, the
+        file settled; the thumbnail job's generation when the file became complete."""
         async with self.db.write() as tx:
             ts = now_ms()
-            await confirmations.confirm(tx, self.store.backend, [put.ref], now_ms=ts)
+            if put.inline is not None:
+                await inline.add(tx, [put.inline])
+            await confirmations.confirm(
+                tx, self.store.backend, [put.ref], now_ms=ts, inserted=inline_refs(put)
+            )
             if await manifests.lock(tx, file_id) is None:
                 raise NotFound("the file was deleted while the chunk was uploading")
             state = await self._state(tx, company_id, file_id)
@@ -245,9 +271,7 @@ class FileService:
                 mime=params.mime,
                 now_ms=ts,
             )
-            generation = await self._settle(tx, file_id, final.slot, ts)
-        await self._after_commit(file_id, generation, params.thumbnail_sync)
-        return await self.view(company_id, file_id)
+            return await self._settle(tx, file_id, final.slot, ts)
 
     async def delete(self, company_id: str, file_id: str) -> None:
         """Remove the file's metadata now; gc reclaims blobs no other file shares."""
@@ -305,7 +329,9 @@ class FileService:
     ) -> PutResult:
         cap = self.max_upload_bytes if budget is None else min(budget, self.max_upload_bytes)
         try:
-            put = await self.store.put(chunks, max_size=cap, scope=self.scope_of(company_id))
+            put = await self.store.put(
+                chunks, max_size=cap, scope=self.scope_of(company_id), inline=True
+            )
         except TooLarge:
             if budget is not None and budget < self.max_upload_bytes:
                 raise BadRequest(

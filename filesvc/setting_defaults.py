@@ -96,3 +96,6 @@ DEFAULT_BODY_RATE_GRACE = 10.0
 # writer and the shared sync), see README.  Past 64 is a typo, not a machine.
 DEFAULT_WORKERS = 1
 MAX_WORKERS = 64
+
+# Small blobs kept in the metadata database (blobstore.inline): measured in bench/README.md.
+DEFAULT_INLINE_MAX = 16 * 1024

@@ -20,6 +20,7 @@ from typing import Any
 from blobstore.backends import BadBlobUrl, BlobLocation, LocalLocation, parse_blob_url
 from blobstore.engine import DbTarget, parse_db_url
 from blobstore.engine.base import BadDatabaseUrl
+from blobstore.inline import CEILING as INLINE_CEILING
 from blobstore.layout import blobs_dir
 from blobstore.masterkey import load_master_key
 from filesvc.secret_file import resolve_master_key, secret_from_data_dir
@@ -33,6 +34,7 @@ from filesvc.setting_defaults import (
     DEFAULT_DOWNLOAD_THREADS,
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HEAD_TIMEOUT,
+    DEFAULT_INLINE_MAX,
     DEFAULT_KEEPALIVE_TIMEOUT,
     DEFAULT_MAX_CONCURRENT_UPLOADS,
     DEFAULT_MAX_UPLOAD_BYTES,
@@ -116,6 +118,14 @@ class Settings:
     )
     host: str = setting("127.0.0.1", "FILESVC_HOST", host, "address to bind")
     port: int = setting(8080, "FILESVC_PORT", integer(0, 65535), "TCP port (0: any free one)")
+    inline_max: int = setting(
+        DEFAULT_INLINE_MAX,
+        "FILESVC_INLINE_MAX",
+        integer(0, INLINE_CEILING),
+        "blobs of at most this many stored bytes (sealed size when encryption is on) are kept"
+        " in the metadata database, committed with their file's rows, not written to the blob"
+        " store; 0: none",
+    )
     max_upload_bytes: int = setting(
         DEFAULT_MAX_UPLOAD_BYTES,
         "FILESVC_MAX_UPLOAD_BYTES",

@@ -21,6 +21,7 @@ from blobstore.s3 import S3Location
 from filesvc.app import create_app
 from filesvc.appkeys import READY
 from filesvc.auth import mint
+from filesvc.setting_defaults import DEFAULT_INLINE_MAX
 from filesvc.settings import Settings
 from filesvc.thumbnails.jobs import Renderer
 from tests.helpers import SECRET, Api
@@ -143,6 +144,9 @@ def settings(
     tmp_path: Path, engine: str | None, blob_kind: str, request: pytest.FixtureRequest
 ) -> Settings:
     blob = request.getfixturevalue("s3_location") if blob_kind == "s3" else None
+    # A test that reaches into stored blobs keeps them all in the blob store; every other test
+    # runs the default, small blobs kept inline in the metadata database.
+    inline_max = 0 if request.node.get_closest_marker("blob_files") else DEFAULT_INLINE_MAX
     return Settings(
         data_dir=tmp_path / "data",
         jwt_secret=SECRET,
@@ -153,6 +157,7 @@ def settings(
         disk_reserve_bytes=0,
         blob=blob,
         thumb_sync_timeout=THUMB_SYNC_WAIT_S,
+        inline_max=inline_max,
     )
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from blobstore import gc
 from blobstore.backends import open_backend
 from blobstore.blobcache import BlobCache
@@ -17,6 +19,7 @@ from tests.conftest import AppFactory
 from tests.helpers import error_of
 
 
+@pytest.mark.blob_files
 async def test_a_deleted_and_collected_file_is_not_served_from_memory(
     make_api: AppFactory, settings: Settings
 ) -> None:

@@ -43,6 +43,7 @@ SHORT = "stored content of this file is shorter than recorded; an operator must 
 DAMAGED = "stored content of this file is damaged; an operator must run fsck"
 
 
+@pytest.mark.blob_files
 @pytest.mark.local_blobs
 @pytest.mark.parametrize("size", [4000, 500_000])  # read on the loop / in one thread hop
 @pytest.mark.parametrize(("encryption", "message"), [(False, SHORT), (True, DAMAGED)])

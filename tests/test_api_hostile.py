@@ -305,6 +305,7 @@ async def test_disk_full_is_507_and_leaves_nothing(
     assert [p for p in await _listdir(tmp)] == []
 
 
+@pytest.mark.blob_files
 @pytest.mark.local_blobs
 async def test_storage_failure_is_never_200(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(self: LocalStaging, data: bytes) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 from pathlib import Path
 
+import pytest
 import pyvips
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -71,6 +72,7 @@ async def test_bytes_in_and_out_are_counted(api: Api) -> None:
     assert second["filesvc_download_bytes_total"] == len(body)
 
 
+@pytest.mark.blob_files
 async def test_the_blob_cache_is_counted_where_the_store_has_one(
     api: Api, settings: Settings
 ) -> None:

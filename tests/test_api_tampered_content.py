@@ -12,6 +12,7 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
+from blobstore import inline
 from blobstore.port import BlobBackend
 from blobstore.refs import BlobRef, is_sealed
 from blobstore.sealed import SealedBackend
@@ -138,10 +139,28 @@ async def test_damage_far_in_cuts_the_connection_after_only_good_bytes(api: Api)
     assert bytes(got) == data[: len(got)]  # every byte sent was right
 
 
+@pytest.mark.blob_files
 async def test_small_file_flipped_answers_500(api: Api) -> None:
     res = await api.upload(b"a short document")
     ref = await ref_of(api, res["id"])
     assert await api.content(res["id"]) == b"a short document"
     await overwrite(api, ref, flip(lambda n: 3)(await stored(api, ref)))
+    status, _ = await error_of(await api.download(res["id"]))
+    assert status == 500
+
+
+async def test_small_file_flipped_in_its_inline_row_answers_500(api: Api) -> None:
+    """The default keeps a small file's blob as a row of the metadata database: a flipped
+    byte there fails the row's authentication, before any byte is sent."""
+    res = await api.upload(b"a short document")
+    ref = await ref_of(api, res["id"])
+    db = api.client.app[DATABASE]
+    row = await inline.lookup(db, ref)
+    assert row is not None and is_sealed(ref)
+    assert await api.content(res["id"]) == b"a short document"
+    async with db.write() as tx:
+        await tx.execute(
+            "UPDATE inline_blobs SET data = ? WHERE ref = ?", flip(lambda n: 3)(row.data), ref
+        )
     status, _ = await error_of(await api.download(res["id"]))
     assert status == 500

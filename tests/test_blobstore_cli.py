@@ -170,6 +170,7 @@ async def _cli(*argv: str) -> int:
     return await asyncio.to_thread(main, list(argv))
 
 
+@pytest.mark.blob_files
 async def test_api_answers_an_error_for_a_file_repair_marked_damaged(
     api: Api, tmp_path: Path
 ) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from blobstore import inline
 from blobstore.cli import main
 from blobstore.errors import KeyUnavailable
 from blobstore.keyring import KeyRing
@@ -48,6 +49,26 @@ def new_key(path: Path) -> bytes:
 
 
 @pytest.mark.sqlite_only
+async def test_cat_show_and_stat_read_a_sealed_inline_row(
+    api: Api, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    data_dir = str(tmp_path / "data")
+    res = await api.upload(b"the plaintext of a small file")
+    ref = await ref_of(api, res["id"])
+    assert is_sealed(ref) and await inline.lookup(api.client.app[DATABASE], ref) is not None
+    capfd.readouterr()
+    assert await cli("cat", "--data-dir", data_dir, ref) == 0
+    assert capfd.readouterr().out == "the plaintext of a small file"
+    assert await cli("show", "--data-dir", data_dir, "--json", res["id"]) == 0
+    shown = json.loads(capfd.readouterr().out)
+    assert [(c["ref"], c["stored_size"]) for c in shown["chunk"]] == [(ref, 29)]
+    assert await cli("stat", "--data-dir", data_dir, "--json") == 0
+    counted = json.loads(capfd.readouterr().out)
+    assert (counted["blobs"], counted["inline_blobs"], counted["inline_bytes"]) == (1, 1, 29)
+
+
+@pytest.mark.blob_files
+@pytest.mark.sqlite_only
 async def test_cat_decrypts_and_a_wrong_key_is_one_line(
     api: Api, tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -66,6 +87,7 @@ async def test_cat_decrypts_and_a_wrong_key_is_one_line(
     )
 
 
+@pytest.mark.blob_files
 @pytest.mark.sqlite_only
 async def test_fsck_full_authenticates_sealed_blobs(
     api: Api, tmp_path: Path, capfd: pytest.CaptureFixture[str]

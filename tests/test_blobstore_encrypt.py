@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from blobstore import fsck
+from blobstore import fsck, inline
 from blobstore.encrypt import EncryptReport, encrypt_store, plain_refs
 from blobstore.fsck import Kind
 from blobstore.refs import is_sealed
@@ -44,8 +44,9 @@ async def test_old_plain_store_serves_then_encrypt_seals_it(
     plain_api = await make_api(settings_=dataclasses.replace(settings, encryption=False))
     files = await files_of(plain_api, 3, 200_000)
     files.update(await files_of(plain_api, 1, 1_000_000))
+    files.update(await files_of(plain_api, 1, 3000))  # kept inline, in the database
     app = plain_api.client.app
-    assert len(await plain_refs(app[DATABASE])) == 4
+    assert len(await plain_refs(app[DATABASE])) == 5
     await plain_api.client.close()
 
     api = await make_api()  # encryption on (the default), same data directory
@@ -55,7 +56,7 @@ async def test_old_plain_store_serves_then_encrypt_seals_it(
         assert await api.content(file_id) == data  # old plain blobs keep serving
     new = await api.upload(MARKER + b"new")
     db = api.client.app[DATABASE]
-    assert len(await plain_refs(db)) == 4  # the new one is sealed
+    assert len(await plain_refs(db)) == 5  # the new one is sealed
 
     # Stopped after the first blob: fsck stays clean, a second run finishes the work.
     class Stop(Exception):
@@ -68,11 +69,13 @@ async def test_old_plain_store_serves_then_encrypt_seals_it(
     with pytest.raises(Stop):
         await encrypt_store(db, backend, progress=stop_after_one)
     await clean(api)
-    assert len(await plain_refs(db)) == 3
+    assert len(await plain_refs(db)) == 4
     report = await encrypt_store(db, backend)
-    assert report == EncryptReport(plain=3, sealed=3, sealed_bytes=report.sealed_bytes, removed=3)
+    assert report == EncryptReport(plain=4, sealed=4, sealed_bytes=report.sealed_bytes, removed=4)
     assert await plain_refs(db) == []
     assert all([is_sealed(info.ref) async for info in backend.scan()])
+    async with db.read() as tx:
+        assert all(is_sealed(ref) for ref in await inline.sizes(tx))  # no plain row is left
     for file_id, data in files.items():
         assert await api.content(file_id) == data
     assert await api.content(new["id"]) == MARKER + b"new"

@@ -4,8 +4,8 @@ instances on their own data directories.
 
 Each round starts the servers on the same data directories and engines (so every round after the
 first is a restart), checks what earlier rounds left, streams uploads (single-request multipart,
-one past an S3 part so it goes through multipart staging, and chunked, whose chunks alternate
-between the instances), and SIGKILLs every server at one moment.  Right after the kill, before
+one past an S3 part so it goes through multipart staging, chunked, whose chunks alternate
+between the instances, and 4 KiB ones back to back, kept inline in the metadata database), and SIGKILLs every server at one moment.  Right after the kill, before
 any restart, ``blobstore fsck --full`` must exit 0 (orphans and temp files are hints).  After
 the restart: every upload answered 2xx downloads byte-identical through every instance, every
 chunk answered 2xx is stored, and no file whose upload was cut serves bytes.  At the end,
@@ -84,6 +84,7 @@ async def single(
     *,
     pause: float,
     fast: int = 0,
+    marks: bool = True,
 ) -> None:
     ledger.sent.add(xxhash.xxh3_128_hexdigest(data))
     with aiohttp.MultipartWriter("form-data") as form:
@@ -99,7 +100,17 @@ async def single(
     assert resp.status == 200, body
     file_id = body["resource"]["id"]
     ledger.done[file_id] = data
-    ledger.first_done.set()
+    if marks:
+        ledger.first_done.set()
+
+
+async def small_ones(
+    session: aiohttp.ClientSession, base: str, rng: random.Random, ledger: Ledger
+) -> None:
+    """4 KiB uploads one after another until the kill: kept inline, in the metadata database,
+    under the default FILESVC_INLINE_MAX."""
+    while True:
+        await single(session, base, content(rng, 4096), ledger, pause=0.0, marks=False)
 
 
 async def chunked(
@@ -268,6 +279,7 @@ async def test_kill_9_mid_upload_leaves_a_clean_store_and_keeps_every_answered_u
                         chunked(session, bases, content(rng, CHUNK * CHUNKS), ledger, pause=0.01)
                         for _ in range(2)
                     ),
+                    *(small_ones(session, base, rng, ledger) for base in bases),
                 ]  # fmt: skip
                 tasks = [asyncio.create_task(u) for u in uploads]
                 await asyncio.wait_for(moment(ledger), 30)

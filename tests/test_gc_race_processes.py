@@ -56,8 +56,11 @@ async def test_gc_never_takes_a_blob_two_servers_keep_deduplicating(
     data_dir = tmp_path / "data"
     env = {"FILESVC_DB_URL": engine, "FILESVC_MASTER_KEY": MASTER_KEY} if engine else {}
     # Even rounds upload `churn` and delete every copy (it becomes garbage, then is uploaded
-    # again); odd rounds upload `kept_content` and keep one copy.
-    churn, kept_content = os.urandom(48 * 1024), os.urandom(40 * 1024)
+    # again); odd rounds upload `kept_content` and keep one copy.  Each comes in a size the
+    # blob store keeps (a file) and one the database keeps (an inline row, under the default
+    # FILESVC_INLINE_MAX).
+    churn = (os.urandom(48 * 1024), os.urandom(3 * 1024))
+    kept_content = (os.urandom(40 * 1024), os.urandom(2 * 1024))
     a, b = await asyncio.gather(
         asyncio.to_thread(start_server, data_dir, env=env),
         asyncio.to_thread(start_server, data_dir, env=env),
@@ -77,24 +80,28 @@ async def test_gc_never_takes_a_blob_two_servers_keep_deduplicating(
             collecting = asyncio.create_task(collector())
             try:
                 for i in range(ROUNDS):
-                    content = kept_content if i % 2 else churn
-                    ids = await asyncio.gather(*(upload(session, s, content) for s in (a, b, a, b)))
-                    for file_id in ids:  # every one reads back whole, through the other server
+                    contents = [c for c in (kept_content if i % 2 else churn) for _ in range(4)]
+                    servers = (a, b) * 4
+                    ids = await asyncio.gather(
+                        *(upload(session, s, c) for s, c in zip(servers, contents, strict=True))
+                    )
+                    # every one reads back whole, through the other server
+                    for file_id, content in zip(ids, contents, strict=True):
                         for server in (b, a):
                             url = f"{server.url}{FILES}/{file_id}/download"
                             async with session.get(url, headers=HEADERS) as resp:
                                 assert resp.status == 200, await resp.text()
                                 assert await resp.read() == content, f"{file_id} lost its blob"
-                    keep = ids[0] if i % 2 == 1 else None
+                    keep = (ids[0], ids[4]) if i % 2 == 1 else ()
                     for n, file_id in enumerate(ids):
-                        if file_id == keep:
+                        if file_id in keep:
                             kept.append(file_id)
                             continue
                         server = (a, b)[n % 2]
                         url = f"{server.url}{FILES}/{file_id}"
                         async with session.delete(url, headers=HEADERS) as resp:
                             assert resp.status == 200
-                    if keep is None:
+                    if not keep:
                         # No file holds the content now: give gc a whole run to take it.
                         target = runs + 1
                         while runs <= target:
@@ -102,14 +109,15 @@ async def test_gc_never_takes_a_blob_two_servers_keep_deduplicating(
             finally:
                 stop.set()
                 await collecting
-            for file_id in kept:
+            for n, file_id in enumerate(kept):
                 for server in (a, b):
                     url = f"{server.url}{FILES}/{file_id}/download"
                     async with session.get(url, headers=HEADERS) as resp:
-                        assert resp.status == 200 and await resp.read() == kept_content
+                        assert resp.status == 200 and await resp.read() == kept_content[n % 2]
     finally:
         await asyncio.gather(asyncio.to_thread(a.stop), asyncio.to_thread(b.stop))
-    assert freed >= 2  # gc really took the shared blob in the gaps, and uploads put it back
+    # gc really took the shared blobs (file and row) in the gaps, and uploads put them back
+    assert freed >= 4
     fsck = subprocess.run(
         [str(BLOBSTORE), "fsck", "--data-dir", str(data_dir), "--full", "--json"],
         capture_output=True,
@@ -119,3 +127,13 @@ async def test_gc_never_takes_a_blob_two_servers_keep_deduplicating(
         check=False,
     )
     assert fsck.returncode == 0, fsck.stdout
+    stat = subprocess.run(
+        [str(BLOBSTORE), "stat", "--data-dir", str(data_dir), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+        check=False,
+    )
+    assert stat.returncode == 0, stat.stderr
+    assert json.loads(stat.stdout)["inline_blobs"] == 1  # the small kept content's row

@@ -26,10 +26,14 @@ async def test_user_chunk_overtaken_by_completion_is_409(
     release = asyncio.Event()
 
     async def put(
-        stream: AsyncIterator[bytes], *, max_size: int | None = None, scope: str | None = None
+        stream: AsyncIterator[bytes],
+        *,
+        max_size: int | None = None,
+        scope: str | None = None,
+        inline: bool = False,
     ) -> PutResult:
         entered.set()
-        return await real_put(stream, max_size=max_size, scope=scope)
+        return await real_put(stream, max_size=max_size, scope=scope, inline=inline)
 
     monkeypatch.setattr(store, "put", put)
     fid = (await api.create({"filename": "x", "total_chunks": "1", "total_size": "5"}))["id"]

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import AsyncIterator
 from typing import IO
 
-from blobstore import gc, manifests, stats
+from blobstore import gc, inline, manifests, stats
 from blobstore.cli.fsck_cmd import HINTS_SHOWN
 from blobstore.cli.opening import open_store
 from blobstore.cli.outcome import Outcome, UsageError
 from blobstore.cli.output import Out, human_age, human_bytes
-from blobstore.refs import parse_ref
+from blobstore.refs import BlobRef, parse_ref
 
 # File ids are the service's (UUIDs today); anything longer is not one.
 MAX_FILE_ID = 128
@@ -92,6 +93,7 @@ async def cmd_stat(args: argparse.Namespace, out: Out) -> Outcome:
         out.record(s.to_json())
         return Outcome.CLEAN
     out.line(f"blobs             {s.blobs} ({human_bytes(s.bytes_stored)} stored)")
+    out.line(f"    inline        {s.inline_blobs} ({human_bytes(s.inline_bytes)} in the database)")
     out.line(f"referenced        {s.referenced_blobs} ({human_bytes(s.bytes_referenced)})")
     out.line(f"orphans           {s.orphan_blobs} ({human_bytes(s.orphan_bytes)})")
     out.line(f"logical bytes     {human_bytes(s.logical_bytes)} (what the files add up to)")
@@ -125,11 +127,11 @@ async def cmd_show(args: argparse.Namespace, out: Out) -> Outcome:
                 slot: await manifests.entries(conn, file_id, slot)
                 for slot in ("chunk", "staged", "thumb")
             }
-        present = {
-            entry.ref: await backend.stat(entry.ref)
-            for entries in slots.values()
-            for entry in entries
-        }
+        present: dict[BlobRef, int | None] = {}
+        for entries in slots.values():
+            for entry in entries:
+                row = await inline.lookup(db, entry.ref)
+                present[entry.ref] = row.size if row else await backend.stat(entry.ref)
     if out.as_json:
         out.record(
             {
@@ -180,10 +182,16 @@ async def cmd_cat(args: argparse.Namespace, out: IO[bytes]) -> Outcome:
     async with open_store(
         args.data_dir, args.blobs, writable=False, db_url=args.db_url, master=args.master
     ) as (
-        _,
+        db,
         backend,
     ):
-        async for piece in backend.read(ref):
+        small = await inline.content(db, getattr(backend, "keys", None), ref)
+        pieces = backend.read(ref) if small is None else _one(small)
+        async for piece in pieces:
             await asyncio.to_thread(out.write, piece)
         await asyncio.to_thread(out.flush)
     return Outcome.CLEAN
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data

@@ -129,7 +129,7 @@ async def _answer(
     # first (2 % of a read's event-loop time), and writes the same header in the end.
     headers["Content-Type"] = content_type
     if pieces and length <= WHOLE_BODY:
-        body = await read_whole(request.app[STORE].backend, pieces)
+        body = await read_whole(request.app[STORE], pieces)
         if len(body) < SEND_APART:
             return web.Response(status=status, headers=headers, body=body)
         response = web.StreamResponse(status=status, headers=headers)
@@ -146,8 +146,8 @@ async def _answer(
 async def _send(request: web.Request, response: web.StreamResponse, pieces: list[Piece]) -> None:
     """Prepare the response and send the pieces.  The first blob is opened before the headers
     go out, so a missing blob or an unreachable store is still an error status."""
-    reader = request.app[STORE].backend
-    first = await open_first(reader, pieces)
+    store = request.app[STORE]
+    first = await open_first(store, pieces)
     try:
         await response.prepare(request)
     except BaseException:
@@ -158,7 +158,7 @@ async def _send(request: web.Request, response: web.StreamResponse, pieces: list
         return
     try:
         stall = request.app[SETTINGS].send_stall_timeout
-        await stream(request, response, reader, pieces, first, stall_timeout=stall)
+        await stream(request, response, store, pieces, first, stall_timeout=stall)
     except (ConnectionError, asyncio.CancelledError):
         raise
     except Exception:
@@ -179,7 +179,7 @@ async def thumbnail(request: web.Request) -> web.StreamResponse:
     # digits (an alias of another index).
     if not (raw_index.isascii() and raw_index.isdigit()) or len(raw_index) > 6:
         raise BadRequest("thumbnail index must be a whole number")
-    view = await request.app[SERVICE].view(company, fid)
+    view = await request.app[SERVICE].view(company, fid, content=True)
     entry = next((t for t in view.thumbnails if t.idx == int(raw_index)), None)
     if entry is None:
         raise NotFound("this file has no thumbnail with that index")

@@ -15,11 +15,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
-from blobstore import confirmations, manifests
+from blobstore import confirmations, inline, manifests
 from blobstore.engine.base import DatabaseUnavailable, Engine
 from blobstore.port import LocalFiles
 from blobstore.refs import is_sealed
-from blobstore.store import ContentStore
+from blobstore.store import ContentStore, inline_refs
 from filesvc import jobqueue, repo
 from filesvc.thumbnails.limits import DEFAULT_MAX_INPUT_BYTES
 from filesvc.thumbnails.memfile import MemFile, fill
@@ -294,7 +294,7 @@ class ThumbnailRunner:
     async def _head(self, chunks: list[manifests.Entry]) -> bytes:
         head = b""
         for entry in chunks:
-            async for data in self.store.backend.read(entry.ref, 0, SNIFF_BYTES - len(head)):
+            async for data in self.store.read_any(entry.ref, 0, SNIFF_BYTES - len(head)):
                 head += data
             if len(head) >= SNIFF_BYTES:
                 break
@@ -307,11 +307,16 @@ class ThumbnailRunner:
         else an in-memory file (:mod:`filesvc.thumbnails.memfile`): decrypted or assembled
         content never goes to a disk."""
         backend = self.store.backend
-        if len(chunks) == 1 and isinstance(backend, LocalFiles) and not is_sealed(chunks[0].ref):
+        if (
+            len(chunks) == 1
+            and isinstance(backend, LocalFiles)
+            and not is_sealed(chunks[0].ref)
+            and not await self.store.is_inline(chunks[0].ref)
+        ):
             return backend.local_path(chunks[0].ref), None
 
         def read(entry: manifests.Entry, start: int, end: int | None) -> AsyncIterator[bytes]:
-            return backend.read(entry.ref, start, end)
+            return self.store.read_any(entry.ref, start, end)
 
         memfile = await fill(chunks, read, video=video, run=asyncio.to_thread)
         return memfile.path, memfile
@@ -319,10 +324,22 @@ class ThumbnailRunner:
     async def _finish(
         self, file_id: str, generation: int, rendered: Rendered, scope: str | None = None
     ) -> None:
-        puts = [await self.store.put_bytes(t.data, scope=scope) for t in rendered.thumbnails]
+        puts = [
+            await self.store.put_bytes(t.data, scope=scope, inline=True)
+            for t in rendered.thumbnails
+        ]
         async with self.db.write() as tx:
             ts = _now_ms()
-            await confirmations.confirm(tx, self.store.backend, [p.ref for p in puts], now_ms=ts)
+            rows = [p.inline for p in puts if p.inline is not None]
+            if rows:
+                await inline.add(tx, rows)
+            await confirmations.confirm(
+                tx,
+                self.store.backend,
+                [p.ref for p in puts],
+                now_ms=ts,
+                inserted=inline_refs(*puts),
+            )
             # Every change to a file takes its manifest's lock first: one order, no deadlock
             # with a chunk or an overwrite of the same file committing meanwhile.
             if await manifests.lock(tx, file_id) is None:

@@ -15,11 +15,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from blobstore import confirmations, manifests
+from blobstore import confirmations, inline, manifests
 from blobstore.engine.base import Tx
 from blobstore.errors import TooLarge
 from blobstore.manifest_model import Entry
-from blobstore.store import PutResult
+from blobstore.store import PutResult, inline_refs
 from filesvc import jobqueue, repo
 from filesvc.auth import Caller
 from filesvc.creates import NewFile, insert_files
@@ -75,15 +75,17 @@ class TusStore:
             if not lock.locked() and not getattr(lock, "_waiters", None):
                 self._locks.pop(file_id, None)
 
-    async def put(self, company_id: str, stream: AsyncIterator[bytes], budget: int | None) -> Entry:
-        """Store bytes as one blob (hashed as they pass, durable on return, deduplicated within
-        the company's scope), at most ``budget`` bytes (413 past it, nothing stored).  The
-        entry's index is set by the commit."""
+    async def put(
+        self, company_id: str, stream: AsyncIterator[bytes], budget: int | None
+    ) -> PutResult:
+        """Store bytes as one blob (hashed as they pass, deduplicated within the company's
+        scope), at most ``budget`` bytes (413 past it, nothing stored): durable on return, or a
+        small blob's row (``inline``) that the commit inserts with the entry."""
         limit = self.service.max_upload_bytes
         cap = limit if budget is None else min(budget, limit)
         try:
             put = await self.service.store.put(
-                stream, max_size=cap, scope=self.service.scope_of(company_id)
+                stream, max_size=cap, scope=self.service.scope_of(company_id), inline=True
             )
         except TooLarge:
             raise PayloadTooLarge(
@@ -91,7 +93,7 @@ class TusStore:
             ) from None
         if self._on_stored is not None:
             self._on_stored(put)
-        return Entry(0, put.ref, put.size)
+        return put
 
     async def state(self, company_id: str, file_id: str, *, settle: bool = False) -> Upload:
         """The upload, or NotFound/Gone.  ``settle``: first let a PATCH in flight finish."""
@@ -139,13 +141,14 @@ class TusStore:
         """A new upload (a file with an empty or one-entry manifest).
         ``body``: creation-with-upload, stored as the first entry in the same commit."""
         file_id = str(uuid.uuid4())
-        entry: Entry | None = None
+        entry: PutResult | None = None
         head = b""
         if body is not None or length == 0:
             sniffer = HeadSniffer(body if body is not None else _nothing())
             entry, head = await self.put(company_id, sniffer.stream(), length), sniffer.head
         complete = length is not None and length == (entry.size if entry else 0)
         thumbable = complete and not partial and self.service.thumbs.previewable(head)
+        stored = entry if entry is not None and (entry.size or complete) else None
         new = NewFile(
             file_id=file_id,
             company_id=company_id,
@@ -156,16 +159,18 @@ class TusStore:
             now_ms=now_ms(),
             expected_chunks=1 if complete else None,
             expected_size=length,
-            entry=(1, entry.ref, entry.size) if entry and (entry.size or complete) else None,
+            entry=None if stored is None else (1, stored.ref, stored.size),
             complete=complete,
-            etag=content_etag([entry]) if complete and entry else None,
+            etag=content_etag([Entry(0, entry.ref, entry.size)]) if complete and entry else None,
             thumbnails_status="done" if complete and not thumbable else "waiting",
             thumbnail_job=thumbable,
+            inline=None if stored is None else stored.inline,
         )
         if partial:
-            async with self.service.db.write() as tx:
-                await insert_files(tx, self.service.store.backend, [new])
-                await table.insert(tx, file_id, "partial")
+            with inline.name_races():
+                async with self.service.db.write() as tx:
+                    await insert_files(tx, self.service.store.backend, [new])
+                    await table.insert(tx, file_id, "partial")
         else:
             await self.service.creates.add(new)
         if thumbable:
@@ -185,63 +190,72 @@ class TusStore:
         self,
         company_id: str,
         upload: Upload,
-        put_ref: Entry | None,
+        put_ref: PutResult | None,
         *,
         length: int | None,
     ) -> Upload:
         """Commit one PATCH's blob (``put_ref``, None for no bytes) at ``upload.offset``, and
         ``length`` when a deferred length arrives with it.  409 when the offset moved."""
         generation: int | None = None
-        async with self.service.db.write() as conn:
-            ts = now_ms()
-            if put_ref is not None and put_ref.size:
-                await confirmations.confirm(
-                    conn, self.service.store.backend, [put_ref.ref], now_ms=ts
-                )
-            # Another process's PATCH of the same upload waits here (PostgreSQL row lock).
-            await manifests.lock(conn, upload.file_id)
-            now = await self._state(conn, company_id, upload.file_id)
-            if now.offset != upload.offset or now.complete:
-                raise Conflict(
-                    f"the upload's offset is {now.offset}, not {upload.offset}:"
-                    " another request wrote to it; ask HEAD where to resume"
-                )
-            total = now.length if now.length is not None else length
-            entries = await manifests.entries(conn, upload.file_id, "chunk")
-            offset = now.offset
-            if put_ref is not None and put_ref.size:
-                idx = (entries[-1].idx if entries else 0) + 1
-                await manifests.put_entry(
-                    conn, upload.file_id, "chunk", idx, put_ref.ref, put_ref.size
-                )
-                entries.append(Entry(idx, put_ref.ref, put_ref.size))
-                offset += put_ref.size
-            if total is not None and offset > total:
-                raise Conflict(f"the upload would grow past its length of {total} bytes")
-            complete = total is not None and offset == total
-            chunks = len(entries) if complete else None
-            if complete and not entries:
-                # An empty file still has one (empty) chunk, as the files API stores it.
-                put = await self.service.store.put_bytes(
-                    b"", scope=self.service.scope_of(company_id)
-                )
-                await confirmations.confirm(conn, self.service.store.backend, [put.ref], now_ms=ts)
-                await manifests.put_entry(conn, upload.file_id, "chunk", 1, put.ref, 0)
-                entries.append(Entry(1, put.ref, 0))
-                chunks = 1
-            await manifests.set_expected(conn, upload.file_id, chunks=chunks, size=total)
-            await manifests.record_activity(conn, upload.file_id, now_ms=ts)
-            if complete:
-                await manifests.mark(conn, upload.file_id, now_ms=ts, complete=True)
-                await repo.set_completed(
-                    conn, upload.file_id, etag=content_etag(entries), now_ms=ts
-                )
-                if now.concat == "partial":
-                    # A partial upload is only ever a part of a final upload: no thumbnails.
-                    await repo.set_thumbnail_status(conn, upload.file_id, "done")
-                else:
-                    generation = await jobqueue.enqueue(conn, upload.file_id, now_ms=ts)
-            result = await self._state(conn, company_id, upload.file_id)
+        with inline.name_races():
+            async with self.service.db.write() as conn:
+                ts = now_ms()
+                if put_ref is not None and put_ref.size:
+                    if put_ref.inline is not None:
+                        await inline.add(conn, [put_ref.inline])
+                    await confirmations.confirm(
+                        conn,
+                        self.service.store.backend,
+                        [put_ref.ref],
+                        now_ms=ts,
+                        inserted=inline_refs(put_ref),
+                    )
+                # Another process's PATCH of the same upload waits here (PostgreSQL row lock).
+                await manifests.lock(conn, upload.file_id)
+                now = await self._state(conn, company_id, upload.file_id)
+                if now.offset != upload.offset or now.complete:
+                    raise Conflict(
+                        f"the upload's offset is {now.offset}, not {upload.offset}:"
+                        " another request wrote to it; ask HEAD where to resume"
+                    )
+                total = now.length if now.length is not None else length
+                entries = await manifests.entries(conn, upload.file_id, "chunk")
+                offset = now.offset
+                if put_ref is not None and put_ref.size:
+                    idx = (entries[-1].idx if entries else 0) + 1
+                    await manifests.put_entry(
+                        conn, upload.file_id, "chunk", idx, put_ref.ref, put_ref.size
+                    )
+                    entries.append(Entry(idx, put_ref.ref, put_ref.size))
+                    offset += put_ref.size
+                if total is not None and offset > total:
+                    raise Conflict(f"the upload would grow past its length of {total} bytes")
+                complete = total is not None and offset == total
+                chunks = len(entries) if complete else None
+                if complete and not entries:
+                    # An empty file still has one (empty) chunk, as the files API stores it.
+                    put = await self.service.store.put_bytes(
+                        b"", scope=self.service.scope_of(company_id)
+                    )
+                    await confirmations.confirm(
+                        conn, self.service.store.backend, [put.ref], now_ms=ts
+                    )
+                    await manifests.put_entry(conn, upload.file_id, "chunk", 1, put.ref, 0)
+                    entries.append(Entry(1, put.ref, 0))
+                    chunks = 1
+                await manifests.set_expected(conn, upload.file_id, chunks=chunks, size=total)
+                await manifests.record_activity(conn, upload.file_id, now_ms=ts)
+                if complete:
+                    await manifests.mark(conn, upload.file_id, now_ms=ts, complete=True)
+                    await repo.set_completed(
+                        conn, upload.file_id, etag=content_etag(entries), now_ms=ts
+                    )
+                    if now.concat == "partial":
+                        # A partial upload is only ever a part of a final upload: no thumbnails.
+                        await repo.set_thumbnail_status(conn, upload.file_id, "done")
+                    else:
+                        generation = await jobqueue.enqueue(conn, upload.file_id, now_ms=ts)
+                result = await self._state(conn, company_id, upload.file_id)
         if generation is not None:
             self.service.thumbs.notify(upload.file_id, generation)
         return result

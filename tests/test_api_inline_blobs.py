@@ -1,0 +1,74 @@
+"""Small files through the HTTP API under the default FILESVC_INLINE_MAX: their blobs are rows of
+the metadata database, and planted hash collisions (a hasher that names every content alike)
+never make a file serve another file's bytes, whether the uploads come one after another or race
+for one name."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from blobstore import inline, manifests
+from blobstore.refs import BlobRef, ref_variant
+from filesvc.appkeys import DATABASE, STORE
+from tests.helpers import Api, error_of
+
+
+class Planted:
+    def update(self, data: bytes | bytearray | memoryview, /) -> None:
+        pass
+
+    def hexdigest(self) -> str:
+        return "0" * 32
+
+
+async def chunk_ref(api: Api, file_id: str) -> BlobRef:
+    async with api.client.app[DATABASE].read() as tx:
+        return (await manifests.entries(tx, file_id, "chunk"))[0].ref
+
+
+async def test_planted_collisions_one_after_another_each_keep_their_bytes(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api.client.app[STORE], "_hasher", Planted)
+    ids = [(await api.upload(b"content %d" % i))["id"] for i in range(3)]
+    refs = [await chunk_ref(api, file_id) for file_id in ids]
+    assert [ref_variant(r) for r in refs] == [0, 1, 2]
+    for i, (file_id, ref) in enumerate(zip(ids, refs, strict=True)):
+        assert await inline.lookup(api.client.app[DATABASE], ref) is not None
+        assert await api.content(file_id) == b"content %d" % i
+
+
+async def test_planted_collisions_racing_for_one_name_never_cross(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api.client.app[STORE], "_hasher", Planted)
+    contents = [b"racing content %d" % (i % 4) for i in range(12)]
+    resps = await asyncio.gather(
+        *(
+            api.client.post(
+                api.files(),
+                data=c,
+                params={"filename": "r.bin"},
+                headers=api.headers(**{"Content-Type": "application/octet-stream"}),
+            )
+            for c in contents
+        )
+    )
+    refused = []
+    for content, resp in zip(contents, resps, strict=True):
+        if resp.status == 503:
+            assert await error_of(resp) == (
+                503,
+                "another upload took this content's name meanwhile: nothing was saved;"
+                " send it again",
+            )
+            refused.append(content)
+            continue
+        assert resp.status == 200, await resp.text()
+        file_id = (await resp.json())["resource"]["id"]
+        assert await api.content(file_id) == content
+    assert len(refused) < len(contents)
+    for content in refused:  # sent again, each takes a name of its own (or its content's)
+        assert await api.content((await api.upload(content))["id"]) == content

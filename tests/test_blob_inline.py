@@ -1,0 +1,238 @@
+"""Small blobs kept in the metadata database (blobstore.inline), on both engines, plain and
+sealed: a put names the row and writes nothing to the backend, the commit that references it
+inserts it, reads find it, dedup compares bytes (planted collisions stay apart, across the
+inline/backend boundary too), a race of two contents for one name fails the later commit,
+and gc, fsck and stat treat the rows as blobs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from blobstore import confirmations, fsck, gc, inline, manifests, stats
+from blobstore.engine.base import Engine
+from blobstore.errors import NameTaken
+from blobstore.findings import Kind, rehash_all
+from blobstore.keyring import KeyRing
+from blobstore.local import LocalBackend
+from blobstore.refs import is_sealed, ref_variant
+from blobstore.sealed import SealedBackend, seal_backend
+from blobstore.sealing import TAG, TRAILER
+from blobstore.store import ContentStore, InlineStore, PutResult, inline_refs
+from tests.engines import migrated
+
+SCOPE = "c" * 32
+LIMIT = 4096
+
+
+class Fixed:
+    """A hasher that names every content alike: planted collisions."""
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> None:
+        pass
+
+    def hexdigest(self) -> str:
+        return "0" * 32
+
+
+@dataclass
+class Store:
+    db: Engine
+    backend: SealedBackend
+    keys: KeyRing
+    sealed: bool
+
+    def content(self, *, limit: int = LIMIT, planted: bool = False) -> ContentStore:
+        inline_store = InlineStore(self.db, limit, self.keys)
+        if planted:
+            return ContentStore(self.backend, hasher=Fixed, inline=inline_store)
+        return ContentStore(self.backend, inline=inline_store)
+
+
+@pytest.fixture(params=["plain", "sealed"])
+async def store(
+    request: pytest.FixtureRequest, engine: str | None, tmp_path: Path
+) -> AsyncIterator[Store]:
+    async with migrated(engine, tmp_path / "meta") as db:
+        keys = KeyRing(db, os.urandom(32))
+        await keys.check(record=True)
+        local = await asyncio.to_thread(LocalBackend, tmp_path / "blobs")
+        sealed = request.param == "sealed"
+        try:
+            yield Store(db, seal_backend(local, keys, sealing=sealed), keys, sealed)
+        finally:
+            await local.close()
+
+
+async def one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def commit(store: Store, file_id: str, puts: Sequence[PutResult]) -> None:
+    """A manifest for the puts, their inline rows inserted in the same transaction."""
+    now = int(time.time() * 1000)
+    async with store.db.write() as tx:
+        rows = [p.inline for p in puts if p.inline is not None]
+        if rows:
+            await inline.add(tx, rows)
+        await confirmations.confirm(
+            tx, store.backend, [p.ref for p in puts], now_ms=now, inserted=inline_refs(*puts)
+        )
+        await manifests.create(
+            tx,
+            file_id,
+            "acme",
+            expected_chunks=len(puts),
+            expected_size=sum(p.size for p in puts),
+            now_ms=now,
+        )
+        for i, put in enumerate(puts, 1):
+            await manifests.put_entry(tx, file_id, "chunk", i, put.ref, put.size)
+        await manifests.mark(tx, file_id, now_ms=now, complete=True)
+
+
+async def put(content: ContentStore, data: bytes) -> PutResult:
+    return await content.put(one(data), scope=SCOPE, inline=True)
+
+
+async def test_a_small_put_becomes_a_row_and_nothing_reaches_the_backend(store: Store) -> None:
+    content = store.content()
+    data = b"tiny-file-MARKER-" * 10
+    result = await put(content, data)
+    assert result.inline is not None and result.created
+    assert is_sealed(result.ref) == store.sealed
+    assert await store.backend.stat(result.ref) is None
+    assert await content.read(result.ref) is None  # not committed: no row yet
+    await commit(store, "f1", [result])
+    assert await content.read(result.ref) == data
+    assert await content.read(result.ref, 5, 20) == data[5:20]
+    assert b"".join([p async for p in content.read_any(result.ref)]) == data
+    row = await inline.lookup(store.db, result.ref)
+    assert row is not None and row.size == len(data)
+    assert (b"MARKER" in row.data) == (not store.sealed)  # sealed rows hold no plaintext
+    assert [p async for p in store.backend.inner.scan()] == []
+
+
+async def test_the_same_content_again_is_a_dedup_hit_carrying_the_row(store: Store) -> None:
+    content = store.content()
+    first = await put(content, b"same bytes")
+    await commit(store, "f1", [first])
+    again = await put(content, b"same bytes")
+    assert again.ref == first.ref and not again.created
+    assert again.inline is not None  # re-inserted by its commit, should gc take it meanwhile
+    await commit(store, "f2", [again])
+    assert await content.read(again.ref) == b"same bytes"
+
+
+async def test_the_limit_counts_stored_bytes_and_0_turns_it_off(store: Store) -> None:
+    overhead = TAG + TRAILER if store.sealed else 0
+    fits = await put(store.content(), b"x" * (LIMIT - overhead))
+    assert fits.inline is not None
+    over = await put(store.content(), b"y" * (LIMIT - overhead + 1))
+    assert over.inline is None and await store.backend.stat(over.ref) == len(over_data(over))
+    off = await put(store.content(limit=0), b"z")
+    assert off.inline is None and await store.backend.stat(off.ref) == 1
+    caller_cannot_commit = await store.content().put(one(b"w"), scope=SCOPE)
+    assert caller_cannot_commit.inline is None
+
+
+def over_data(result: PutResult) -> bytes:
+    return b"y" * result.size
+
+
+async def test_planted_collisions_get_variants_and_a_hit_compares_bytes(store: Store) -> None:
+    content = store.content(planted=True)
+    a = await put(content, b"content a")
+    await commit(store, "fa", [a])
+    b = await put(content, b"content b")
+    assert ref_variant(b.ref) == 1 and b.created
+    await commit(store, "fb", [b])
+    a2 = await put(content, b"content a")
+    assert a2.ref == a.ref and not a2.created
+    assert await content.read(a.ref) == b"content a"
+    assert await content.read(b.ref) == b"content b"
+
+
+async def test_two_contents_racing_for_one_name_fail_the_later_commit(store: Store) -> None:
+    content = store.content(planted=True)
+    a = await put(content, b"content a")
+    b = await put(content, b"content b")  # before a commits: the same free name
+    assert a.ref == b.ref
+    same = await put(content, b"content a")
+    await commit(store, "fa", [a])
+    await commit(store, "fa2", [same])  # the same content: the row is kept, no error
+    with pytest.raises(NameTaken), inline.name_races():
+        await commit(store, "fb", [b])
+    assert await content.read(a.ref) == b"content a"
+    async with store.db.read() as tx:
+        assert await manifests.head(tx, "fb") is None  # nothing of the losing commit stayed
+
+
+async def test_names_are_never_shared_across_the_backend_and_the_rows(store: Store) -> None:
+    planted = store.content(planted=True)
+    a = await put(planted, b"content a")
+    assert ref_variant(a.ref) == 0 and a.inline is not None
+    await commit(store, "fa", [a])
+    # A caller that cannot commit rows puts another content: the row's name is passed over.
+    b = await planted.put(one(b"content b"), scope=SCOPE)
+    assert ref_variant(b.ref) == 1 and b.inline is None
+    # The same content put inline deduplicates against the backend's blob.
+    b2 = await put(planted, b"content b")
+    assert b2.ref == b.ref and b2.inline is None and not b2.created
+    # A third content passes both names.
+    c = await put(planted, b"content c")
+    assert ref_variant(c.ref) == 2 and c.created
+    assert await planted.read(a.ref) == b"content a"
+    assert await planted.read(b.ref) is None  # in the backend, not a row
+    assert b"".join([p async for p in planted.read_any(b.ref)]) == b"content b"
+
+
+async def test_gc_takes_unreferenced_rows_after_the_grace_only(store: Store) -> None:
+    content = store.content()
+    kept = await put(content, b"kept")
+    dropped = await put(content, b"dropped")
+    await commit(store, "keep", [kept])
+    await commit(store, "drop", [dropped])
+    async with store.db.write() as tx:
+        await manifests.delete(tx, "drop")
+    young = await gc.collect(store.db, store.backend, grace=3600)
+    assert young.freed == 0 and await inline.lookup(store.db, dropped.ref) is not None
+    report = await gc.collect(store.db, store.backend, grace=0)
+    assert report.freed == 1
+    assert await inline.lookup(store.db, dropped.ref) is None
+    assert await content.read(kept.ref) == b"kept"
+
+
+async def test_fsck_rehashes_rows_and_maps_a_damaged_one_to_its_file(store: Store) -> None:
+    content = store.content()
+    good = await put(content, b"good content")
+    bad = await put(content, b"soon damaged")
+    await commit(store, "good", [good])
+    await commit(store, "bad", [bad])
+    assert [f async for f in fsck.check(store.db, store.backend, rehash=rehash_all)] == []
+    row = await inline.lookup(store.db, bad.ref)
+    assert row is not None
+    damaged = bytearray(row.data)
+    damaged[0] ^= 0x01
+    async with store.db.write() as tx:
+        await tx.execute("UPDATE inline_blobs SET data = ? WHERE ref = ?", bytes(damaged), bad.ref)
+    findings = [f async for f in fsck.check(store.db, store.backend, rehash=rehash_all)]
+    assert [(f.kind, f.ref) for f in findings] == [(Kind.CORRUPT_BLOB, bad.ref)]
+    assert [h.file_id for h in findings[0].holders] == ["bad"]
+    async with store.db.write() as tx:
+        await inline.delete(tx, [bad.ref])
+    findings = [f async for f in fsck.check(store.db, store.backend, rehash=rehash_all)]
+    assert [(f.kind, f.ref) for f in findings] == [(Kind.MISSING_BLOB, bad.ref)]
+
+
+async def test_stat_counts_rows_as_blobs(store: Store) -> None:
+    content = store.content()
+    await commit(store, "f", [await put(content, b"abc"), await put(content, b"defg")])
+    s = await stats.gather(store.db, store.backend)
+    assert (s.blobs, s.inline_blobs, s.inline_bytes, s.referenced_blobs) == (2, 2, 7, 2)
