@@ -1,7 +1,9 @@
-"""Large plain downloads on uvloop send mapped windows of the blob file (blobstore/local_maps.py):
-on a real server process, the bytes are right for whole files and ranges, no more than a few
-windows are ever mapped per download and none once it is over, and a blob file truncated under
-a download cuts that connection without killing the server (SIGBUS would)."""
+"""Large plain downloads on uvloop that no download thread takes (all busy, or
+``FILESVC_DOWNLOAD_THREADS=0`` as here) send mapped windows of the blob file
+(blobstore/local_maps.py): on a real server process, the bytes are right for whole files and
+ranges, no more than a few windows are ever mapped per download and none once it is over, and a
+blob file truncated under a download cuts that connection without killing the server (SIGBUS
+would)."""
 
 from __future__ import annotations
 
@@ -25,12 +27,13 @@ SIZE = 5 * MAP_WINDOW + 12345  # several windows and a short last one
 # What one download may map: the window being sent, the one mapped ahead, the tail of the one
 # before that the socket may still hold, each rounded out to whole pages.
 BOUND = 3 * (MAP_WINDOW + 2 * 4096)
+ENV = {"FILESVC_ENCRYPTION": "off", "FILESVC_DOWNLOAD_THREADS": "0"}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data = tmp_path_factory.mktemp("mapped") / "data"
-    srv = start_server(data, env={"FILESVC_ENCRYPTION": "off", "FILESVC_SEND_STALL_TIMEOUT": "5"})
+    srv = start_server(data, env={**ENV, "FILESVC_SEND_STALL_TIMEOUT": "5"})
     try:
         yield srv
     finally:
@@ -170,7 +173,7 @@ async def test_a_slow_client_that_keeps_reading_is_not_cut(tmp_path: Path) -> No
     """A window is written whole, but the stall timeout (1 s here) bounds how long the client
     takes no bytes, not how long it takes a write: a client taking 2 MiB/s needs 4 s for an
     8 MiB window and is never cut."""
-    env = {"FILESVC_ENCRYPTION": "off", "FILESVC_SEND_STALL_TIMEOUT": "1"}
+    env = {**ENV, "FILESVC_SEND_STALL_TIMEOUT": "1"}
     server = start_server(tmp_path / "data", env=env)
     try:
         await _paced_download(server)
