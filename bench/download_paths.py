@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import median
@@ -138,21 +139,6 @@ def _serve(path: str, loop_name: str) -> None:
         finally:
             sock.close()
 
-    async def pump2(request: web.Request) -> web.StreamResponse:
-        bufsize = int(request.match_info["n"]) * 1024
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            resp = await prepared(request)
-            transport = request.transport
-            assert transport is not None and transport.get_write_buffer_size() == 0
-            sock_fd = os.dup(transport.get_extra_info("socket").fileno())
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(pool, pump2_body, fd, sock_fd, bufsize)
-            await resp.write_eof()
-            return resp
-        finally:
-            os.close(fd)
-
     def pump_body(fd: int, sock_fd: int, bufsize: int) -> int:
         sock = socket.socket(fileno=sock_fd)
         sock.settimeout(60)
@@ -200,37 +186,6 @@ def _serve(path: str, loop_name: str) -> None:
         finally:
             os.close(sock_fd)
 
-    async def pumpw(request: web.Request) -> web.StreamResponse:
-        bufsize = int(request.match_info["n"]) * 1024
-        sndbuf = int(request.query.get("sndbuf", "0"))
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            resp = await prepared(request)
-            transport = request.transport
-            assert transport is not None and transport.get_write_buffer_size() == 0
-            sock_fd = os.dup(transport.get_extra_info("socket").fileno())
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(pool, pumpw_body, fd, sock_fd, bufsize, sndbuf)
-            await resp.write_eof()
-            return resp
-        finally:
-            os.close(fd)
-
-    async def pump(request: web.Request) -> web.StreamResponse:
-        bufsize = int(request.match_info["n"]) * 1024
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            resp = await prepared(request)
-            transport = request.transport
-            assert transport is not None and transport.get_write_buffer_size() == 0
-            sock_fd = os.dup(transport.get_extra_info("socket").fileno())
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(pool, pump_body, fd, sock_fd, bufsize)
-            await resp.write_eof()
-            return resp
-        finally:
-            os.close(fd)
-
     def sendfile_body(fd: int, sock_fd: int) -> int:
         sock = socket.socket(fileno=sock_fd)
         sock.setblocking(True)  # the loop's socket is non-blocking (shared file status)
@@ -246,18 +201,39 @@ def _serve(path: str, loop_name: str) -> None:
             sock.setblocking(False)
             sock.close()
 
-    async def sendfile(request: web.Request) -> web.StreamResponse:
+    async def threaded(
+        request: web.Request, body: Callable[..., int], *args: object
+    ) -> web.StreamResponse:
+        """Prepare the response, then hand a duplicate of the connection's socket and the file
+        to ``body`` on a thread of the pool; the loop only waits."""
         fd = os.open(path, os.O_RDONLY)
         try:
             resp = await prepared(request)
             transport = request.transport
-            assert transport is not None
+            assert transport is not None and transport.get_write_buffer_size() == 0
             sock_fd = os.dup(transport.get_extra_info("socket").fileno())
-            await asyncio.get_running_loop().run_in_executor(pool, sendfile_body, fd, sock_fd)
+            await asyncio.get_running_loop().run_in_executor(pool, body, fd, sock_fd, *args)
             await resp.write_eof()
             return resp
         finally:
             os.close(fd)
+
+    def kib(request: web.Request) -> int:
+        return int(request.match_info["n"]) * 1024
+
+    async def pump(request: web.Request) -> web.StreamResponse:
+        return await threaded(request, pump_body, kib(request))
+
+    async def pump2(request: web.Request) -> web.StreamResponse:
+        return await threaded(request, pump2_body, kib(request))
+
+    async def pumpw(request: web.Request) -> web.StreamResponse:
+        return await threaded(
+            request, pumpw_body, kib(request), int(request.query.get("sndbuf", "0"))
+        )
+
+    async def sendfile(request: web.Request) -> web.StreamResponse:
+        return await threaded(request, sendfile_body)
 
     async def on_loop(request: web.Request) -> web.StreamResponse:
         bufsize = int(request.match_info["n"]) * 1024
