@@ -19,10 +19,12 @@ import psutil  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from blobstore.local_maps import MAP_WINDOW
-from tests.helpers import PREFIX, bearer, token, upload_raw
+from tests.helpers import bearer, token
 from tests.server_proc import ServerProcess, start_server
+from tests.slow_downloads import FILES, connect, get_download, read_slowly
+from tests.slow_downloads import split_answer as _body
+from tests.slow_downloads import upload_plain as _upload
 
-FILES = f"{PREFIX}/companies/acme/files"
 SIZE = 5 * MAP_WINDOW + 12345  # several windows and a short last one
 # What one download may map: the window being sent, the one mapped ahead, the tail of the one
 # before that the socket may still hold, each rounded out to whole pages.
@@ -38,17 +40,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield srv
     finally:
         srv.stop()
-
-
-async def _upload(server: ServerProcess, size: int) -> tuple[bytes, str, Path]:
-    """Upload ``size`` random bytes: them, the file id, and the path of its blob file (the only
-    new one)."""
-    content = os.urandom(size)
-    before = set((server.data_dir / "blobs").rglob("xxh3_128-*"))
-    fid = await upload_raw(server.url, content)
-    (blob,) = set((server.data_dir / "blobs").rglob("xxh3_128-*")) - before
-    assert blob.stat().st_size == len(content)  # stored plain: the file is the content
-    return content, fid, blob
 
 
 def _mapped_bytes(pid: int, path: Path) -> int:
@@ -69,32 +60,15 @@ def _mapped_bytes(pid: int, path: Path) -> int:
 
 
 def _request(server: ServerProcess, fid: str, headers: str = "") -> socket.socket:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-    sock.connect(("127.0.0.1", server.port))
-    sock.sendall(
-        f"GET {FILES}/{fid}/download HTTP/1.1\r\nHost: x\r\n{headers}"
-        f"Authorization: Bearer {token()}\r\nConnection: close\r\n\r\n".encode()
-    )
+    sock = connect(server)
+    sock.sendall(get_download(fid, headers))
     return sock
 
 
 def _read_slowly(sock: socket.socket, watch: Path, pid: int) -> tuple[bytes, int, bool]:
-    """Read the whole answer in small steps, sampling what the server maps of ``watch``:
-    (the bytes, the most mapped at once, whether it ended by a reset)."""
-    got = bytearray()
-    most = 0
-    sock.settimeout(20)
-    while True:
-        most = max(most, _mapped_bytes(pid, watch))
-        try:
-            data = sock.recv(256 * 1024)
-        except ConnectionResetError:
-            return bytes(got), most, True
-        if not data:
-            return bytes(got), most, False
-        got += data
-        time.sleep(0.001)
+    """Read the whole answer slowly, sampling what the server maps of ``watch``: (the bytes,
+    the most mapped at once, whether it ended by a reset)."""
+    return read_slowly(sock, lambda: _mapped_bytes(pid, watch))
 
 
 async def _download_slowly(server: ServerProcess, fid: str, blob: Path) -> tuple[bytes, int, bool]:
@@ -104,11 +78,6 @@ async def _download_slowly(server: ServerProcess, fid: str, blob: Path) -> tuple
         return await asyncio.to_thread(_read_slowly, sock, blob, server.proc.pid)
     finally:
         sock.close()
-
-
-def _body(answer: bytes) -> tuple[bytes, bytes]:
-    head, _, body = answer.partition(b"\r\n\r\n")
-    return head, body
 
 
 async def test_whole_file_and_ranges_are_right_and_mapping_stays_bounded(

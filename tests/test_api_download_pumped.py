@@ -19,10 +19,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.helpers import PREFIX, bearer, token, upload_raw
+from tests.helpers import bearer, token
 from tests.server_proc import ServerProcess, start_server
+from tests.slow_downloads import FILES, read_slowly, upload_plain
+from tests.slow_downloads import connect as _connect
+from tests.slow_downloads import get_download as _get
+from tests.slow_downloads import split_answer as _body
 
-FILES = f"{PREFIX}/companies/acme/files"
 MiB = 1024 * 1024
 SIZE = 24 * MiB + 12345  # many pump buffers and a short last one
 STALL = 1  # the servers' send stall timeout, seconds
@@ -40,17 +43,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 def _start(data: Path) -> ServerProcess:
     env = {"FILESVC_ENCRYPTION": "off", "FILESVC_SEND_STALL_TIMEOUT": str(STALL)}
     return start_server(data, env=env)
-
-
-async def _upload(server: ServerProcess, size: int = SIZE) -> tuple[bytes, str, Path]:
-    """Upload ``size`` random bytes: them, the file id, and the path of its blob file (the only
-    new one)."""
-    content = os.urandom(size)
-    before = set((server.data_dir / "blobs").rglob("xxh3_128-*"))
-    fid = await upload_raw(server.url, content)
-    (blob,) = set((server.data_dir / "blobs").rglob("xxh3_128-*")) - before
-    assert blob.stat().st_size == len(content)  # stored plain: the file is the content
-    return content, fid, blob
 
 
 def _duplicated_sockets(pid: int) -> int:
@@ -77,37 +69,14 @@ async def _no_duplicates_left(server: ServerProcess) -> bool:
     return _duplicated_sockets(server.proc.pid) == 0
 
 
-def _connect(server: ServerProcess, rcvbuf: int = 64 * 1024) -> socket.socket:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.connect(("127.0.0.1", server.port))
-    sock.settimeout(20)
-    return sock
-
-
-def _get(fid: str, headers: str = "", close: bool = True) -> bytes:
-    connection = "Connection: close\r\n" if close else ""
-    return (
-        f"GET {FILES}/{fid}/download HTTP/1.1\r\nHost: x\r\n{headers}"
-        f"Authorization: Bearer {token()}\r\n{connection}\r\n"
-    ).encode()
+async def _upload(server: ServerProcess, size: int = SIZE) -> tuple[bytes, str, Path]:
+    return await upload_plain(server, size)
 
 
 def _read_slowly(sock: socket.socket, pid: int) -> tuple[bytes, int, bool]:
-    """Read the whole answer in small steps: (the bytes, the most duplicated sockets seen in the
-    server while it sent, whether it ended by a reset)."""
-    got = bytearray()
-    most = 0
-    while True:
-        most = max(most, _duplicated_sockets(pid))
-        try:
-            data = sock.recv(256 * 1024)
-        except ConnectionResetError:
-            return bytes(got), most, True
-        if not data:
-            return bytes(got), most, False
-        got += data
-        time.sleep(0.001)
+    """Read the whole answer slowly: (the bytes, the most duplicated sockets seen in the server
+    while it sent, whether it ended by a reset)."""
+    return read_slowly(sock, lambda: _duplicated_sockets(pid))
 
 
 async def _download_slowly(server: ServerProcess, fid: str) -> tuple[bytes, int, bool]:
@@ -117,11 +86,6 @@ async def _download_slowly(server: ServerProcess, fid: str) -> tuple[bytes, int,
         return await asyncio.to_thread(_read_slowly, sock, server.proc.pid)
     finally:
         sock.close()
-
-
-def _body(answer: bytes) -> tuple[bytes, bytes]:
-    head, _, body = answer.partition(b"\r\n\r\n")
-    return head, body
 
 
 def _read_response(sock: socket.socket) -> tuple[bytes, bytes]:
