@@ -6,8 +6,10 @@ bytes timed out, and never more pumps at once than there are pump threads."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,17 +18,14 @@ from blobstore.local import PUMP_THREADS, LocalBackend, LocalBlobStream
 from blobstore.local_pump import PUMP_BUFFER
 from blobstore.port import Pumps, supports
 from blobstore.refs import BlobRef
+from tests.blob_backends import local_backend_holding
 
 MiB = 1 << 20
 REF = BlobRef("xxh3_128-" + "cd" * 16)
 
 
 def _make(root: Path, content: bytes) -> LocalBackend:
-    backend = LocalBackend(root)
-    path = backend.local_path(REF)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
-    return backend
+    return local_backend_holding(root, REF, content)
 
 
 def _pair() -> tuple[socket.socket, socket.socket]:
@@ -34,6 +33,22 @@ def _pair() -> tuple[socket.socket, socket.socket]:
     ours, peer = socket.socketpair()
     ours.setblocking(False)
     return ours, peer
+
+
+@contextlib.asynccontextmanager
+async def _pumping(
+    root: Path, content: bytes
+) -> AsyncIterator[tuple[LocalBackend, socket.socket, socket.socket]]:
+    """A local backend holding ``content`` as REF and a connected pair (:func:`_pair`), all
+    closed after use."""
+    backend = await asyncio.to_thread(_make, root, content)
+    ours, peer = _pair()
+    try:
+        yield backend, ours, peer
+    finally:
+        ours.close()
+        peer.close()
+        await backend.close()
 
 
 def _dup(sock: socket.socket) -> socket.socket:
@@ -56,9 +71,7 @@ def _receive(peer: socket.socket, count: int) -> bytes:
 )
 async def test_a_pump_sends_exactly_the_range(tmp_path: Path, start: int, end: int) -> None:
     content = os.urandom(4 * MiB)
-    backend = await asyncio.to_thread(_make, tmp_path, content)
-    ours, peer = _pair()
-    try:
+    async with _pumping(tmp_path, content) as (backend, ours, peer):
         stream = await backend.open(REF, start, end)
         assert supports(stream, Pumps)
         pump = stream.pump(_dup(ours), 5)
@@ -67,17 +80,11 @@ async def test_a_pump_sends_exactly_the_range(tmp_path: Path, start: int, end: i
         assert await pump.run() == end - start == pump.sent
         await stream.aclose()
         assert await received == content[start:end]
-    finally:
-        ours.close()
-        peer.close()
-        await backend.close()
 
 
 async def test_a_pump_ends_short_when_the_file_is_shorter(tmp_path: Path) -> None:
     content = os.urandom(3 * MiB)
-    backend = await asyncio.to_thread(_make, tmp_path, content)
-    ours, peer = _pair()
-    try:
+    async with _pumping(tmp_path, content) as (backend, ours, peer):
         stream = await backend.open(REF)
         os.truncate(backend.local_path(REF), MiB + 7)  # cut after the open
         pump = stream.pump(_dup(ours), 5)
@@ -86,16 +93,10 @@ async def test_a_pump_ends_short_when_the_file_is_shorter(tmp_path: Path) -> Non
         assert await pump.run() == MiB + 7
         await stream.aclose()
         assert await received == content[: MiB + 7]
-    finally:
-        ours.close()
-        peer.close()
-        await backend.close()
 
 
 async def test_a_peer_that_takes_nothing_times_the_pump_out(tmp_path: Path) -> None:
-    backend = await asyncio.to_thread(_make, tmp_path, os.urandom(16 * MiB))
-    ours, peer = _pair()
-    try:
+    async with _pumping(tmp_path, os.urandom(16 * MiB)) as (backend, ours, _peer):
         stream = await backend.open(REF)
         pump = stream.pump(_dup(ours), 0.2)
         assert pump is not None
@@ -103,16 +104,10 @@ async def test_a_peer_that_takes_nothing_times_the_pump_out(tmp_path: Path) -> N
             await pump.run()  # the peer never reads
         assert 0 < pump.sent < 16 * MiB
         await stream.aclose()
-    finally:
-        ours.close()
-        peer.close()
-        await backend.close()
 
 
 async def test_a_cancelled_pump_stops_and_the_fd_outlives_its_thread(tmp_path: Path) -> None:
-    backend = await asyncio.to_thread(_make, tmp_path, os.urandom(16 * MiB))
-    ours, peer = _pair()
-    try:
+    async with _pumping(tmp_path, os.urandom(16 * MiB)) as (backend, ours, peer):
         stream = await backend.open(REF)
         pump = stream.pump(_dup(ours), 30)
         assert pump is not None
@@ -128,10 +123,6 @@ async def test_a_cancelled_pump_stops_and_the_fd_outlives_its_thread(tmp_path: P
         peer.settimeout(20)
         while peer.recv(1 << 20):
             pass
-    finally:
-        ours.close()
-        peer.close()
-        await backend.close()
 
 
 async def test_no_more_pumps_at_once_than_pump_threads(tmp_path: Path) -> None:
