@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from blobstore import layout
-from blobstore.local import LocalBackend
+from blobstore.local import PUMP_THREADS, LocalBackend
 from blobstore.port import BlobBackend
 
 # The region AWS assumes when none is named; SeaweedFS ignores it but signs with it.
@@ -125,16 +125,26 @@ def describe(location: BlobLocation) -> str:
 
 
 async def open_backend(
-    location: BlobLocation, *, min_free_bytes: int = 0, cache_bytes: int = 0
+    location: BlobLocation,
+    *,
+    min_free_bytes: int = 0,
+    cache_bytes: int = 0,
+    pump_threads: int = PUMP_THREADS,
 ) -> BlobBackend:
     """The backend for ``location``; the caller closes it.  Opening an S3 backend sends no
     request (an engine down at start shows as StoreUnavailable on first use).
     ``min_free_bytes`` is the local backend's free-space floor (see LocalBackend); an S3 engine
     manages its own space.  ``cache_bytes`` bounds an S3 backend's cache of small blobs
-    (:mod:`blobstore.blobcache`; 0: none); the local backend has the kernel's page cache."""
+    (:mod:`blobstore.blobcache`; 0: none); the local backend has the kernel's page cache.
+    ``pump_threads`` bounds the local backend's downloads sent by a thread each at once."""
     if isinstance(location, LocalLocation):
         return await asyncio.to_thread(
-            functools.partial(LocalBackend, location.root, min_free_bytes=min_free_bytes)
+            functools.partial(
+                LocalBackend,
+                location.root,
+                min_free_bytes=min_free_bytes,
+                pump_threads=pump_threads,
+            )
         )
     # Imported here: the S3 client library costs a few MiB of memory to load, which the
     # embedded default does not need.

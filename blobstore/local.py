@@ -13,6 +13,7 @@ import asyncio
 import errno
 import itertools
 import os
+import socket
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ from typing import Any, TypeVar
 from blobstore.errors import BlobNotFound, translate_oserror
 from blobstore.groupsync import GroupSync
 from blobstore.local_maps import MAP_WINDOW, Window
+from blobstore.local_pump import PumpThreads, SocketPump
 from blobstore.local_staging import READ_SIZE, LocalStaging
 from blobstore.port import BlobInfo
 from blobstore.refs import BlobRef, is_ref, ref_digest
@@ -35,6 +37,10 @@ INLINE_READ = 64 * 1024
 # Store file I/O runs on its own small pool, so a slow disk cannot starve the loop's default
 # executor (which DNS and others share).  Writes of one blob are serialised anyway.
 IO_THREADS = 8
+# Downloads sent by a thread of their own at once (blobstore/local_pump.py), each with a 1 MiB
+# buffer, unless the backend is given another count (FILESVC_DOWNLOAD_THREADS); a download beyond
+# them is sent as mapped windows by the event loop.
+PUMP_THREADS = 16
 TEMP_DIR = "tmp"
 
 
@@ -77,7 +83,8 @@ def _close_sized_if_opened(fut: asyncio.Future[tuple[int, int]]) -> None:
 
 class LocalBlobStream:
     """A range of one blob file, held open, read in ``READ_SIZE`` pieces by the store's threads,
-    one piece ahead of the one being sent; or, for a caller that only hands the bytes to a socket
+    one piece ahead of the one being sent; or sent to a socket by a thread of its own
+    (:class:`~blobstore.port.Pumps`); or, for a caller that only hands the bytes to a socket
     (:class:`~blobstore.port.Mapped`), mapped a window at a time (docs/measured.md)."""
 
     def __init__(self, backend: LocalBackend, fd: int, start: int, end: int) -> None:
@@ -88,6 +95,7 @@ class LocalBlobStream:
         # A pread (or mapping) in flight keeps running when its reader is cancelled; the fd is
         # closed only after it, or the number could be reused under it.
         self._pending: asyncio.Future[Any] | None = None
+        self._pump: SocketPump | None = None
 
     @property
     def length(self) -> int:
@@ -154,9 +162,22 @@ class LocalBlobStream:
             self._pending = None
             raise translate_oserror(exc) from None
 
+    def pump(self, sock: socket.socket, stall_timeout: float) -> SocketPump | None:
+        """A pump that sends the range to ``sock`` (a duplicate of the connection's fd, now the
+        pump's), or None when every pump thread is busy (the caller sends another way; ``sock``
+        stays the caller's).  Run it at once; iterate the stream or pump it, not both."""
+        if self._fd is None:
+            raise ValueError("stream is closed")
+        pump = self._backend.pumps.new(self._fd, self._start, self._end, sock, stall_timeout)
+        self._pump = pump
+        return pump
+
     async def aclose(self) -> None:
         fd, self._fd = self._fd, None
         pending, self._pending = self._pending, None
+        if pending is None and self._pump is not None:
+            self._pump.abandon()
+            pending = self._pump.thread  # the fd is the pump thread's until it is out
         if pending is not None and fd is not None:
             try:
                 await asyncio.shield(pending)
@@ -177,7 +198,9 @@ class LocalBackend:
     database needs to record (and delete) what is stored.  Checked per write batch (1 MiB), so
     concurrent uploads can overshoot it by at most a batch each."""
 
-    def __init__(self, root: Path, *, min_free_bytes: int = 0) -> None:
+    def __init__(
+        self, root: Path, *, min_free_bytes: int = 0, pump_threads: int = PUMP_THREADS
+    ) -> None:
         self.root = root
         self._root_str = str(root)
         self.min_free_bytes = min_free_bytes
@@ -194,6 +217,7 @@ class LocalBackend:
         self._known_dirs: set[Path] = set()
         # Whether reads may ask for page-cache-only (RWF_NOWAIT); cleared where unsupported.
         self._nowait = True
+        self.pumps = PumpThreads(pump_threads)
 
     def check_floor(self, fd: int, adding: int) -> None:
         """Raise ENOSPC (StoreFull) when writing ``adding`` bytes would go below the floor.
@@ -349,6 +373,7 @@ class LocalBackend:
         return out
 
     async def close(self) -> None:
+        await self.pumps.close()
         await asyncio.to_thread(self._pool.shutdown, True)
         await asyncio.to_thread(self.writeback.shutdown, True)
 

@@ -11,6 +11,7 @@ none when it is small),
 :class:`FileRange` (an opened blob is a range of a local file: the decrypting wrapper reads it
 in its own pieces), :class:`Views` (an opened blob's pieces as views of buffers it reuses, no
 copy), :class:`Mapped` (an opened blob's bytes mapped from its file, for a socket write),
+:class:`Pumps` (an opened blob sends its bytes to a socket from a thread of the store),
 :class:`WriteFrom` (a staging that runs a wrapper's transform in its own writer thread),
 :class:`WriteMany` (a staging that appends several pieces without joining them),
 :class:`LocalFiles` and :class:`TempFiles` (the local backend's files, for
@@ -24,6 +25,7 @@ which inspects every member of a runtime protocol on every call.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +141,37 @@ class Mapped(Protocol):
     def mapped(self) -> AsyncIterator[memoryview]:
         """The bytes, in order, as iterating the stream would yield them (iterate one or the
         other, once)."""
+
+
+class Pump(Protocol):
+    """A blob's range being sent to a socket by a thread of the store (:class:`Pumps`)."""
+
+    sent: int  # bytes the socket took so far
+
+    async def run(self) -> int:
+        """Send the range: the bytes sent, fewer than the range when the blob is found shorter
+        (the caller cuts its connection).  Raises ``TimeoutError`` once the client took no
+        byte for the stall timeout, a ``ConnectionError`` when it went away or :meth:`stop`
+        was called, the store's error when a read failed.  Cancelled, it stops the thread."""
+
+    def stop(self) -> None:
+        """Make the sending thread give up now (harmless once it is done)."""
+
+
+@runtime_checkable
+class Pumps(Protocol):
+    """Optional ability of a :class:`BlobStream`: send its bytes to a connected socket itself,
+    from a thread that reads into one reused buffer and sends from it (the local backend): a
+    large download's fastest way on this VM, with no work on the event loop (docs/measured.md).
+
+    The caller hands over a duplicate of its connection's fd (a non-blocking TCP socket whose
+    transport holds no unsent bytes and gets none until the pump is done); the pump closes it.
+    The caller must not write to the connection meanwhile."""
+
+    def pump(self, sock: socket.socket, stall_timeout: float) -> Pump | None:
+        """The pump for the stream's bytes, to run at once; None when no pump thread is free
+        (``sock`` then stays the caller's, who sends another way).  Iterate the stream or
+        pump it, not both."""
 
 
 @runtime_checkable

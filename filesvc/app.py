@@ -151,6 +151,7 @@ def create_app(
             settings.blob_location(),
             min_free_bytes=settings.min_free_bytes,
             cache_bytes=settings.blob_cache_bytes,
+            pump_threads=settings.download_threads,
         )
         cache = getattr(chosen, "cache", None)
         if isinstance(cache, BlobCache):

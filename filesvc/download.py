@@ -1,12 +1,16 @@
 """Download mechanics: byte ranges, conditional requests, Content-Disposition, and sending a
 file's chunks in order through the blob port's reader role: a body up to a MiB read whole (in at
 most one thread hand-off where the reader offers :class:`~blobstore.port.ReadWhole`), a larger
-one streamed a piece at a time with a send stall timeout."""
+one sent by a thread of the store that owns the connection's socket for the body where the blob
+offers :class:`~blobstore.port.Pumps` (a plain local blob), else streamed a piece at a time; both
+with a send stall timeout."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -15,7 +19,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from blobstore.manifests import Entry
-from blobstore.port import BlobReader, BlobStream, Mapped, ReadWhole, Views, supports
+from blobstore.port import BlobReader, BlobStream, Mapped, Pumps, ReadWhole, Views, supports
 from blobstore.store import ContentStore
 from blobstore.streams import BytesStream
 from filesvc.accesslog import count_sent
@@ -234,6 +238,39 @@ def _sends_from_buffers(transport: asyncio.BaseTransport | None) -> bool:
     return kind.__module__ == "uvloop.loop" and kind.__qualname__ == "TCPTransport"
 
 
+def _plain_tcp(transport: asyncio.BaseTransport) -> bool:
+    """Whether ``transport`` is a plain TCP connection (uvloop's or asyncio's), whose socket a
+    thread may send on: not TLS, which must encrypt the bytes itself."""
+    kind = type(transport)
+    return (kind.__module__, kind.__qualname__) in (
+        ("uvloop.loop", "TCPTransport"),
+        ("asyncio.selector_events", "_SelectorSocketTransport"),
+    )
+
+
+def _pump_socket(request: web.Request) -> socket.socket | None:
+    """A duplicate of the connection's socket for a :class:`~blobstore.port.Pump`, or None when
+    the connection cannot be handed over now: not plain TCP, closing, or still holding unsent
+    bytes (which must go out first, and in order)."""
+    transport = request.transport
+    if transport is None or transport.is_closing() or transport.get_write_buffer_size():
+        return None
+    if not _plain_tcp(transport):
+        return None
+    raw = transport.get_extra_info("socket")
+    if raw is None:
+        return None
+    try:
+        fd = os.dup(raw.fileno())
+    except OSError:  # out of file descriptors: the transport sends this one
+        return None
+    try:
+        return socket.socket(fileno=fd)
+    except OSError:
+        os.close(fd)
+        return None
+
+
 def _pieces_of(request: web.Request, blob: BlobStream) -> AsyncIterator[bytes | memoryview]:
     """The stream's pieces in the cheapest form this connection can send: mapped windows of a
     local file on uvloop (no copy on our side, docs/measured.md), a decrypting stream's own
@@ -258,13 +295,16 @@ async def stream(
     already opened (:func:`open_first`); it is closed here.
 
     The headers go out alone first: aiohttp would join them with the first piece into a new
-    bytes object (a copy of the piece, and a read of a mapped file in user space).  Pieces come
-    from :func:`_pieces_of` and are written to the transport as they are.  A client that takes
-    no bytes for ``stall_timeout`` loses its connection (:class:`StallGuard`, SendStalled), so
-    one that stops reading cannot hold it; a blob shorter than recorded is DamagedContent (the
-    caller cuts the connection: the headers promised more)."""
+    bytes object (a copy of the piece, and a read of a mapped file in user space).  A blob that
+    can pump itself is sent by its pump (:func:`_pump_blob`) while one is free; otherwise its
+    pieces come from :func:`_pieces_of` and are written to the transport as they are.  A client
+    that takes no bytes for ``stall_timeout`` loses its connection (the pump's timed sends, or
+    :class:`StallGuard`; SendStalled), so one that stops reading cannot hold it; a blob shorter
+    than recorded is DamagedContent (the caller cuts the connection: the headers promised
+    more)."""
     await response.write(b"")
     guard = StallGuard(request.transport, stall_timeout)
+    pumps = True
     try:
         for i, (entry, start, end) in enumerate(pieces):
             blob = (
@@ -273,6 +313,10 @@ async def stream(
                 else await open_piece(store, entry, start, end)
             )
             try:
+                if pumps and supports(blob, Pumps):
+                    pumps = await _pump_blob(request, cast(Pumps, blob), end - start, stall_timeout)
+                    if pumps:
+                        continue  # (the finally closes the blob)
                 await _send_blob(request, response, blob, end - start, guard)
             finally:
                 await blob.aclose()
@@ -282,6 +326,30 @@ async def stream(
         raise
     finally:
         guard.cancel()
+
+
+async def _pump_blob(request: web.Request, blob: Pumps, length: int, stall_timeout: float) -> bool:
+    """Send the blob by a thread of the store that owns a duplicate of the connection's socket
+    for the body (docs/measured.md): True once sent, False when it cannot be (the caller sends
+    it through the transport).  A client that takes no byte for the stall timeout is cut."""
+    sock = _pump_socket(request)
+    if sock is None:
+        return False
+    pump = blob.pump(sock, stall_timeout)
+    if pump is None:
+        sock.close()
+        return False
+    try:
+        sent = await pump.run()
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+        raise SendStalled(f"client took no bytes for {stall_timeout:g} s") from None
+    finally:
+        count_sent(request, pump.sent)
+    if sent != length:
+        raise DamagedContent(SHORT_BLOB)
+    return True
 
 
 async def _send_blob(

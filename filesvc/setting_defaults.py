@@ -43,6 +43,9 @@ DEFAULT_BODY_IDLE_TIMEOUT = 60.0
 # as for a body the client sends (a phone on a bad network stalls and recovers within it), and a
 # client that stops reading holds a connection and a piece of memory no longer.
 DEFAULT_SEND_STALL_TIMEOUT = 60.0
+# Large plain downloads sent at once by a thread of their own (1 MiB of buffer each): the fastest
+# way here (docs/measured.md); a download beyond them goes out as mapped windows on the loop.
+DEFAULT_DOWNLOAD_THREADS = 16
 # Uploads streaming at once before new ones are refused with 503: each holds up to two 1 MiB
 # write batches, a temp file and a socket, so 256 bound that to about half a GiB.
 DEFAULT_MAX_CONCURRENT_UPLOADS = 256

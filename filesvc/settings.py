@@ -31,6 +31,7 @@ from filesvc.setting_defaults import (
     DEFAULT_BODY_RATE_GRACE,
     DEFAULT_BODY_RATE_WINDOW,
     DEFAULT_DISK_RESERVE_BYTES,
+    DEFAULT_DOWNLOAD_THREADS,
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HEAD_TIMEOUT,
     DEFAULT_INLINE_MAX,
@@ -142,6 +143,12 @@ class Settings:
         "FILESVC_SEND_STALL_TIMEOUT",
         seconds(0.1, inclusive=True),
         "seconds a download may wait for the client to take bytes before its connection is cut",
+    )
+    download_threads: int = setting(
+        DEFAULT_DOWNLOAD_THREADS,
+        "FILESVC_DOWNLOAD_THREADS",
+        integer(0, 1024),
+        "large plain downloads sent by a thread each at once (0: none, all by the event loop)",
     )
     max_concurrent_uploads: int = setting(
         DEFAULT_MAX_CONCURRENT_UPLOADS,

@@ -14,6 +14,7 @@ from blobstore.blobcache import BlobCache
 from blobstore.local import LocalBackend
 from blobstore.memory import MemoryBackend
 from blobstore.port import BlobBackend
+from blobstore.refs import BlobRef
 from blobstore.s3 import S3Backend
 
 KINDS = ["memory", "local", "s3", "s3-cached"]
@@ -37,3 +38,13 @@ async def opened_backend(
         yield chosen
     finally:
         await chosen.close()
+
+
+def local_backend_holding(root: Path, ref: BlobRef, content: bytes) -> LocalBackend:
+    """A local backend at ``root`` whose blob ``ref`` is ``content``, written straight into its
+    file (blocking: run it in a thread from a test)."""
+    backend = LocalBackend(root)
+    path = backend.local_path(ref)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return backend

@@ -1,7 +1,9 @@
-"""Large plain downloads on uvloop send mapped windows of the blob file (blobstore/local_maps.py):
-on a real server process, the bytes are right for whole files and ranges, no more than a few
-windows are ever mapped per download and none once it is over, and a blob file truncated under
-a download cuts that connection without killing the server (SIGBUS would)."""
+"""Large plain downloads on uvloop that no download thread takes (all busy, or
+``FILESVC_DOWNLOAD_THREADS=0`` as here) send mapped windows of the blob file
+(blobstore/local_maps.py): on a real server process, the bytes are right for whole files and
+ranges, no more than a few windows are ever mapped per download and none once it is over, and a
+blob file truncated under a download cuts that connection without killing the server (SIGBUS
+would)."""
 
 from __future__ import annotations
 
@@ -17,35 +19,27 @@ import psutil  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from blobstore.local_maps import MAP_WINDOW
-from tests.helpers import PREFIX, bearer, token, upload_raw
+from tests.helpers import bearer, token
 from tests.server_proc import ServerProcess, start_server
+from tests.slow_downloads import FILES, connect, get_download, read_slowly
+from tests.slow_downloads import split_answer as _body
+from tests.slow_downloads import upload_plain as _upload
 
-FILES = f"{PREFIX}/companies/acme/files"
 SIZE = 5 * MAP_WINDOW + 12345  # several windows and a short last one
 # What one download may map: the window being sent, the one mapped ahead, the tail of the one
 # before that the socket may still hold, each rounded out to whole pages.
 BOUND = 3 * (MAP_WINDOW + 2 * 4096)
+ENV = {"FILESVC_ENCRYPTION": "off", "FILESVC_DOWNLOAD_THREADS": "0"}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data = tmp_path_factory.mktemp("mapped") / "data"
-    srv = start_server(data, env={"FILESVC_ENCRYPTION": "off", "FILESVC_SEND_STALL_TIMEOUT": "5"})
+    srv = start_server(data, env={**ENV, "FILESVC_SEND_STALL_TIMEOUT": "5"})
     try:
         yield srv
     finally:
         srv.stop()
-
-
-async def _upload(server: ServerProcess, size: int) -> tuple[bytes, str, Path]:
-    """Upload ``size`` random bytes: them, the file id, and the path of its blob file (the only
-    new one)."""
-    content = os.urandom(size)
-    before = set((server.data_dir / "blobs").rglob("xxh3_128-*"))
-    fid = await upload_raw(server.url, content)
-    (blob,) = set((server.data_dir / "blobs").rglob("xxh3_128-*")) - before
-    assert blob.stat().st_size == len(content)  # stored plain: the file is the content
-    return content, fid, blob
 
 
 def _mapped_bytes(pid: int, path: Path) -> int:
@@ -66,32 +60,15 @@ def _mapped_bytes(pid: int, path: Path) -> int:
 
 
 def _request(server: ServerProcess, fid: str, headers: str = "") -> socket.socket:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-    sock.connect(("127.0.0.1", server.port))
-    sock.sendall(
-        f"GET {FILES}/{fid}/download HTTP/1.1\r\nHost: x\r\n{headers}"
-        f"Authorization: Bearer {token()}\r\nConnection: close\r\n\r\n".encode()
-    )
+    sock = connect(server)
+    sock.sendall(get_download(fid, headers))
     return sock
 
 
 def _read_slowly(sock: socket.socket, watch: Path, pid: int) -> tuple[bytes, int, bool]:
-    """Read the whole answer in small steps, sampling what the server maps of ``watch``:
-    (the bytes, the most mapped at once, whether it ended by a reset)."""
-    got = bytearray()
-    most = 0
-    sock.settimeout(20)
-    while True:
-        most = max(most, _mapped_bytes(pid, watch))
-        try:
-            data = sock.recv(256 * 1024)
-        except ConnectionResetError:
-            return bytes(got), most, True
-        if not data:
-            return bytes(got), most, False
-        got += data
-        time.sleep(0.001)
+    """Read the whole answer slowly, sampling what the server maps of ``watch``: (the bytes,
+    the most mapped at once, whether it ended by a reset)."""
+    return read_slowly(sock, lambda: _mapped_bytes(pid, watch))
 
 
 async def _download_slowly(server: ServerProcess, fid: str, blob: Path) -> tuple[bytes, int, bool]:
@@ -101,11 +78,6 @@ async def _download_slowly(server: ServerProcess, fid: str, blob: Path) -> tuple
         return await asyncio.to_thread(_read_slowly, sock, blob, server.proc.pid)
     finally:
         sock.close()
-
-
-def _body(answer: bytes) -> tuple[bytes, bytes]:
-    head, _, body = answer.partition(b"\r\n\r\n")
-    return head, body
 
 
 async def test_whole_file_and_ranges_are_right_and_mapping_stays_bounded(
@@ -170,7 +142,7 @@ async def test_a_slow_client_that_keeps_reading_is_not_cut(tmp_path: Path) -> No
     """A window is written whole, but the stall timeout (1 s here) bounds how long the client
     takes no bytes, not how long it takes a write: a client taking 2 MiB/s needs 4 s for an
     8 MiB window and is never cut."""
-    env = {"FILESVC_ENCRYPTION": "off", "FILESVC_SEND_STALL_TIMEOUT": "1"}
+    env = {**ENV, "FILESVC_SEND_STALL_TIMEOUT": "1"}
     server = start_server(tmp_path / "data", env=env)
     try:
         await _paced_download(server)

@@ -15,17 +15,14 @@ import pytest
 from blobstore.local import LocalBackend
 from blobstore.local_maps import MAP_WINDOW
 from blobstore.refs import BlobRef
+from tests.blob_backends import local_backend_holding
 
 MiB = 1 << 20
 REF = BlobRef("xxh3_128-" + "ab" * 16)
 
 
 def _make(root: Path, content: bytes) -> LocalBackend:
-    backend = LocalBackend(root)
-    path = backend.local_path(REF)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
-    return backend
+    return local_backend_holding(root, REF, content)
 
 
 async def _backend_with(root: Path, content: bytes) -> LocalBackend:

@@ -147,6 +147,10 @@ def test_flags_win_over_environment(tmp_path: Path) -> None:
             " seconds, got 0",
         ),
         (
+            {"FILESVC_DOWNLOAD_THREADS": "-1"},
+            "FILESVC_DOWNLOAD_THREADS (environment) must be from 0 to 1024, got -1",
+        ),
+        (
             {"FILESVC_UVLOOP": "perhaps"},
             "FILESVC_UVLOOP (environment) must be true or false, got 'perhaps'",
         ),
