@@ -124,7 +124,8 @@ class FileService:
         """The file and its entries, or NotFound: one statement, one database round trip.  No
         cache: every read sees the last commit, so nothing is stale after a 2xx overwrite or
         delete, on any process or instance (docs/design.md, reads).  ``content``: entries kept
-        inline come with their stored bytes (the reads that send them)."""
+        inline come with their stored bytes (the reads that send them); where the store keeps a
+        blob cache, only those bytes may come from memory (:mod:`blobstore.inline_cached`)."""
         cache = self.store.cache if content and self.store.inline is not None else None
         # With a blob cache, the rows' bytes are asked for only when the cache lacks them.
         found = await repo.get_view(self.db, company_id, file_id, content=content and cache is None)
