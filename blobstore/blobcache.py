@@ -1,4 +1,5 @@
-"""A bounded in-process cache of small blobs' stored bytes, for a backend behind a network (S3).
+"""A bounded in-process cache of small blobs' stored bytes, for a backend behind a network (S3);
+downloads read the inline rows of such a deployment through it too (:mod:`blobstore.inline_cached`).
 
 Blobs are content-addressed and never replaced, so a cached blob is never stale: the bytes a
 ref named when they were cached are the bytes it names for as long as it is stored.  (A sealed

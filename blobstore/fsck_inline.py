@@ -59,7 +59,7 @@ async def scan_rows(
             blob = BlobInfo(ref, size)
             checked = False
             if rehash(ref):
-                why = await _check_row(keys, ref, size, stored)
+                why = await check_row(keys, ref, size, stored)
                 seen.hashed += 1
                 seen.hashed_bytes += size
                 if why is not None:
@@ -70,7 +70,7 @@ async def scan_rows(
                 seen.wrong_size.append((blob, checked))
 
 
-async def _check_row(keys: KeyRing | None, ref: BlobRef, size: int, stored: bytes) -> str | None:
+async def check_row(keys: KeyRing | None, ref: BlobRef, size: int, stored: bytes) -> str | None:
     """Why the row is corrupt (unreadable, wrong content, or not its recorded size), or None."""
     try:
         content = await inline.plain(keys, ref, stored)

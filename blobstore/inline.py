@@ -13,8 +13,9 @@ commit that lost a race to another content of the same name fails the insert (it
 a keyed hash of the plaintext, differs), so the commit rolls back instead of referencing
 someone else's bytes.
 
-Reads resolve a ref here first (the download's view query joins this table, :data:`VIEW_JOIN`),
-then the backend (blobs stored before the feature, or above the limit).  gc, fsck and stat walk
+Reads resolve a ref here first (the download's view query joins this table, :data:`VIEW_JOIN`,
+or, where the server keeps a blob cache, :mod:`blobstore.inline_cached` reads through it), then
+the backend (blobs stored before the feature, or above the limit).  gc, fsck and stat walk
 the rows through the functions below, under the same guard as the backend's blobs
 (:mod:`blobstore.confirmations`).
 """
@@ -224,6 +225,30 @@ async def totals(tx: Tx) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+async def remove_damaged(tx: Tx, row: InlineRow) -> bool:
+    """Remove a row fsck found damaged (repair), only if it still holds the bytes that were
+    checked: a commit may have put the right content back under the name meanwhile."""
+    gone = await tx.execute(
+        "DELETE FROM inline_blobs WHERE ref = ? AND data = ?", row.ref, row.data
+    )
+    return gone > 0
+
+
 async def delete(tx: Tx, refs: Sequence[BlobRef]) -> None:
     """Remove rows (gc, under the lock commits take; repair)."""
     await tx.executemany("DELETE FROM inline_blobs WHERE ref = ?", [(ref,) for ref in refs])
+
+
+async def stored_many(db: Engine, refs: Sequence[BlobRef]) -> dict[BlobRef, bytes]:
+    """The stored bytes of those of ``refs`` that have a row (one statement per 500 refs, each
+    its own snapshot: rows are content-addressed, so a row read is the bytes its ref names)."""
+    found: dict[BlobRef, bytes] = {}
+    for i in range(0, len(refs), 500):
+        part = refs[i : i + 500]
+        marks = ", ".join("?" * len(part))
+        rows = await db.query(
+            f"SELECT ref, data FROM inline_blobs WHERE ref IN ({marks})",  # noqa: S608
+            *part,
+        )
+        found.update((BlobRef(r[0]), bytes(r[1])) for r in rows)
+    return found

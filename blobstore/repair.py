@@ -8,6 +8,8 @@
   every file that holds it is marked damaged, so the API answers a clear error, not wrong bytes.
 - Files that hold a missing blob, a blob of the wrong size, or whose manifest does not add up
   are marked damaged.  Each is re-checked inside the write transaction that marks it.
+- A damaged inline row is handled alike (:mod:`blobstore.repair_inline`): its bytes go to
+  ``quarantine/``, the row is removed, its files are marked damaged.
 - Orphan blobs are left to ``blobstore gc``.
 """
 
@@ -21,9 +23,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blobstore import manifests
+from blobstore import manifests, repair_inline
 from blobstore.engine.base import Engine, Tx
 from blobstore.fsck import Finding, Kind, hash_blobs, manifest_problems
+from blobstore.keyring import KeyRing
 from blobstore.local import parked_ref
 from blobstore.port import BlobBackend, Leftovers, LocalFiles
 from blobstore.refs import BlobRef, ref_digest
@@ -106,9 +109,12 @@ class Repairer:
         quarantine: Path,
         temp_min_age: float = DEFAULT_TEMP_MIN_AGE,
         clock: Callable[[], float] = time.time,
+        keys: KeyRing | None = None,
     ) -> None:
         self._db = db
         self._backend = backend
+        # Opens sealed inline rows: the sealing backend's key ring unless one is given.
+        self._keys = keys if keys is not None else getattr(backend, "keys", None)
         self._quarantine = quarantine
         self._temp_min_age = temp_min_age
         self._clock = clock
@@ -171,6 +177,13 @@ class Repairer:
     async def _bad_blob(self, finding: Finding) -> None:
         assert finding.ref is not None
         ref = BlobRef(finding.ref)
+        done = await repair_inline.repair_row(
+            self._db, self._backend, self._keys, ref, quarantine=self._quarantine, mark=self._mark
+        )
+        if done == "quarantined":
+            self.report.quarantined.append(ref)
+        if done is not None:
+            return
         [digest] = await hash_blobs(self._backend, [ref])
         if digest is not None and not isinstance(digest, OSError) and digest == ref_digest(ref):
             # Content is right: only the files that claim another size are broken.

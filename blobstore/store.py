@@ -11,6 +11,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import cast
 
+from blobstore.blobcache import BlobCache
 from blobstore.engine.base import Engine
 from blobstore.errors import BlobCorrupt, CollisionLimit, TooLarge
 from blobstore.inline import CEILING, InlineRow, fingerprint, lookup, open_range, plain
@@ -81,10 +82,14 @@ class ContentStore:
         hasher: HasherFactory = default_hasher,
         *,
         inline: InlineStore | None = None,
+        cache: BlobCache | None = None,
     ) -> None:
         self.backend = backend
         self._hasher = hasher
         self.inline = inline
+        # The backend's blob cache, if it keeps one: downloads read inline rows through it too
+        # (blobstore.inline_cached).
+        self.cache = cache if cache is not None and cache.enabled else None
         self._trailers = VerifiedTrailers()  # the inline rows' (downloads read them often)
 
     def _inline_limit(self, sealed: bool) -> int:

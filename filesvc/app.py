@@ -159,6 +159,7 @@ def create_app(
         app[STORE] = ContentStore(
             seal_backend(chosen, app[KEYS], sealing=settings.encryption),
             inline=InlineStore(app[DATABASE], settings.inline_max, app[KEYS]),
+            cache=cache if isinstance(cache, BlobCache) else None,
         )
         yield
         await chosen.close()

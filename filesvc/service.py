@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import xxhash
 
-from blobstore import confirmations, inline, manifests
+from blobstore import confirmations, inline, inline_cached, manifests
 from blobstore.engine.base import Engine, Tx
 from blobstore.errors import TooLarge
 from blobstore.manifests import Entry, Slot
@@ -124,10 +124,16 @@ class FileService:
         """The file and its entries, or NotFound: one statement, one database round trip.  No
         cache: every read sees the last commit, so nothing is stale after a 2xx overwrite or
         delete, on any process or instance (docs/design.md, reads).  ``content``: entries kept
-        inline come with their stored bytes (the reads that send them)."""
-        found = await repo.get_view(self.db, company_id, file_id, content=content)
+        inline come with their stored bytes (the reads that send them); where the store keeps a
+        blob cache, only those bytes may come from memory (:mod:`blobstore.inline_cached`)."""
+        cache = self.store.cache if content and self.store.inline is not None else None
+        # With a blob cache, the rows' bytes are asked for only when the cache lacks them.
+        found = await repo.get_view(self.db, company_id, file_id, content=content and cache is None)
         if found is None:
             raise NotFound("no such file in this company")
+        if cache is not None:
+            assert self.store.inline is not None
+            await inline_cached.attach(self.db, cache, self.store.inline.keys, found[1:])
         return FileView(*found)
 
     async def chunk_stored(self, company_id: str, file_id: str, number: int) -> bool:

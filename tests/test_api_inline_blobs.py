@@ -1,17 +1,19 @@
 """Small files through the HTTP API under the default FILESVC_INLINE_MAX: their blobs are rows of
 the metadata database, and planted hash collisions (a hasher that names every content alike)
 never make a file serve another file's bytes, whether the uploads come one after another or race
-for one name."""
+for one name.  Where the server keeps a blob cache (S3), rows are read through it."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
 from blobstore import inline, manifests
 from blobstore.refs import BlobRef, ref_variant
 from filesvc.appkeys import DATABASE, STORE
+from filesvc.settings import Settings
 from tests.helpers import Api, error_of
 
 
@@ -72,3 +74,26 @@ async def test_planted_collisions_racing_for_one_name_never_cross(
     assert len(refused) < len(contents)
     for content in refused:  # sent again, each takes a name of its own (or its content's)
         assert await api.content((await api.upload(content))["id"]) == content
+
+
+async def test_a_small_files_row_is_read_through_the_blob_cache_where_the_server_has_one(
+    api: Api, settings: Settings
+) -> None:
+    data = os.urandom(4096)
+    file_id = (await api.upload(data))["id"]
+    store = api.client.app[STORE]
+    ref = await chunk_ref(api, file_id)
+    assert await inline.lookup(api.client.app[DATABASE], ref) is not None
+    assert await api.content(file_id) == data
+    if settings.blob is None:  # local disk: no cache of ours, the row comes with the view
+        assert store.cache is None
+        return
+    assert store.cache is not None and ref in store.cache
+    hits = store.cache.stats.hits
+    assert await api.content(file_id) == data
+    assert store.cache.stats.hits == hits + 1
+    # The cache holds bytes, never the file: a deleted file is not found, on the next request.
+    resp = await api.client.delete(f"{api.files()}/{file_id}", headers=api.headers())
+    assert resp.status == 200
+    status, _ = await error_of(await api.download(file_id))
+    assert status == 404

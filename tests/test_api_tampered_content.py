@@ -151,16 +151,17 @@ async def test_small_file_flipped_answers_500(api: Api) -> None:
 
 async def test_small_file_flipped_in_its_inline_row_answers_500(api: Api) -> None:
     """The default keeps a small file's blob as a row of the metadata database: a flipped
-    byte there fails the row's authentication, before any byte is sent."""
+    byte there fails the row's authentication, before any byte is sent; and a server that
+    reads rows through its blob cache (S3) never caches the damaged bytes, so it fails again."""
     res = await api.upload(b"a short document")
     ref = await ref_of(api, res["id"])
     db = api.client.app[DATABASE]
     row = await inline.lookup(db, ref)
     assert row is not None and is_sealed(ref)
-    assert await api.content(res["id"]) == b"a short document"
     async with db.write() as tx:
         await tx.execute(
             "UPDATE inline_blobs SET data = ? WHERE ref = ?", flip(lambda n: 3)(row.data), ref
         )
-    status, _ = await error_of(await api.download(res["id"]))
-    assert status == 500
+    for _ in range(2):
+        status, _ = await error_of(await api.download(res["id"]))
+        assert status == 500

@@ -2,7 +2,7 @@
 sealed: a put names the row and writes nothing to the backend, the commit that references it
 inserts it, reads find it, dedup compares bytes (planted collisions stay apart, across the
 inline/backend boundary too), a race of two contents for one name fails the later commit,
-and gc, fsck and stat treat the rows as blobs."""
+gc, fsck and stat treat the rows as blobs, and fsck --repair quarantines a damaged row."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from blobstore.findings import Kind, rehash_all
 from blobstore.keyring import KeyRing
 from blobstore.local import LocalBackend
 from blobstore.refs import is_sealed, ref_variant
+from blobstore.repair import Repairer, RepairReport, repairable
 from blobstore.sealed import SealedBackend, seal_backend
 from blobstore.sealing import TAG, TRAILER
 from blobstore.store import ContentStore, InlineStore, PutResult, inline_refs
@@ -236,3 +237,78 @@ async def test_stat_counts_rows_as_blobs(store: Store) -> None:
     await commit(store, "f", [await put(content, b"abc"), await put(content, b"defg")])
     s = await stats.gather(store.db, store.backend)
     assert (s.blobs, s.inline_blobs, s.inline_bytes, s.referenced_blobs) == (2, 2, 7, 2)
+
+
+async def damage(store: Store, ref: str, sql: str, *args: object) -> None:
+    async with store.db.write() as tx:
+        await tx.execute(sql, *args, ref)
+
+
+async def repair_all(store: Store, quarantine: Path) -> RepairReport:
+    findings = [f async for f in fsck.check(store.db, store.backend, rehash=rehash_all)]
+    return await Repairer(store.db, store.backend, quarantine=quarantine).apply(findings)
+
+
+async def damaged_files(store: Store, ref: str) -> list[str]:
+    async with store.db.read() as tx:
+        return [h.file_id for h in await manifests.holders(tx, ref) if h.marked_damaged]
+
+
+async def test_repair_quarantines_a_corrupt_row_and_marks_its_files(
+    store: Store, tmp_path: Path
+) -> None:
+    content = store.content()
+    good = await put(content, b"good content")
+    bad = await put(content, b"soon damaged")
+    await commit(store, "good", [good])
+    await commit(store, "bad", [bad])
+    await commit(store, "bad2", [await put(content, b"soon damaged")])
+    row = await inline.lookup(store.db, bad.ref)
+    assert row is not None
+    flipped = bytes([row.data[0] ^ 0x01]) + row.data[1:]
+    await damage(store, bad.ref, "UPDATE inline_blobs SET data = ? WHERE ref = ?", flipped)
+    report = await repair_all(store, tmp_path / "quarantine")
+    assert report.quarantined == [bad.ref]
+    assert sorted(f for f, _ in report.marked) == ["bad", "bad2"]
+    assert (tmp_path / "quarantine" / bad.ref).read_bytes() == flipped
+    assert await inline.lookup(store.db, bad.ref) is None
+    assert await damaged_files(store, bad.ref) == ["bad", "bad2"]
+    assert await damaged_files(store, good.ref) == []
+    # Nothing left to repair; the same content uploaded again is stored afresh, not a dedup
+    # hit on the damaged bytes.
+    findings = [f async for f in fsck.check(store.db, store.backend, rehash=rehash_all)]
+    assert [(f.kind, f.ref) for f in findings] == [(Kind.MISSING_BLOB, bad.ref)]
+    assert not any(repairable(f) for f in findings)
+    again = await put(content, b"soon damaged")
+    assert again.created and again.inline is not None
+    await commit(store, "again", [again])
+    assert await content.read(again.ref) == b"soon damaged"
+
+
+async def test_repair_quarantines_a_row_whose_recorded_size_is_wrong(
+    store: Store, tmp_path: Path
+) -> None:
+    content = store.content()
+    bad = await put(content, b"twelve bytes")
+    await commit(store, "bad", [bad])
+    await damage(store, bad.ref, "UPDATE inline_blobs SET size = ? WHERE ref = ?", 11)
+    report = await repair_all(store, tmp_path / "quarantine")
+    assert report.quarantined == [bad.ref]
+    assert await inline.lookup(store.db, bad.ref) is None
+    assert await damaged_files(store, bad.ref) == ["bad"]
+
+
+async def test_repair_keeps_a_sound_row_and_marks_only_the_files_claiming_another_size(
+    store: Store, tmp_path: Path
+) -> None:
+    content = store.content()
+    blob = await put(content, b"twelve bytes")
+    await commit(store, "right", [blob])
+    await commit(store, "wrong", [await put(content, b"twelve bytes")])
+    async with store.db.write() as tx:
+        await tx.execute("UPDATE manifest_entries SET size = 13 WHERE file_id = 'wrong'")
+    report = await repair_all(store, tmp_path / "quarantine")
+    assert report.quarantined == []
+    assert [f for f, _ in report.marked] == ["wrong"]
+    assert await inline.lookup(store.db, blob.ref) is not None
+    assert not (tmp_path / "quarantine").exists()

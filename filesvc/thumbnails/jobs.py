@@ -17,9 +17,10 @@ from typing import Protocol
 
 from blobstore import confirmations, inline, manifests
 from blobstore.engine.base import DatabaseUnavailable, Engine
+from blobstore.errors import NameTaken
 from blobstore.port import LocalFiles
 from blobstore.refs import is_sealed
-from blobstore.store import ContentStore, inline_refs
+from blobstore.store import ContentStore, PutResult, inline_refs
 from filesvc import jobqueue, repo
 from filesvc.thumbnails.limits import DEFAULT_MAX_INPUT_BYTES
 from filesvc.thumbnails.memfile import MemFile, fill
@@ -36,6 +37,10 @@ log = logging.getLogger(__name__)
 # A job that failed this many times (a crash mid-render counts) is given up as an error, so a
 # poisonous file cannot crash-loop the service.
 MAX_ATTEMPTS = 3
+# Commits of a job's thumbnails that may lose a race for an inline name (each put after a lost
+# race takes a name of its own, so losing twice means colliding contents keep arriving).
+NAME_RACE_ATTEMPTS = 3
+NAME_RACE_REASON = "another content took a thumbnail's blob name each time it was stored"
 # Idle workers look for jobs (other processes', and ones whose lease ran out) this often.
 POLL_SECONDS = 1.0
 # thumbnail_sync waits look at the table this often, for a job another process runs.
@@ -324,10 +329,30 @@ class ThumbnailRunner:
     async def _finish(
         self, file_id: str, generation: int, rendered: Rendered, scope: str | None = None
     ) -> None:
-        puts = [
-            await self.store.put_bytes(t.data, scope=scope, inline=True)
-            for t in rendered.thumbnails
-        ]
+        """Store the thumbnails and record the job's outcome.  A thumbnail's inline name taken
+        by another content between its put and this commit (a planted collision racing) rolls
+        the commit back: put again (the next variant, or the winner's row when it is the same
+        content) and commit again; after a few lost races the job ends ``error`` with a reason
+        saying so, never stuck."""
+        for _ in range(NAME_RACE_ATTEMPTS):
+            puts = [
+                await self.store.put_bytes(t.data, scope=scope, inline=True)
+                for t in rendered.thumbnails
+            ]
+            try:
+                with inline.name_races():
+                    await self._commit(file_id, generation, rendered, puts)
+                return
+            except NameTaken:
+                log.info(
+                    "thumbnails of %s: a blob name was taken meanwhile; storing again", file_id
+                )
+        log.warning("thumbnails of %s: error: %s", file_id, NAME_RACE_REASON)
+        await self._commit(file_id, generation, Rendered("error", reason=NAME_RACE_REASON), [])
+
+    async def _commit(
+        self, file_id: str, generation: int, rendered: Rendered, puts: list[PutResult]
+    ) -> None:
         async with self.db.write() as tx:
             ts = _now_ms()
             rows = [p.inline for p in puts if p.inline is not None]
