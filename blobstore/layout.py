@@ -7,6 +7,7 @@ database holding the manifests and the service's own tables.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 BLOBS_DIR = "blobs"
@@ -29,3 +30,12 @@ def db_path(data_dir: Path) -> Path:
 def quarantine_dir(data_dir: Path) -> Path:
     """Where ``blobstore fsck --repair`` moves blobs whose content does not match their ref."""
     return blobs_dir(data_dir) / QUARANTINE_DIR
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries durable (a file just moved into or created in it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

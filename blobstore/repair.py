@@ -27,6 +27,7 @@ from blobstore import manifests, repair_inline
 from blobstore.engine.base import Engine, Tx
 from blobstore.fsck import Finding, Kind, hash_blobs, manifest_problems
 from blobstore.keyring import KeyRing
+from blobstore.layout import fsync_dir
 from blobstore.local import parked_ref
 from blobstore.port import BlobBackend, Leftovers, LocalFiles
 from blobstore.refs import BlobRef, ref_digest
@@ -64,14 +65,6 @@ class RepairReport:
     left: list[str] = field(default_factory=list)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _quarantine_sync(src: Path, qdir: Path, ref: str) -> Path | None:
     qdir.mkdir(parents=True, exist_ok=True)
     dest = qdir / ref
@@ -83,8 +76,8 @@ def _quarantine_sync(src: Path, qdir: Path, ref: str) -> Path | None:
         os.rename(src, dest)
     except FileNotFoundError:
         return None
-    _fsync_dir(qdir)
-    _fsync_dir(src.parent)
+    fsync_dir(qdir)
+    fsync_dir(src.parent)
     return dest
 
 
@@ -94,7 +87,7 @@ def _restore_sync(parked: Path, target: Path) -> bool:
         os.link(parked, target)
     except FileExistsError:
         return False
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     return True
 
 

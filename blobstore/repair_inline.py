@@ -20,19 +20,12 @@ from blobstore import inline, manifests
 from blobstore.engine.base import Engine, Tx
 from blobstore.fsck_inline import check_row
 from blobstore.keyring import KeyRing
+from blobstore.layout import fsync_dir
 from blobstore.port import BlobBackend
 from blobstore.refs import BlobRef
 
 # Marks one file damaged in the caller's transaction (the repairer's bookkeeping with it).
 Mark = Callable[[Tx, str, str, bool], Awaitable[None]]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_quarantine(qdir: Path, ref: str, data: bytes) -> Path:
@@ -55,7 +48,7 @@ def _write_quarantine(qdir: Path, ref: str, data: bytes) -> Path:
         os.fsync(fd)
     finally:
         os.close(fd)
-    _fsync_dir(qdir)
+    fsync_dir(qdir)
     return dest
 
 

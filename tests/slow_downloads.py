@@ -65,3 +65,11 @@ def split_answer(answer: bytes) -> tuple[bytes, bytes]:
     """An answer's head and body."""
     head, _, body = answer.partition(b"\r\n\r\n")
     return head, body
+
+
+def assert_cut_short(answer: bytes, content: bytes) -> None:
+    """A download of a blob cut under it: answered, shorter than the file, and never a wrong
+    byte."""
+    head, body = split_answer(answer)
+    assert head.startswith(b"HTTP/1.1 200") and len(body) < len(content)
+    assert body == content[: len(body)]
