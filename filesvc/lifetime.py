@@ -1,7 +1,8 @@
 """Child processes that die with the process that started them, even when it is killed
 (``kill -9``, an orchestrator's or a CI run's timeout) and has no chance to stop them: the kernel
 sends them SIGKILL (``PR_SET_PDEATHSIG``).  The workers of ``filesvc serve --workers N``, so that
-none goes on serving the port without its supervisor; and the servers tests and benchmarks start
+none goes on serving the port without its supervisor; the thumbnail workers, so that none renders
+on with no server left to enforce its time limit; and the servers tests and benchmarks start
 (SeaweedFS, PostgreSQL, ``filesvc serve``), so that none outlives a killed run.
 
 The kernel sends the signal when the *thread* that started the child ends, not the process:

@@ -20,6 +20,7 @@ import sys
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
+from filesvc.lifetime import die_with_parent
 from filesvc.thumbnails import allocator
 from filesvc.thumbnails.limits import RenderLimits
 from filesvc.thumbnails.result import Rendered, Thumbnail
@@ -91,6 +92,9 @@ class _Worker:
             stdout=asyncio.subprocess.PIPE,
             env=env,
             limit=MAX_ANSWER_LINE,
+            # A server killed outright takes its workers with it: one left rendering would hold a
+            # core and its memory with no parent left to enforce the time limit.
+            preexec_fn=die_with_parent(),
         )
         return cls(proc)
 
