@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from blobstore.errors import StorageFailure, translate_oserror
 from blobstore.refs import BlobRef
+from blobstore.write_lane import WriteLane
 
 if TYPE_CHECKING:
     from blobstore.local import LocalBackend
@@ -40,6 +41,9 @@ _SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start write-back of the range's dirty p
 # whole 1 GiB blob so found them all still to persist, 0.7-1.6 s after the last byte (this VM),
 # and now finds at most a step's worth (bench/README.md, single-stream tus PATCH).
 FLUSH_STEP = 64 << 20
+# Writes of one blob in flight at once: the one the store's thread is doing and those queued
+# behind it (blobstore/write_lane.py), each a batch of about 1 MiB held until written.
+WRITES_IN_FLIGHT = 3
 
 
 def _load_sync_file_range() -> Callable[[int, int, int], object] | None:
@@ -64,7 +68,8 @@ _start_writeback = _load_sync_file_range()
 
 
 class LocalStaging:
-    """A temp file being written; at most one write in flight, so network and disk overlap.
+    """A temp file being written; a few writes in flight (:class:`WriteLane`), so network and
+    disk overlap.
 
     The first batch (and what follows while the whole stays within ``HOLD_BYTES``) is only held
     in memory.  Publishing writes what is held, checks the byte count and links the file into
@@ -77,7 +82,13 @@ class LocalStaging:
         self._path = path
         self._fd: int | None = None
         self._held: bytes | None = None
-        self._written = 0
+        # Bytes given to write and write_many (counted on the event loop), and bytes made by
+        # write_from's functions (counted in the writing thread): both are read only once the
+        # writes have settled.
+        self._given = 0
+        self._made = 0
+        # Whether anything was handed to the lane (else everything given is held).
+        self._handed = False
         # Bytes in the file, and how many of them have had their write-back started (both
         # touched only by the operation in flight).
         self._filled = 0
@@ -85,9 +96,11 @@ class LocalStaging:
         self._flushed = 0
         self._kick_error: Exception | None = None
         self._kicking: concurrent.futures.Future[None] | None = None
-        # The thread operation in flight (a write, or a publish step), if any.  It touches the
-        # fd, so nothing else may until it is over; a cancelled caller leaves it here for
-        # :meth:`discard` to wait for (a thread cannot be stopped).
+        # The writes, in order; then the thread operation in flight (a publish step, a
+        # comparison), if any.  Each touches the fd, so nothing else may until they are over;
+        # a cancelled caller leaves them for :meth:`discard` to wait for (a thread cannot be
+        # stopped).
+        self._lane = WriteLane(backend.run, WRITES_IN_FLIGHT)
         self._pending: asyncio.Future[Any] | None = None
 
     def _open(self) -> int:
@@ -146,8 +159,12 @@ class LocalStaging:
             self._kick_error = exc
 
     async def _settle(self) -> None:
-        """Wait for the operation in flight.  Cancelling the wait does not cancel it: it stays
-        recorded until it is over."""
+        """Wait for the operations in flight.  Cancelling the wait does not cancel them: they
+        stay recorded until they are over."""
+        try:
+            await self._lane.settle()
+        except OSError as exc:
+            raise translate_oserror(exc) from None
         pending = self._pending
         if pending is None:
             return
@@ -168,36 +185,43 @@ class LocalStaging:
         await self._settle()
         return await carried.durable
 
+    async def _push(self, op: Callable[[], object]) -> None:
+        """Queue a write behind the earlier ones (waiting while too many are in flight)."""
+        try:
+            await self._lane.push(op)
+        except OSError as exc:
+            raise translate_oserror(exc) from None
+
+    @property
+    def _written(self) -> int:
+        return self._given + self._made
+
     async def write(self, data: bytes) -> None:
-        await self._settle()
-        self._written += len(data)
-        if self._fd is None:
-            if self._held is None:
-                self._held = data
-                return
-            if len(self._held) + len(data) <= HOLD_BYTES:
-                self._held += data
-                return
-        self._pending = asyncio.ensure_future(self._backend.run(self._write_all, data))
+        self._given += len(data)
+        if not self._handed and (self._held is None or len(self._held) + len(data) <= HOLD_BYTES):
+            self._held = data if self._held is None else self._held + data
+            return
+        self._handed = True
+        await self._push(partial(self._write_all, data))
 
     async def write_many(self, pieces: Sequence[bytes]) -> None:
-        if self._fd is None:
+        if not self._handed:
             held = len(self._held) if self._held is not None else 0
             if held == 0 or held + sum(len(p) for p in pieces) <= HOLD_BYTES:
                 # Still small enough to be held (a small blob's bytes are one piece: no copy).
                 await self.write(b"".join(pieces))
                 return
-        await self._settle()
-        self._written += sum(len(p) for p in pieces)
-        self._pending = asyncio.ensure_future(self._backend.run(self._write_pieces, pieces))
+        self._given += sum(len(p) for p in pieces)
+        self._handed = True
+        await self._push(partial(self._write_pieces, pieces))
 
     async def write_from(self, make: Callable[[], bytes | memoryview]) -> None:
-        await self._settle()
-        self._pending = asyncio.ensure_future(self._backend.run(self._make_and_write, make))
+        self._handed = True
+        await self._push(partial(self._make_and_write, make))
 
     def _make_and_write(self, make: Callable[[], bytes | memoryview]) -> None:
         data = make()
-        self._written += len(data)  # read only after this operation has settled
+        self._made += len(data)
         self._write_all(data)
 
     async def publish(self, ref: BlobRef) -> bool:
@@ -314,7 +338,8 @@ class LocalStaging:
             raise translate_oserror(exc) from None
 
     async def discard(self) -> None:
-        if self._pending is not None:
+        self._lane.abandon()
+        if self._pending is not None or not self._lane.idle:
             # An operation still running (its caller was cancelled) finishes first: it uses the
             # fd.  A failure of it is moot: these bytes are being dropped.
             with contextlib.suppress(Exception):
