@@ -301,14 +301,16 @@ class Readback(Protocol):
 class WriteFrom(Protocol):
     """Optional ability of a :class:`Staging` written from its own thread (the local backend):
     append bytes that a function makes in that thread, as one operation.  A wrapper that
-    transforms what it writes (sealing) then costs one thread hand-off per batch instead of
-    two, its work overlaps the network, and its output buffer is written before the call that
-    made it returns, so the wrapper reuses one buffer with no copy."""
+    transforms what it writes (sealing) then needs no thread hand-off of its own, its work
+    overlaps the network, and its output buffer is written before the next function is called,
+    so the wrapper reuses one buffer with no copy."""
 
     async def write_from(self, make: Callable[[], bytes | memoryview]) -> None:
         """Like :meth:`Staging.write` of ``make()``'s result, with ``make`` called in the
         staging's thread after every earlier write, and its result written before any later
-        operation starts.  A failure of ``make`` surfaces like a failed write."""
+        operation starts.  It may return before ``make`` has run (the staging queues a few
+        writes): ``make`` keeps what it uses until then.  A failure of ``make`` surfaces like a
+        failed write, from a later write or from publish, and nothing after it is written."""
 
 
 @runtime_checkable
