@@ -5,8 +5,9 @@ temporary files.
 Over a staging that writes from its own thread (:class:`~blobstore.port.WriteFrom`, the local
 backend), a large batch is sealed in that thread right before it is written: no hand-off of its
 own, no copy of the sealed bytes, and the sealing and writing of the batches queued there
-overlap the receiving of the next (:mod:`blobstore.write_lane`).  Small writes are sealed on the event loop (a few microseconds: cheaper
-than a hand-off), and over other backends a large one is sealed in a thread, then written.
+overlap the receiving of the next (:mod:`blobstore.write_lane`).  Small writes are sealed on
+the event loop (a few microseconds: cheaper than a hand-off), and over other backends a large
+one is sealed in a thread, then written.
 
 Dedup: two sealings of one content differ (every blob has its own random id and key), so a dedup
 candidate is compared by plaintext: the stored blob opened through the wrapper, the staged one

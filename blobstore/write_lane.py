@@ -54,6 +54,9 @@ class WriteLane:
         """Queue ``op`` behind the earlier operations; return once at most ``depth`` are in
         flight, waiting for the oldest if need be.  Raises the failure of an operation waited
         for (then ``op`` and everything after it is skipped)."""
+        if self._broken is not None:
+            # An earlier operation failed: say so now, not once the queue is full.
+            await self.settle()
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         done.add_done_callback(_retrieve)

@@ -103,6 +103,22 @@ async def test_a_push_beyond_the_depth_raises_an_earlier_failure() -> None:
         await lane.push(fail)
         with pytest.raises(ValueError, match="sealing failed"):
             await lane.push(lambda: None)
+        # With room in the queue, the next push still reports it once the failure is known.
+        roomy = _lane(pool, 5)
+        failed = threading.Event()
+
+        def fail_and_tell() -> None:
+            failed.set()
+            raise ValueError("sealing failed")
+
+        await roomy.push(fail_and_tell)
+        assert await asyncio.to_thread(failed.wait, 10)
+        for _ in range(100):
+            await asyncio.sleep(0.01)  # the thread records the failure after raising
+            if roomy._broken is not None:
+                break
+        with pytest.raises(ValueError, match="sealing failed"):
+            await roomy.push(lambda: None)
 
 
 async def test_abandoned_operations_do_not_run() -> None:

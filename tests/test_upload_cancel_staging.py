@@ -81,7 +81,7 @@ async def test_cancel_while_a_write_is_in_flight_leaks_nothing(
     entered, go = _gate(monkeypatch, "_write_all")
 
     async def body() -> AsyncIterator[bytes]:
-        for _ in range(3):  # the first batch is held; the second goes to a thread; the third waits
+        for _ in range(3):  # the first batch is held, the second goes to a thread, the third queues
             yield b"x" * WRITE_BATCH
 
     task = asyncio.create_task(store.put(body()))
