@@ -5,11 +5,11 @@ A large upload hands its staging a batch (about 1 MiB) at a time.  Waiting for e
 write before handing over the next made every batch pay two thread hand-offs on the critical
 path: the pool thread waking and taking the GIL from an event loop busy receiving the next
 batch (up to the interpreter's switch interval, 5 ms), then the loop waking to hear it was done.
-A sealed upload's batches, whose thread work (AES, then the write) is longest, lost about a
-sixth of their rate to those waits (docs/encryption.md).  Here the next batches wait in a queue
-that the running thread drains: it goes from one to the next without a hand-off, and the loop
-waits only when ``depth`` batches are already in flight, so memory stays a few batches per
-upload.
+A sealed upload, whose thread work per batch (AES, then the write) is longest, spent 1.6-3.9 s
+per GiB in those waits on a loaded machine (docs/encryption.md).  Here the next batches wait
+in a queue that the running thread drains: it goes from one to the next without a hand-off,
+and the loop waits only when ``depth`` batches are already in flight, so memory stays a few
+batches per upload.
 
 Order and failure: the operations run in the order they were pushed, by one thread at a time
 (a drain, started when the queue was idle), so a batch is never written before an earlier one.
