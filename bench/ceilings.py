@@ -5,7 +5,10 @@
   processes (so the copy gets both cores, as client and server do).
 - `DiscardServer`: an aiohttp server in a subprocess that reads every request body with
   `readany()` and throws it away; the scenarios send it the very body they send filesvc. Its
-  `GET /bytes/N` streams N bytes from memory, what the same aiohttp client can download.
+  `GET /bytes/N` streams N bytes from memory, what the same aiohttp client can download: views
+  of one 1 MiB block, which stays in the CPU's cache.  `GET /held/N` sends the same N bytes
+  from a copy of them held whole in memory (made on the first request), views of distinct
+  memory read from DRAM as a page-cached file's bytes are.
 
 Run as `python -m bench.ceilings discard` to start the discard server alone (prints `PORT n`).
 """
@@ -169,6 +172,24 @@ def _serve_discard() -> None:
         await resp.write_eof()
         return resp
 
+    held: dict[int, memoryview] = {}
+
+    async def send_held(request: web.Request) -> web.StreamResponse:
+        """The same `n` bytes from one copy of them in memory: distinct memory, not one MiB
+        that stays in the CPU's cache (only the latest size is kept)."""
+        n = int(request.match_info["n"])
+        if n not in held:
+            held.clear()
+            held[n] = memoryview(b"".join(iter_stream(n, seed=0)))
+        view = held[n]
+        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        resp.content_length = n
+        await resp.prepare(request)
+        for pos in range(0, n, BLOCK):
+            await resp.write(view[pos : pos + BLOCK])
+        await resp.write_eof()
+        return resp
+
     document = {"resource": {"id": "bare", "name": "constant.bin", "size": 4096}}
 
     async def constant_json(request: web.Request) -> web.Response:
@@ -178,6 +199,7 @@ def _serve_discard() -> None:
     async def main() -> None:
         app = web.Application()
         app.router.add_route("GET", "/bytes/{n:[0-9]+}", send)
+        app.router.add_route("GET", "/held/{n:[0-9]+}", send_held)
         app.router.add_route("GET", "/json", constant_json)
         app.router.add_route("POST", "/{tail:.*}", discard)
         app.router.add_route("PUT", "/{tail:.*}", discard)

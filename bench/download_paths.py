@@ -11,13 +11,19 @@ themselves; with ``--loop uvloop,asyncio`` one on each loop), each way one route
 - ``mapped``: 8 MiB windows mapped with ``MAP_POPULATE`` in a thread, one ahead, each written
   whole to the transport (filesvc's way before the pump, now its fallback);
 - ``pump-N``: a thread that owns the socket for the body (a duplicate of its fd): ``preadv`` into
-  a reused N KiB buffer, then a blocking-with-timeout ``send`` of it (filesvc's way: N = 1024);
+  a reused N KiB buffer, then a blocking-with-timeout ``send`` of it (filesvc's way until the
+  mapped pump);
+- ``pumpmap-N``: the same thread sending straight from the file mapped N MiB at a time, in sends
+  of at most 1 MiB (filesvc's way: N = 4; one copy per byte, by the kernel, instead of two);
 - ``pumpw-N[?sndbuf=B]``: the same with ``os.write`` and ``poll`` on EAGAIN, optionally with
   ``SO_SNDBUF`` set to B;
 - ``pump2-N``: two threads, one reading into three N KiB buffers, one sending;
 - ``loop-N``: ``preadv`` on the event loop (``RWF_NOWAIT``) into three rotating N KiB buffers
   written to the transport, a buffer reused only once the transport holds none of it;
-- ``sendfile``: ``os.sendfile`` from a thread on a duplicate of the socket's fd.
+- ``sendfile``: ``os.sendfile`` from a thread on a duplicate of the socket's fd;
+- ``held``: not a way to send a file but a second reference: aiohttp sending the file's bytes
+  held in memory (read once into one buffer), 1 MiB views written in turn, as the reference does
+  but from distinct memory rather than one cache-resident MiB.
 
 The reference is :class:`bench.ceilings.DiscardServer`'s ``GET /bytes/N`` (views of one 1 MiB
 buffer from memory), as in the reads scenario.  Prints per way the median rate, every round, and
@@ -47,7 +53,7 @@ from statistics import median
 from bench import ceilings, rawhttp
 from bench.data import MiB, iter_stream
 
-WAYS = ("mapped", "pump-512", "pump-1024", "pump-2048", "pump2-1024", "loop-1024", "sendfile")
+WAYS = ("mapped", "pump-1024", "pumpmap-4", "pumpmap-8", "pump2-1024", "loop-1024", "held")
 
 
 def _write_file(path: Path, size: int) -> None:
@@ -186,6 +192,26 @@ def _serve(path: str, loop_name: str) -> None:
         finally:
             os.close(sock_fd)
 
+    def pumpmap_body(fd: int, sock_fd: int, window: int) -> int:
+        sock = socket.socket(fileno=sock_fd)
+        sock.settimeout(60)
+        pos = 0
+        try:
+            while pos < size:
+                end = min(pos + window, size)
+                m = mmap.mmap(fd, end - pos, prot=mmap.PROT_READ, offset=pos)
+                m.madvise(mmap.MADV_SEQUENTIAL)
+                with memoryview(m) as view:
+                    at = 0
+                    while at < len(view):
+                        with view[at : at + MiB] as out:
+                            at += sock.send(out)
+                m.close()
+                pos = end
+            return pos
+        finally:
+            sock.close()
+
     def sendfile_body(fd: int, sock_fd: int) -> int:
         sock = socket.socket(fileno=sock_fd)
         sock.setblocking(True)  # the loop's socket is non-blocking (shared file status)
@@ -232,6 +258,21 @@ def _serve(path: str, loop_name: str) -> None:
             request, pumpw_body, kib(request), int(request.query.get("sndbuf", "0"))
         )
 
+    async def pumpmap(request: web.Request) -> web.StreamResponse:
+        return await threaded(request, pumpmap_body, int(request.match_info["n"]) * MiB)
+
+    held: list[memoryview] = []
+
+    async def held_bytes(request: web.Request) -> web.StreamResponse:
+        if not held:
+            with open(path, "rb") as f:
+                held.append(memoryview(f.read()))
+        resp = await prepared(request)
+        for pos in range(0, size, MiB):
+            await resp.write(held[0][pos : pos + MiB])
+        await resp.write_eof()
+        return resp
+
     async def sendfile(request: web.Request) -> web.StreamResponse:
         return await threaded(request, sendfile_body)
 
@@ -276,6 +317,8 @@ def _serve(path: str, loop_name: str) -> None:
         app.router.add_get("/pump2-{n:[0-9]+}", pump2)
         app.router.add_get("/loop-{n:[0-9]+}", on_loop)
         app.router.add_get("/sendfile", sendfile)
+        app.router.add_get("/pumpmap-{n:[0-9]+}", pumpmap)
+        app.router.add_get("/held", held_bytes)
         app.router.add_get("/pumpw-{n:[0-9]+}", pumpw)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

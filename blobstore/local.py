@@ -37,9 +37,9 @@ INLINE_READ = 64 * 1024
 # Store file I/O runs on its own small pool, so a slow disk cannot starve the loop's default
 # executor (which DNS and others share).  Writes of one blob are serialised anyway.
 IO_THREADS = 8
-# Downloads sent by a thread of their own at once (blobstore/local_pump.py), each with a 1 MiB
-# buffer, unless the backend is given another count (FILESVC_DOWNLOAD_THREADS); a download beyond
-# them is sent as mapped windows by the event loop.
+# Downloads sent by a thread of their own at once (blobstore/local_pump.py), each from a mapped
+# 4 MiB window of its blob, unless the backend is given another count (FILESVC_DOWNLOAD_THREADS);
+# a download beyond them is sent as mapped windows by the event loop.
 PUMP_THREADS = 16
 TEMP_DIR = "tmp"
 

@@ -1,11 +1,16 @@
-"""A local blob's bytes sent to a connected socket by a thread of the store: ``preadv`` into one
-reused buffer, then ``send`` from it, until the range is out.
+"""A local blob's bytes sent to a connected socket by a thread of the store: the file mapped a
+window at a time, each window sent from the mapping with ``send``, until the range is out.
 
-Why a thread that owns the socket for the body rather than the event loop's transport: on this
-VM a page-cached file sent from a reused buffer that stays in the CPU's cache goes out at about
-the rate of a server sending from memory, where ``sendfile`` or a mapped window (the kernel
-copying DRAM-cold page-cache pages into the socket) go out about a third slower, and the loop
-itself does none of the work (docs/measured.md, ``python -m bench.download_paths``).
+Why a thread that owns the socket for the body rather than the event loop's transport: the loop
+does none of the work, and the thread's system calls are the only cost per byte.  Why sends from
+a mapping rather than ``preadv`` into a reused buffer and sends from it: on loopback the pumping
+thread, not the client, was the bottleneck of a page-cached download, and the buffer costs it a
+second copy of every byte (the page cache into the buffer, the buffer into the socket: two
+copies of about equal cost in a profile); the kernel copying straight from the mapped page-cache
+pages into the socket does one, about a quarter less CPU per GiB for the thread
+(docs/measured.md, ``python -m bench.download_paths``).  Each window is mapped ``MADV_SEQUENTIAL``,
+so a blob that is not in the page cache is read ahead as a ``preadv`` would be, and unmapped once
+sent: memory per download is one window of page-cache pages, no anonymous buffer.
 
 The socket is a duplicate of the connection's fd, made by the caller and handed over: the thread
 never sends on an fd number the loop might close and the process reuse.  The duplicate shares the
@@ -16,13 +21,19 @@ once.  The pump closes its duplicate only on the event loop, once the thread is 
 can never reach a number the thread has already let go of.
 
 A file found shorter than the range ends the pump short (``sent`` tells how far it got; the
-caller cuts its connection): ``preadv`` of a truncated file returns what is left, never a signal.
+caller cuts its connection), never with a signal or a wrong byte: nothing is mapped past the
+size the file has when the window is mapped, the size is checked again before each send of at
+most ``SEND_SLICE``, and the mapped bytes are only ever read by the kernel inside ``send``, where
+a page truncated away fails the call (``EFAULT``) instead of raising SIGBUS.  No code of this
+process reads the mapping.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import mmap
 import os
 import socket
 from collections.abc import Callable
@@ -30,10 +41,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from blobstore.errors import translate_oserror
 
-# The buffer each pump reads into and sends from, reused for the whole body: 1 MiB went out
-# faster than 128-512 KiB (more system calls) and than 2-4 MiB (out of the CPU's cache) on this
-# VM (docs/measured.md).
-PUMP_BUFFER = 1 << 20
+# Bytes of the file mapped at once, and the most one ``send`` is given (the file's size is checked
+# before each).  4 MiB windows cost the thread about what 8 and 32 MiB did and less than 2 MiB
+# (more mappings); 1 MiB sends kept the client's share of the work lower than whole-window sends,
+# which block in the socket more often (docs/measured.md).
+MAP_WINDOW = 4 << 20
+SEND_SLICE = 1 << 20
+_PAGE = mmap.ALLOCATIONGRANULARITY
 
 
 class SocketPump:
@@ -112,25 +126,52 @@ class SocketPump:
                 self._sock.shutdown(socket.SHUT_RDWR)
 
     def _pump(self) -> int:
-        view = memoryview(bytearray(PUMP_BUFFER))
-        send = self._sock.send
         fd, pos, end = self._fd, self._start, self._end
         while pos < end:
-            if self._stopped:
-                raise ConnectionAbortedError("download stopped")
+            base = pos - pos % _PAGE
             try:
-                n = os.preadv(fd, [view[: min(PUMP_BUFFER, end - pos)]], pos)
+                stop = min(end, os.fstat(fd).st_size, base + MAP_WINDOW)
+                if stop <= pos:
+                    break  # the file is shorter than the range
+                window = mmap.mmap(fd, stop - base, prot=mmap.PROT_READ, offset=base)
+            except ValueError:
+                break  # shorter still by the time of the mapping (mmap checks the size)
             except OSError as exc:
                 raise translate_oserror(exc) from None
-            if n == 0:
-                break  # the file is shorter than the range
-            pos += n
-            out = view[:n]
-            while out:
-                k = send(out)
-                self.sent += k
-                out = out[k:]
+            try:
+                window.madvise(mmap.MADV_SEQUENTIAL)
+                sent = self._send_window(window, pos - base, stop - base, base)
+            finally:
+                window.close()
+            pos += sent
+            if pos < stop:
+                break  # cut short inside the window
         return self.sent
+
+    def _send_window(self, window: mmap.mmap, first: int, last: int, base: int) -> int:
+        """Send ``window[first:last]`` in slices: the bytes sent, fewer when the file was found
+        shorter (its size is checked before each slice; a page gone under ``send`` is EFAULT)."""
+        send, fd = self._sock.send, self._fd
+        pos = first
+        with memoryview(window) as view:
+            while pos < last:
+                if self._stopped:
+                    raise ConnectionAbortedError("download stopped")
+                top = min(last, pos + SEND_SLICE, os.fstat(fd).st_size - base)
+                if top <= pos:
+                    break
+                with view[pos:top] as out:
+                    try:
+                        k = send(out)
+                    except OSError as exc:
+                        if exc.errno != errno.EFAULT:
+                            raise
+                        if os.fstat(fd).st_size - base >= top:
+                            raise translate_oserror(OSError(errno.EIO, "read failed")) from None
+                        break  # truncated under the send
+                self.sent += k
+                pos += k
+        return pos - first
 
 
 class PumpThreads:

@@ -161,8 +161,9 @@ class Pump(Protocol):
 @runtime_checkable
 class Pumps(Protocol):
     """Optional ability of a :class:`BlobStream`: send its bytes to a connected socket itself,
-    from a thread that reads into one reused buffer and sends from it (the local backend): a
-    large download's fastest way on this VM, with no work on the event loop (docs/measured.md).
+    from a thread that sends them straight from the file mapped a window at a time (the local
+    backend): a large download's fastest way on this VM, with no work on the event loop
+    (docs/measured.md).
 
     The caller hands over a duplicate of its connection's fd (a non-blocking TCP socket whose
     transport holds no unsent bytes and gets none until the pump is done); the pump closes it.

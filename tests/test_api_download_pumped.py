@@ -27,7 +27,7 @@ from tests.slow_downloads import get_download as _get
 from tests.slow_downloads import split_answer as _body
 
 MiB = 1024 * 1024
-SIZE = 24 * MiB + 12345  # many pump buffers and a short last one
+SIZE = 24 * MiB + 12345  # many mapped windows and slices, and a short last one
 STALL = 1  # the servers' send stall timeout, seconds
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from blobstore.local import PUMP_THREADS, LocalBackend, LocalBlobStream
-from blobstore.local_pump import PUMP_BUFFER
+from blobstore.local_pump import MAP_WINDOW, SEND_SLICE
 from blobstore.port import Pumps, supports
 from blobstore.refs import BlobRef
 from tests.blob_backends import local_backend_holding
@@ -67,10 +67,16 @@ def _receive(peer: socket.socket, count: int) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("start", "end"), [(0, 3 * PUMP_BUFFER + 5), (4097, PUMP_BUFFER + 1), (100, 200)]
+    ("start", "end"),
+    [
+        (0, 2 * MAP_WINDOW + 5),
+        (4097, MAP_WINDOW + SEND_SLICE + 1),
+        (MAP_WINDOW - 1, 2 * MAP_WINDOW),
+        (100, 200),
+    ],
 )
 async def test_a_pump_sends_exactly_the_range(tmp_path: Path, start: int, end: int) -> None:
-    content = os.urandom(4 * MiB)
+    content = os.urandom(3 * MAP_WINDOW)
     async with _pumping(tmp_path, content) as (backend, ours, peer):
         stream = await backend.open(REF, start, end)
         assert supports(stream, Pumps)
@@ -93,6 +99,28 @@ async def test_a_pump_ends_short_when_the_file_is_shorter(tmp_path: Path) -> Non
         assert await pump.run() == MiB + 7
         await stream.aclose()
         assert await received == content[: MiB + 7]
+
+
+async def test_a_file_cut_mid_page_under_a_pump_ends_it_at_the_cut(tmp_path: Path) -> None:
+    # The window being sent is mapped whole; the file is then cut inside it, mid-page (the
+    # page's tail past the cut reads as zeros through the mapping): the pump stops exactly at
+    # the cut, and no byte past it goes out.
+    content = os.urandom(3 * MiB)
+    async with _pumping(tmp_path, content) as (backend, ours, peer):
+        stream = await backend.open(REF)
+        pump = stream.pump(_dup(ours), 20)
+        assert pump is not None
+        running = asyncio.create_task(pump.run())
+        while pump.sent == 0:  # sending, then blocked: the peer reads nothing yet
+            await asyncio.sleep(0.01)
+        cut = 2 * MiB + 123
+        assert pump.sent < cut
+        os.truncate(backend.local_path(REF), cut)
+        received = asyncio.create_task(asyncio.to_thread(_receive, peer, len(content)))
+        assert await running == cut == pump.sent
+        ours.shutdown(socket.SHUT_WR)  # the peer reads to the end of what was sent
+        await stream.aclose()
+        assert await received == content[:cut]
 
 
 async def test_a_peer_that_takes_nothing_times_the_pump_out(tmp_path: Path) -> None:
