@@ -22,7 +22,7 @@ from typing import cast
 from blobstore import inline
 from blobstore.engine.base import Tx
 from blobstore.engine.migrate import Step
-from blobstore.errors import BlobStoreError
+from blobstore.errors import BlobStoreError, NameInBackend
 from blobstore.port import BlobReader, StatMany, StatManyBlocking, supports
 from blobstore.refs import BlobRef
 
@@ -62,15 +62,20 @@ async def confirm(
     *,
     now_ms: int,
     inserted: Collection[BlobRef] = (),
+    unchecked: Collection[BlobRef] = (),
 ) -> None:
     """Confirm that the caller's transaction now uses ``refs``: under the shared gc lock, check
     each is stored and record the time.  Raises BlobGone (the caller rolls back).  Refs in
     ``inserted`` are inline rows the same transaction inserts (:func:`blobstore.inline.add`):
-    stored by construction, so only their time is recorded."""
+    stored by construction, so only their time is recorded.  Refs in ``unchecked`` (some of
+    ``inserted``) are rows whose name the put took without asking the backend: checked here
+    that no backend blob has it, else NameInBackend (the caller rolls back and puts again)."""
     every = sorted(set(refs))
     if not every:
         return
     await tx.lock(GC_LOCK, shared=True)
+    if unchecked:
+        await _check_free(tx, reader, sorted(set(unchecked)))
     await tx.executemany_later(
         "INSERT INTO blob_refs (ref, confirmed_at) VALUES (?, ?)"
         " ON CONFLICT (ref) DO UPDATE SET confirmed_at = excluded.confirmed_at",
@@ -96,6 +101,27 @@ async def confirm(
         # Blobs an earlier commit kept inline (a tus final upload lists its parts' blobs).
         rows = await inline.present(tx, missing)
         _raise_gone(missing, [0 if ref in rows else None for ref in missing])
+
+
+async def _check_free(tx: Tx, reader: BlobReader, refs: list[BlobRef]) -> None:
+    """No backend blob has any of ``refs`` (names new inline rows take).  In a unit (the group
+    commit) the check rides the unit's own thread hand-off, under the writer lock, which is
+    what makes skipping it at put time pay: a put's own check was a hand-off per upload."""
+    if tx.runs_later and supports(reader, StatManyBlocking):
+        blocking = cast(StatManyBlocking, reader)
+        await tx.check_later(lambda: _raise_held(refs, blocking.stat_many_blocking(refs)))
+        return
+    if supports(reader, StatMany):
+        sizes = await cast(StatMany, reader).stat_many(refs)
+    else:
+        sizes = await asyncio.gather(*(reader.stat(ref) for ref in refs))
+    _raise_held(refs, sizes)
+
+
+def _raise_held(refs: list[BlobRef], sizes: Sequence[int | None]) -> None:
+    held = [ref for ref, size in zip(refs, sizes, strict=True) if size is not None]
+    if held:
+        raise NameInBackend(f"{len(held)} small blob name(s) already held by a backend blob")
 
 
 def _check_stored(reader: StatManyBlocking, refs: list[BlobRef]) -> None:

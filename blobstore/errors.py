@@ -66,3 +66,10 @@ class NameTaken(BlobStoreError):
     """Another content took a small blob's name (its inline row) between the put and the
     commit: a planted collision racing this upload.  Nothing was committed; sent again, the
     upload takes the next collision variant."""
+
+
+class NameInBackend(BlobStoreError):
+    """A small blob's row was to take a name the put did not look up in the backend
+    (:meth:`ContentStore.put <blobstore.store.ContentStore.put>` with ``defer_name_check``),
+    and the commit found a backend blob under it.  Nothing was committed; the caller puts the
+    bytes again with the backend asked (:meth:`ContentStore.recheck`)."""

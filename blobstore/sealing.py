@@ -100,13 +100,18 @@ class ScopeKey:
             raise ValueError("a data key is 32 bytes")
         self._key = data_key
         self._bind_key = hmac.new(data_key, _BIND_KEY_LABEL, hashlib.sha256).digest()
+        self._derived: dict[bytes, bytes] = {}
 
     def blob_cipher(self, blob_id: bytes) -> AESGCM:
         return AESGCM(hmac.new(self._key, _BLOB_KEY_LABEL + blob_id, hashlib.sha256).digest())
 
     def derived(self, label: bytes) -> bytes:
-        """A 32-byte key for another use of this scope's key (the inline rows' fingerprints)."""
-        return hmac.new(self._key, label, hashlib.sha256).digest()
+        """A 32-byte key for another use of this scope's key (the inline rows' fingerprints):
+        derived once per label, not per blob."""
+        found = self._derived.get(label)
+        if found is None:
+            found = self._derived[label] = hmac.new(self._key, label, hashlib.sha256).digest()
+        return found
 
     def binding(self, head: bytes, digest: str, scope: str) -> bytes:
         msg = head + bytes.fromhex(digest) + bytes.fromhex(scope)

@@ -55,6 +55,14 @@ class PutResult:
     size: int
     created: bool
     inline: InlineRow | None = None
+    # The row took a free name without asking the backend (``defer_name_check``): its commit
+    # must check (``confirmations.confirm(unchecked=...)``).
+    unchecked: bool = False
+
+
+def unchecked_refs(*puts: PutResult) -> set[BlobRef]:
+    """The refs of the puts whose rows' names the commit must check in the backend."""
+    return {p.ref for p in puts if p.inline is not None and p.unchecked}
 
 
 def inline_refs(*puts: PutResult) -> set[BlobRef]:
@@ -106,6 +114,7 @@ class ContentStore:
         max_size: int | None = None,
         scope: str | None = None,
         inline: bool = False,
+        defer_name_check: bool = False,
     ) -> PutResult:
         """Store the stream's bytes and return their ref.  Content is deduplicated only against
         blobs of the same ``scope`` (None: the unscoped refs); a put into another scope writes
@@ -115,6 +124,10 @@ class ContentStore:
 
         ``inline``: the caller commits ``PutResult.inline`` with its manifest rows, so a small
         blob may be kept in the database (nothing is written to the backend then).
+        ``defer_name_check``: a row may take a name no row has without asking the backend
+        whether a blob has it (a stat, a HEAD on S3); the result says so (``unchecked``), and
+        the caller's commit checks instead (:func:`blobstore.confirmations.confirm`), puts
+        again with :meth:`recheck` when it raises NameInBackend.
 
         Raises TooLarge (nothing stored) when the stream passes ``max_size`` bytes.  If the
         stream raises, the staged bytes are dropped and the error propagates unchanged."""
@@ -142,7 +155,8 @@ class ContentStore:
                     break
             else:
                 data = b"".join(gathered)
-                done = await self._put_inline(data, hasher.hexdigest(), scope, sealed)
+                digest = hasher.hexdigest()
+                done = await self._put_inline(data, digest, scope, sealed, defer_name_check)
                 if done is not None:
                     return done
                 gathered = [data]  # a backend blob has the name: dedup against it there
@@ -213,8 +227,15 @@ class ContentStore:
 
         return await self.put(one(), scope=scope, inline=inline)
 
+    async def recheck(self, put: PutResult, *, scope: str | None) -> PutResult:
+        """``put`` (an unchecked inline put, of ``scope``) made again with the backend asked:
+        a dedup hit on its blob there, or the next free name."""
+        assert put.inline is not None and self.inline is not None
+        data = await plain(self.inline.keys, put.ref, put.inline.data)
+        return await self.put_bytes(data, scope=scope, inline=True)
+
     async def _put_inline(
-        self, data: bytes, digest: str, scope: str | None, sealed: bool
+        self, data: bytes, digest: str, scope: str | None, sealed: bool, defer: bool = False
     ) -> PutResult | None:
         """Name ``data`` for an inline row: a row of the same content is a dedup hit (its bytes
         compared, never its hash trusted), a row of another content passes to the next collision
@@ -232,7 +253,7 @@ class ContentStore:
                 if await plain(inline.keys, ref, row.data) == data:
                     return PutResult(ref, len(data), False, row)
                 continue
-            if await self.backend.stat(ref) is not None:
+            if not defer and await self.backend.stat(ref) is not None:
                 return None
             stored = data
             if key is not None:
@@ -240,7 +261,7 @@ class ContentStore:
                 sealer = Sealer(key)
                 stored = sealer.feed(data) + sealer.finish(digest, scope)
             fp = fingerprint(key, data)
-            return PutResult(ref, len(data), True, InlineRow(ref, len(data), fp, stored))
+            return PutResult(ref, len(data), True, InlineRow(ref, len(data), fp, stored), defer)
         raise CollisionLimit(f"more than {MAX_COLLISION_VARIANTS} contents share {digest}")
 
     async def _inline_differs(self, ref: BlobRef, small: bytes | None) -> bool:

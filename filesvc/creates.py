@@ -51,6 +51,30 @@ class NewFile:
     thumbnail_job: bool
     # The entry's blob row, when it is kept in the database (blobstore.inline): inserted here.
     inline: InlineRow | None = None
+    # That row's name was taken without asking the backend: the commit checks it
+    # (``PutResult.unchecked``).
+    inline_unchecked: bool = False
+
+
+def committed_row(new: NewFile) -> repo.FileRow:
+    """The row a just-committed new file has, without reading it back."""
+    return repo.FileRow(
+        file_id=new.file_id,
+        company_id=new.company_id,
+        user_id=new.user_id,
+        application_id=new.application_id,
+        name=new.name,
+        mime=new.mime,
+        created_at=new.now_ms,
+        updated_at=new.now_ms,
+        thumbnails_status="done" if new.thumbnails_status == "done" else "waiting",
+        etag=new.etag,
+        thumbnails_error=None,
+        expected_chunks=new.expected_chunks,
+        expected_size=new.expected_size,
+        complete=new.complete,
+        damaged=False,
+    )
 
 
 async def _insert(tx: Tx, reader: BlobReader, batch: list[NewFile]) -> None:
@@ -64,6 +88,7 @@ async def _insert(tx: Tx, reader: BlobReader, batch: list[NewFile]) -> None:
         [f.entry[1] for f in batch if f.entry is not None],
         now_ms=now,
         inserted={r.ref for r in rows},
+        unchecked={f.inline.ref for f in batch if f.inline is not None and f.inline_unchecked},
     )
     await manifests.create_many(
         tx,

@@ -15,14 +15,14 @@ import xxhash
 
 from blobstore import confirmations, inline, inline_cached, manifests
 from blobstore.engine.base import Engine, Tx
-from blobstore.errors import TooLarge
+from blobstore.errors import NameInBackend, TooLarge
 from blobstore.manifests import Entry, Slot
 from blobstore.store import ContentStore, PutResult, inline_refs
 from filesvc import jobqueue, repo
 from filesvc.auth import Caller
 from filesvc.body import UploadBody
 from filesvc.chunkrule import ChunkPlan, ChunkRequest, FileState, check_fits, plan_chunk
-from filesvc.creates import CreateBatcher, NewFile
+from filesvc.creates import CreateBatcher, NewFile, committed_row
 from filesvc.errors import (
     BadRequest,
     Conflict,
@@ -39,27 +39,6 @@ from filesvc.thumbnails.sniff import SNIFF_BYTES
 def now_ms() -> int:
     """Epoch milliseconds, the resource's time unit."""
     return time.time_ns() // 1_000_000
-
-
-def _row_of(new: NewFile) -> FileRow:
-    """The row a just-committed new file has, without reading it back."""
-    return FileRow(
-        file_id=new.file_id,
-        company_id=new.company_id,
-        user_id=new.user_id,
-        application_id=new.application_id,
-        name=new.name,
-        mime=new.mime,
-        created_at=new.now_ms,
-        updated_at=new.now_ms,
-        thumbnails_status="done" if new.thumbnails_status == "done" else "waiting",
-        etag=new.etag,
-        thumbnails_error=None,
-        expected_chunks=new.expected_chunks,
-        expected_size=new.expected_size,
-        complete=new.complete,
-        damaged=False,
-    )
 
 
 class HeadSniffer:
@@ -117,6 +96,9 @@ class FileService:
         self.thumb_sync_timeout = thumb_sync_timeout
         self.scope_of = scope_of
         self._on_stored = on_stored
+        # Where the group commit checks blobs in its own thread hand-off (a write unit), a new
+        # file's small blob takes a free name without asking the backend: the commit does.
+        self._defer_name_check = confirmations.can_confirm_in_unit(store.backend)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -178,7 +160,13 @@ class FileService:
         head = b""
         if body is not None:
             sniffer = HeadSniffer(body.chunks)
-            put = await self._put(sniffer.stream(), params.total_size, number, company_id)
+            put = await self._put(
+                sniffer.stream(),
+                params.total_size,
+                number,
+                company_id,
+                defer_name_check=self._defer_name_check,
+            )
             head = sniffer.head
         entries = [] if put is None else [Entry(number, put.ref, put.size)]
         expected_size = params.total_size
@@ -203,12 +191,27 @@ class FileService:
             thumbnails_status="done" if complete and not thumbable else "waiting",
             thumbnail_job=thumbable,
             inline=None if put is None else put.inline,
+            inline_unchecked=put is not None and put.unchecked,
         )
-        await self.creates.add(new)
+        try:
+            await self.creates.add(new)
+        except NameInBackend:
+            # A backend blob has the name the row took unchecked: put again, asking the backend.
+            assert put is not None
+            put = await self.store.recheck(put, scope=self.scope_of(company_id))
+            entries = [Entry(number, put.ref, put.size)]
+            new = replace(
+                new,
+                entry=(number, put.ref, put.size),
+                etag=content_etag(entries) if complete else None,
+                inline=put.inline,
+                inline_unchecked=False,
+            )
+            await self.creates.add(new)
         await self._after_commit(file_id, 1 if thumbable else None, params.thumbnail_sync)
         if thumbable and params.thumbnail_sync:
             return await self.view(company_id, file_id)
-        return FileView(_row_of(new), entries, [])
+        return FileView(committed_row(new), entries, [])
 
     async def upload_chunk(
         self,
@@ -331,12 +334,23 @@ class FileService:
             await manifests.record_activity(tx, file_id, now_ms=ts)
 
     async def _put(
-        self, chunks: AsyncIterator[bytes], budget: int | None, number: int, company_id: str
+        self,
+        chunks: AsyncIterator[bytes],
+        budget: int | None,
+        number: int,
+        company_id: str,
+        *,
+        defer_name_check: bool = False,
     ) -> PutResult:
+        """``defer_name_check``: the commit checks a new row's name in the backend (creates)."""
         cap = self.max_upload_bytes if budget is None else min(budget, self.max_upload_bytes)
         try:
             put = await self.store.put(
-                chunks, max_size=cap, scope=self.scope_of(company_id), inline=True
+                chunks,
+                max_size=cap,
+                scope=self.scope_of(company_id),
+                inline=True,
+                defer_name_check=defer_name_check,
             )
         except TooLarge:
             if budget is not None and budget < self.max_upload_bytes:

@@ -19,7 +19,9 @@ PREFIX = "/internal/services/files/v1"
 
 
 def lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "filesvc.access"]
+    """The lines written, in order (the lines of one turn of the event loop share a record)."""
+    records = [r.getMessage() for r in caplog.records if r.name == "filesvc.access"]
+    return [line for text in records for line in text.split("\n")]
 
 
 async def wait_lines(caplog: pytest.LogCaptureFixture, count: int) -> list[str]:
@@ -151,3 +153,18 @@ def test_text_values_are_quoted_when_not_plain() -> None:
     assert format_text({"a": "plain", "b": "two words", "c": None, "d": 'q"x'}) == (
         'a=plain b="two words" c=- d="q\\"x"'
     )
+    # A line break never splits a line, not even at the end of a value.
+    assert (
+        format_text({"e": "end\n", "f": "k=v", "g": 3, "h": 1.5}) == 'e="end\\n" f="k=v" g=3 h=1.5'
+    )
+
+
+async def test_requests_answered_together_each_get_their_own_line(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "filesvc.access")
+    await asyncio.gather(*(api.upload(b"together %d" % i) for i in range(8)))
+    written = await wait_lines(caplog, 8)
+    assert len(written) == 8
+    assert len({fields(line)["request_id"] for line in written}) == 8
+    assert all(fields(line)["status"] == "200" for line in written)

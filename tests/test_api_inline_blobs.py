@@ -12,7 +12,7 @@ import pytest
 
 from blobstore import inline, manifests
 from blobstore.refs import BlobRef, ref_variant
-from filesvc.appkeys import DATABASE, STORE
+from filesvc.appkeys import DATABASE, SERVICE, STORE
 from filesvc.settings import Settings
 from tests.helpers import Api, error_of
 
@@ -74,6 +74,27 @@ async def test_planted_collisions_racing_for_one_name_never_cross(
     assert len(refused) < len(contents)
     for content in refused:  # sent again, each takes a name of its own (or its content's)
         assert await api.content((await api.upload(content))["id"]) == content
+
+
+async def test_a_backend_blob_under_a_new_small_files_name_is_found_by_its_commit(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new file's small blob may take a free name without asking the backend (the group
+    commit checks): a blob already there under it, of the same content or another, is never
+    shadowed by a row."""
+    store = api.client.app[STORE]
+    monkeypatch.setattr(store, "_hasher", Planted)
+    scope = api.client.app[SERVICE].scope_of("acme")
+    held = await store.put_bytes(b"kept in the backend", scope=scope)  # no row: a blob
+    assert held.inline is None and ref_variant(held.ref) == 0
+    same = (await api.upload(b"kept in the backend"))["id"]
+    assert await chunk_ref(api, same) == held.ref  # a dedup hit on the backend's blob
+    assert await inline.lookup(api.client.app[DATABASE], held.ref) is None
+    other = (await api.upload(b"another content"))["id"]
+    ref = await chunk_ref(api, other)
+    assert ref_variant(ref) == 1  # the next name: never the backend blob's
+    assert await api.content(same) == b"kept in the backend"
+    assert await api.content(other) == b"another content"
 
 
 async def test_a_small_files_row_is_read_through_the_blob_cache_where_the_server_has_one(

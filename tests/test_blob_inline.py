@@ -17,7 +17,7 @@ import pytest
 
 from blobstore import confirmations, fsck, gc, inline, manifests, stats
 from blobstore.engine.base import Engine
-from blobstore.errors import NameTaken
+from blobstore.errors import NameInBackend, NameTaken
 from blobstore.findings import Kind, rehash_all
 from blobstore.keyring import KeyRing
 from blobstore.local import LocalBackend
@@ -25,7 +25,7 @@ from blobstore.refs import is_sealed, ref_variant
 from blobstore.repair import Repairer, RepairReport, repairable
 from blobstore.sealed import SealedBackend, seal_backend
 from blobstore.sealing import TAG, TRAILER
-from blobstore.store import ContentStore, InlineStore, PutResult, inline_refs
+from blobstore.store import ContentStore, InlineStore, PutResult, inline_refs, unchecked_refs
 from tests.engines import migrated
 
 SCOPE = "c" * 32
@@ -83,7 +83,12 @@ async def commit(store: Store, file_id: str, puts: Sequence[PutResult]) -> None:
         if rows:
             await inline.add(tx, rows)
         await confirmations.confirm(
-            tx, store.backend, [p.ref for p in puts], now_ms=now, inserted=inline_refs(*puts)
+            tx,
+            store.backend,
+            [p.ref for p in puts],
+            now_ms=now,
+            inserted=inline_refs(*puts),
+            unchecked=unchecked_refs(*puts),
         )
         await manifests.create(
             tx,
@@ -192,6 +197,36 @@ async def test_names_are_never_shared_across_the_backend_and_the_rows(store: Sto
     assert await planted.read(a.ref) == b"content a"
     assert await planted.read(b.ref) is None  # in the backend, not a row
     assert b"".join([p async for p in planted.read_any(b.ref)]) == b"content b"
+
+
+async def test_a_name_taken_unchecked_is_checked_by_the_commit_and_put_again(
+    store: Store,
+) -> None:
+    planted = store.content(planted=True)
+    held = await planted.put(one(b"content b"), scope=SCOPE)  # a backend blob, variant 0
+    assert held.inline is None and ref_variant(held.ref) == 0
+    for data in (b"content b", b"content c"):
+        quick = await planted.put(one(data), scope=SCOPE, inline=True, defer_name_check=True)
+        assert quick.unchecked and quick.ref == held.ref  # the backend was not asked
+        with pytest.raises(NameInBackend):
+            await commit(store, "fq", [quick])
+        assert await planted.read(held.ref) is None  # nothing of it was committed
+        again = await planted.recheck(quick, scope=SCOPE)
+        assert not again.unchecked
+        if data == b"content b":  # the backend's blob is the same content: a dedup hit
+            assert again.ref == held.ref and again.inline is None and not again.created
+        else:  # another content: the next name (in the backend, as a checked put does)
+            assert ref_variant(again.ref) == 1 and again.created
+        await commit(store, f"f-{data.decode()}", [again])
+        assert b"".join([p async for p in planted.read_any(again.ref)]) == data
+    # A free name taken unchecked commits as a checked one does.
+    free = await put(store.content(), b"nobody has this")
+    fresh = await store.content().put(
+        one(b"nobody else"), scope=SCOPE, inline=True, defer_name_check=True
+    )
+    assert fresh.unchecked and not free.unchecked
+    await commit(store, "ff", [free, fresh])
+    assert await store.content().read(fresh.ref) == b"nobody else"
 
 
 async def test_gc_takes_unreferenced_rows_after_the_grace_only(store: Store) -> None:

@@ -31,9 +31,16 @@ async def test_user_chunk_overtaken_by_completion_is_409(
         max_size: int | None = None,
         scope: str | None = None,
         inline: bool = False,
+        defer_name_check: bool = False,
     ) -> PutResult:
         entered.set()
-        return await real_put(stream, max_size=max_size, scope=scope, inline=inline)
+        return await real_put(
+            stream,
+            max_size=max_size,
+            scope=scope,
+            inline=inline,
+            defer_name_check=defer_name_check,
+        )
 
     monkeypatch.setattr(store, "put", put)
     fid = (await api.create({"filename": "x", "total_chunks": "1", "total_size": "5"}))["id"]
