@@ -16,6 +16,8 @@ from blobstore.memory import MemoryBackend
 from blobstore.port import BlobBackend
 from blobstore.refs import BlobRef
 from blobstore.s3 import S3Backend
+from blobstore.sealed import seal_backend
+from tests.engines import key_ring
 
 KINDS = ["memory", "local", "s3", "s3-cached"]
 
@@ -48,3 +50,26 @@ def local_backend_holding(root: Path, ref: BlobRef, content: bytes) -> LocalBack
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content)
     return backend
+
+
+@asynccontextmanager
+async def local_backend(root: Path) -> AsyncIterator[LocalBackend]:
+    """A local backend storing under ``root``, closed after use."""
+    backend = await asyncio.to_thread(LocalBackend, root)
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+@asynccontextmanager
+async def plain_or_sealed(
+    kind: str, inner: BlobBackend, data_dir: Path
+) -> AsyncIterator[BlobBackend]:
+    """``inner`` itself (``kind`` "plain"), or ``inner`` sealed under a fresh key ring whose
+    data key is recorded in ``data_dir`` ("sealed")."""
+    if kind == "plain":
+        yield inner
+        return
+    async with key_ring(data_dir) as keys:
+        yield seal_backend(inner, keys, sealing=True)

@@ -20,15 +20,13 @@ import xxhash
 
 from blobstore import local_staging
 from blobstore.errors import StorageFailure
-from blobstore.keyring import KeyRing
 from blobstore.local import LocalBackend
 from blobstore.port import BlobBackend
 from blobstore.refs import ref_digest
-from blobstore.sealed import seal_backend
 from blobstore.sealing import Sealer
 from blobstore.store import WRITE_BATCH, ContentStore
 from blobstore.write_lane import WriteLane
-from tests.engines import migrated
+from tests.blob_backends import local_backend, plain_or_sealed
 
 SCOPE = "c" * 32
 
@@ -145,24 +143,16 @@ async def test_abandoned_operations_do_not_run() -> None:
 
 @pytest.fixture
 async def local(tmp_path: Path) -> AsyncIterator[LocalBackend]:
-    backend = await asyncio.to_thread(LocalBackend, tmp_path / "blobs")
-    try:
+    async with local_backend(tmp_path / "blobs") as backend:
         yield backend
-    finally:
-        await backend.close()
 
 
 @pytest.fixture(params=["plain", "sealed"])
 async def backend(
     request: pytest.FixtureRequest, local: LocalBackend, tmp_path: Path
 ) -> AsyncIterator[BlobBackend]:
-    if request.param == "plain":
-        yield local
-        return
-    async with migrated(None, tmp_path / "meta") as db:
-        keys = KeyRing(db, os.urandom(32))
-        await keys.check(record=True)
-        yield seal_backend(local, keys, sealing=True)
+    async with plain_or_sealed(request.param, local, tmp_path / "meta") as chosen:
+        yield chosen
 
 
 async def test_batches_queued_behind_a_slow_write_are_stored_in_order_and_bounded(

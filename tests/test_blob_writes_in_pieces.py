@@ -18,15 +18,13 @@ import xxhash
 
 from blobstore import local_staging
 from blobstore.errors import StorageFailure
-from blobstore.keyring import KeyRing
 from blobstore.local import LocalBackend
 from blobstore.memory import MemoryBackend
 from blobstore.port import BlobBackend
 from blobstore.refs import ref_digest
-from blobstore.sealed import seal_backend
 from blobstore.sealing import SEGMENT, ScopeKey, Sealer
 from blobstore.store import MAX_PIECES, ContentStore
-from tests.engines import migrated
+from tests.blob_backends import local_backend, plain_or_sealed
 
 SCOPE = "c" * 32
 DIGEST = "d" * 32
@@ -94,13 +92,8 @@ async def inner(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 async def backend(
     request: pytest.FixtureRequest, inner: BlobBackend, tmp_path: Path
 ) -> AsyncIterator[BlobBackend]:
-    if request.param == "plain":
-        yield inner
-        return
-    async with migrated(None, tmp_path / "meta") as db:
-        keys = KeyRing(db, os.urandom(32))
-        await keys.check(record=True)
-        yield seal_backend(inner, keys, sealing=True)
+    async with plain_or_sealed(request.param, inner, tmp_path / "meta") as chosen:
+        yield chosen
 
 
 # The parser's pieces (250,000 bytes), single bytes, pieces that straddle segments and batches,
@@ -148,19 +141,14 @@ async def test_large_blob_starts_its_write_back_step_by_step(
 ) -> None:
     step = local_staging.WRITEBACK_STEP
     size = 3 * step + step // 2
-    local = await asyncio.to_thread(LocalBackend, tmp_path / "blobs")
-    try:
-        async with migrated(None, tmp_path / "meta") as db:
-            backend: BlobBackend = local
-            if sealed:
-                keys = KeyRing(db, os.urandom(32))
-                await keys.check(record=True)
-                backend = seal_backend(local, keys, sealing=True)
-            data = random.Random(7).randbytes(size)
-            put = await ContentStore(backend).put(_stream(_pieces(data, [250_000])), scope=SCOPE)
-            stored = os.path.getsize(local.local_path(put.ref))
-    finally:
-        await local.close()
+    kind = "sealed" if sealed else "plain"
+    async with (
+        local_backend(tmp_path / "blobs") as local,
+        plain_or_sealed(kind, local, tmp_path / "meta") as backend,
+    ):
+        data = random.Random(7).randbytes(size)
+        put = await ContentStore(backend).put(_stream(_pieces(data, [250_000])), scope=SCOPE)
+        stored = os.path.getsize(local.local_path(put.ref))
     # Each start covers the bytes since the last one, in order, at least a step of them, never
     # past what was written; what is left (under a step) is written back by publish's flush.
     # (A start still running when the next step is full makes the next one cover both.)

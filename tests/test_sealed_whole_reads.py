@@ -5,7 +5,6 @@ for another blob, it is refused, and served again once it is back."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from blobstore.sealed_trailers import VerifiedTrailers
 from blobstore.sealed_whole import WholeReads
 from blobstore.sealing import SEALED_SEGMENT, SEGMENT, TRAILER
 from blobstore.store import ContentStore
+from tests.blob_backends import local_backend
 from tests.engines import key_ring
 
 SCOPE_A = "a" * 32
@@ -37,11 +37,8 @@ async def keys(tmp_path: Path) -> AsyncIterator[KeyRing]:
 
 @pytest.fixture
 async def local(tmp_path: Path) -> AsyncIterator[LocalBackend]:
-    backend = await asyncio.to_thread(LocalBackend, tmp_path / "blobs")
-    try:
+    async with local_backend(tmp_path / "blobs") as backend:
         yield backend
-    finally:
-        await backend.close()
 
 
 @pytest.fixture
