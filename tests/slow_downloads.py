@@ -61,6 +61,21 @@ def read_slowly(sock: socket.socket, sample: Callable[[], int]) -> tuple[bytes, 
         time.sleep(0.001)
 
 
+def read_paced(sock: socket.socket, rate: int) -> bytes:
+    """Read the whole answer at no more than ``rate`` bytes a second: a slow client that keeps
+    reading."""
+    got = bytearray()
+    start = time.monotonic()
+    while True:
+        data = sock.recv(64 * 1024)
+        if not data:
+            return bytes(got)
+        got += data
+        ahead = len(got) / rate - (time.monotonic() - start)
+        if ahead > 0:
+            time.sleep(ahead)
+
+
 def split_answer(answer: bytes) -> tuple[bytes, bytes]:
     """An answer's head and body."""
     head, _, body = answer.partition(b"\r\n\r\n")

@@ -21,7 +21,14 @@ import pytest
 from blobstore.local_maps import MAP_WINDOW
 from tests.helpers import bearer, token
 from tests.server_proc import ServerProcess, start_server
-from tests.slow_downloads import FILES, assert_cut_short, connect, get_download, read_slowly
+from tests.slow_downloads import (
+    FILES,
+    assert_cut_short,
+    connect,
+    get_download,
+    read_paced,
+    read_slowly,
+)
 from tests.slow_downloads import split_answer as _body
 from tests.slow_downloads import upload_plain as _upload
 
@@ -149,22 +156,8 @@ async def test_a_slow_client_that_keeps_reading_is_not_cut(tmp_path: Path) -> No
 async def _paced_download(server: ServerProcess) -> None:
     content, fid, _ = await _upload(server, 2 * MAP_WINDOW + 4096)
     sock = _request(server, fid)
-
-    def paced() -> bytes:
-        got = bytearray()
-        sock.settimeout(20)
-        start = time.monotonic()
-        while True:
-            data = sock.recv(64 * 1024)
-            if not data:
-                return bytes(got)
-            got += data
-            ahead = len(got) / (2 * 1024 * 1024) - (time.monotonic() - start)
-            if ahead > 0:
-                time.sleep(ahead)
-
     try:
-        answer = await asyncio.to_thread(paced)
+        answer = await asyncio.to_thread(read_paced, sock, 2 << 20)
     finally:
         sock.close()
     _, body = _body(answer)

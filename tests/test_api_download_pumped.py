@@ -21,7 +21,7 @@ import pytest
 
 from tests.helpers import bearer, token
 from tests.server_proc import ServerProcess, start_server
-from tests.slow_downloads import FILES, assert_cut_short, read_slowly, upload_plain
+from tests.slow_downloads import FILES, assert_cut_short, read_paced, read_slowly, upload_plain
 from tests.slow_downloads import connect as _connect
 from tests.slow_downloads import get_download as _get
 from tests.slow_downloads import split_answer as _body
@@ -248,21 +248,9 @@ async def test_a_slow_client_that_keeps_reading_is_not_cut(server: ServerProcess
     content, fid, _ = await _upload(server, 4 * MiB + 4096)
     sock = _connect(server)
 
-    def paced() -> bytes:
-        got = bytearray()
-        start = time.monotonic()
-        while True:
-            data = sock.recv(64 * 1024)
-            if not data:
-                return bytes(got)
-            got += data
-            ahead = len(got) / (2 * MiB) - (time.monotonic() - start)
-            if ahead > 0:
-                time.sleep(ahead)
-
     try:
         sock.sendall(_get(fid))
-        answer = await asyncio.to_thread(paced)
+        answer = await asyncio.to_thread(read_paced, sock, 2 * MiB)
     finally:
         sock.close()
     assert _body(answer)[1] == content
