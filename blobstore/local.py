@@ -248,7 +248,7 @@ class LocalBackend:
         directory.mkdir(parents=True, exist_ok=True)
         self._known_dirs.add(directory)
 
-    async def stage(self) -> LocalStaging:
+    async def stage(self, size: int | None = None) -> LocalStaging:
         # Unique without a getrandom call per blob: this process's random prefix and a counter
         # (and O_EXCL when the file is made).
         return LocalStaging(

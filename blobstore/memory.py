@@ -50,7 +50,7 @@ class MemoryBackend:
     def __init__(self) -> None:
         self.blobs: dict[BlobRef, bytes] = {}
 
-    async def stage(self) -> MemoryStaging:
+    async def stage(self, size: int | None = None) -> MemoryStaging:
         return MemoryStaging(self)
 
     async def stat(self, ref: BlobRef) -> int | None:

@@ -211,8 +211,12 @@ class BlobReader(Protocol):
 class BlobWriter(Protocol):
     """The write role: what :class:`~blobstore.store.ContentStore` needs to put a blob."""
 
-    async def stage(self) -> Staging:
-        """Start writing a new blob.  Nothing is visible to readers before ``publish``."""
+    async def stage(self, size: int | None = None) -> Staging:
+        """Start writing a new blob.  Nothing is visible to readers before ``publish``.
+
+        ``size``: the exact number of bytes that will be written, when it is known before the
+        first (a raw body's Content-Length): a backend may then send them as one request (S3).
+        Writing more, or publishing fewer, is an error then."""
 
 
 class BlobLister(Protocol):
@@ -338,9 +342,9 @@ class SealingWriter(Protocol):
     def sealing(self) -> bool:
         """True when new blobs are sealed (encryption on)."""
 
-    async def stage_sealed(self, scope: str) -> Staging:
+    async def stage_sealed(self, scope: str, size: int | None = None) -> Staging:
         """Start writing a new blob sealed under ``scope``'s key; publish it under a sealed
-        ref of that scope."""
+        ref of that scope.  ``size``: the plaintext's exact size when known (see ``stage``)."""
 
 
 @dataclass(frozen=True)

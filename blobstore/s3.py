@@ -44,6 +44,7 @@ from blobstore.errors import BlobNotFound, StorageFailure
 from blobstore.port import BlobInfo, Leftover
 from blobstore.refs import BlobRef, is_ref
 from blobstore.s3_errors import RETRY_AFTER_S, call, translate
+from blobstore.s3_one_put import HttpClient, OnePut
 from blobstore.s3_staging import BLOBS, DATA, PART_SIZE, S3Staging
 from blobstore.streams import BytesStream, read_opened
 
@@ -111,6 +112,7 @@ class S3Backend:
     def __init__(self, location: S3Location, *, cache: BlobCache | None = None) -> None:
         self.location = location
         self._pointers: dict[BlobRef, tuple[str, int]] = {}
+        self._http: HttpClient | None = None  # for one-PUT uploads
         # Small blobs' bytes, for reads only (never for stat or dedup: :mod:`blobstore.blobcache`).
         self.cache = cache if cache is not None and cache.enabled else None
         self.store = S3Store(
@@ -156,8 +158,15 @@ class S3Backend:
         except (BaseError, OSError) as exc:
             raise translate(exc) from None
 
-    async def stage(self) -> S3Staging:
-        return S3Staging(self)
+    async def stage(self, size: int | None = None) -> S3Staging:
+        return S3Staging(self, size)
+
+    def one_put(self, key: str, size: int) -> OnePut:
+        """A PUT of ``size`` bytes to ``key``, under way (:mod:`blobstore.s3_one_put`)."""
+        if self._http is None:
+            # Made on first use, inside the running loop; its pool is kept for the next ones.
+            self._http = HttpClient()
+        return OnePut(self._http, self.location, key, size)
 
     def remember(self, ref: BlobRef, key: str, size: int) -> None:
         """Where a large blob's bytes are, for reads (never for stat: gc may have taken it)."""
@@ -388,4 +397,7 @@ class S3Backend:
         await s3_leftovers.remove(self.store, self.location, name, self.key(DATA, ""))
 
     async def close(self) -> None:
-        return None  # the client's pool goes with the object
+        # obstore's pool goes with the object; the one-PUT client's must be closed.
+        if self._http is not None:
+            await self._http.close()
+            self._http = None

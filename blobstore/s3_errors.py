@@ -25,10 +25,14 @@ def translate(exc: BaseException) -> Exception:
     if isinstance(exc, (NotFoundError, FileNotFoundError)):
         return BlobNotFound("blob not stored")
     text = str(exc)
+    m = _STATUS_RE.search(text)
+    return by_status(int(m.group(1)) if m else None, text)
+
+
+def by_status(status: int | None, text: str = "") -> Exception:
+    """The typed error for an engine's answer ``status`` (None: no answer) with body ``text``."""
     if any(marker in text for marker in _FULL_MARKERS):
         return StoreFull("no space left in the blob store")
-    m = _STATUS_RE.search(text)
-    status = int(m.group(1)) if m else None
     if status == 507:
         return StoreFull("no space left in the blob store")
     if status is None or status >= 500 or status == 429:

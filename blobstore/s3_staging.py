@@ -1,6 +1,7 @@
 """A blob being written to S3: held in memory up to a part and published with one conditional PUT,
-or streamed as a multipart upload to ``data/<name>`` and published as a pointer to it (see
-:mod:`blobstore.s3` for the layout and why)."""
+or streamed to ``data/<name>`` and published as a pointer to it (see :mod:`blobstore.s3` for the
+layout and why).  A large blob streams as one PUT when its size is known before its first byte
+(:mod:`blobstore.s3_one_put`), else as a multipart upload."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 import obstore
 from obstore.exceptions import AlreadyExistsError
 
-from blobstore import s3_pointers
+from blobstore import s3_one_put, s3_pointers
 from blobstore.errors import BlobNotFound
 from blobstore.refs import BlobRef
 from blobstore.s3_errors import call
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from obstore import AsyncWritableFile
 
     from blobstore.s3 import S3Backend
+    from blobstore.s3_one_put import OnePut
 
 # Multipart part size: S3 wants at least 5 MiB per part; at 8 MiB a part still takes tens of ms
 # on the wire, so requests amortise (16 MiB measured no faster, at twice the memory).
@@ -36,20 +38,36 @@ DATA = "data/"
 
 
 class S3Staging:
-    """A blob being written: held in memory up to a part, then a multipart upload."""
+    """A blob being written: held in memory up to a part, then one PUT (``size`` known) or a
+    multipart upload."""
 
-    def __init__(self, backend: S3Backend) -> None:
+    def __init__(self, backend: S3Backend, size: int | None = None) -> None:
         self._backend = backend
+        self._announced = size
         self._held = bytearray()
         self._size = 0
         self._name = uuid.uuid4().hex
         self._key = backend.key(DATA, self._name)
         self._writer: AsyncWritableFile | None = None
-        self._staged = False  # a data object exists (the multipart upload completed)
+        self._one: OnePut | None = None
+        self._staged = False  # a data object exists (its upload completed)
+
+    @property
+    def _streaming(self) -> bool:
+        """True once the bytes go to a data object (else they are held for one small PUT)."""
+        return self._writer is not None or self._one is not None
 
     async def write(self, data: bytes) -> None:
         self._size += len(data)
+        if self._one is not None:
+            await self._one.send(data)
+            return
         if self._writer is None:
+            announced = self._announced
+            if announced is not None and PART_SIZE < announced <= s3_one_put.MAX_SIZE:
+                self._one = self._backend.one_put(self._key, announced)
+                await self._one.send(data)
+                return
             self._held += data
             if len(self._held) <= PART_SIZE:
                 return
@@ -63,14 +81,20 @@ class S3Staging:
         await call(self._writer.write(data))
 
     async def _finish_upload(self) -> None:
-        if self._writer is not None and not self._staged:
+        if self._staged:
+            return
+        if self._one is not None:
+            await self._one.finish()
+        elif self._writer is not None:
             await call(self._writer.close())
-            self._staged = True
+        else:
+            return
+        self._staged = True
 
     async def publish(self, ref: BlobRef) -> bool:
         store, target = self._backend.store, self._backend.key(BLOBS, ref)
         try:
-            if self._writer is None:
+            if not self._streaming:
                 body = bytes(self._held)
                 await call(obstore.put_async(store, target, body, mode="create"))
                 cache = self._backend.cache
@@ -90,7 +114,7 @@ class S3Staging:
                 )
                 self._backend.remember(ref, self._key, self._size)
                 # The data object is the blob's now: discard must leave it.
-                self._writer, self._staged = None, False
+                self._writer, self._one, self._staged = None, None, False
         except AlreadyExistsError:
             return False
         await self.discard()
@@ -98,7 +122,7 @@ class S3Staging:
 
     async def same_as(self, ref: BlobRef) -> bool:
         try:
-            if self._writer is None:
+            if not self._streaming:
                 key = self._backend.key(BLOBS, ref)
                 result = await call(obstore.get_async(self._backend.store, key))
                 if result.meta["size"] != self._size:
@@ -129,7 +153,7 @@ class S3Staging:
         return True
 
     async def staged(self) -> AsyncIterator[bytes]:
-        if self._writer is None:
+        if not self._streaming:
             if self._held:
                 yield bytes(self._held)
             return
@@ -144,10 +168,13 @@ class S3Staging:
 
     async def discard(self) -> None:
         self._held = bytearray()
-        if self._writer is None:
-            return
+        one, self._one = self._one, None
+        if one is not None and not self._staged:
+            await one.abort()
+            # A PUT cut short stores nothing; one whose every byte went may still be stored.
+            self._staged = one.whole
         writer, self._writer = self._writer, None
-        if not self._staged:
+        if writer is not None and not self._staged:
             # obstore's writer cannot abort: complete the upload, then delete what it made.
             # If the engine is gone this fails, and an incomplete upload stays: fsck reports
             # it and --repair aborts it (blobstore/s3_leftovers.py), or the bucket's lifecycle

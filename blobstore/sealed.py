@@ -72,12 +72,13 @@ class SealedBackend:
     def sealing(self) -> bool:
         return self._sealing
 
-    async def stage(self) -> Staging:
-        return await self.inner.stage()
+    async def stage(self, size: int | None = None) -> Staging:
+        return await self.inner.stage(size)
 
-    async def stage_sealed(self, scope: str) -> SealedStaging:
+    async def stage_sealed(self, scope: str, size: int | None = None) -> SealedStaging:
         key = await self.keys.key(scope, create=True)
-        return SealedStaging(await self.inner.stage(), key, scope, self)
+        inner = await self.inner.stage(None if size is None else sealed_size(size))
+        return SealedStaging(inner, key, scope, self)
 
     async def stat(self, ref: BlobRef) -> int | None:
         stored = await self.inner.stat(ref)

@@ -16,6 +16,7 @@ read back (:class:`~blobstore.port.Readback`) and decrypted with the key this st
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, cast
 
@@ -81,7 +82,16 @@ class SealedStaging:
             sealer = self._sealer
             await self._from_thread.write_from(lambda: sealer.feed_many(pieces))
             return
-        await self.write(b"".join(pieces))
+        if size < THREAD_MIN:
+            await self.write(b"".join(pieces))
+            return
+        # Sealed in a thread straight from the pieces, into bytes of its own (the inner
+        # staging may keep them until sent): the only copy of the batch.
+        self._size += size
+        sealer = self._sealer
+        sealed = await asyncio.to_thread(lambda: bytes(sealer.feed_many(pieces)))
+        if sealed:
+            await self._inner.write(sealed)
 
     async def _finish(self, ref: BlobRef) -> None:
         if self._finished:

@@ -115,6 +115,7 @@ class ContentStore:
         scope: str | None = None,
         inline: bool = False,
         defer_name_check: bool = False,
+        size: int | None = None,
     ) -> PutResult:
         """Store the stream's bytes and return their ref.  Content is deduplicated only against
         blobs of the same ``scope`` (None: the unscoped refs); a put into another scope writes
@@ -129,38 +130,47 @@ class ContentStore:
         the caller's commit checks instead (:func:`blobstore.confirmations.confirm`), puts
         again with :meth:`recheck` when it raises NameInBackend.
 
+        ``size``: the stream's exact length, when it is known before its first byte (a raw
+        body's Content-Length), so a backend may send a large blob as one request (S3); a
+        stream that yields another length raises ValueError, and nothing is stored.
+
         Raises TooLarge (nothing stored) when the stream passes ``max_size`` bytes.  If the
         stream raises, the staged bytes are dropped and the error propagates unchanged."""
         if scope is not None:
             check_scope(scope)
+        if size is not None and max_size is not None and size > max_size:
+            raise TooLarge(max_size)
         sealed = supports(self.backend, SealingWriter) and cast(SealingWriter, self.backend).sealing
         if sealed:
             scope = UNSCOPED if scope is None else scope
         hasher = self._hasher()
         pieces = aiter(stream)
         gathered: list[bytes] = []
-        size = 0
+        taken = 0
         limit = self._inline_limit(sealed) if inline else 0
         if limit:
             # Gather what fits inline; past it, the bytes go on to the backend as usual.
             async for piece in pieces:
                 if not piece:
                     continue
-                size += len(piece)
-                if max_size is not None and size > max_size:
+                taken += len(piece)
+                if max_size is not None and taken > max_size:
                     raise TooLarge(max_size)
                 hasher.update(piece)
                 gathered.append(piece)
-                if size > limit:
+                if taken > limit:
                     break
             else:
+                _check_length(size, taken)
                 data = b"".join(gathered)
                 digest = hasher.hexdigest()
                 done = await self._put_inline(data, digest, scope, sealed, defer_name_check)
                 if done is not None:
                     return done
                 gathered = [data]  # a backend blob has the name: dedup against it there
-        return await self._put_staged(pieces, gathered, size, hasher, max_size, scope, sealed)
+        return await self._put_staged(
+            pieces, gathered, taken, hasher, max_size, scope, sealed, size
+        )
 
     async def _put_staged(
         self,
@@ -171,13 +181,16 @@ class ContentStore:
         max_size: int | None,
         scope: str | None,
         sealed: bool,
+        announced: int | None,
     ) -> PutResult:
         backend = self.backend
+        if announced is not None and size > announced:
+            _check_length(announced, size)
         if sealed:
             assert scope is not None
-            staging = await cast(SealingWriter, backend).stage_sealed(scope)
+            staging = await cast(SealingWriter, backend).stage_sealed(scope, announced)
         else:
-            staging = await backend.stage()
+            staging = await backend.stage(announced)
         # A batch's pieces go to the backend as they are where it can take them so (no copy of
         # every byte on the event loop), else joined.
         many = cast(WriteMany, staging) if supports(staging, WriteMany) else None
@@ -191,6 +204,8 @@ class ContentStore:
                 size += len(piece)
                 if max_size is not None and size > max_size:
                     raise TooLarge(max_size)
+                if announced is not None and size > announced:
+                    _check_length(announced, size)
                 hasher.update(piece)
                 pending.append(piece)
                 pending_len += len(piece)
@@ -212,6 +227,7 @@ class ContentStore:
                     await many.write_many(pending)
                 else:
                     await staging.write(b"".join(pending))
+            _check_length(announced, size)
             ref, created = await self._publish(staging, hasher.hexdigest(), scope, sealed, small)
             return PutResult(ref, size, created)
         finally:
@@ -328,3 +344,9 @@ class ContentStore:
             if await staging.publish(ref):
                 return ref, True
         raise CollisionLimit(f"more than {MAX_COLLISION_VARIANTS} contents share {digest}")
+
+
+def _check_length(announced: int | None, taken: int) -> None:
+    """ValueError when a stream announced as ``announced`` bytes yielded ``taken``."""
+    if announced is not None and taken != announced:
+        raise ValueError(f"the stream yielded {taken} bytes, not the {announced} announced")

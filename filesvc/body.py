@@ -198,7 +198,9 @@ class UploadBody:
     chunks: AsyncIterator[bytes]
     filename: str | None
     mime: str | None
-    declared_size: int | None
+    # The bytes' exact length when the framing says it before the first (a raw body's
+    # Content-Length, with no content coding): a large blob may then go to S3 as one PUT.
+    size: int | None
     fields: dict[str, str] = field(default_factory=dict)
 
 
@@ -233,7 +235,8 @@ async def open_body(
     if ctype == "multipart/form-data":
         return await _multipart(request, watchdog)
     if ctype == "application/octet-stream":
-        return UploadBody(_raw(request, watchdog), None, None, declared)
+        exact = declared if coding is None or coding.strip().lower() in ("", "identity") else None
+        return UploadBody(_raw(request, watchdog), None, None, exact)
     raise UnsupportedMediaType(
         "send the file as multipart/form-data (part 'file') or as application/octet-stream"
     )

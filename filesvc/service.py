@@ -166,6 +166,7 @@ class FileService:
                 number,
                 company_id,
                 defer_name_check=self._defer_name_check,
+                size=body.size,
             )
             head = sniffer.head
         entries = [] if put is None else [Entry(number, put.ref, put.size)]
@@ -235,7 +236,7 @@ class FileService:
         if state is None:
             raise NotFound("no such file in this company")
         plan = plan_chunk(state, request)
-        put = await self._put(body.chunks, plan.budget, request.number, company_id)
+        put = await self._put(body.chunks, plan.budget, request.number, company_id, size=body.size)
         with inline.name_races():
             generation = await self._commit_chunk(
                 caller, company_id, file_id, params, body, request, plan, put
@@ -341,8 +342,10 @@ class FileService:
         company_id: str,
         *,
         defer_name_check: bool = False,
+        size: int | None = None,
     ) -> PutResult:
-        """``defer_name_check``: the commit checks a new row's name in the backend (creates)."""
+        """``defer_name_check``: the commit checks a new row's name in the backend (creates).
+        ``size``: the body's exact length when its framing says it (``UploadBody.size``)."""
         cap = self.max_upload_bytes if budget is None else min(budget, self.max_upload_bytes)
         try:
             put = await self.store.put(
@@ -351,6 +354,7 @@ class FileService:
                 scope=self.scope_of(company_id),
                 inline=True,
                 defer_name_check=defer_name_check,
+                size=size,
             )
         except TooLarge:
             if budget is not None and budget < self.max_upload_bytes:

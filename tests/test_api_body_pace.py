@@ -21,7 +21,7 @@ class SlowDiskStaging(MemoryStaging):
 
 
 class SlowDisk(MemoryBackend):
-    async def stage(self) -> MemoryStaging:
+    async def stage(self, size: int | None = None) -> MemoryStaging:
         return SlowDiskStaging(self)
 
 
