@@ -8,8 +8,8 @@ One filesvc (one server process, encryption on as by default, a durable PostgreS
   (`bench/peers.py`: aiohttp, `UNSIGNED-PAYLOAD`, one streamed request), the `scale` scenario's
   peer figure;
 - **reference**: the same bytes stored by `blobstore.ContentStore` on the S3 backend in this
-  process: the engine's multipart upload through filesvc's own client and settings (obstore,
-  8 MiB parts, the parts in flight of `blobstore.s3`), hashed, not sealed, with no HTTP hop.
+  process, their size announced as a raw body's Content-Length announces it: one PUT through
+  filesvc's own client (`blobstore.s3_one_put`), hashed, not sealed, with no HTTP hop.
   What filesvc's upload could reach if the hop to it cost nothing;
 - **filesvc**: the raw-body upload (`POST /files`), then the download of that file, and an
   S3 GET of the peer's object for the download's reference.
@@ -125,7 +125,7 @@ async def scenario_s3_upload(ctx: Context) -> ScenarioResult:
                         cpu[SW_PUT].append((_cpu(me) - c0, 0.0, _cpu(weed) - w0))
 
                         c0, w0, t = _cpu(me), _cpu(weed), time.perf_counter()
-                        await store.put(_pieces(size, ctx.seed()))
+                        await store.put(_pieces(size, ctx.seed()), size=size)
                         runs[STORE_PUT].append(client.mb_per_s(size, time.perf_counter() - t))
                         cpu[STORE_PUT].append((_cpu(me) - c0, 0.0, _cpu(weed) - w0))
 
