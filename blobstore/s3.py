@@ -12,9 +12,10 @@ or for a large blob a pointer to them) and ``data/<name>`` (a large blob's bytes
 - **Small blobs** (up to :data:`PART_SIZE`) stay in memory while they stream and are published
   with one conditional PUT (``If-None-Match: *``) straight to ``blobs/<ref>``: one round trip, and
   a blob is never replaced (412 means "exists": a dedup candidate).
-- **Large blobs** stream to ``data/<name>`` as a multipart upload with at most
-  :data:`~blobstore.s3_staging.PARTS_IN_FLIGHT` parts in flight besides the one filling, since
-  the ref is known only at the end.  Publish completes it, then writes a pointer to it at
+- **Large blobs** stream to ``data/<name>``, since the ref is known only at the end: as one PUT
+  when their size is known before the first byte (:mod:`blobstore.s3_one_put`), else as a
+  multipart upload with at most :data:`~blobstore.s3_staging.PARTS_IN_FLIGHT` parts in flight
+  besides the one filling.  Publish completes it, then writes a pointer to it at
   ``blobs/<ref>``, conditional again (:mod:`blobstore.s3_pointers`): nothing is copied.  Reads of
   a large blob follow the pointer (one small GET more, remembered per process).
 

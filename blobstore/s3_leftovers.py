@@ -1,11 +1,12 @@
 """What interrupted writes leave in the bucket, found for ``blobstore fsck`` and removed by
 ``--repair``.
 
-A large blob streams to ``data/<name>`` as a multipart upload and is named by a pointer at its
-ref at the end (:mod:`blobstore.s3`).  A process killed mid-way leaves either an **incomplete
-multipart upload** (its parts take space but no listing of objects shows them) or a **data
-object no pointer names** (completed, never published, or its blob deleted by gc between the
-pointer and the bytes).  Data objects are listed with obstore; multipart
+A large blob streams to ``data/<name>`` (one PUT, or a multipart upload) and is named by a
+pointer at its ref at the end (:mod:`blobstore.s3`).  A process killed mid-way leaves either an
+**incomplete multipart upload** (its parts take space but no listing of objects shows them; a
+cut PUT leaves nothing) or a **data object no pointer names** (completed, never published, or
+its blob deleted by gc between the pointer and the bytes).  Data objects are listed with
+obstore; multipart
 uploads need ListMultipartUploads, ListParts and AbortMultipartUpload, which obstore does not
 offer, so those three go through botocore's client, in a thread (they are maintenance calls,
 never on a request's path).

@@ -1,11 +1,11 @@
 """How the S3 backend names a large blob without copying it: a pointer object.
 
-A large blob streams to ``data/<name>`` as a multipart upload, because its ref is known only
-once the last byte has passed.  Publishing it then writes, with the same conditional create as a
-small blob (``If-None-Match: *``), a pointer object at ``blobs/<ref>``: a fixed-size body naming
-the data object and its size, with its own Content-Type.  A ref therefore names one object
-either way, and "exists" still decides dedup races, without a server-side copy of the bytes
-(SeaweedFS copies them: as long as half the upload itself, docs/storage-s3.md).
+A large blob streams to ``data/<name>`` (one PUT or a multipart upload), because its ref is
+known only once the last byte has passed.  Publishing it then writes, with the same conditional
+create as a small blob (``If-None-Match: *``), a pointer object at ``blobs/<ref>``: a fixed-size
+body naming the data object and its size, with its own Content-Type.  A ref therefore names one
+object either way, and "exists" still decides dedup races, without a server-side copy of the
+bytes (SeaweedFS copies them: as long as half the upload itself, docs/storage-s3.md).
 
 No upload can pose as a pointer: the service never sets that Content-Type on content, and a
 pointer is recognised by its Content-Type and its exact size and form together.
