@@ -101,7 +101,8 @@ async def scenario_s3_upload(ctx: Context) -> ScenarioResult:
                 secret_access_key=seaweedfs.SECRET_KEY,
                 prefix=f"{prefix}-store/",
             )
-            store = ContentStore(s3.S3Backend(location))
+            backend = s3.S3Backend(location)
+            store = ContentStore(backend)
             weed = psutil.Process(eng.weed.proc.pid) if eng.weed.proc is not None else None
             server = filesvc_server(
                 ctx.scratch("s3-upload-data"),
@@ -148,6 +149,7 @@ async def scenario_s3_upload(ctx: Context) -> ScenarioResult:
                         runs[SW_GET].append(client.mb_per_s(size, time.perf_counter() - t))
             finally:
                 await asyncio.to_thread(server.stop)
+                await backend.close()
     except Exception as e:
         res.notes.append(f"s3-upload: {short(e)}")
     kinds: dict[str, Kind] = {SW_PUT: "peer", SW_GET: "peer", STORE_PUT: "reference"}

@@ -41,7 +41,7 @@ from obstore.store import S3Store
 from blobstore import s3_leftovers, s3_pointers
 from blobstore.backends import S3Location
 from blobstore.blobcache import BlobCache
-from blobstore.errors import BlobNotFound, StorageFailure
+from blobstore.errors import BlobNotFound, StorageFailure, StoreUnavailable
 from blobstore.port import BlobInfo, Leftover
 from blobstore.refs import BlobRef, is_ref
 from blobstore.s3_errors import RETRY_AFTER_S, call, translate
@@ -114,6 +114,7 @@ class S3Backend:
         self.location = location
         self._pointers: dict[BlobRef, tuple[str, int]] = {}
         self._http: HttpClient | None = None  # for one-PUT uploads
+        self._closed = False
         # Small blobs' bytes, for reads only (never for stat or dedup: :mod:`blobstore.blobcache`).
         self.cache = cache if cache is not None and cache.enabled else None
         self.store = S3Store(
@@ -164,6 +165,8 @@ class S3Backend:
 
     def one_put(self, key: str, size: int) -> OnePut:
         """A PUT of ``size`` bytes to ``key``, under way (:mod:`blobstore.s3_one_put`)."""
+        if self._closed:
+            raise StoreUnavailable("the blob store is closing", retry_after=RETRY_AFTER_S)
         if self._http is None:
             # Made on first use, inside the running loop; its pool is kept for the next ones.
             self._http = HttpClient()
@@ -399,6 +402,7 @@ class S3Backend:
 
     async def close(self) -> None:
         # obstore's pool goes with the object; the one-PUT client's must be closed.
+        self._closed = True
         if self._http is not None:
             await self._http.close()
             self._http = None

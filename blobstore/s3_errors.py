@@ -18,6 +18,9 @@ RETRY_AFTER_S = 5
 _STATUS_RE = re.compile(r"status code: (\d{3})")
 # Servers say "out of space" in their own words; these are the ones S3 engines use.
 _FULL_MARKERS = ("QuotaExceeded", "InsufficientStorage", "no free volume", "NoFreeVolume")
+# An engine that gave up waiting for a body's bytes (AWS answers 400 RequestTimeout after about
+# 20 s of silence): the client paused longer than the engine waits, and it may try again.
+_GAVE_UP_MARKERS = ("RequestTimeout",)
 
 
 def translate(exc: BaseException) -> Exception:
@@ -35,7 +38,8 @@ def by_status(status: int | None, text: str = "") -> Exception:
         return StoreFull("no space left in the blob store")
     if status == 507:
         return StoreFull("no space left in the blob store")
-    if status is None or status >= 500 or status == 429:
+    gave_up = any(marker in text for marker in _GAVE_UP_MARKERS)
+    if status is None or status >= 500 or status == 429 or gave_up:
         # Connection refused or reset, a timeout, or the engine's own overload: come back later.
         return StoreUnavailable("the blob store cannot be reached", retry_after=RETRY_AFTER_S)
     return StorageFailure(f"the blob store refused a request (HTTP {status})")

@@ -6,10 +6,9 @@ pointer at its ref at the end (:mod:`blobstore.s3`).  A process killed mid-way l
 **incomplete multipart upload** (its parts take space but no listing of objects shows them; a
 cut PUT leaves nothing) or a **data object no pointer names** (completed, never published, or
 its blob deleted by gc between the pointer and the bytes).  Data objects are listed with
-obstore; multipart
-uploads need ListMultipartUploads, ListParts and AbortMultipartUpload, which obstore does not
-offer, so those three go through botocore's client, in a thread (they are maintenance calls,
-never on a request's path).
+obstore; multipart uploads need ListMultipartUploads, ListParts and AbortMultipartUpload, which
+obstore does not offer, so those three go through botocore's client, in a thread (they are
+maintenance calls, never on a request's path).
 
 A leftover's age is counted from the last bytes added to it (its newest part, or the object's
 modification time), so an upload that is still streaming is not taken for a dead one.

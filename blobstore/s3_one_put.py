@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from botocore.auth import S3SigV4Auth
@@ -36,7 +36,8 @@ from blobstore.s3_errors import RETRY_AFTER_S, by_status
 QUEUED = 2 << 20
 # S3's limit for one PUT; a larger blob goes up as a multipart upload.
 MAX_SIZE = 5 << 30
-# An engine that takes no byte for this long is treated as gone (503, Retry-After).
+# An engine that takes no byte, or gives no answer, for this long is treated as gone (503,
+# Retry-After).
 STALL_S = 120.0
 CONNECT_S = 5.0
 # Bodies go out unsigned (the ref and AES-GCM tags check every byte end to end).
@@ -59,7 +60,11 @@ class HttpClient:
     """The connections one-PUT uploads go out on, kept between them (one per backend)."""
 
     def __init__(self) -> None:
-        self.session = aiohttp.ClientSession(auto_decompress=False)
+        # No cap on connections: each upload holds one while its client sends, and the server
+        # bounds the uploads in flight itself (a cap here would queue them, unseen).
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), auto_decompress=False
+        )
 
     async def close(self) -> None:
         await self.session.close()
@@ -71,11 +76,13 @@ def _unavailable() -> StoreUnavailable:
 
 class OnePut:
     """One PUT of exactly ``size`` bytes to ``key``, under way from construction: ``send`` the
-    bytes, then ``finish`` (the engine's answer), or ``abort`` (nothing is stored)."""
+    bytes, then ``finish`` (the engine's answer), or ``abort``."""
 
     def __init__(self, http: HttpClient, location: S3Location, key: str, size: int) -> None:
         self._size = size
         self._sent = 0
+        self._loop = asyncio.get_running_loop()
+        self._taken_at = self._loop.time()  # when the request last took a piece
         self._queue: deque[bytes | memoryview] = deque()
         self._queued = 0
         self._closed = False
@@ -90,8 +97,11 @@ class OnePut:
         self, http: aiohttp.ClientSession, url: str, headers: dict[str, str]
     ) -> None:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_S, sock_read=STALL_S)
+        body = self._body()
         try:
-            async with http.put(url, data=self._body(), headers=headers, timeout=timeout) as resp:
+            async with http.put(
+                url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+            ) as resp:
                 if resp.status >= 300:
                     text = (await resp.content.read(2048)).decode("utf-8", "replace")
                     raise by_status(resp.status, text)
@@ -108,6 +118,7 @@ class OnePut:
                 await self._ready.wait()
             piece = queue.popleft()
             self._queued -= len(piece)
+            self._taken_at = self._loop.time()
             self._room.set()
             yield piece
 
@@ -127,7 +138,7 @@ class OnePut:
                     self._room.clear()
                     await self._room.wait()
         except TimeoutError:
-            await self.abort()
+            await self._cut()
             raise _unavailable() from None
         if self._task.done():
             self._raise_outcome()
@@ -138,13 +149,27 @@ class OnePut:
 
     async def finish(self) -> None:
         """Wait for the engine to store the object; raises StoreUnavailable, StoreFull or
-        StorageFailure (and the object is not stored) when it did not."""
+        StorageFailure when it did not, or took no byte and gave no answer for
+        :data:`STALL_S` (the request is then cut: see ``abort`` for what may be stored)."""
         if self._sent != self._size:
             await self.abort()
             raise ValueError(f"{self._sent} bytes sent, not the {self._size} announced")
         self._closed = True
         self._ready.set()
-        await asyncio.shield(self._task)
+        if not await self._settled(lambda: self._taken_at + STALL_S):
+            await self._cut()
+            raise _unavailable()
+        self._task.result()
+
+    async def _settled(self, deadline: Callable[[], float]) -> bool:
+        """Wait for the request to end (never cancelling it, even when this wait is) until the
+        ``deadline()`` of the moment; True when it ended."""
+        while not self._task.done():
+            left = deadline() - self._loop.time()
+            if left <= 0:
+                return False
+            await asyncio.wait({self._task}, timeout=left)
+        return True
 
     def _raise_outcome(self) -> None:
         error = self._task.exception() if not self._task.cancelled() else None
@@ -153,9 +178,20 @@ class OnePut:
         raise StorageFailure("the blob store ended a PUT before its body")
 
     async def abort(self) -> None:
-        """Cut the request (the engine stores nothing of a PUT short of its length)."""
+        """End the request.  Short of its length it is cut, and the engine stores nothing; once
+        every byte went, the engine may store it whatever this side does, so its answer is
+        awaited (a while, as ``finish`` would), for a delete after this to find the object."""
+        if self.whole:
+            self._closed = True
+            self._ready.set()
+            started = self._loop.time()
+            await self._settled(lambda: started + STALL_S)
+        await self._cut()
+
+    async def _cut(self) -> None:
+        """Cut the request if it is still under way, and wait until it has ended."""
         self._closed = True
+        self._ready.set()
         self._queue.clear()
-        if not self._task.done():
-            self._task.cancel()
+        self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)

@@ -85,8 +85,8 @@ class SealedStaging:
         if size < THREAD_MIN:
             await self.write(b"".join(pieces))
             return
-        # Sealed in a thread straight from the pieces, into bytes of its own (the inner
-        # staging may keep them until sent): the only copy of the batch.
+        # Sealed in a thread straight from the pieces (not joined first), then copied into
+        # bytes of its own: the inner staging may keep them until they are sent.
         self._size += size
         sealer = self._sealer
         sealed = await asyncio.to_thread(lambda: bytes(sealer.feed_many(pieces)))

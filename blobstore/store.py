@@ -184,8 +184,7 @@ class ContentStore:
         announced: int | None,
     ) -> PutResult:
         backend = self.backend
-        if announced is not None and size > announced:
-            _check_length(announced, size)
+        _check_not_past(announced, size)
         if sealed:
             assert scope is not None
             staging = await cast(SealingWriter, backend).stage_sealed(scope, announced)
@@ -204,8 +203,7 @@ class ContentStore:
                 size += len(piece)
                 if max_size is not None and size > max_size:
                     raise TooLarge(max_size)
-                if announced is not None and size > announced:
-                    _check_length(announced, size)
+                _check_not_past(announced, size)
                 hasher.update(piece)
                 pending.append(piece)
                 pending_len += len(piece)
@@ -344,6 +342,12 @@ class ContentStore:
             if await staging.publish(ref):
                 return ref, True
         raise CollisionLimit(f"more than {MAX_COLLISION_VARIANTS} contents share {digest}")
+
+
+def _check_not_past(announced: int | None, taken: int) -> None:
+    """ValueError when a stream announced as ``announced`` bytes has yielded more already."""
+    if announced is not None and taken > announced:
+        _check_length(announced, taken)
 
 
 def _check_length(announced: int | None, taken: int) -> None:

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from blobstore import s3_one_put, s3_staging
-from blobstore.errors import StoreUnavailable
+from blobstore.errors import StorageFailure, StoreFull, StoreUnavailable
 from blobstore.refs import ref_candidates
 from blobstore.s3 import PART_SIZE, S3Backend, S3Location
+from blobstore.s3_errors import by_status
 from blobstore.sealed import SealedBackend
 from blobstore.store import ContentStore
 from tests.engines import key_ring
@@ -25,6 +26,14 @@ from tests.server_proc import free_port
 from tests.test_blob_s3 import PausableRelay, list_meta, pieces, read_all
 
 MiB = 1 << 20
+
+
+def socket_buffers() -> int:
+    """The most a TCP sender's and a receiver's kernel buffers may hold on this host."""
+    most = 0
+    for name in ("tcp_wmem", "tcp_rmem"):
+        most += int(Path(f"/proc/sys/net/ipv4/{name}").read_text().split()[2])
+    return most
 
 
 @pytest.fixture
@@ -81,18 +90,26 @@ async def test_announced_duplicates_and_collisions_compare_bytes(backend: S3Back
     assert await backend.leftovers() == []
 
 
-async def test_a_sealed_announced_blob_round_trips_and_deduplicates(
-    backend: S3Backend, tmp_path: Path
+async def test_a_sealed_announced_blob_is_one_put_round_trips_and_deduplicates(
+    s3_location: S3Location, tmp_path: Path
 ) -> None:
-    async with key_ring(tmp_path) as keys:
-        sealed = SealedBackend(backend, keys, sealing=True)
-        store = ContentStore(sealed)
-        data = os.urandom(2 * PART_SIZE + 5)
-        put = await store.put(pieces(data), scope="ab" * 16, size=len(data))
-        assert b"".join([p async for p in sealed.read(put.ref)]) == data
-        again = await store.put(pieces(data), scope="ab" * 16, size=len(data))
-        assert (again.ref, again.created) == (put.ref, False)
-    assert len([m async for m in list_meta(backend, s3_staging.DATA)]) == 1
+    async with counting_proxy(s3_location.endpoint) as (endpoint, seen), key_ring(tmp_path) as keys:
+        backend = S3Backend(replace(s3_location, endpoint=endpoint))
+        try:
+            sealed = SealedBackend(backend, keys, sealing=True)
+            store = ContentStore(sealed)
+            data = os.urandom(2 * PART_SIZE + 5)
+            put = await store.put(pieces(data), scope="ab" * 16, size=len(data))
+            data_key = f"/{s3_location.bucket}/{backend.key(s3_staging.DATA, '')}"
+            writes = [m for m, p, _ in seen.requests if m in ("PUT", "POST")]
+            assert [m for m, p, _ in seen.requests if p.startswith(data_key)] == ["PUT"]
+            assert writes.count("POST") == 0  # no multipart upload
+            assert b"".join([p async for p in sealed.read(put.ref)]) == data
+            again = await store.put(pieces(data), scope="ab" * 16, size=len(data))
+            assert (again.ref, again.created) == (put.ref, False)
+            assert len([m async for m in list_meta(backend, s3_staging.DATA)]) == 1
+        finally:
+            await backend.close()
 
 
 async def test_a_stream_cut_mid_put_stores_nothing(backend: S3Backend) -> None:
@@ -137,8 +154,9 @@ async def test_memory_is_bounded_while_the_engine_takes_nothing(s3_location: S3L
             task.result()
             taken += MiB
         assert blocked is not None, f"took {taken} bytes while the engine took none"
-        # The queue, and what loopback sockets hold (the kernel's, not this process's memory).
-        assert taken <= s3_one_put.QUEUED + 16 * MiB
+        # The queue and the piece being sent, and what the two sockets before the held relay
+        # may buffer (the kernel's memory, not this process's).
+        assert taken <= s3_one_put.QUEUED + MiB + socket_buffers()
         relay.flowing.set()
         await blocked
         taken += MiB
@@ -187,3 +205,43 @@ async def test_an_unreachable_engine_is_unavailable_for_an_announced_blob(
             await ContentStore(dead).put(pieces(data), size=len(data))
     finally:
         await dead.close()
+
+
+async def test_an_engine_silent_after_the_last_byte_is_unavailable(
+    s3_location: S3Location, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every byte given, the engine reads none and answers nothing: finish gives up."""
+    monkeypatch.setattr(s3_one_put, "STALL_S", 1.0)
+    relay = PausableRelay(s3_location.endpoint)
+    backend = S3Backend(replace(s3_location, endpoint=await relay.start()))
+    relay.flowing.clear()
+    data = os.urandom(PART_SIZE + MiB)  # fits the queue and the sockets' buffers
+    try:
+        with pytest.raises(StoreUnavailable):
+            await ContentStore(backend).put(pieces(data), size=len(data))
+    finally:
+        relay.flowing.set()
+        await relay.close()
+        await backend.close()
+    assert [i async for i in S3Backend(s3_location).scan()] == []  # nothing published
+
+
+async def test_a_closed_backend_starts_no_upload(backend: S3Backend) -> None:
+    await backend.close()
+    with pytest.raises(StoreUnavailable):
+        await ContentStore(backend).put(pieces(os.urandom(PART_SIZE + 1)), size=PART_SIZE + 1)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (400, "<Code>RequestTimeout</Code>", StoreUnavailable),
+        (503, "<Code>SlowDown</Code>", StoreUnavailable),
+        (507, "", StoreFull),
+        (403, "<Code>SignatureDoesNotMatch</Code>", StorageFailure),
+    ],
+)
+def test_an_answer_to_a_put_maps_to_a_typed_error(
+    status: int, body: str, expected: type[Exception]
+) -> None:
+    assert type(by_status(status, body)) is expected

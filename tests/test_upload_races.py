@@ -32,6 +32,7 @@ async def test_user_chunk_overtaken_by_completion_is_409(
         scope: str | None = None,
         inline: bool = False,
         defer_name_check: bool = False,
+        size: int | None = None,
     ) -> PutResult:
         entered.set()
         return await real_put(
@@ -40,6 +41,7 @@ async def test_user_chunk_overtaken_by_completion_is_409(
             scope=scope,
             inline=inline,
             defer_name_check=defer_name_check,
+            size=size,
         )
 
     monkeypatch.setattr(store, "put", put)
