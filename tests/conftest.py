@@ -17,7 +17,7 @@ from blockbuster import BlockBuster, blockbuster_ctx
 from bench.pgserver import PgServer, remove, start_postgres
 from bench.seaweedfs import KEY_ID, REGION, SECRET_KEY, SeaweedFS, start_seaweedfs
 from blobstore.port import BlobBackend
-from blobstore.s3 import S3Location
+from blobstore.s3 import S3Backend, S3Location
 from filesvc.app import create_app
 from filesvc.appkeys import READY
 from filesvc.auth import mint
@@ -73,6 +73,14 @@ def s3_location(seaweedfs: SeaweedFS) -> S3Location:
         secret_access_key=SECRET_KEY,
         prefix=f"t-{uuid.uuid4().hex}/",
     )
+
+
+@pytest.fixture
+async def s3_backend(s3_location: S3Location) -> AsyncIterator[S3Backend]:
+    """An S3 backend on a fresh corner of the test bucket, closed after the test."""
+    chosen = S3Backend(s3_location)
+    yield chosen
+    await chosen.close()
 
 
 # The HTTP suite runs on the two configurations the service is deployed in: the embedded

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,58 +39,54 @@ async def read_all(
     return b"".join([p async for p in backend.read(ref, start, end)])
 
 
-@pytest.fixture
-async def backend(s3_location: S3Location) -> AsyncIterator[S3Backend]:
-    chosen = S3Backend(s3_location)
-    yield chosen
-    await chosen.close()
-
-
-async def test_large_blob_streams_through_staging_and_leaves_none(backend: S3Backend) -> None:
+async def test_large_blob_streams_through_staging_and_leaves_none(s3_backend: S3Backend) -> None:
     data = os.urandom(2 * PART_SIZE + 12345)
-    put = await ContentStore(backend).put(pieces(data))
+    put = await ContentStore(s3_backend).put(pieces(data))
     assert put.created and put.size == len(data)
-    assert await backend.stat(put.ref) == len(data)
-    assert await read_all(backend, put.ref) == data
+    assert await s3_backend.stat(put.ref) == len(data)
+    assert await read_all(s3_backend, put.ref) == data
     assert (
-        await read_all(backend, put.ref, PART_SIZE - 10, PART_SIZE + 10)
+        await read_all(s3_backend, put.ref, PART_SIZE - 10, PART_SIZE + 10)
         == (data[PART_SIZE - 10 : PART_SIZE + 10])
     )
-    assert await backend.leftovers() == []
+    assert await s3_backend.leftovers() == []
 
 
-async def test_large_duplicate_is_compared_and_deduplicated(backend: S3Backend) -> None:
+async def test_large_duplicate_is_compared_and_deduplicated(s3_backend: S3Backend) -> None:
     data = os.urandom(PART_SIZE + 1)
-    store = ContentStore(backend)
+    store = ContentStore(s3_backend)
     first = await store.put(pieces(data))
     again = await store.put(pieces(data, 3 * MiB))
     assert again.ref == first.ref and not again.created
-    assert await backend.leftovers() == []
+    assert await s3_backend.leftovers() == []
 
 
-async def test_large_collision_of_equal_size_gets_its_own_ref(backend: S3Backend) -> None:
+async def test_large_collision_of_equal_size_gets_its_own_ref(s3_backend: S3Backend) -> None:
     """Same (forced) hash and same size: only the byte comparison by ranges tells them apart."""
     a = os.urandom(PART_SIZE + 100)
     b = a[:-1] + bytes([a[-1] ^ 1])  # differs in the very last byte
-    store = ContentStore(backend, hasher=ConstantHash)
+    store = ContentStore(s3_backend, hasher=ConstantHash)
     put_a = await store.put(pieces(a))
     put_b = await store.put(pieces(b))
     assert put_a.ref != put_b.ref and put_b.created
-    assert await read_all(backend, put_a.ref) == a
-    assert await read_all(backend, put_b.ref) == b
-    assert await backend.leftovers() == []
+    assert await read_all(s3_backend, put_a.ref) == a
+    assert await read_all(s3_backend, put_b.ref) == b
+    assert await s3_backend.leftovers() == []
 
 
-async def test_client_failing_mid_multipart_stores_nothing(backend: S3Backend) -> None:
+@pytest.mark.parametrize("announced", [None, 4 * PART_SIZE], ids=["multipart", "one-put"])
+async def test_client_failing_mid_upload_stores_nothing(
+    s3_backend: S3Backend, announced: int | None
+) -> None:
     async def broken() -> AsyncIterator[bytes]:
         for _ in range(3 * PART_SIZE // MiB):
             yield os.urandom(MiB)
         raise ConnectionResetError("client went away")
 
     with pytest.raises(ConnectionResetError):
-        await ContentStore(backend).put(broken())
-    assert [i async for i in backend.scan()] == []
-    assert await backend.leftovers() == []
+        await ContentStore(s3_backend).put(broken(), size=announced)
+    assert [i async for i in s3_backend.scan()] == []
+    assert await s3_backend.leftovers() == []
 
 
 class PausableRelay:
@@ -143,6 +139,22 @@ class PausableRelay:
         await asyncio.gather(*self._pumps, return_exceptions=True)
 
 
+async def taken_until_blocked(
+    write: Callable[[], Awaitable[None]], most: int
+) -> tuple[int, asyncio.Task[None]]:
+    """Call ``write`` (a MiB a call) until a call is still waiting after 2 s: the bytes taken
+    before it, and that call.  Fails when ``most`` bytes were taken with none waiting."""
+    taken = 0
+    while taken <= most:
+        task = asyncio.ensure_future(write())
+        done, _ = await asyncio.wait({task}, timeout=2)
+        if not done:
+            return taken, task
+        task.result()
+        taken += MiB
+    raise AssertionError(f"took {taken} bytes while the engine took none")
+
+
 async def test_a_large_upload_holds_a_bounded_number_of_parts(s3_location: S3Location) -> None:
     """With the engine taking no bytes, the staging stops taking them too once the parts in
     flight and the one filling are full: memory per upload is bounded, whatever the client
@@ -161,17 +173,7 @@ async def test_a_large_upload_holds_a_bounded_number_of_parts(s3_location: S3Loc
         for _ in range(2 * PART_SIZE // MiB):  # parts go up as they fill
             await write()
         relay.flowing.clear()
-        taken = 0
-        blocked: asyncio.Task[None] | None = None
-        while taken <= 8 * PART_SIZE:
-            task = asyncio.ensure_future(write())
-            done, _ = await asyncio.wait({task}, timeout=2)
-            if not done:
-                blocked = task
-                break
-            task.result()
-            taken += MiB
-        assert blocked is not None, f"took {taken} bytes while the engine took none"
+        taken, blocked = await taken_until_blocked(write, 8 * PART_SIZE)
         assert taken <= (s3_staging.PARTS_IN_FLIGHT + 1) * PART_SIZE
         relay.flowing.set()
         await blocked
@@ -188,19 +190,19 @@ async def test_a_large_upload_holds_a_bounded_number_of_parts(s3_location: S3Loc
         await relay.close()
 
 
-async def test_ranges_at_and_past_the_end_are_empty(backend: S3Backend) -> None:
-    put = await ContentStore(backend).put_bytes(b"0123456789")
-    assert await read_all(backend, put.ref, 10) == b""
-    assert await read_all(backend, put.ref, 4, 4) == b""
-    assert await read_all(backend, put.ref, 8, 100) == b"89"
-    opened = await backend.open(put.ref, 3, 7)
+async def test_ranges_at_and_past_the_end_are_empty(s3_backend: S3Backend) -> None:
+    put = await ContentStore(s3_backend).put_bytes(b"0123456789")
+    assert await read_all(s3_backend, put.ref, 10) == b""
+    assert await read_all(s3_backend, put.ref, 4, 4) == b""
+    assert await read_all(s3_backend, put.ref, 8, 100) == b"89"
+    opened = await s3_backend.open(put.ref, 3, 7)
     assert opened.length == 4
     await opened.aclose()
 
 
-async def test_missing_blob_fails_at_open_before_any_byte(backend: S3Backend) -> None:
+async def test_missing_blob_fails_at_open_before_any_byte(s3_backend: S3Backend) -> None:
     with pytest.raises(BlobNotFound):
-        await backend.open(BlobRef("xxh3_128-" + "cd" * 16), 5, 9)
+        await s3_backend.open(BlobRef("xxh3_128-" + "cd" * 16), 5, 9)
 
 
 async def test_unreachable_engine_is_store_unavailable(s3_location: S3Location) -> None:
@@ -276,36 +278,36 @@ def test_engine_errors_map_to_typed_errors(raised: Exception, expected: type[Exc
         assert got.retry_after == s3.RETRY_AFTER_S
 
 
-async def test_a_large_blob_is_published_by_a_pointer_without_a_copy(backend: S3Backend) -> None:
+async def test_a_large_blob_is_published_by_a_pointer_without_a_copy(s3_backend: S3Backend) -> None:
     data = os.urandom(PART_SIZE + 5)
-    put = await ContentStore(backend).put(pieces(data))
-    [pointer] = [m async for m in list_meta(backend, s3_staging.BLOBS)]
+    put = await ContentStore(s3_backend).put(pieces(data))
+    [pointer] = [m async for m in list_meta(s3_backend, s3_staging.BLOBS)]
     assert pointer["size"] == s3_pointers.POINTER_SIZE
-    assert [m["size"] async for m in list_meta(backend, s3_staging.DATA)] == [len(data)]
-    assert [(i.ref, i.size) async for i in backend.scan()] == [(put.ref, len(data))]
+    assert [m["size"] async for m in list_meta(s3_backend, s3_staging.DATA)] == [len(data)]
+    assert [(i.ref, i.size) async for i in s3_backend.scan()] == [(put.ref, len(data))]
     # Another process (no pointer remembered) reads it, whole and in ranges past the pointer.
-    other = S3Backend(backend.location)
+    other = S3Backend(s3_backend.location)
     assert await other.stat(put.ref) == len(data)
     assert await read_all(other, put.ref, PART_SIZE, PART_SIZE + 5) == data[PART_SIZE:]
     assert await read_all(other, put.ref, PART_SIZE + 5) == b""
     assert await read_all(other, put.ref) == data
     # gc deletes it (pointer, then bytes); stored again, it is read where it is now, even by a
     # process that remembered where it was.
-    await backend.delete(put.ref)
-    assert await other.stat(put.ref) is None and await backend.leftovers() == []
-    await ContentStore(backend).put(pieces(data))
+    await s3_backend.delete(put.ref)
+    assert await other.stat(put.ref) is None and await s3_backend.leftovers() == []
+    await ContentStore(s3_backend).put(pieces(data))
     assert await read_all(other, put.ref, 1, 3) == data[1:3]
 
 
-async def test_content_that_spells_a_pointer_is_content(backend: S3Backend) -> None:
+async def test_content_that_spells_a_pointer_is_content(s3_backend: S3Backend) -> None:
     big = os.urandom(PART_SIZE + 5)
-    await ContentStore(backend).put(pieces(big))
-    [name] = [m["path"].rsplit("/", 1)[1] async for m in list_meta(backend, s3_staging.DATA)]
+    await ContentStore(s3_backend).put(pieces(big))
+    [name] = [m["path"].rsplit("/", 1)[1] async for m in list_meta(s3_backend, s3_staging.DATA)]
     forged = s3_pointers.encode(name, len(big))
-    put = await ContentStore(backend).put(pieces(forged))
-    assert await backend.stat(put.ref) == len(forged)
-    assert await read_all(backend, put.ref) == forged
-    again = await ContentStore(backend).put(pieces(forged))
+    put = await ContentStore(s3_backend).put(pieces(forged))
+    assert await s3_backend.stat(put.ref) == len(forged)
+    assert await read_all(s3_backend, put.ref) == forged
+    again = await ContentStore(s3_backend).put(pieces(forged))
     assert (again.ref, again.created) == (put.ref, False)
 
 

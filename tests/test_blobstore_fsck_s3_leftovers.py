@@ -20,13 +20,6 @@ from tests.engines import migrated
 
 
 @pytest.fixture
-async def backend(s3_location: S3Location) -> AsyncIterator[S3Backend]:
-    chosen = S3Backend(s3_location)
-    yield chosen
-    await chosen.close()
-
-
-@pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Engine]:
     async with migrated(None, tmp_path) as engine:
         yield engine
@@ -50,11 +43,11 @@ async def leftovers(db: Engine, backend: S3Backend) -> list[tuple[str, str, int]
 
 
 async def test_fsck_finds_and_repair_removes_what_a_killed_upload_left(
-    db: Engine, backend: S3Backend
+    db: Engine, s3_backend: S3Backend
 ) -> None:
-    await interrupted(backend, staged=True)
-    await interrupted(backend, staged=False)
-    found = await leftovers(db, backend)
+    await interrupted(s3_backend, staged=True)
+    await interrupted(s3_backend, staged=False)
+    found = await leftovers(db, s3_backend)
     [(what_staged, _, staged_size), (what_upload, _, upload_size)] = found
     assert (what_staged, staged_size) == (STAGED_OBJECT, PART_SIZE + 4096)
     # The parts go up in the background, some in flight at once: a kill leaves the whole parts
@@ -62,22 +55,22 @@ async def test_fsck_finds_and_repair_removes_what_a_killed_upload_left(
     assert what_upload == MULTIPART
     assert upload_size in (PART_SIZE, 2 * PART_SIZE)
     staged, upload = found[0][1], found[1][1]
-    assert staged.startswith(f"s3://{backend.location.bucket}/{backend.key(DATA, '')}")
+    assert staged.startswith(f"s3://{s3_backend.location.bucket}/{s3_backend.key(DATA, '')}")
     assert "?uploadId=" in upload and "?" not in staged
 
-    findings = [f async for f in Checker(db, backend).run()]
-    young = await Repairer(db, backend, quarantine=Path("/nonexistent")).apply(findings)
+    findings = [f async for f in Checker(db, s3_backend).run()]
+    young = await Repairer(db, s3_backend, quarantine=Path("/nonexistent")).apply(findings)
     assert young.removed_temp == 0 and len(young.left) == 2
-    assert len(await leftovers(db, backend)) == 2
+    assert len(await leftovers(db, s3_backend)) == 2
 
-    report = await Repairer(db, backend, quarantine=Path("/nonexistent"), temp_min_age=0).apply(
+    report = await Repairer(db, s3_backend, quarantine=Path("/nonexistent"), temp_min_age=0).apply(
         findings
     )
     assert (report.removed_temp, report.removed_temp_bytes) == (2, staged_size + upload_size)
-    assert await leftovers(db, backend) == []
+    assert await leftovers(db, s3_backend) == []
     # Removing again is not an error (another repair got there first).
     for _, name, _ in found:
-        await backend.remove_leftover(name)
+        await s3_backend.remove_leftover(name)
 
 
 @pytest.mark.parametrize(
