@@ -10,8 +10,12 @@ before the venv's editable install), with this venv's dependencies.
 from __future__ import annotations
 
 import io
+import shutil
 import subprocess
 import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,3 +54,19 @@ def tree(spec: str | Path, scratch: Path) -> Path:
 def server_env(code: Path) -> dict[str, str]:
     """The settings that make ``filesvc serve`` run the code in ``code``."""
     return {"PYTHONPATH": str(code)}
+
+
+@contextmanager
+def codes(before: str | None, env: dict[str, str]) -> Iterator[list[tuple[str, dict[str, str]]]]:
+    """The servers an A/B tool starts, as ``(label, settings)``: this tree's (``filesvc``),
+    and with ``before`` (a tree or a commit) the older code's (``filesvc <before>``), its tree
+    extracted into a scratch directory removed on exit."""
+    scratch = Path(tempfile.mkdtemp(prefix="filesvc-before-code-"))
+    try:
+        chosen = [("filesvc", env)]
+        if before is not None:
+            code = tree(before, scratch / "before")
+            chosen.append((f"filesvc {before}", {**env, **server_env(code)}))
+        yield chosen
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

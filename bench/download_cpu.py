@@ -110,15 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     env = {"FILESVC_ENCRYPTION": "off", **cpu_args.settings(args)}
-    scratch = Path(tempfile.mkdtemp(prefix="filesvc-download-cpu-code-"))
-    try:
-        codes = [("filesvc", env)]
-        if args.before is not None:
-            code = before_code.tree(args.before, scratch / "before")
-            codes.append((f"filesvc {args.before}", {**env, **before_code.server_env(code)}))
+    with before_code.codes(args.before, env) as codes:
         asyncio.run(_run(codes, args.size_mib * MiB, args.rounds, args.client == "raw"))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 

@@ -61,7 +61,8 @@ async def _pieces(size: int, seed: int) -> AsyncIterator[bytes]:
         yield bytes(piece)
 
 
-def _cpu(proc: psutil.Process | None) -> float:
+def cpu_seconds(proc: psutil.Process | None) -> float:
+    """User + system CPU seconds of ``proc`` so far (0 when there is none, or it is gone)."""
     if proc is None:
         return 0.0
     try:
@@ -120,21 +121,23 @@ async def scenario_s3_upload(ctx: Context) -> ScenarioResult:
                     for _ in range(reps(ctx)):
                         seed = ctx.seed()
                         key = f"big-{seed}"
-                        c0, w0, t = _cpu(me), _cpu(weed), time.perf_counter()
+                        c0, w0, t = cpu_seconds(me), cpu_seconds(weed), time.perf_counter()
                         await direct.put_stream(s, peers.S3_BUCKET, key, size, seed)
                         runs[SW_PUT].append(client.mb_per_s(size, time.perf_counter() - t))
-                        cpu[SW_PUT].append((_cpu(me) - c0, 0.0, _cpu(weed) - w0))
+                        cpu[SW_PUT].append((cpu_seconds(me) - c0, 0.0, cpu_seconds(weed) - w0))
 
-                        c0, w0, t = _cpu(me), _cpu(weed), time.perf_counter()
+                        c0, w0, t = cpu_seconds(me), cpu_seconds(weed), time.perf_counter()
                         await store.put(_pieces(size, ctx.seed()), size=size)
                         runs[STORE_PUT].append(client.mb_per_s(size, time.perf_counter() - t))
-                        cpu[STORE_PUT].append((_cpu(me) - c0, 0.0, _cpu(weed) - w0))
+                        cpu[STORE_PUT].append((cpu_seconds(me) - c0, 0.0, cpu_seconds(weed) - w0))
 
-                        c0, f0, w0 = _cpu(me), _cpu(fs), _cpu(weed)
+                        c0, f0, w0 = cpu_seconds(me), cpu_seconds(fs), cpu_seconds(weed)
                         t = time.perf_counter()
                         fid = await client.upload_single(s, api, size, ctx.seed(), multipart=False)
                         runs[FS_UP].append(client.mb_per_s(size, time.perf_counter() - t))
-                        cpu[FS_UP].append((_cpu(me) - c0, _cpu(fs) - f0, _cpu(weed) - w0))
+                        cpu[FS_UP].append(
+                            (cpu_seconds(me) - c0, cpu_seconds(fs) - f0, cpu_seconds(weed) - w0)
+                        )
 
                         t = time.perf_counter()
                         n = await client.download(s, api.file_url(fid) + "/download", api.auth)

@@ -32,6 +32,7 @@ from bench import before_code, client, cpu_args, peers
 from bench.data import MiB
 from bench.kit import Context, session
 from bench.results_model import ScenarioResult
+from bench.s3upload import cpu_seconds
 from bench.scale import engines
 from bench.server import ServerProcess, filesvc_server, master_key_env
 
@@ -45,13 +46,6 @@ class Subject:
     runs: list[tuple[float, float, float, float]] = field(default_factory=list)
 
 
-def _cpu(proc: psutil.Process | None) -> float:
-    if proc is None:
-        return 0.0
-    t = proc.cpu_times()
-    return float(t.user + t.system)
-
-
 async def _round(
     ctx: Context, subjects: list[Subject], size: int, direct: peers.S3Client, weed: psutil.Process
 ) -> None:
@@ -60,7 +54,7 @@ async def _round(
         for subject in subjects:
             server = subject.server
             fs = psutil.Process(server.proc.pid) if server and server.proc else None
-            c0, f0, w0 = _cpu(me), _cpu(fs), _cpu(weed)
+            c0, f0, w0 = cpu_seconds(me), cpu_seconds(fs), cpu_seconds(weed)
             t0 = time.perf_counter()
             if server is None:
                 seed = ctx.seed()
@@ -69,7 +63,7 @@ async def _round(
                 api = client.FilesApi.local(server.port, ctx.company, ctx.secret)
                 await client.upload_single(s, api, size, ctx.seed(), multipart=False)
             mb = client.mb_per_s(size, time.perf_counter() - t0)
-            run = (mb, _cpu(me) - c0, _cpu(fs) - f0, _cpu(weed) - w0)
+            run = (mb, cpu_seconds(me) - c0, cpu_seconds(fs) - f0, cpu_seconds(weed) - w0)
             subject.runs.append(run)
             print(
                 f"{subject.label:40} {mb:7.1f} MB/s   CPU s: client {run[1]:.2f}"
@@ -136,15 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--before", metavar="DIR_OR_COMMIT", help="older server code beside this")
     args = p.parse_args(argv)
     env = cpu_args.settings(args)
-    scratch = Path(tempfile.mkdtemp(prefix="filesvc-s3upload-ab-code-"))
-    try:
-        codes = [("filesvc", env)]
-        if args.before is not None:
-            code = before_code.tree(args.before, scratch / "before")
-            codes.append((f"filesvc {args.before}", {**env, **before_code.server_env(code)}))
+    with before_code.codes(args.before, env) as codes:
         asyncio.run(_run(codes, args.size_mib * MiB, args.rounds))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 
