@@ -7,7 +7,6 @@ what the put assumed, so parallel chunks, overwrites and deletes interleave safe
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -30,6 +29,7 @@ from filesvc.errors import (
     NotFound,
     PayloadTooLarge,
 )
+from filesvc.ids import new_file_id
 from filesvc.params import DEFAULT_MIME, UploadParams, guess_mime
 from filesvc.repo import FileRow
 from filesvc.thumbnails.jobs import ThumbnailJobs
@@ -146,7 +146,7 @@ class FileService:
         body: UploadBody | None,
     ) -> FileView:
         """Create a file; with a body, store it as chunk K (default 1) in the same transaction."""
-        file_id = str(uuid.uuid4())
+        file_id = new_file_id()
         name = params.filename or (body.filename if body else None)
         part_mime = body.mime if body and body.mime != DEFAULT_MIME else None
         mime = params.mime or part_mime or guess_mime(name)

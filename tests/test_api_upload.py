@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 
 import pytest
 
@@ -264,3 +265,15 @@ async def test_resumable_js_multipart_mode_reads_parameters_from_form_fields(api
     assert (await resp.json())[
         "message"
     ] == "form field 'resumableChunkNumber' must be a whole number, got 'x'"
+
+
+async def test_file_ids_are_uuids_ordered_by_creation(api: Api) -> None:
+    # Version 7: its first 48 bits are the creation time in ms (filesvc/ids.py).
+    made = [await api.upload(b"x" * n) for n in range(1, 4)]
+    made.append(await api.create({"filename": "later.txt"}))
+    ids = [uuid.UUID(res["id"]) for res in made]
+    assert all(i.version == 7 for i in ids)
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    for i, res in zip(ids, made, strict=True):
+        # made as the request began; created_at is taken once its bytes are stored
+        assert 0 <= res["created_at"] - (i.int >> 80) < 10_000

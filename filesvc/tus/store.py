@@ -10,7 +10,6 @@ partial uploads' blobs.  Nothing here speaks HTTP.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from filesvc import jobqueue, repo
 from filesvc.auth import Caller
 from filesvc.creates import NewFile, insert_files
 from filesvc.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
+from filesvc.ids import new_file_id
 from filesvc.params import guess_mime
 from filesvc.service import FileService, HeadSniffer, content_etag, now_ms
 from filesvc.tus import table
@@ -140,7 +140,7 @@ class TusStore:
     ) -> Upload:
         """A new upload (a file with an empty or one-entry manifest).
         ``body``: creation-with-upload, stored as the first entry in the same commit."""
-        file_id = str(uuid.uuid4())
+        file_id = new_file_id()
         entry: PutResult | None = None
         head = b""
         if body is not None or length == 0:
@@ -272,7 +272,7 @@ class TusStore:
     ) -> str:
         """A final upload made of complete partial uploads: one commit listing their blobs in
         order (no byte is copied); the partial uploads are removed with it."""
-        file_id = str(uuid.uuid4())
+        file_id = new_file_id()
         ts = now_ms()
         async with self.service.db.write() as conn:
             entries: list[Entry] = []
