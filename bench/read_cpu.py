@@ -62,6 +62,23 @@ def minor_faults(pid: int) -> int:
     return total
 
 
+def tree_write_bytes(pid: int) -> int:
+    """Bytes a process and its descendants have sent to storage so far (``write_bytes`` of
+    /proc/<pid>/io: counted when a page is dirtied, whoever writes it back later)."""
+    total = 0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for proc in procs:
+        try:
+            total += proc.io_counters().write_bytes
+        except psutil.Error:
+            continue
+    return total
+
+
 def tree_cpu_split(pid: int) -> tuple[float, float]:
     """(user, system) CPU seconds of a process and its descendants."""
     user = system = 0.0

@@ -14,12 +14,15 @@ tus creation-with-upload; 64 connections from two client processes).  For each i
 rate, the server's CPU per upload (user + system of its process tree, from /proc, before and
 after), the client processes' CPU per upload, the cores the server kept busy meanwhile (CPU ÷
 wall time: well under one per server process on an idle machine means it was waiting, not
-computing) and the median latency.  With ``--peers`` the same for a SeaweedFS S3 PUT and an
-``@tus/server`` creation-with-upload of the same bodies: on a machine where the server and the
-client share the cores, the rates compare as the sums of server and client CPU do.  The client's
-CPU is what its processes spent on the requests (their start-up left out).  With ``--floor``
-also a bare aiohttp server that reads each body and discards it (``bench.ceilings``): what
-aiohttp alone costs per request, the part of filesvc's figure no change of ours can remove.
+computing), the median latency, and the bytes the server's processes sent to storage per
+upload (``write_bytes`` of /proc/<pid>/io: the write amplification of a durable small upload,
+whose page copies and writeback the kernel spends CPU on too).  With ``--peers`` the same for
+a SeaweedFS S3 PUT and an ``@tus/server`` creation-with-upload of the same bodies: on a machine
+where the server and the client share the cores, the rates compare as the sums of server and
+client CPU do.  The client's CPU is what its processes spent on the requests (their start-up
+left out).  With ``--floor`` also a bare aiohttp server that reads each body and discards it
+(``bench.ceilings``): what aiohttp alone costs per request, the part of filesvc's figure no
+change of ours can remove.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import before_code, ceilings, client, cpu_args, many, peers, seaweedfs, trash
-from bench.read_cpu import tree_cpu_split
+from bench.read_cpu import tree_cpu_split, tree_write_bytes
 from bench.server import filesvc_server, venv_bin
 
 SMALL = 4096
@@ -95,12 +98,14 @@ def run_one(
     seed += WARM
     with _profiled(target.pid, profile, idle):
         user0, sys0 = tree_cpu_split(target.pid)
+        written0 = tree_write_bytes(target.pid)
         t0 = time.perf_counter()
         seconds, lat, client_used = many.run_many_cpu(
             target.spec, requests, concurrency, CLIENT_PROCESSES, seed
         )
         wall = time.perf_counter() - t0
         user1, sys1 = tree_cpu_split(target.pid)
+        written = tree_write_bytes(target.pid) - written0
         user, system = user1 - user0, sys1 - sys0
         used = user + system
     return (
@@ -109,7 +114,8 @@ def run_one(
         f"(user {1e6 * user / requests:,.0f}, system {1e6 * system / requests:,.0f}), "
         f"client {1e6 * client_used / requests:,.0f} µs, "
         f"server + client {1e6 * (used + client_used) / requests:,.0f} µs, "
-        f"{used / wall:.2f} cores busy, p50 {1e3 * statistics.median(lat):.1f} ms"
+        f"{used / wall:.2f} cores busy, p50 {1e3 * statistics.median(lat):.1f} ms, "
+        f"disk writes {written / requests / 1024:,.1f} KiB per upload"
     )
 
 
