@@ -67,9 +67,12 @@ async def confirm(
     """Confirm that the caller's transaction now uses ``refs``: under the shared gc lock, check
     each is stored and record the time.  Raises BlobGone (the caller rolls back).  Refs in
     ``inserted`` are inline rows the same transaction inserts (:func:`blobstore.inline.add`):
-    stored by construction, so only their time is recorded.  Refs in ``unchecked`` (some of
-    ``inserted``) are rows whose name the put took without asking the backend: checked here
-    that no backend blob has it, else NameInBackend (the caller rolls back and puts again)."""
+    stored by construction and referenced from the moment they exist, so neither checked nor
+    timed (a row in ``blob_refs`` is one more random leaf written per small upload; gc times a
+    row it finds unreferenced from its first sighting, as any blob it never saw confirmed).
+    Refs in ``unchecked`` (some of ``inserted``) are rows whose name the put took without asking
+    the backend: checked here that no backend blob has it, else NameInBackend (the caller rolls
+    back and puts again)."""
     every = sorted(set(refs))
     if not every:
         return
@@ -79,7 +82,7 @@ async def confirm(
     await tx.executemany_later(
         "INSERT INTO blob_refs (ref, confirmed_at) VALUES (?, ?)"
         " ON CONFLICT (ref) DO UPDATE SET confirmed_at = excluded.confirmed_at",
-        [(ref, now_ms) for ref in every],
+        [(ref, now_ms) for ref in every if ref not in inserted],
     )
     wanted = [ref for ref in every if ref not in inserted] if inserted else every
     if not wanted:

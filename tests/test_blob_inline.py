@@ -245,6 +245,26 @@ async def test_gc_takes_unreferenced_rows_after_the_grace_only(store: Store) -> 
     assert await content.read(kept.ref) == b"kept"
 
 
+async def test_a_row_its_commit_inserts_is_not_confirmed_and_gc_times_it_from_first_sight(
+    store: Store,
+) -> None:
+    content = store.content()
+    row = await put(content, b"short-lived")
+    await commit(store, "f", [row])
+    async with store.db.read() as tx:
+        assert await confirmations.confirmed_at(tx, [row.ref]) == {}
+    async with store.db.write() as tx:
+        await manifests.delete(tx, "f")
+    first = await gc.collect(store.db, store.backend, grace=3600)
+    assert first.freed == 0 and first.plan.first_seen == (row.ref,)
+    async with store.db.read() as tx:
+        assert list(await confirmations.confirmed_at(tx, [row.ref])) == [row.ref]
+    # Seen a moment ago, still young for a grace of a minute; gone with none.
+    assert (await gc.collect(store.db, store.backend, grace=60)).freed == 0
+    assert (await gc.collect(store.db, store.backend, grace=0)).freed == 1
+    assert await inline.lookup(store.db, row.ref) is None
+
+
 async def test_fsck_rehashes_rows_and_maps_a_damaged_one_to_its_file(store: Store) -> None:
     content = store.content()
     good = await put(content, b"good content")
