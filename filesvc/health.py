@@ -20,6 +20,7 @@ from blobstore.errors import StoreUnavailable
 from blobstore.port import Probe
 from blobstore.refs import make_ref
 from filesvc.appkeys import DATABASE, READY, SETTINGS, SPACE, STORE, THUMBS
+from filesvc.jsonbody import json_answer
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ async def readyz(request: web.Request) -> web.Response:
     for (name, _), reason in zip(CHECKS, results, strict=True):
         checks[name] = {"ok": True} if reason is None else {"ok": False, "reason": reason}
     ready = all(reason is None for reason in results)
-    return web.json_response(
+    return json_answer(
         {"status": "ready" if ready else "not ready", "checks": checks},
         status=200 if ready else 503,
         headers={"Cache-Control": "no-store"},
@@ -115,4 +116,4 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     """The process is up and its event loop answers; nothing else is consulted."""
-    return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
+    return json_answer({"status": "ok"}, headers={"Cache-Control": "no-store"})

@@ -30,6 +30,7 @@ from blobstore.errors import (
 from filesvc import accesslog
 from filesvc.appkeys import ACCESS_LOG, INFLIGHT, METRICS, READY
 from filesvc.errors import ApiError, BadRequest
+from filesvc.jsonbody import json_answer
 from filesvc.params import check_query_utf8, parse_company_id, parse_file_id
 from filesvc.routes.common import PREFIX
 
@@ -57,7 +58,7 @@ _EXTRA_PHRASES = {460: "Checksum Mismatch"}
 def envelope(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     """The error body of docs/api.md."""
     phrase = _EXTRA_PHRASES.get(status) or HTTPStatus(status).phrase
-    return web.json_response(
+    return json_answer(
         {"statusCode": status, "error": phrase, "message": message},
         status=status,
         reason=phrase,

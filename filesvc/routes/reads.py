@@ -25,6 +25,7 @@ from filesvc.download import (
     stream,
 )
 from filesvc.errors import BadRequest, NotFound, RangeNotSatisfiable
+from filesvc.jsonbody import json_answer
 from filesvc.params import CHUNK_NUMBER, UploadParams
 from filesvc.resource import file_resource, thumbnail_id
 from filesvc.routes.common import authenticate, company_id, file_id
@@ -47,14 +48,14 @@ async def get_file(request: web.Request) -> web.Response:
         stored = await service.chunk_stored(company, fid, number)
         return web.Response(status=200 if stored else 204)
     view = await service.view(company, fid)
-    return web.json_response({"resource": file_resource(view)})
+    return json_answer({"resource": file_resource(view)})
 
 
 async def delete_file(request: web.Request) -> web.Response:
     """DELETE: the file's metadata goes now; gc reclaims unshared blobs."""
     authenticate(request)
     await delete_even_on_a_full_disk(request, company_id(request), file_id(request))
-    return web.json_response({"status": "success"})
+    return json_answer({"status": "success"})
 
 
 async def delete_even_on_a_full_disk(request: web.Request, company: str, fid: str) -> None:

@@ -9,6 +9,7 @@ from filesvc.appkeys import SERVICE, SETTINGS, SPACE, UPLOADS
 from filesvc.body import BodyPace, UploadBody, check_declared_size, has_body, open_body
 from filesvc.errors import ApiError, BadRequest
 from filesvc.inflight import caller_key
+from filesvc.jsonbody import json_answer
 from filesvc.middleware import envelope
 from filesvc.params import UploadParams
 from filesvc.resource import file_resource
@@ -37,7 +38,7 @@ async def _open(request: web.Request) -> UploadBody:
 
 def _answer(request: web.Request, view: FileView) -> web.Response:
     request[FILE_ID] = view.row.file_id
-    return web.json_response({"resource": file_resource(view)})
+    return json_answer({"resource": file_resource(view)})
 
 
 async def create_file(request: web.Request) -> web.Response:
