@@ -44,15 +44,19 @@ def tree_cpu_seconds(pid: int) -> float:
     return sum(tree_cpu_split(pid))
 
 
+def _tree(pid: int) -> list[psutil.Process]:
+    """A process and its descendants now (none when it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
 def minor_faults(pid: int) -> int:
     """Minor page faults of a process and its descendants so far (fresh memory touched)."""
     total = 0
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    for proc in procs:
+    for proc in _tree(pid):
         try:
             with open(f"/proc/{proc.pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
@@ -66,12 +70,7 @@ def tree_write_bytes(pid: int) -> int:
     """Bytes a process and its descendants have sent to storage so far (``write_bytes`` of
     /proc/<pid>/io: counted when a page is dirtied, whoever writes it back later)."""
     total = 0
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    for proc in procs:
+    for proc in _tree(pid):
         try:
             total += proc.io_counters().write_bytes
         except psutil.Error:
@@ -82,12 +81,7 @@ def tree_write_bytes(pid: int) -> int:
 def tree_cpu_split(pid: int) -> tuple[float, float]:
     """(user, system) CPU seconds of a process and its descendants."""
     user = system = 0.0
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0, 0.0
-    for proc in procs:
+    for proc in _tree(pid):
         try:
             times = proc.cpu_times()
         except psutil.Error:
