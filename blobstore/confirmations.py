@@ -68,8 +68,8 @@ async def confirm(
     each is stored and record the time.  Raises BlobGone (the caller rolls back).  Refs in
     ``inserted`` are inline rows the same transaction inserts (:func:`blobstore.inline.add`):
     stored by construction and referenced from the moment they exist, so neither checked nor
-    timed (a row in ``blob_refs`` is one more random leaf written per small upload; gc times a
-    row it finds unreferenced from its first sighting, as any blob it never saw confirmed).
+    timed here (a row in ``blob_refs`` is one more random leaf written per small upload): the
+    row carries its own time (:func:`blobstore.inline.add`), which gc reads instead.
     Refs in ``unchecked`` (some of ``inserted``) are rows whose name the put took without asking
     the backend: checked here that no backend blob has it, else NameInBackend (the caller rolls
     back and puts again)."""

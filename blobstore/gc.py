@@ -23,7 +23,7 @@ from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from blobstore import confirmations, inline, manifests
-from blobstore.engine.base import Engine
+from blobstore.engine.base import Engine, Tx
 from blobstore.manifests import PendingUpload, Slot
 from blobstore.port import BlobBackend, BlobInfo
 from blobstore.refs import BlobRef
@@ -56,6 +56,17 @@ class GcPlan:
     @property
     def delete_bytes(self) -> int:
         return sum(b.size for b in self.delete)
+
+
+async def _seen(tx: Tx, refs: list[BlobRef], rows: Container[BlobRef]) -> dict[BlobRef, int]:
+    """When each ref was last confirmed, first seen by gc, or (a row, ``rows``) inserted, the
+    latest of these: a row its commit inserted has no confirmation of its own
+    (:func:`blobstore.inline.add`)."""
+    seen = await confirmations.confirmed_at(tx, refs)
+    stamps = await inline.added_at(tx, [ref for ref in refs if ref in rows])
+    for ref, at in stamps.items():
+        seen[ref] = max(at, seen.get(ref, at))
+    return seen
 
 
 def plan_gc(
@@ -163,7 +174,7 @@ async def collect(
         report.expired = list(expiring)
         async with db.read() as tx:
             live = await manifests.live_refs(tx, excluding=_skip_map(expiring))
-            seen = await confirmations.confirmed_at(tx, [b.ref for b in maybe_garbage])
+            seen = await _seen(tx, [b.ref for b in maybe_garbage], inline_garbage)
     else:
         for i in range(0, len(expiring), EXPIRE_BATCH):
             async with db.write() as tx:
@@ -172,7 +183,7 @@ async def collect(
                         report.expired.append(upload)
         async with db.read() as tx:
             live = await manifests.live_refs(tx)
-            seen = await confirmations.confirmed_at(tx, [b.ref for b in maybe_garbage])
+            seen = await _seen(tx, [b.ref for b in maybe_garbage], inline_garbage)
 
     report.plan = plan_gc(live, maybe_garbage, seen, now_ms=now_ms, grace_ms=grace_ms)
     del maybe_garbage, live
@@ -190,7 +201,7 @@ async def collect(
         async with db.write() as tx:
             await confirmations.lock_for_gc(tx)
             batch = todo[i : i + DELETE_BATCH]
-            seen = await confirmations.confirmed_at(tx, [b.ref for b in batch])
+            seen = await _seen(tx, [b.ref for b in batch], inline_garbage)
             gone: list[BlobRef] = []
             rows_gone: list[BlobRef] = []
             for blob in batch:

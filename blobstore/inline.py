@@ -23,7 +23,7 @@ the rows through the functions below, under the same guard as the backend's blob
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -59,6 +59,15 @@ STEP_TABLE = Step(
     },
 )
 
+STEP_ADDED_AT = Step(
+    5,
+    "inline_blobs.added_at: when a row was inserted, gc's time for a row no commit confirmed",
+    {
+        "sqlite": ("ALTER TABLE inline_blobs ADD COLUMN added_at INTEGER",),
+        "postgresql": ("ALTER TABLE inline_blobs ADD COLUMN IF NOT EXISTS added_at BIGINT",),
+    },
+)
+
 # For the download's view query (filesvc.repo): each chunk entry with its inline bytes, if any,
 # in the same statement (one round trip).  ``e`` is the manifest entry's alias.
 VIEW_COLUMN = "i.data AS e_inline"
@@ -85,15 +94,20 @@ def fingerprint(key: ScopeKey | None, plain: bytes) -> bytes:
     return hashlib.blake2b(plain, digest_size=16, key=fp_key).digest()
 
 
-async def add(tx: Tx, rows: Iterable[InlineRow]) -> None:
+async def add(tx: Tx, rows: Iterable[InlineRow], *, now_ms: int) -> None:
     """Insert the rows in the caller's transaction (the one committing the manifests that use
-    them).  A row already there with the same fingerprint is kept (the same content, a dedup
-    hit or a concurrent upload of it); one with another fingerprint fails the statement
-    (a NOT NULL violation), so the transaction rolls back."""
+    them), stamped ``now_ms``: a row its commit inserts is not confirmed in ``blob_refs``
+    (:func:`blobstore.confirmations.confirm`), and gc's grace for it counts from this time
+    (:func:`added_at`).  A row already there with the same fingerprint is kept (the same
+    content, a dedup hit or a concurrent upload of it), its stamp moved to ``now_ms``; one with
+    another fingerprint fails the statement (a NOT NULL violation), so the transaction rolls
+    back."""
     await tx.executemany_later(
-        "INSERT INTO inline_blobs (ref, size, fp, data) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (ref) DO UPDATE SET size = NULL WHERE inline_blobs.fp <> excluded.fp",
-        [(r.ref, r.size, r.fp, r.data) for r in rows],
+        "INSERT INTO inline_blobs (ref, size, fp, data, added_at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (ref) DO UPDATE SET"
+        " size = CASE WHEN inline_blobs.fp = excluded.fp THEN inline_blobs.size END,"
+        " added_at = excluded.added_at",
+        [(r.ref, r.size, r.fp, r.data, now_ms) for r in rows],
     )
 
 
@@ -208,6 +222,23 @@ async def scan(tx: Tx) -> AsyncIterator[tuple[BlobRef, int, bytes]]:
     """Every row as (ref, plaintext size, stored bytes), a batch at a time (fsck's re-hash)."""
     async for row in tx.stream("SELECT ref, size, data FROM inline_blobs"):
         yield BlobRef(row[0]), int(row[1]), bytes(row[2])
+
+
+async def added_at(tx: Tx, refs: Collection[BlobRef]) -> dict[BlobRef, int]:
+    """When each of ``refs`` that is a row was inserted (rows older than the stamp are left
+    out: their commits confirmed them in ``blob_refs``)."""
+    out: dict[BlobRef, int] = {}
+    batch = sorted(refs)
+    for i in range(0, len(batch), 500):
+        part = batch[i : i + 500]
+        marks = ", ".join("?" * len(part))
+        rows = await tx.fetch(
+            f"SELECT ref, added_at FROM inline_blobs WHERE added_at IS NOT NULL"  # noqa: S608
+            f" AND ref IN ({marks})",
+            *part,
+        )
+        out.update({BlobRef(r[0]): int(r[1]) for r in rows})
+    return out
 
 
 async def sizes(tx: Tx) -> dict[BlobRef, int]:

@@ -7,5 +7,11 @@ from blobstore.engine.migrate import Track
 
 TRACK = Track(
     "blobstore",
-    (manifests.STEP_TABLES, confirmations.STEP_TABLE, keyring.STEP_TABLES, inline.STEP_TABLE),
+    (
+        manifests.STEP_TABLES,
+        confirmations.STEP_TABLE,
+        keyring.STEP_TABLES,
+        inline.STEP_TABLE,
+        inline.STEP_ADDED_AT,
+    ),
 )

@@ -81,7 +81,7 @@ async def _insert(tx: Tx, reader: BlobReader, batch: list[NewFile]) -> None:
     now = max(f.now_ms for f in batch)
     rows = [f.inline for f in batch if f.inline is not None]
     if rows:
-        await inline.add(tx, rows)
+        await inline.add(tx, rows, now_ms=now)
     await confirmations.confirm(
         tx,
         reader,

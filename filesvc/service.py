@@ -260,7 +260,7 @@ class FileService:
         async with self.db.write() as tx:
             ts = now_ms()
             if put.inline is not None:
-                await inline.add(tx, [put.inline])
+                await inline.add(tx, [put.inline], now_ms=ts)
             await confirmations.confirm(
                 tx, self.store.backend, [put.ref], now_ms=ts, inserted=inline_refs(put)
             )

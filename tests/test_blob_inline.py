@@ -81,7 +81,7 @@ async def commit(store: Store, file_id: str, puts: Sequence[PutResult]) -> None:
     async with store.db.write() as tx:
         rows = [p.inline for p in puts if p.inline is not None]
         if rows:
-            await inline.add(tx, rows)
+            await inline.add(tx, rows, now_ms=now)
         await confirmations.confirm(
             tx,
             store.backend,
@@ -245,24 +245,41 @@ async def test_gc_takes_unreferenced_rows_after_the_grace_only(store: Store) -> 
     assert await content.read(kept.ref) == b"kept"
 
 
-async def test_a_row_its_commit_inserts_is_not_confirmed_and_gc_times_it_from_first_sight(
+async def test_a_row_its_commit_inserts_is_not_confirmed_and_gc_times_it_from_its_insert(
     store: Store,
 ) -> None:
     content = store.content()
     row = await put(content, b"short-lived")
+    before = int(time.time() * 1000)
     await commit(store, "f", [row])
     async with store.db.read() as tx:
         assert await confirmations.confirmed_at(tx, [row.ref]) == {}
+        stamps = await inline.added_at(tx, [row.ref])
+    assert list(stamps) == [row.ref] and before <= stamps[row.ref] <= time.time() * 1000
     async with store.db.write() as tx:
         await manifests.delete(tx, "f")
-    first = await gc.collect(store.db, store.backend, grace=3600)
-    assert first.freed == 0 and first.plan.first_seen == (row.ref,)
+    young = await gc.collect(store.db, store.backend, grace=3600)
+    assert young.freed == 0 and young.plan.first_seen == ()
+    # A minute later, with a grace of 30 s: its insert is old enough, no sighting needed first.
+    later = await gc.collect(store.db, store.backend, grace=30, clock=lambda: time.time() + 60)
+    assert later.freed == 1 and await inline.lookup(store.db, row.ref) is None
+
+
+async def test_a_dedup_commit_of_an_existing_row_moves_its_stamp(store: Store) -> None:
+    content = store.content()
+    first = await put(content, b"shared bytes")
+    await commit(store, "a", [first])
+    async with store.db.write() as tx:
+        await tx.execute("UPDATE inline_blobs SET added_at = 0 WHERE ref = ?", first.ref)
+    again = await put(content, b"shared bytes")
+    assert again.ref == first.ref and not again.created
+    await commit(store, "b", [again])
     async with store.db.read() as tx:
-        assert list(await confirmations.confirmed_at(tx, [row.ref])) == [row.ref]
-    # Seen a moment ago, still young for a grace of a minute; gone with none.
-    assert (await gc.collect(store.db, store.backend, grace=60)).freed == 0
-    assert (await gc.collect(store.db, store.backend, grace=0)).freed == 1
-    assert await inline.lookup(store.db, row.ref) is None
+        seen = {
+            **await inline.added_at(tx, [first.ref]),
+            **await confirmations.confirmed_at(tx, [first.ref]),
+        }
+    assert seen[first.ref] > 0
 
 
 async def test_fsck_rehashes_rows_and_maps_a_damaged_one_to_its_file(store: Store) -> None:

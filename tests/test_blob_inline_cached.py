@@ -6,6 +6,7 @@ the backend."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -39,7 +40,7 @@ async def stored(db: Engine, store: ContentStore, data: bytes) -> PutResult:
     put = await store.put_bytes(data, scope=SCOPE, inline=True)
     assert put.inline is not None
     async with db.write() as tx:
-        await inline.add(tx, [put.inline])
+        await inline.add(tx, [put.inline], now_ms=int(time.time() * 1000))
     return put
 
 

@@ -168,7 +168,7 @@ async def test_a_release_0_1_0_data_dir_is_migrated_and_serves_its_files(
     db = Database(layout.db_path(data_dir))
     await db.open()
     try:
-        assert [await current(db, t.component) for t in TRACKS] == [4, 4]
+        assert [await current(db, t.component) for t in TRACKS] == [5, 4]
         assert await migrate(db, TRACKS) == []  # idempotent
     finally:
         await db.close()
@@ -189,6 +189,7 @@ async def test_migrations_apply_once_on_each_engine(tmp_path: Path, engine: str 
             ("blobstore", 2),
             ("blobstore", 3),
             ("blobstore", 4),
+            ("blobstore", 5),
             ("filesvc", 1),
             ("filesvc", 2),
             ("filesvc", 3),

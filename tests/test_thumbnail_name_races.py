@@ -107,7 +107,7 @@ def racing(setup: Setup, monkeypatch: pytest.MonkeyPatch, losses: int) -> list[b
 
 async def inline_add(tx: Tx, put: PutResult) -> None:
     assert put.inline is not None
-    await inline.add(tx, [put.inline])
+    await inline.add(tx, [put.inline], now_ms=int(time.time() * 1000))
 
 
 async def run_job(setup: Setup) -> tuple[str, str | None]:

@@ -357,7 +357,7 @@ class ThumbnailRunner:
             ts = _now_ms()
             rows = [p.inline for p in puts if p.inline is not None]
             if rows:
-                await inline.add(tx, rows)
+                await inline.add(tx, rows, now_ms=ts)
             await confirmations.confirm(
                 tx,
                 self.store.backend,

@@ -202,7 +202,7 @@ class TusStore:
                 ts = now_ms()
                 if put_ref is not None and put_ref.size:
                     if put_ref.inline is not None:
-                        await inline.add(conn, [put_ref.inline])
+                        await inline.add(conn, [put_ref.inline], now_ms=ts)
                     await confirmations.confirm(
                         conn,
                         self.service.store.backend,
