@@ -146,6 +146,7 @@ class ServerProcess:
         startup_timeout_s: float = 60.0,
         cwd: Path | None = None,
         ready_needs_ok: bool = False,
+        listeners: int = 1,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -156,6 +157,10 @@ class ServerProcess:
         self.startup_timeout_s = startup_timeout_s
         self.cwd = cwd
         self.ready_needs_ok = ready_needs_ok
+        # Processes that must listen on the port before it counts as started: a server of N
+        # workers answers as soon as its first one does, and connections opened before the
+        # others listen all stay with it (SO_REUSEPORT spreads new connections only).
+        self.listeners = listeners
         self.proc: subprocess.Popen[bytes] | None = None
         self.sampler: RssSampler | None = None
 
@@ -190,7 +195,7 @@ class ServerProcess:
                     f"{self.name} exited with {self.proc.returncode} at start-up; "
                     f"see {self.log_path}: {self.log_tail()}"
                 )
-            if self._answers():
+            if self._answers() and self._listening() >= self.listeners:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} did not answer within {self.startup_timeout_s:.0f} s")
@@ -210,6 +215,27 @@ class ServerProcess:
             return not self.ready_needs_ok
         except (OSError, ValueError):
             return False
+
+    def _listening(self) -> int:
+        """How many processes of the server's tree listen on its port now."""
+        assert self.proc is not None
+        if self.listeners <= 1:
+            return 1
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0
+        count = 0
+        for proc in procs:
+            try:
+                sockets = proc.net_connections(kind="tcp")
+            except psutil.Error:
+                continue
+            count += any(
+                s.status == psutil.CONN_LISTEN and s.laddr.port == self.port for s in sockets
+            )
+        return count
 
     def log_tail(self, n: int = 600) -> str:
         try:
@@ -279,6 +305,7 @@ def filesvc_server(
         else f"{base}/readyz",
         ready_needs_ok=not fake,
         cwd=server_code_dir(env),
+        listeners=1 if fake else workers,
     )
 
 
