@@ -20,7 +20,7 @@ from functools import partial
 from typing import cast
 
 from blobstore import inline
-from blobstore.engine.base import Tx
+from blobstore.engine.base import Tx, fetch_in
 from blobstore.engine.migrate import Step
 from blobstore.errors import BlobStoreError, NameInBackend
 from blobstore.port import BlobReader, StatMany, StatManyBlocking, supports
@@ -144,17 +144,10 @@ async def lock_for_gc(tx: Tx) -> None:
 
 async def confirmed_at(tx: Tx, refs: Collection[BlobRef]) -> dict[BlobRef, int]:
     """When each ref was last confirmed or first seen by gc (refs never seen are left out)."""
-    out: dict[BlobRef, int] = {}
-    batch = sorted(refs)
-    for i in range(0, len(batch), 500):
-        part = batch[i : i + 500]
-        marks = ", ".join("?" * len(part))
-        rows = await tx.fetch(
-            f"SELECT ref, confirmed_at FROM blob_refs WHERE ref IN ({marks})",  # noqa: S608
-            *part,
-        )
-        out.update({BlobRef(r[0]): int(r[1]) for r in rows})
-    return out
+    rows = await fetch_in(
+        tx, "SELECT ref, confirmed_at FROM blob_refs WHERE ref IN ({marks})", sorted(refs)
+    )
+    return {BlobRef(r[0]): int(r[1]) for r in rows}
 
 
 async def sight(tx: Tx, refs: Iterable[BlobRef], *, now_ms: int) -> None:

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Seque
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from blobstore.engine.base import Engine, Tx
+from blobstore.engine.base import Engine, Tx, fetch_in
 from blobstore.engine.migrate import Step
 from blobstore.errors import BlobCorrupt, NameTaken
 from blobstore.keyring import KeyRing
@@ -225,20 +225,14 @@ async def scan(tx: Tx) -> AsyncIterator[tuple[BlobRef, int, bytes]]:
 
 
 async def added_at(tx: Tx, refs: Collection[BlobRef]) -> dict[BlobRef, int]:
-    """When each of ``refs`` that is a row was inserted (rows older than the stamp are left
-    out: their commits confirmed them in ``blob_refs``)."""
-    out: dict[BlobRef, int] = {}
-    batch = sorted(refs)
-    for i in range(0, len(batch), 500):
-        part = batch[i : i + 500]
-        marks = ", ".join("?" * len(part))
-        rows = await tx.fetch(
-            f"SELECT ref, added_at FROM inline_blobs WHERE added_at IS NOT NULL"  # noqa: S608
-            f" AND ref IN ({marks})",
-            *part,
-        )
-        out.update({BlobRef(r[0]): int(r[1]) for r in rows})
-    return out
+    """When each of ``refs`` that is a row was inserted (rows made before the stamp existed
+    have none: their commits confirmed them in ``blob_refs``)."""
+    rows = await fetch_in(
+        tx,
+        "SELECT ref, added_at FROM inline_blobs WHERE added_at IS NOT NULL AND ref IN ({marks})",
+        sorted(refs),
+    )
+    return {BlobRef(r[0]): int(r[1]) for r in rows}
 
 
 async def sizes(tx: Tx) -> dict[BlobRef, int]:

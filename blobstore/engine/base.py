@@ -136,6 +136,21 @@ class Engine(Protocol):
         """Release connections.  Idempotent."""
 
 
+# Values in one ``IN (...)`` list at most: far below either engine's limit on parameters.
+IN_BATCH = 500
+
+
+async def fetch_in(tx: Tx, sql: str, values: Iterable[object]) -> list[Row]:
+    """The rows of ``sql`` for every one of ``values``: ``sql`` ends with ``IN ({marks})``,
+    filled with a batch of parameters at a time."""
+    out: list[Row] = []
+    batch = list(values)
+    for i in range(0, len(batch), IN_BATCH):
+        part = batch[i : i + IN_BATCH]
+        out += await tx.fetch(sql.format(marks=", ".join("?" * len(part))), *part)
+    return out
+
+
 def lock_key(name: str) -> int:
     """A stable signed 64-bit key for a lock name (PostgreSQL advisory locks take a bigint)."""
     return xxhash.xxh3_64_intdigest(name.encode()) - (1 << 63)
