@@ -28,7 +28,7 @@ import psutil  # type: ignore[import-untyped, unused-ignore]
 
 from bench import before_code, client, cpu_args, many
 from bench.data import MiB
-from bench.server import filesvc_server
+from bench.server import filesvc_server, process_tree
 
 FILES = 500
 SMALL = 4096
@@ -44,19 +44,10 @@ def tree_cpu_seconds(pid: int) -> float:
     return sum(tree_cpu_split(pid))
 
 
-def _tree(pid: int) -> list[psutil.Process]:
-    """A process and its descendants now (none when it is gone)."""
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return []
-
-
 def minor_faults(pid: int) -> int:
     """Minor page faults of a process and its descendants so far (fresh memory touched)."""
     total = 0
-    for proc in _tree(pid):
+    for proc in process_tree(pid):
         try:
             with open(f"/proc/{proc.pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
@@ -70,7 +61,7 @@ def tree_write_bytes(pid: int) -> int:
     """Bytes a process and its descendants have sent to storage so far (``write_bytes`` of
     /proc/<pid>/io: counted when a page is dirtied, whoever writes it back later)."""
     total = 0
-    for proc in _tree(pid):
+    for proc in process_tree(pid):
         try:
             total += proc.io_counters().write_bytes
         except psutil.Error:
@@ -81,7 +72,7 @@ def tree_write_bytes(pid: int) -> int:
 def tree_cpu_split(pid: int) -> tuple[float, float]:
     """(user, system) CPU seconds of a process and its descendants."""
     user = system = 0.0
-    for proc in _tree(pid):
+    for proc in process_tree(pid):
         try:
             times = proc.cpu_times()
         except psutil.Error:

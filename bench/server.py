@@ -76,6 +76,15 @@ def _rss_mib(procs: Sequence[psutil.Process]) -> float:
     return total / MiB
 
 
+def process_tree(pid: int) -> list[psutil.Process]:
+    """A process and its descendants now (none when it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
 class RssSampler:
     """Samples the RSS of one process tree every `interval` seconds in a daemon thread.  The
     tree itself is looked up every ``TREE_SCAN_S`` and at each window's start and end: a child
@@ -221,13 +230,8 @@ class ServerProcess:
         assert self.proc is not None
         if self.listeners <= 1:
             return 1
-        try:
-            root = psutil.Process(self.proc.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return 0
         count = 0
-        for proc in procs:
+        for proc in process_tree(self.proc.pid):
             try:
                 sockets = proc.net_connections(kind="tcp")
             except psutil.Error:
