@@ -28,8 +28,8 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 
 from blobstore.backends import S3Location
-from blobstore.errors import StorageFailure, StoreUnavailable
-from blobstore.s3_errors import RETRY_AFTER_S, by_status
+from blobstore.errors import StorageFailure
+from blobstore.s3_errors import by_status
 
 # Bytes waiting for the socket per upload: a writer waits beyond this.  Two batches of the
 # store's writes (1 MiB each): one being sent while the next is sealed.
@@ -70,10 +70,6 @@ class HttpClient:
         await self.session.close()
 
 
-def _unavailable() -> StoreUnavailable:
-    return StoreUnavailable("the blob store cannot be reached", retry_after=RETRY_AFTER_S)
-
-
 class OnePut:
     """One PUT of exactly ``size`` bytes to ``key``, under way from construction: ``send`` the
     bytes, then ``finish`` (the engine's answer), or ``abort``."""
@@ -106,7 +102,7 @@ class OnePut:
                     text = (await resp.content.read(2048)).decode("utf-8", "replace")
                     raise by_status(resp.status, text)
         except (aiohttp.ClientError, OSError, TimeoutError):
-            raise _unavailable() from None
+            raise by_status(None) from None
 
     async def _body(self) -> AsyncIterator[bytes | memoryview]:
         queue = self._queue
@@ -139,7 +135,7 @@ class OnePut:
                     await self._room.wait()
         except TimeoutError:
             await self._cut()
-            raise _unavailable() from None
+            raise by_status(None) from None
         if self._task.done():
             self._raise_outcome()
         self._queue.append(data)
@@ -154,11 +150,10 @@ class OnePut:
         if self._sent != self._size:
             await self.abort()
             raise ValueError(f"{self._sent} bytes sent, not the {self._size} announced")
-        self._closed = True
-        self._ready.set()
+        self._end_body()
         if not await self._settled(lambda: self._taken_at + STALL_S):
             await self._cut()
-            raise _unavailable()
+            raise by_status(None)
         self._task.result()
 
     async def _settled(self, deadline: Callable[[], float]) -> bool:
@@ -171,6 +166,11 @@ class OnePut:
             await asyncio.wait({self._task}, timeout=left)
         return True
 
+    def _end_body(self) -> None:
+        """No more pieces: the body ends once the queued ones are taken."""
+        self._closed = True
+        self._ready.set()
+
     def _raise_outcome(self) -> None:
         error = self._task.exception() if not self._task.cancelled() else None
         if error is not None:
@@ -182,16 +182,14 @@ class OnePut:
         every byte went, the engine may store it whatever this side does, so its answer is
         awaited (a while, as ``finish`` would), for a delete after this to find the object."""
         if self.whole:
-            self._closed = True
-            self._ready.set()
+            self._end_body()
             started = self._loop.time()
             await self._settled(lambda: started + STALL_S)
         await self._cut()
 
     async def _cut(self) -> None:
         """Cut the request if it is still under way, and wait until it has ended."""
-        self._closed = True
-        self._ready.set()
+        self._end_body()
         self._queue.clear()
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
