@@ -175,16 +175,8 @@ def open_sealed(key: ScopeKey, ref: BlobRef, stored: bytes) -> bytes:
 
 async def present(tx: Tx, refs: Sequence[BlobRef]) -> set[BlobRef]:
     """Which of ``refs`` have a row, in the caller's transaction."""
-    found: set[BlobRef] = set()
-    for i in range(0, len(refs), 500):
-        part = refs[i : i + 500]
-        marks = ", ".join("?" * len(part))
-        rows = await tx.fetch(
-            f"SELECT ref FROM inline_blobs WHERE ref IN ({marks})",  # noqa: S608
-            *part,
-        )
-        found.update(BlobRef(r[0]) for r in rows)
-    return found
+    rows = await fetch_in(tx, "SELECT ref FROM inline_blobs WHERE ref IN ({marks})", refs)
+    return {BlobRef(r[0]) for r in rows}
 
 
 def open_range(
