@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
@@ -133,92 +134,75 @@ async def insert_files(tx: Tx, reader: BlobReader, batch: list[NewFile]) -> None
 
 
 class CreateBatcher:
-    """Queues new files; one task commits whatever has gathered, in batches."""
+    """Queues new files and commits whatever has gathered, in batches, one batch at a time
+    holding the writer.  The next batch is gathered as soon as the last one has committed (on
+    SQLite before its log sync has finished: the two overlap), so at most a couple are in
+    flight.  Driven by callbacks rather than a task of its own: each hand-off between tasks is
+    a turn of a busy event loop, which a batch's uploads would wait for (bench/README.md,
+    4 KiB uploads: turns of the loop)."""
 
     def __init__(self, db: Engine, reader: BlobReader) -> None:
         self.db = db
         self.reader = reader
-        # None is the stop mark: everything queued before it is committed, then the task ends.
-        self._queue: asyncio.Queue[tuple[NewFile, asyncio.Future[None]] | None] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._pending: list[tuple[NewFile, asyncio.Future[None]]] = []
+        # The batch being gathered or holding the writer, until it releases it (or ends).
+        self._holder: asyncio.Task[None] | None = None
+        self._batches: set[asyncio.Task[None]] = set()  # started, not yet answered
+        self._running = False
 
     def start(self) -> None:
-        """Start the committing task."""
-        self._stopping = False
-        self._task = asyncio.create_task(self._run())
+        """Take new files from now on."""
+        self._running = True
 
     async def stop(self) -> None:
         """Commit what is queued, then stop.  A create that arrives meanwhile is refused: it
-        is never left waiting for a task that is gone."""
-        if self._task is None:
-            return
-        self._stopping = True
-        self._queue.put_nowait(None)
-        task = self._task
-        try:
-            await asyncio.shield(task)
-        finally:
-            if task.done():
-                self._task = None
+        is never left waiting for a batch that will not come."""
+        self._running = False
+        while self._batches:
+            # Not cancelled with the caller: waiters of a batch get its real outcome.
+            await asyncio.wait(list(self._batches))
 
     async def add(self, new: NewFile) -> None:
         """Return once the file's rows are committed (durably, per the database's setting)."""
-        if self._task is None or self._stopping or self._task.done():
+        if not self._running:
             raise RuntimeError("the batcher is not running")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((new, done))
-        # Shielded: a client that goes away must not cancel a commit others share.
-        await asyncio.shield(done)
+        self._pending.append((new, done))
+        self._next()
+        # The file's own future, awaited bare: a caller that goes away cancels only it (the
+        # batch commits all the same; its answer then finds the future done).  A shield would
+        # cost every upload one more turn of the loop before its answer.
+        await done
 
-    async def _run(self) -> None:
-        # Batches whose commit has started and which have not answered their waiters yet.  The
-        # next batch is gathered as soon as the last one's writer is free (on SQLite, before its
-        # log sync has finished: the two overlap), so at most a couple are in flight.
-        inflight: set[asyncio.Task[None]] = set()
-        try:
-            while True:
-                first = await self._queue.get()
-                if first is None:
-                    return
-                batch = [first]
-                stop = False
-                while len(batch) < MAX_BATCH and not self._queue.empty():
-                    item = self._queue.get_nowait()
-                    if item is None:
-                        stop = True
-                        break
-                    batch.append(item)
-                released = asyncio.Event()
-                task = asyncio.create_task(self._commit_batch(batch, released))
-                inflight.add(task)
-                task.add_done_callback(inflight.discard)
-                waiter = asyncio.create_task(released.wait())
-                try:
-                    await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    waiter.cancel()
-                if stop:
-                    return
-        finally:
-            # Every batch started is seen to its end: a stop commits what was queued, and when
-            # this task is cancelled their commits are already running, so their waiters get
-            # the real outcome.  Cancelled again meanwhile, they are cancelled too (and answer
-            # their waiters: _commit_batch).
-            if inflight:
-                try:
-                    await asyncio.wait(list(inflight))
-                except asyncio.CancelledError:
-                    for task in list(inflight):
-                        task.cancel()
-                    await asyncio.wait(list(inflight))
-                    raise
+    def _next(self) -> None:
+        """Start the next batch unless one is being gathered or holds the writer.  The batch
+        takes what is pending when its task first runs, a turn later: uploads that arrive in
+        the same turn share it."""
+        holder = self._holder
+        if (holder is not None and not holder.done()) or not self._pending:
+            return
+        task = self._holder = asyncio.create_task(self._commit_batch())
+        self._batches.add(task)
+        task.add_done_callback(self._ended)
 
-    async def _commit_batch(
-        self, batch: list[tuple[NewFile, asyncio.Future[None]]], released: asyncio.Event
-    ) -> None:
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._batches.discard(task)
+        # A batch cancelled before it released the writer (before it even ran) leaves the
+        # files pending after it to be started here.
+        self._next()
+
+    async def _commit_batch(self) -> None:
+        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        me = asyncio.current_task()
+
+        def release() -> None:
+            """This batch has committed (or failed): gather the next."""
+            if self._holder is me:
+                self._holder = None
+                self._next()
+
         try:
-            await self._commit(batch, released)
+            await self._commit(batch, release)
         except BaseException:
             # Cancelled (or worse), in the batch or in its one-by-one retry: every waiter of
             # the batch still waiting is answered, none is left hanging.
@@ -227,19 +211,19 @@ class CreateBatcher:
                     done.set_exception(RuntimeError("shutting down"))
             raise
         finally:
-            released.set()
+            release()
 
-    def _write(self, released: asyncio.Event) -> AbstractAsyncContextManager[Tx]:
+    def _write(self, released: Callable[[], None] | None) -> AbstractAsyncContextManager[Tx]:
         # A unit holds SQLite's writer lock only while SQLite works (engine/sqlite_unit.py).
         if confirmations.can_confirm_in_unit(self.reader):
             return self.db.write_unit(committed=released)
         return self.db.write()
 
     async def _commit(
-        self, batch: list[tuple[NewFile, asyncio.Future[None]]], released: asyncio.Event
+        self, batch: list[tuple[NewFile, asyncio.Future[None]]], release: Callable[[], None]
     ) -> None:
         try:
-            async with self._write(released) as tx:
+            async with self._write(release) as tx:
                 await _insert(tx, self.reader, [new for new, _ in batch])
         except Exception:
             # One by one, ahead of any batch gathered meanwhile (which waits for the writer).
@@ -253,7 +237,7 @@ class CreateBatcher:
         for new, done in batch:
             try:
                 with inline.name_races():
-                    async with self._write(asyncio.Event()) as tx:
+                    async with self._write(None) as tx:
                         await _insert(tx, self.reader, [new])
             except Exception as exc:
                 if not done.done():

@@ -217,7 +217,7 @@ async def test_the_next_unit_commits_while_the_last_ones_wal_sync_runs(
     monkeypatch.setattr(os, "fdatasync", held)
 
     async def unit(row: tuple[int, str], committed: asyncio.Event) -> None:
-        async with db.write_unit(committed=committed) as tx:
+        async with db.write_unit(committed=committed.set) as tx:
             await tx.executemany_later(SCRATCH_INSERT, [row])
 
     first_committed, second_committed = asyncio.Event(), asyncio.Event()
@@ -239,7 +239,7 @@ async def test_the_next_unit_commits_while_the_last_ones_wal_sync_runs(
 async def test_committed_is_set_when_a_unit_fails_too(db: Engine) -> None:
     committed = asyncio.Event()
     with pytest.raises(CheckFailed):
-        async with db.write_unit(committed=committed) as tx:
+        async with db.write_unit(committed=committed.set) as tx:
             await tx.executemany_later(SCRATCH_INSERT, [(1, "a")])
 
             def fail() -> None:
@@ -264,7 +264,7 @@ async def test_units_of_other_processes_queue_on_the_units_lock_file(
         committed = asyncio.Event()
 
         async def unit() -> None:
-            async with db.write_unit(committed=committed) as tx:
+            async with db.write_unit(committed=committed.set) as tx:
                 await tx.executemany_later(SCRATCH_INSERT, [(1, "a")])
 
         task = asyncio.create_task(unit())

@@ -7,7 +7,6 @@ subset SQLite and PostgreSQL share; what differs between the two (placeholder sy
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -107,7 +106,7 @@ class Engine(Protocol):
         """A write transaction, committed on normal exit and rolled back on error."""
 
     def write_unit(
-        self, *, committed: asyncio.Event | None = None
+        self, *, committed: Callable[[], None] | None = None
     ) -> AbstractAsyncContextManager[Tx]:
         """A write transaction made only of ``executemany_later``, ``check_later`` and
         ``lock``, run as one unit when the block ends: on SQLite, recorded and then run in one
@@ -115,9 +114,9 @@ class Engine(Protocol):
         writer lock is held for SQLite's own time, never across a turn of a busy event loop
         (the group commit of small uploads, :mod:`filesvc.creates`).  On PostgreSQL, where
         each statement is a round trip anyway and other transactions only wait for the rows
-        and locks it takes, it is :meth:`write`.  ``committed`` is set once the next unit may
-        commit (this one has committed or failed), which can be before this one is durable;
-        the block's exit always waits for durability."""
+        and locks it takes, it is :meth:`write`.  ``committed`` is called on the event loop once
+        the next unit may commit (this one has committed or failed), which can be before this
+        one is durable; the block's exit always waits for durability."""
 
     async def query(self, sql: str, *args: object) -> list[Row]:
         """Every row of one read-only statement, run outside an explicit transaction.  One

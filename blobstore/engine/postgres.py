@@ -254,7 +254,7 @@ class PostgresEngine:
 
     @contextlib.asynccontextmanager
     async def write_unit(
-        self, *, committed: asyncio.Event | None = None
+        self, *, committed: Callable[[], None] | None = None
     ) -> AsyncIterator[PostgresTx]:
         # A transaction's COMMIT is its durability here: the next may start once it is over.
         try:
@@ -262,7 +262,7 @@ class PostgresEngine:
                 yield tx
         finally:
             if committed is not None:
-                committed.set()
+                committed()
 
     async def query(self, sql: str, *args: object) -> list[Row]:
         pool = self._pool

@@ -253,10 +253,12 @@ class Database:
                     raise
 
     @asynccontextmanager
-    async def write_unit(self, *, committed: asyncio.Event | None = None) -> AsyncIterator[UnitTx]:
+    async def write_unit(
+        self, *, committed: Callable[[], None] | None = None
+    ) -> AsyncIterator[UnitTx]:
         """A write transaction recorded in the block and run as one unit at its end
         (:mod:`blobstore.engine.sqlite_unit`): nothing is written when the block raises.  The
-        writer lock is free again once the unit has committed; ``committed`` is set then (or
+        writer lock is free again once the unit has committed; ``committed`` is called then (or
         when it failed), and the block's exit waits until the unit is durable."""
         units = self._units
         if units is None:
@@ -266,13 +268,12 @@ class Database:
             yield tx
             async with self._write_lock:
                 with _full_as_store_full():
-                    wrote = await units.run(tx.operations)
+                    durable = await units.run(tx.operations)
         finally:
             if committed is not None:
-                committed.set()
-        if wrote:
-            with _full_as_store_full():
-                await units.durable()
+                committed()
+        if durable is not None:
+            await durable
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[SqliteTx]:

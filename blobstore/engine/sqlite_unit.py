@@ -27,13 +27,13 @@ import asyncio
 import fcntl
 import os
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from blobstore.engine.base import SQLITE, Dialect, Row
 from blobstore.errors import StorageFailure
-from blobstore.groupsync import Waiter, answer_covered, fail_all
 
 # One operation of a unit: a statement with its rows of arguments, or a blocking check.
 Operation = tuple[str, list[Sequence[object]]] | Callable[[], None]
@@ -79,18 +79,23 @@ class UnitTx:
 class UnitRunner:
     """A writer connection of its own (plain sqlite3) on one thread, for units.  The engine's
     asyncio write lock keeps it and the aiosqlite writer from both holding a transaction in one
-    process; SQLite's file lock orders it with other processes."""
+    process; SQLite's file lock orders it with other processes.
+
+    Each hand-off between a thread and the event loop costs turns of a loop that a busy server
+    is slow to give: the unit's thread answers the loop with one callback, and asks the WAL's
+    flush itself, thread to thread, so a unit's callers wait for two answers, not a chain of
+    futures (bench/README.md, 4 KiB uploads: turns of the loop)."""
 
     def __init__(
         self,
         conn: sqlite3.Connection,
         pool: ThreadPoolExecutor,
-        wal: Path | None,
+        wal: WalSync | None,
         queue: int | None = None,
     ) -> None:
         self._conn = conn
         self._pool = pool
-        self._wal = None if wal is None else WalSync(wal)
+        self._wal = wal
         self._queue = queue  # the flock's file, or None (no such file could be made)
 
     @classmethod
@@ -109,32 +114,47 @@ class UnitRunner:
             pool.shutdown(wait=False)
             raise
         queue = await loop.run_in_executor(pool, _open_queue, path)
-        wal = path.with_name(path.name + "-wal") if sync_after else None
+        wal = WalSync(path.with_name(path.name + "-wal"), loop) if sync_after else None
         return cls(conn, pool, wal, queue)
 
-    async def run(self, operations: list[Operation]) -> bool:
+    async def run(self, operations: list[Operation]) -> asyncio.Future[None] | None:
         """Run the unit to its COMMIT, even when the caller is cancelled meanwhile (the thread
-        cannot be stopped, and the caller's write lock must cover it until it ends).  True
-        when something was committed: then :meth:`durable` must be awaited before anyone is
+        cannot be stopped, and the caller's write lock must cover it until it ends).  Returns
+        None when nothing needs a flush (nothing was written, or SQLite syncs its own commits),
+        else a future answered once the unit is durable: it must be awaited before anyone is
         told."""
         if not operations:
-            return False
-        fut = asyncio.get_running_loop().run_in_executor(
-            self._pool, _run_queued, self._conn, operations, self._queue
-        )
+            return None
+        loop = asyncio.get_running_loop()
+        # ``done`` is awaited, so a cancelled caller cancels it; ``ended`` is only waited for.
+        done: asyncio.Future[asyncio.Future[None] | None] = loop.create_future()
+        ended: asyncio.Future[None] = loop.create_future()
+        durable: asyncio.Future[None] | None = None if self._wal is None else loop.create_future()
+        self._pool.submit(self._unit, loop, operations, done, ended, durable)
         try:
-            await asyncio.shield(fut)
+            return await done
         except asyncio.CancelledError:
-            if not fut.done():
-                await asyncio.wait([fut])
+            if not ended.done():
+                await asyncio.wait([ended])
             raise
-        return True
 
-    async def durable(self) -> None:
-        """Return once every unit committed before the call is durable (nothing to do unless
-        the WAL is synced after commits)."""
-        if self._wal is not None:
-            await self._wal.sync()
+    def _unit(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        operations: list[Operation],
+        done: asyncio.Future[asyncio.Future[None] | None],
+        ended: asyncio.Future[None],
+        durable: asyncio.Future[None] | None,
+    ) -> None:
+        """On the unit's thread: the unit, the flush asked for, one answer to the loop."""
+        try:
+            _run_queued(self._conn, operations, self._queue)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(_answer_unit, done, ended, None, exc)
+            return
+        if durable is not None and self._wal is not None:
+            self._wal.ask(durable)
+        loop.call_soon_threadsafe(_answer_unit, done, ended, durable, None)
 
     async def pragma(self, statement: str) -> None:
         """Set a connection setting on the unit's connection (as on the engine's writer:
@@ -151,6 +171,22 @@ class UnitRunner:
         self._pool.shutdown(wait=False)
         if self._wal is not None:
             await self._wal.close()
+
+
+def _answer_unit(
+    done: asyncio.Future[asyncio.Future[None] | None],
+    ended: asyncio.Future[None],
+    durable: asyncio.Future[None] | None,
+    error: BaseException | None,
+) -> None:
+    """On the loop: a unit's outcome (a caller that gave up has cancelled ``done``)."""
+    ended.set_result(None)
+    if done.done():
+        return
+    if error is None:
+        done.set_result(durable)
+    else:
+        done.set_exception(error)
 
 
 def _connect(path: Path, pragmas: list[str]) -> sqlite3.Connection:
@@ -203,52 +239,66 @@ def _run_unit(conn: sqlite3.Connection, operations: list[Operation]) -> None:
 
 
 class WalSync:
-    """Group flush of the WAL: :meth:`sync` returns once an ``fdatasync`` of it that *started
-    after the call* has finished, which covers every COMMIT made before the call; callers
-    waiting together share one, and a flush starts as soon as the last one ended.  The flush
-    runs on a thread of its own, so units keep committing meanwhile.  Loop-confined."""
+    """Group flush of the WAL on a thread of its own.  The unit's thread asks for a flush right
+    after each COMMIT (:meth:`ask`); a flush covers every ask made before it started, and
+    answers their futures on the event loop with its outcome.  Units keep committing while a
+    flush runs, and a flush starts as soon as the last one ended if anything was asked
+    meanwhile.  Nothing of the loop is touched on the threads but the one callback per flush."""
 
-    def __init__(self, wal: Path) -> None:
+    def __init__(self, wal: Path, loop: asyncio.AbstractEventLoop) -> None:
         self._wal = wal
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-wal-sync")
-        self._issued = 0
-        self._waiters: list[Waiter] = []
-        self._task: asyncio.Task[None] | None = None
+        self._loop = loop
+        self._cond = threading.Condition()
+        self._asked: list[asyncio.Future[None]] = []  # carried only: answered on the loop
+        self._closing = False
+        self._thread = threading.Thread(target=self._flusher, name="sqlite-wal-sync", daemon=True)
+        self._thread.start()
 
-    async def sync(self) -> None:
-        self._issued += 1
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((self._issued, done))
-        if self._task is None:
-            self._task = asyncio.create_task(self._flusher())
-        await done
+    def ask(self, durable: asyncio.Future[None]) -> None:
+        """On a thread, after a COMMIT: ``durable`` is answered by the next flush to start."""
+        with self._cond:
+            self._asked.append(durable)
+            self._cond.notify()
 
-    async def _flusher(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while self._waiters:
-                upto = self._issued  # a flush starting now covers every call so far
-                error: BaseException | None = None
-                job = loop.run_in_executor(self._pool, _sync_wal, self._wal)
-                try:
-                    await asyncio.shield(job)
-                except asyncio.CancelledError:
-                    # Nothing is known to be durable: no caller may go on as if it were.
-                    waiters, self._waiters = self._waiters, []
-                    fail_all(waiters, StorageFailure("the metadata log sync stopped"))
-                    raise
-                except Exception as exc:  # StorageFailure, or the pool shut down
-                    error = exc
-                self._waiters = answer_covered(self._waiters, upto, error)
-        finally:
-            self._task = None
+    def _flusher(self) -> None:
+        while True:
+            with self._cond:
+                while not self._asked and not self._closing:
+                    self._cond.wait()
+                if not self._asked:
+                    return
+                covered, self._asked = self._asked, []
+            error: BaseException | None = None
+            try:
+                _sync_wal(self._wal)
+            except StorageFailure as exc:
+                error = exc
+            except BaseException:  # whatever it was, nothing is known to be durable
+                error = StorageFailure("the metadata log sync stopped")
+            try:
+                self._loop.call_soon_threadsafe(_answer_flush, covered, error)
+            except RuntimeError:
+                return  # the loop is closed: nobody is left to answer
 
     async def close(self) -> None:
-        """Let a flush in progress finish (its callers are answered), then stop the thread."""
-        task = self._task
-        if task is not None:
-            await asyncio.wait([task])
-        self._pool.shutdown(wait=False)
+        """Let the flushes asked for finish (their callers are answered), then stop the
+        thread."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        await asyncio.to_thread(self._thread.join)
+
+
+def _answer_flush(covered: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    """On the loop: a flush's outcome to every unit it covered (a caller that gave up has
+    cancelled its future)."""
+    for durable in covered:
+        if durable.done():
+            continue
+        if error is None:
+            durable.set_result(None)
+        else:
+            durable.set_exception(error)
 
 
 def _sync_wal(wal: Path) -> None:
