@@ -57,7 +57,7 @@ def parked_ref(name: str) -> BlobRef | None:
     return BlobRef(ref) if is_ref(ref) else None
 
 
-def _sizes(paths: list[Path]) -> list[int | None]:
+def _sizes(paths: list[str]) -> list[int | None]:
     sizes: list[int | None] = []
     for path in paths:
         try:
@@ -272,7 +272,7 @@ class LocalBackend:
     def stat_many_blocking(self, refs: Sequence[BlobRef]) -> list[int | None]:
         """:meth:`stat_many` on the caller's thread (never call it on the event loop)."""
         try:
-            return _sizes([self.local_path(ref) for ref in refs])
+            return _sizes([self.path_str(ref) for ref in refs])
         except OSError as exc:
             raise translate_oserror(exc) from None
 
