@@ -18,7 +18,7 @@ from typing import cast
 import aiosqlite
 
 from blobstore.engine.base import SQLITE, Dialect, Row
-from blobstore.engine.sqlite_unit import UnitRunner, UnitTx
+from blobstore.engine.sqlite_unit import UnitRunner, UnitTx, once
 from blobstore.errors import StoreFull
 
 # FULL: a commit is on disk before the caller is answered, so an acknowledged upload survives
@@ -264,14 +264,15 @@ class Database:
         if units is None:
             raise RuntimeError("database is not open for writing")
         tx = UnitTx()
+        tell = once(committed)
         try:
             yield tx
             async with self._write_lock:
                 with _full_as_store_full():
-                    durable = await units.run(tx.operations)
+                    # Told by the unit's answer itself, a turn before this task resumes.
+                    durable = await units.run(tx.operations, tell)
         finally:
-            if committed is not None:
-                committed()
+            tell()
         if durable is not None:
             await durable
 

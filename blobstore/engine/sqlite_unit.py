@@ -117,12 +117,15 @@ class UnitRunner:
         wal = WalSync(path.with_name(path.name + "-wal"), loop) if sync_after else None
         return cls(conn, pool, wal, queue)
 
-    async def run(self, operations: list[Operation]) -> asyncio.Future[None] | None:
+    async def run(
+        self, operations: list[Operation], committed: Callable[[], None] | None = None
+    ) -> asyncio.Future[None] | None:
         """Run the unit to its COMMIT, even when the caller is cancelled meanwhile (the thread
         cannot be stopped, and the caller's write lock must cover it until it ends).  Returns
         None when nothing needs a flush (nothing was written, or SQLite syncs its own commits),
         else a future answered once the unit is durable: it must be awaited before anyone is
-        told."""
+        told.  ``committed`` is called on the loop with the unit's answer (committed or failed),
+        before this returns; not at all when there is nothing to run."""
         if not operations:
             return None
         loop = asyncio.get_running_loop()
@@ -130,7 +133,7 @@ class UnitRunner:
         done: asyncio.Future[asyncio.Future[None] | None] = loop.create_future()
         ended: asyncio.Future[None] = loop.create_future()
         durable: asyncio.Future[None] | None = None if self._wal is None else loop.create_future()
-        self._pool.submit(self._unit, loop, operations, done, ended, durable)
+        self._pool.submit(self._unit, loop, operations, (done, ended, durable, committed))
         try:
             return await done
         except asyncio.CancelledError:
@@ -139,22 +142,18 @@ class UnitRunner:
             raise
 
     def _unit(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        operations: list[Operation],
-        done: asyncio.Future[asyncio.Future[None] | None],
-        ended: asyncio.Future[None],
-        durable: asyncio.Future[None] | None,
+        self, loop: asyncio.AbstractEventLoop, operations: list[Operation], answer: _Answer
     ) -> None:
         """On the unit's thread: the unit, the flush asked for, one answer to the loop."""
         try:
             _run_queued(self._conn, operations, self._queue)
         except BaseException as exc:
-            loop.call_soon_threadsafe(_answer_unit, done, ended, None, exc)
+            loop.call_soon_threadsafe(_answer_unit, answer, exc)
             return
+        durable = answer[2]
         if durable is not None and self._wal is not None:
             self._wal.ask(durable)
-        loop.call_soon_threadsafe(_answer_unit, done, ended, durable, None)
+        loop.call_soon_threadsafe(_answer_unit, answer, None)
 
     async def pragma(self, statement: str) -> None:
         """Set a connection setting on the unit's connection (as on the engine's writer:
@@ -173,20 +172,41 @@ class UnitRunner:
             await self._wal.close()
 
 
-def _answer_unit(
-    done: asyncio.Future[asyncio.Future[None] | None],
-    ended: asyncio.Future[None],
-    durable: asyncio.Future[None] | None,
-    error: BaseException | None,
-) -> None:
-    """On the loop: a unit's outcome (a caller that gave up has cancelled ``done``)."""
+# What a unit's thread answers the loop with: the caller's future (the unit's durable future,
+# or an error), the future that says the thread is done with it, the durable future (None when
+# SQLite syncs its own commits), and the caller's ``committed``.
+_Answer = tuple[
+    "asyncio.Future[asyncio.Future[None] | None]",
+    "asyncio.Future[None]",
+    "asyncio.Future[None] | None",
+    Callable[[], None] | None,
+]
+
+
+def _answer_unit(answer: _Answer, error: BaseException | None) -> None:
+    """On the loop: a unit's outcome (a caller that gave up has cancelled its future)."""
+    done, ended, durable, committed = answer
     ended.set_result(None)
-    if done.done():
-        return
-    if error is None:
-        done.set_result(durable)
-    else:
-        done.set_exception(error)
+    if not done.done():
+        if error is None:
+            done.set_result(durable)
+        else:
+            done.set_exception(error)
+    if committed is not None:
+        committed()
+
+
+def once(fn: Callable[[], None] | None) -> Callable[[], None]:
+    """``fn`` to be called at most once, however often the result is (None: nothing)."""
+    called = False
+
+    def call() -> None:
+        nonlocal called
+        if not called and fn is not None:
+            called = True
+            fn()
+
+    return call
 
 
 def _connect(path: Path, pragmas: list[str]) -> sqlite3.Connection:
