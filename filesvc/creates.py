@@ -213,31 +213,40 @@ class CreateBatcher:
         finally:
             release()
 
-    def _write(self, released: Callable[[], None] | None) -> AbstractAsyncContextManager[Tx]:
+    def _write(
+        self,
+        released: Callable[[], None] | None = None,
+        durable: Callable[[], None] | None = None,
+    ) -> AbstractAsyncContextManager[Tx]:
         # A unit holds SQLite's writer lock only while SQLite works (engine/sqlite_unit.py).
         if confirmations.can_confirm_in_unit(self.reader):
-            return self.db.write_unit(committed=released)
+            return self.db.write_unit(committed=released, durable=durable)
         return self.db.write()
 
     async def _commit(
         self, batch: list[tuple[NewFile, asyncio.Future[None]]], release: Callable[[], None]
     ) -> None:
+        def answer() -> None:
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
         try:
-            async with self._write(release) as tx:
+            # Answered from the flush's own callback where the engine calls it: each upload
+            # resumes a turn sooner than after this task's.
+            async with self._write(release, answer) as tx:
                 await _insert(tx, self.reader, [new for new, _ in batch])
         except Exception:
             # One by one, ahead of any batch gathered meanwhile (which waits for the writer).
             await self._one_by_one(batch)
         else:
-            for _, done in batch:
-                if not done.done():
-                    done.set_result(None)
+            answer()
 
     async def _one_by_one(self, batch: list[tuple[NewFile, asyncio.Future[None]]]) -> None:
         for new, done in batch:
             try:
                 with inline.name_races():
-                    async with self._write(None) as tx:
+                    async with self._write() as tx:
                         await _insert(tx, self.reader, [new])
             except Exception as exc:
                 if not done.done():

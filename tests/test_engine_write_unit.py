@@ -250,6 +250,63 @@ async def test_committed_is_set_when_a_unit_fails_too(db: Engine) -> None:
     assert await scratch_rows(db) == []
 
 
+async def test_committed_and_durable_are_each_called_once_before_the_block_exits(
+    db: Engine,
+) -> None:
+    calls: list[str] = []
+    async with db.write_unit(
+        committed=lambda: calls.append("committed"), durable=lambda: calls.append("durable")
+    ) as tx:
+        await tx.executemany_later(SCRATCH_INSERT, [(1, "a")])
+    assert calls == ["committed", "durable"]
+    assert await scratch_rows(db) == [(1, "a")]
+
+
+async def test_durable_is_not_called_for_a_unit_that_fails(db: Engine) -> None:
+    calls: list[str] = []
+    with pytest.raises(CheckFailed):
+        async with db.write_unit(
+            committed=lambda: calls.append("committed"), durable=lambda: calls.append("durable")
+        ) as tx:
+            await tx.executemany_later(SCRATCH_INSERT, [(1, "a")])
+
+            def fail() -> None:
+                raise CheckFailed()
+
+            await tx.check_later(fail)
+    assert calls == ["committed"]
+
+
+@pytest.mark.sqlite_only
+async def test_durable_is_called_from_the_wal_flush_and_not_when_it_fails(
+    db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite the flush's own answer calls ``durable`` (a turn before the block's task
+    resumes), only after the WAL's ``fdatasync`` has returned; a failed flush never calls it."""
+    path = layout.db_path(tmp_path)
+    real = os.fdatasync
+    synced: list[str] = []
+
+    def watched(fd: int) -> None:
+        real(fd)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(os, "fdatasync", watched)
+    seen: list[list[str]] = []
+    async with db.write_unit(durable=lambda: seen.append(list(synced))) as tx:
+        await tx.executemany_later(SCRATCH_INSERT, [(1, "a")])
+    assert seen == [[f"{path}-wal"]]
+
+    def broken(fd: int) -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(os, "fdatasync", broken)
+    with pytest.raises(StorageFailure, match="could not be synced"):
+        async with db.write_unit(durable=lambda: seen.append(["called"])) as tx:
+            await tx.executemany_later(SCRATCH_INSERT, [(2, "b")])
+    assert seen == [[f"{path}-wal"]]
+
+
 @pytest.mark.sqlite_only
 async def test_units_of_other_processes_queue_on_the_units_lock_file(
     db: Engine, tmp_path: Path

@@ -19,8 +19,8 @@ async def _settle() -> None:
 
 
 async def test_a_create_arriving_while_stop_runs_is_answered(tmp_path: Path) -> None:
-    """stop() cancels the committing task; a create queued in that moment (the batcher still
-    looks running) must be committed or refused, never left waiting forever."""
+    """A create that arrives while stop() runs must be committed or refused, never left
+    waiting forever."""
     db = Database(tmp_path / "m.sqlite3", synchronous="NORMAL", readers=1)
     await db.open()
     await migrate(db, TRACKS)

@@ -106,7 +106,10 @@ class Engine(Protocol):
         """A write transaction, committed on normal exit and rolled back on error."""
 
     def write_unit(
-        self, *, committed: Callable[[], None] | None = None
+        self,
+        *,
+        committed: Callable[[], None] | None = None,
+        durable: Callable[[], None] | None = None,
     ) -> AbstractAsyncContextManager[Tx]:
         """A write transaction made only of ``executemany_later``, ``check_later`` and
         ``lock``, run as one unit when the block ends: on SQLite, recorded and then run in one
@@ -116,7 +119,10 @@ class Engine(Protocol):
         each statement is a round trip anyway and other transactions only wait for the rows
         and locks it takes, it is :meth:`write`.  ``committed`` is called on the event loop once
         the next unit may commit (this one has committed or failed), which can be before this
-        one is durable; the block's exit always waits for durability."""
+        one is durable; the block's exit always waits for durability.  ``durable`` is called on
+        the event loop once the unit is durable, as early as the engine knows it and at the
+        latest as the block exits normally (never when it raises): whoever waits on the unit can
+        be answered from there, a turn before the block's own task resumes."""
 
     async def query(self, sql: str, *args: object) -> list[Row]:
         """Every row of one read-only statement, run outside an explicit transaction.  One

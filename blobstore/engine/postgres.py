@@ -254,7 +254,10 @@ class PostgresEngine:
 
     @contextlib.asynccontextmanager
     async def write_unit(
-        self, *, committed: Callable[[], None] | None = None
+        self,
+        *,
+        committed: Callable[[], None] | None = None,
+        durable: Callable[[], None] | None = None,
     ) -> AsyncIterator[PostgresTx]:
         # A transaction's COMMIT is its durability here: the next may start once it is over.
         try:
@@ -263,6 +266,8 @@ class PostgresEngine:
         finally:
             if committed is not None:
                 committed()
+        if durable is not None:
+            durable()
 
     async def query(self, sql: str, *args: object) -> list[Row]:
         pool = self._pool

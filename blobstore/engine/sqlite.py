@@ -254,12 +254,16 @@ class Database:
 
     @asynccontextmanager
     async def write_unit(
-        self, *, committed: Callable[[], None] | None = None
+        self,
+        *,
+        committed: Callable[[], None] | None = None,
+        durable: Callable[[], None] | None = None,
     ) -> AsyncIterator[UnitTx]:
         """A write transaction recorded in the block and run as one unit at its end
         (:mod:`blobstore.engine.sqlite_unit`): nothing is written when the block raises.  The
         writer lock is free again once the unit has committed; ``committed`` is called then (or
-        when it failed), and the block's exit waits until the unit is durable."""
+        when it failed), ``durable`` once its WAL flush has finished, both from the threads'
+        answers themselves, and the block's exit waits until the unit is durable."""
         units = self._units
         if units is None:
             raise RuntimeError("database is not open for writing")
@@ -269,12 +273,13 @@ class Database:
             yield tx
             async with self._write_lock:
                 with _full_as_store_full():
-                    # Told by the unit's answer itself, a turn before this task resumes.
-                    durable = await units.run(tx.operations, tell)
+                    flushed = await units.run(tx.operations, tell, durable)
         finally:
             tell()
-        if durable is not None:
-            await durable
+        if flushed is not None:
+            await flushed
+        elif durable is not None:
+            durable()  # durable with its COMMIT (SQLite syncs), or nothing was written
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[SqliteTx]:

@@ -118,22 +118,26 @@ class UnitRunner:
         return cls(conn, pool, wal, queue)
 
     async def run(
-        self, operations: list[Operation], committed: Callable[[], None] | None = None
+        self,
+        operations: list[Operation],
+        committed: Callable[[], None] | None = None,
+        durable: Callable[[], None] | None = None,
     ) -> asyncio.Future[None] | None:
         """Run the unit to its COMMIT, even when the caller is cancelled meanwhile (the thread
         cannot be stopped, and the caller's write lock must cover it until it ends).  Returns
         None when nothing needs a flush (nothing was written, or SQLite syncs its own commits),
         else a future answered once the unit is durable: it must be awaited before anyone is
         told.  ``committed`` is called on the loop with the unit's answer (committed or failed),
-        before this returns; not at all when there is nothing to run."""
+        before this returns, and ``durable`` with the flush's answer when it succeeded; neither
+        when there is nothing to run, nor ``durable`` when SQLite syncs its own commits."""
         if not operations:
             return None
         loop = asyncio.get_running_loop()
         # ``done`` is awaited, so a cancelled caller cancels it; ``ended`` is only waited for.
         done: asyncio.Future[asyncio.Future[None] | None] = loop.create_future()
         ended: asyncio.Future[None] = loop.create_future()
-        durable: asyncio.Future[None] | None = None if self._wal is None else loop.create_future()
-        self._pool.submit(self._unit, loop, operations, (done, ended, durable, committed))
+        flushed: asyncio.Future[None] | None = None if self._wal is None else loop.create_future()
+        self._pool.submit(self._unit, loop, operations, (done, ended, flushed, committed, durable))
         try:
             return await done
         except asyncio.CancelledError:
@@ -150,9 +154,9 @@ class UnitRunner:
         except BaseException as exc:
             loop.call_soon_threadsafe(_answer_unit, answer, exc)
             return
-        durable = answer[2]
-        if durable is not None and self._wal is not None:
-            self._wal.ask(durable)
+        flushed = answer[2]
+        if flushed is not None and self._wal is not None:
+            self._wal.ask(flushed, answer[4])
         loop.call_soon_threadsafe(_answer_unit, answer, None)
 
     async def pragma(self, statement: str) -> None:
@@ -172,24 +176,25 @@ class UnitRunner:
             await self._wal.close()
 
 
-# What a unit's thread answers the loop with: the caller's future (the unit's durable future,
-# or an error), the future that says the thread is done with it, the durable future (None when
-# SQLite syncs its own commits), and the caller's ``committed``.
+# What a unit's thread answers the loop with: the caller's future (the unit's flush future, or
+# an error), the future that says the thread is done with it, the flush future (None when
+# SQLite syncs its own commits), and the caller's ``committed`` and ``durable``.
 _Answer = tuple[
     "asyncio.Future[asyncio.Future[None] | None]",
     "asyncio.Future[None]",
     "asyncio.Future[None] | None",
+    Callable[[], None] | None,
     Callable[[], None] | None,
 ]
 
 
 def _answer_unit(answer: _Answer, error: BaseException | None) -> None:
     """On the loop: a unit's outcome (a caller that gave up has cancelled its future)."""
-    done, ended, durable, committed = answer
+    done, ended, flushed, committed, _ = answer
     ended.set_result(None)
     if not done.done():
         if error is None:
-            done.set_result(durable)
+            done.set_result(flushed)
         else:
             done.set_exception(error)
     if committed is not None:
@@ -269,15 +274,16 @@ class WalSync:
         self._wal = wal
         self._loop = loop
         self._cond = threading.Condition()
-        self._asked: list[asyncio.Future[None]] = []  # carried only: answered on the loop
+        self._asked: list[_Flush] = []  # carried only: answered on the loop
         self._closing = False
         self._thread = threading.Thread(target=self._flusher, name="sqlite-wal-sync", daemon=True)
         self._thread.start()
 
-    def ask(self, durable: asyncio.Future[None]) -> None:
-        """On a thread, after a COMMIT: ``durable`` is answered by the next flush to start."""
+    def ask(self, flushed: asyncio.Future[None], durable: Callable[[], None] | None) -> None:
+        """On a thread, after a COMMIT: ``flushed`` is answered by the next flush to start,
+        and ``durable`` called then if it succeeded."""
         with self._cond:
-            self._asked.append(durable)
+            self._asked.append((flushed, durable))
             self._cond.notify()
 
     def _flusher(self) -> None:
@@ -309,16 +315,24 @@ class WalSync:
         await asyncio.to_thread(self._thread.join)
 
 
-def _answer_flush(covered: list[asyncio.Future[None]], error: BaseException | None) -> None:
+# A unit waiting for a flush: the future it awaits, and the caller's ``durable``.
+_Flush = tuple["asyncio.Future[None]", Callable[[], None] | None]
+
+
+def _answer_flush(covered: list[_Flush], error: BaseException | None) -> None:
     """On the loop: a flush's outcome to every unit it covered (a caller that gave up has
     cancelled its future)."""
-    for durable in covered:
-        if durable.done():
-            continue
-        if error is None:
-            durable.set_result(None)
-        else:
-            durable.set_exception(error)
+    for flushed, _ in covered:
+        if not flushed.done():
+            if error is None:
+                flushed.set_result(None)
+            else:
+                flushed.set_exception(error)
+    if error is None:
+        # After every future is answered: a callback that raised would stop the loop here.
+        for _, durable in covered:
+            if durable is not None:
+                durable()
 
 
 def _sync_wal(wal: Path) -> None:
