@@ -278,6 +278,33 @@ async def test_durable_is_not_called_for_a_unit_that_fails(db: Engine) -> None:
 
 
 @pytest.mark.sqlite_only
+async def test_a_unit_whose_caller_is_cancelled_runs_to_its_end_before_the_caller_leaves(
+    db: Engine,
+) -> None:
+    """The thread cannot be stopped: the cancelled caller leaves only once the unit has ended
+    (its write lock covers it till then), the unit commits, and the next unit runs."""
+    begun, let_go = threading.Event(), threading.Event()
+
+    def held() -> None:
+        begun.set()
+        assert let_go.wait(10)
+
+    task = asyncio.create_task(_unit_with_check(db, held))
+    while not begun.is_set():
+        await asyncio.sleep(0.001)
+    task.cancel()
+    await asyncio.sleep(0.05)
+    assert not task.done()  # still waiting for the unit's thread
+    let_go.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+    assert await scratch_rows(db) == [(1, "a"), (2, "b")]
+    async with db.write_unit() as tx:
+        await tx.executemany_later(SCRATCH_INSERT, [(3, "c")])
+    assert len(await scratch_rows(db)) == 3
+
+
+@pytest.mark.sqlite_only
 async def test_durable_is_called_from_the_wal_flush_and_not_when_it_fails(
     db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

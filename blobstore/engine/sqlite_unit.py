@@ -141,6 +141,8 @@ class UnitRunner:
         try:
             return await done
         except asyncio.CancelledError:
+            if flushed is not None:
+                flushed.cancel()  # nobody will await it: its flush answers ``durable`` only
             if not ended.done():
                 await asyncio.wait([ended])
             raise
@@ -329,7 +331,7 @@ def _answer_flush(covered: list[_Flush], error: BaseException | None) -> None:
             else:
                 flushed.set_exception(error)
     if error is None:
-        # After every future is answered: a callback that raised would stop the loop here.
+        # Only once every future is answered: a callback that raised would end this loop.
         for _, durable in covered:
             if durable is not None:
                 durable()
