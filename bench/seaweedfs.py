@@ -147,7 +147,10 @@ def _wait_ready(server: SeaweedFS, buckets: list[str]) -> None:
     """`weed mini` answers HTTP before its buckets exist: for a second or so after an anonymous
     request on a bucket is refused for want of a signature (403, the signature is checked
     first), a signed one still gets 404 (no such bucket).  Wait for a signed listing of each
-    bucket to go through, as a client's first request would."""
+    bucket to go through, as a client's first request would.  After a restart the listing
+    (the filer's) answers before the volume server has told the master where its volumes are,
+    and reads of stored objects fail meanwhile: a bucket that holds an object is ready once
+    its first byte can be read."""
     deadline = time.monotonic() + START_TIMEOUT_S
     pending = list(buckets)
     while pending:
@@ -165,7 +168,9 @@ def _wait_ready(server: SeaweedFS, buckets: list[str]) -> None:
             client_options={"allow_http": True, "timeout": "2s"},
         )
         try:
-            next(iter(obstore.list(store, chunk_size=1)), None)
+            for meta in next(iter(obstore.list(store, chunk_size=1)), []):
+                if meta["size"]:
+                    obstore.get(store, meta["path"], options={"range": (0, 1)}).bytes()
         except (obstore.exceptions.BaseError, OSError):
             time.sleep(0.2)
         else:
