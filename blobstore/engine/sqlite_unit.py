@@ -30,6 +30,7 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from blobstore.engine.base import SQLITE, Dialect, Row
@@ -137,7 +138,9 @@ class UnitRunner:
         done: asyncio.Future[asyncio.Future[None] | None] = loop.create_future()
         ended: asyncio.Future[None] = loop.create_future()
         flushed: asyncio.Future[None] | None = None if self._wal is None else loop.create_future()
-        self._pool.submit(self._unit, loop, operations, (done, ended, flushed, committed, durable))
+        self._pool.submit(
+            self._unit, loop, operations, _InFlight(done, ended, flushed, committed, durable)
+        )
         try:
             return await done
         except asyncio.CancelledError:
@@ -148,18 +151,17 @@ class UnitRunner:
             raise
 
     def _unit(
-        self, loop: asyncio.AbstractEventLoop, operations: list[Operation], answer: _Answer
+        self, loop: asyncio.AbstractEventLoop, operations: list[Operation], unit: _InFlight
     ) -> None:
         """On the unit's thread: the unit, the flush asked for, one answer to the loop."""
         try:
             _run_queued(self._conn, operations, self._queue)
         except BaseException as exc:
-            loop.call_soon_threadsafe(_answer_unit, answer, exc)
+            loop.call_soon_threadsafe(unit.ran, exc)
             return
-        flushed = answer[2]
-        if flushed is not None and self._wal is not None:
-            self._wal.ask(flushed, answer[4])
-        loop.call_soon_threadsafe(_answer_unit, answer, None)
+        if self._wal is not None:
+            self._wal.ask(unit)
+        loop.call_soon_threadsafe(unit.ran, None)
 
     async def pragma(self, statement: str) -> None:
         """Set a connection setting on the unit's connection (as on the engine's writer:
@@ -178,29 +180,27 @@ class UnitRunner:
             await self._wal.close()
 
 
-# What a unit's thread answers the loop with: the caller's future (the unit's flush future, or
-# an error), the future that says the thread is done with it, the flush future (None when
-# SQLite syncs its own commits), and the caller's ``committed`` and ``durable``.
-_Answer = tuple[
-    "asyncio.Future[asyncio.Future[None] | None]",
-    "asyncio.Future[None]",
-    "asyncio.Future[None] | None",
-    Callable[[], None] | None,
-    Callable[[], None] | None,
-]
+@dataclass(eq=False)
+class _InFlight:
+    """A unit on its way, as its thread and its flush answer it on the loop."""
 
+    # The caller's: the flush future, or the unit's error (cancelled by a caller that gave up).
+    done: asyncio.Future[asyncio.Future[None] | None]
+    ended: asyncio.Future[None]  # the thread is done with the unit
+    flushed: asyncio.Future[None] | None  # None when SQLite syncs its own commits
+    committed: Callable[[], None] | None
+    durable: Callable[[], None] | None
 
-def _answer_unit(answer: _Answer, error: BaseException | None) -> None:
-    """On the loop: a unit's outcome (a caller that gave up has cancelled its future)."""
-    done, ended, flushed, committed, _ = answer
-    ended.set_result(None)
-    if not done.done():
-        if error is None:
-            done.set_result(flushed)
-        else:
-            done.set_exception(error)
-    if committed is not None:
-        committed()
+    def ran(self, error: BaseException | None) -> None:
+        """On the loop: the unit's outcome."""
+        self.ended.set_result(None)
+        if not self.done.done():
+            if error is None:
+                self.done.set_result(self.flushed)
+            else:
+                self.done.set_exception(error)
+        if self.committed is not None:
+            self.committed()
 
 
 def once(fn: Callable[[], None] | None) -> Callable[[], None]:
@@ -276,16 +276,16 @@ class WalSync:
         self._wal = wal
         self._loop = loop
         self._cond = threading.Condition()
-        self._asked: list[_Flush] = []  # carried only: answered on the loop
+        self._asked: list[_InFlight] = []  # carried only: answered on the loop
         self._closing = False
         self._thread = threading.Thread(target=self._flusher, name="sqlite-wal-sync", daemon=True)
         self._thread.start()
 
-    def ask(self, flushed: asyncio.Future[None], durable: Callable[[], None] | None) -> None:
-        """On a thread, after a COMMIT: ``flushed`` is answered by the next flush to start,
-        and ``durable`` called then if it succeeded."""
+    def ask(self, unit: _InFlight) -> None:
+        """On a thread, after a COMMIT: the unit's ``flushed`` is answered by the next flush to
+        start, and its ``durable`` called then if it succeeded."""
         with self._cond:
-            self._asked.append((flushed, durable))
+            self._asked.append(unit)
             self._cond.notify()
 
     def _flusher(self) -> None:
@@ -317,24 +317,21 @@ class WalSync:
         await asyncio.to_thread(self._thread.join)
 
 
-# A unit waiting for a flush: the future it awaits, and the caller's ``durable``.
-_Flush = tuple["asyncio.Future[None]", Callable[[], None] | None]
-
-
-def _answer_flush(covered: list[_Flush], error: BaseException | None) -> None:
+def _answer_flush(covered: list[_InFlight], error: BaseException | None) -> None:
     """On the loop: a flush's outcome to every unit it covered (a caller that gave up has
     cancelled its future)."""
-    for flushed, _ in covered:
-        if not flushed.done():
+    for unit in covered:
+        flushed = unit.flushed
+        if flushed is not None and not flushed.done():
             if error is None:
                 flushed.set_result(None)
             else:
                 flushed.set_exception(error)
     if error is None:
         # Only once every future is answered: a callback that raised would end this loop.
-        for _, durable in covered:
-            if durable is not None:
-                durable()
+        for unit in covered:
+            if unit.durable is not None:
+                unit.durable()
 
 
 def _sync_wal(wal: Path) -> None:
