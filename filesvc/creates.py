@@ -237,7 +237,8 @@ class CreateBatcher:
             async with self._write(release, answer) as tx:
                 await _insert(tx, self.reader, [new for new, _ in batch])
         except Exception:
-            # One by one, ahead of any batch gathered meanwhile (which waits for the writer).
+            # One by one, so one bad row fails alone; the batch gathered meanwhile takes the
+            # writer in turn with them.
             await self._one_by_one(batch)
         else:
             answer()
